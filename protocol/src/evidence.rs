@@ -1,0 +1,209 @@
+//! The evidence exchange: `POST /api/v1/evidence {"nonce"}` and the versioned
+//! bundle a guest agent answers with.
+
+use serde::{Deserialize, Serialize};
+
+use crate::hexbytes::{Digest32, HexBytes};
+use crate::nonce::Nonce;
+
+/// The bundle version this crate reads and writes.
+pub const BUNDLE_VERSION: u32 = 1;
+
+/// A node with 8 GPUs and 4 switches sends ~250 KB; this leaves room for
+/// event logs and certificate tables without letting a peer exhaust memory.
+pub const MAX_BUNDLE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Request body of `POST /api/v1/evidence`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceRequest {
+    pub nonce: Nonce,
+}
+
+/// What an agent returns: hardware evidence plus the claims its quote binds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceBundle {
+    pub version: u32,
+    /// The nonce the agent answered (the verifier uses its own copy, not this).
+    pub nonce: Nonce,
+    pub tee: TeeEvidence,
+    #[serde(default)]
+    pub gpus: Vec<DeviceEvidence>,
+    #[serde(default)]
+    pub switches: Vec<DeviceEvidence>,
+    pub claims: Claims,
+}
+
+/// CPU TEE evidence whose report_data is [`crate::binding::report_data`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum TeeEvidence {
+    /// An Intel TDX DCAP quote (v4 or v5) and, when the agent has it, the CCEL event log.
+    Tdx {
+        quote: HexBytes,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        event_log: Option<HexBytes>,
+    },
+    /// An AMD SEV-SNP attestation report (1184 bytes) and, when the host
+    /// provides it, the extended-report certificate table (VCEK/VLEK, ASK, ARK).
+    SevSnp {
+        report: HexBytes,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        certs: Option<HexBytes>,
+    },
+}
+
+/// One GPU's or NVSwitch's SPDM evidence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceEvidence {
+    /// SPDM GET_MEASUREMENTS request followed by its signed response.
+    pub report: HexBytes,
+    /// DER certificates, device leaf first.
+    pub cert_chain: Vec<HexBytes>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeType {
+    Gpu,
+    Cpu,
+}
+
+impl NodeType {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            NodeType::Gpu => "gpu",
+            NodeType::Cpu => "cpu",
+        }
+    }
+}
+
+/// What the agent asserts about its node; bound into the quote's report_data
+/// through [`crate::binding::canonical_claims`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Claims {
+    /// SHA-256 of the public key the agent generated inside the VM at boot.
+    pub cvm_id: Digest32,
+    pub node_type: NodeType,
+    pub agent_version: String,
+    /// True only for the development TEE; validators trust it only on a devnet.
+    pub simulated: bool,
+    /// SHA-256 of the agent's TLS SubjectPublicKeyInfo (DER), for RA-TLS.
+    #[serde(default)]
+    pub tls_spki_sha256: Option<Digest32>,
+    /// SHA-256 of each entry of `gpus[].report`, in the same order.
+    #[serde(default)]
+    pub gpu_reports_sha256: Vec<Digest32>,
+    /// SHA-256 of each entry of `switches[].report`, in the same order.
+    #[serde(default)]
+    pub switch_reports_sha256: Vec<Digest32>,
+    #[serde(default)]
+    pub runtime: Runtime,
+}
+
+/// The inference runtime the sealed VM serves.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Runtime {
+    /// Digest of the VM image (e.g. `sha256:...`).
+    #[serde(default)]
+    pub image_digest: Option<String>,
+    /// Local inference server the agent proxies to.
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// Models served.
+    #[serde(default)]
+    pub models: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BundleError {
+    #[error("evidence bundle is {0} bytes; the limit is {MAX_BUNDLE_BYTES}")]
+    TooLarge(usize),
+    #[error("evidence bundle version {found} is not supported (this build reads version {supported}): upgrade tvm")]
+    UnsupportedVersion { found: u64, supported: u32 },
+    #[error("evidence bundle is malformed at {path}: {reason}")]
+    Malformed { path: String, reason: String },
+}
+
+/// A GPU or switch report whose hash the claims do not list (or list differently).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceHashError {
+    #[error("claims list {claimed} {kind} report hashes but the bundle carries {carried} reports")]
+    CountMismatch {
+        kind: &'static str,
+        claimed: usize,
+        carried: usize,
+    },
+    #[error("{kind} report {index} hashes to {actual}, but the claims say {claimed}")]
+    HashMismatch {
+        kind: &'static str,
+        index: usize,
+        actual: Digest32,
+        claimed: Digest32,
+    },
+}
+
+impl EvidenceBundle {
+    /// Parse a bundle: size limit, then version, then the strict schema of
+    /// that version (unknown fields are errors: anything unbound is suspect).
+    pub fn from_json(body: &[u8]) -> Result<Self, BundleError> {
+        if body.len() > MAX_BUNDLE_BYTES {
+            return Err(BundleError::TooLarge(body.len()));
+        }
+        #[derive(Deserialize)]
+        struct Probe {
+            version: u64,
+        }
+        let probe: Probe = serde_json::from_slice(body).map_err(|e| BundleError::Malformed {
+            path: "version".into(),
+            reason: e.to_string(),
+        })?;
+        if probe.version != u64::from(BUNDLE_VERSION) {
+            return Err(BundleError::UnsupportedVersion {
+                found: probe.version,
+                supported: BUNDLE_VERSION,
+            });
+        }
+        let de = &mut serde_json::Deserializer::from_slice(body);
+        serde_path_to_error::deserialize(de).map_err(|e| BundleError::Malformed {
+            path: e.path().to_string(),
+            reason: e.inner().to_string(),
+        })
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serialising these types cannot fail: no maps with non-string keys.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Check that the claims list exactly the SHA-256 of each carried report.
+    pub fn check_device_hashes(&self) -> Result<(), DeviceHashError> {
+        for (kind, devices, claimed) in [
+            ("GPU", &self.gpus, &self.claims.gpu_reports_sha256),
+            ("NVSwitch", &self.switches, &self.claims.switch_reports_sha256),
+        ] {
+            if devices.len() != claimed.len() {
+                return Err(DeviceHashError::CountMismatch {
+                    kind,
+                    claimed: claimed.len(),
+                    carried: devices.len(),
+                });
+            }
+            for (index, (d, c)) in devices.iter().zip(claimed).enumerate() {
+                let actual = Digest32::sha256(&d.report.0);
+                if actual != *c {
+                    return Err(DeviceHashError::HashMismatch {
+                        kind,
+                        index,
+                        actual,
+                        claimed: *c,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}

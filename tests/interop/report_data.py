@@ -1,0 +1,56 @@
+"""Independent re-implementation of tvm's canonical claims and report_data
+(docs/protocol.md), from the JSON claims alone. Used by the interop test to
+check the Rust crate against a second implementation."""
+import hashlib
+import struct
+
+
+def _bytes(b: bytes) -> bytes:
+    return struct.pack(">I", len(b)) + b
+
+
+def _opt(b):
+    return b"\x00" if b is None else b"\x01" + _bytes(b)
+
+
+def canonical_claims(c: dict) -> bytes:
+    rt = c.get("runtime") or {}
+    out = _bytes(b"tvm-claims-v1")
+    out += bytes.fromhex(c["cvm_id"])
+    out += _bytes(c["node_type"].encode())
+    out += _bytes(c["agent_version"].encode())
+    out += b"\x01" if c["simulated"] else b"\x00"
+    tls = c.get("tls_spki_sha256")
+    out += _opt(None if tls is None else bytes.fromhex(tls))
+    for key in ("gpu_reports_sha256", "switch_reports_sha256"):
+        hashes = c.get(key) or []
+        out += struct.pack(">I", len(hashes)) + b"".join(bytes.fromhex(h) for h in hashes)
+    for key in ("image_digest", "upstream"):
+        v = rt.get(key)
+        out += _opt(None if v is None else v.encode())
+    models = rt.get("models") or []
+    out += struct.pack(">I", len(models)) + b"".join(_bytes(m.encode()) for m in models)
+    return out
+
+
+def report_data(nonce_hex: str, claims: dict) -> bytes:
+    claims_hash = hashlib.sha256(canonical_claims(claims)).digest()
+    return hashlib.sha512(b"tvm-report-data-v1" + bytes.fromhex(nonce_hex) + claims_hash).digest()
+
+
+if __name__ == "__main__":
+    h = lambda b: hashlib.sha256(b).hexdigest()
+    example = {
+        "cvm_id": h(b"example cvm key"),
+        "node_type": "gpu",
+        "agent_version": "0.1.0",
+        "simulated": False,
+        "tls_spki_sha256": h(b"example spki"),
+        "gpu_reports_sha256": [h(b"gpu0"), h(b"gpu1")],
+        "switch_reports_sha256": [],
+        "runtime": {"image_digest": "sha256:" + "0" * 64, "upstream": None,
+                    "models": ["meta-llama/Llama-3.1-8B-Instruct"]},
+    }
+    nonce = bytes(range(32)).hex()
+    print("claims_sha256", hashlib.sha256(canonical_claims(example)).hexdigest())
+    print("report_data", report_data(nonce, example).hex())
