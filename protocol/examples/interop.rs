@@ -81,9 +81,12 @@ fn handle(cmd: &Value) -> Result<Value, String> {
             Ok(json!({"ok": true, "ss58": key.account_id().to_ss58()}))
         }
         "report_data" => {
-            let nonce: Nonce = str_field(cmd, "nonce")?.parse().map_err(|e| format!("{e}"))?;
-            let claims: Claims = serde_json::from_value(cmd.get("claims").cloned().unwrap_or_default())
-                .map_err(|e| e.to_string())?;
+            let nonce: Nonce = str_field(cmd, "nonce")?
+                .parse()
+                .map_err(|e| format!("{e}"))?;
+            let claims: Claims =
+                serde_json::from_value(cmd.get("claims").cloned().unwrap_or_default())
+                    .map_err(|e| e.to_string())?;
             Ok(json!({"report_data": hex::encode(report_data(&nonce, &claims))}))
         }
         other => Err(format!("unknown op {other}")),

@@ -52,7 +52,8 @@ fn put_opt(out: &mut Vec<u8>, b: Option<&[u8]>) {
 ///
 /// `bytes(x)` = u32 big-endian length ‖ x; `opt(x)` = `00` when absent, `01 ‖ bytes(x)` when present.
 pub fn canonical_claims(c: &Claims) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256 + 32 * (c.gpu_reports_sha256.len() + c.switch_reports_sha256.len()));
+    let mut out =
+        Vec::with_capacity(256 + 32 * (c.gpu_reports_sha256.len() + c.switch_reports_sha256.len()));
     put_bytes(&mut out, CLAIMS_TAG);
     out.extend_from_slice(&c.cvm_id.0);
     put_bytes(&mut out, c.node_type.as_str().as_bytes());
@@ -65,7 +66,10 @@ pub fn canonical_claims(c: &Claims) -> Vec<u8> {
             out.extend_from_slice(&d.0);
         }
     }
-    put_opt(&mut out, c.runtime.image_digest.as_deref().map(str::as_bytes));
+    put_opt(
+        &mut out,
+        c.runtime.image_digest.as_deref().map(str::as_bytes),
+    );
     put_opt(&mut out, c.runtime.upstream.as_deref().map(str::as_bytes));
     out.extend_from_slice(&(c.runtime.models.len() as u32).to_be_bytes());
     for m in &c.runtime.models {
@@ -105,7 +109,10 @@ mod tests {
             gpu_reports_sha256: vec![Digest32::sha256(b"gpu0"), Digest32::sha256(b"gpu1")],
             switch_reports_sha256: vec![],
             runtime: Runtime {
-                image_digest: Some("sha256:0000000000000000000000000000000000000000000000000000000000000000".into()),
+                image_digest: Some(
+                    "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+                        .into(),
+                ),
                 upstream: None,
                 models: vec!["meta-llama/Llama-3.1-8B-Instruct".into()],
             },

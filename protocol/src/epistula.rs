@@ -81,14 +81,24 @@ pub struct SignedHeaders {
 }
 
 /// The message Epistula signs.
-pub fn message(body: &[u8], uuid: &str, timestamp_ms: u64, signed_for: Option<&AccountId>) -> String {
+pub fn message(
+    body: &[u8],
+    uuid: &str,
+    timestamp_ms: u64,
+    signed_for: Option<&AccountId>,
+) -> String {
     let body_hash = hex::encode(Sha256::digest(body));
     let signed_for = signed_for.map(AccountId::to_ss58).unwrap_or_default();
     format!("{body_hash}.{uuid}.{timestamp_ms}.{signed_for}")
 }
 
 /// Sign `body` (the exact bytes that will be sent) with a fresh random UUID.
-pub fn sign(hotkey: &Hotkey, body: &[u8], signed_for: Option<&AccountId>, now_ms: u64) -> SignedHeaders {
+pub fn sign(
+    hotkey: &Hotkey,
+    body: &[u8],
+    signed_for: Option<&AccountId>,
+    now_ms: u64,
+) -> SignedHeaders {
     let uuid = Uuid::new_v4().hyphenated().to_string();
     sign_with_uuid(hotkey, body, signed_for, now_ms, uuid)
 }
@@ -124,7 +134,10 @@ impl SignedHeaders {
         if let Some(to) = &self.signed_for {
             v.push((header::SIGNED_FOR, to.to_ss58()));
         }
-        v.push((header::SIGNATURE, format!("0x{}", hex::encode(self.signature))));
+        v.push((
+            header::SIGNATURE,
+            format!("0x{}", hex::encode(self.signature)),
+        ));
         v
     }
 
@@ -154,8 +167,8 @@ impl SignedHeaders {
         if uuid.len() != 36 || Uuid::try_parse(uuid).is_err() {
             return Err(EpistulaError::MalformedUuid(uuid.to_string()));
         }
-        let signed_by =
-            AccountId::from_ss58(req(header::SIGNED_BY)?).map_err(EpistulaError::MalformedSignedBy)?;
+        let signed_by = AccountId::from_ss58(req(header::SIGNED_BY)?)
+            .map_err(EpistulaError::MalformedSignedBy)?;
         let signed_for = match get(header::SIGNED_FOR).map(str::trim) {
             None | Some("") => None,
             Some(s) if s.len() > MAX_HEADER_LEN => {
@@ -238,12 +251,20 @@ impl Verifier {
     /// Verify headers over the exact body bytes received, at time `now_ms`.
     /// Checks run in the order Targon's receiver uses; the replay guard is
     /// consulted only after the signature holds, so forged requests cannot fill it.
-    pub fn verify(&self, h: &SignedHeaders, body: &[u8], now_ms: u64) -> Result<Verified, EpistulaError> {
+    pub fn verify(
+        &self,
+        h: &SignedHeaders,
+        body: &[u8],
+        now_ms: u64,
+    ) -> Result<Verified, EpistulaError> {
         if let Recipient::Hotkey(own) = self.recipient {
             if h.signed_for != Some(own) {
                 return Err(EpistulaError::WrongRecipient {
                     expected: own.to_ss58(),
-                    got: h.signed_for.map(|a| a.to_ss58()).unwrap_or_else(|| "nobody".into()),
+                    got: h
+                        .signed_for
+                        .map(|a| a.to_ss58())
+                        .unwrap_or_else(|| "nobody".into()),
                 });
             }
         }
@@ -271,7 +292,8 @@ impl Verifier {
         if !h.signed_by.verify(msg.as_bytes(), &h.signature) {
             return Err(EpistulaError::BadSignature(h.signed_by.to_ss58()));
         }
-        let uuid = Uuid::try_parse(&h.uuid).map_err(|_| EpistulaError::MalformedUuid(h.uuid.clone()))?;
+        let uuid =
+            Uuid::try_parse(&h.uuid).map_err(|_| EpistulaError::MalformedUuid(h.uuid.clone()))?;
         if let Some(guard) = &self.replay {
             guard.admit(
                 h.signed_by,
@@ -340,7 +362,10 @@ mod tests {
             message(BODY_A, UUID_A, 1_700_000_000_000, h.signed_for.as_ref()),
             "115968080b8c20f18f5e771d7e58ce610c9fdeeed5c9010960527c2d799cf63c.2c1b7b1e-8f3a-4c7e-9d52-3f0a6b9e1c44.1700000000000.5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty"
         );
-        assert_eq!(message(BODY_A, UUID_A, 1_700_000_000_000, h.signed_for.as_ref()).len(), 164);
+        assert_eq!(
+            message(BODY_A, UUID_A, 1_700_000_000_000, h.signed_for.as_ref()).len(),
+            164
+        );
         let v = bob().verify(&h, BODY_A, NOW).unwrap();
         assert_eq!(v.signer.to_ss58(), ALICE);
     }
@@ -349,7 +374,10 @@ mod tests {
     fn vector_b_empty_body() {
         let h = parse(&headers(SIG_B)).unwrap();
         bob().verify(&h, b"", NOW).unwrap();
-        assert!(matches!(bob().verify(&h, BODY_A, NOW), Err(EpistulaError::BadSignature(_))));
+        assert!(matches!(
+            bob().verify(&h, BODY_A, NOW),
+            Err(EpistulaError::BadSignature(_))
+        ));
     }
 
     #[test]
@@ -359,7 +387,10 @@ mod tests {
         let h = parse(&headers(SIG_A)).unwrap();
         let mut body = BODY_A.to_vec();
         body[3] ^= 1;
-        assert!(matches!(v.verify(&h, &body, NOW), Err(EpistulaError::BadSignature(_))));
+        assert!(matches!(
+            v.verify(&h, &body, NOW),
+            Err(EpistulaError::BadSignature(_))
+        ));
         // timestamp +1 ms: still fresh, signature breaks
         let mut p = headers(SIG_A);
         set(&mut p, header::TIMESTAMP, "1700000000001");
@@ -397,7 +428,10 @@ mod tests {
         // version
         let mut p = headers(SIG_A);
         set(&mut p, header::VERSION, "1");
-        assert_eq!(parse(&p), Err(EpistulaError::UnsupportedVersion("1".into())));
+        assert_eq!(
+            parse(&p),
+            Err(EpistulaError::UnsupportedVersion("1".into()))
+        );
         // signature bit
         let mut sig = SIG_A.to_string();
         sig.replace_range(10..11, if &sig[10..11] == "0" { "1" } else { "0" });
@@ -420,7 +454,10 @@ mod tests {
         ));
         assert!(matches!(
             v.verify(&h, BODY_A, ts - 8_001),
-            Err(EpistulaError::FromFuture { ahead_ms: 8_001, .. })
+            Err(EpistulaError::FromFuture {
+                ahead_ms: 8_001,
+                ..
+            })
         ));
         let wide = bob().with_window_ms(60_000);
         assert!(wide.verify(&h, BODY_A, ts + 59_000).is_ok());
@@ -439,17 +476,38 @@ mod tests {
 
     #[test]
     fn malformed_headers_are_typed() {
-        let cases: Vec<(&str, &str, fn(&EpistulaError) -> bool)> = vec![
-            (header::TIMESTAMP, "17e11", |e| matches!(e, EpistulaError::MalformedTimestamp(_))),
-            (header::TIMESTAMP, "+1700000000000", |e| matches!(e, EpistulaError::MalformedTimestamp(_))),
-            (header::TIMESTAMP, "99999999999999999999", |e| matches!(e, EpistulaError::MalformedTimestamp(_))),
-            (header::UUID, "not-a-uuid", |e| matches!(e, EpistulaError::MalformedUuid(_))),
-            (header::UUID, "2c1b7b1e8f3a4c7e9d523f0a6b9e1c44", |e| matches!(e, EpistulaError::MalformedUuid(_))),
-            (header::SIGNED_BY, "5Grwva", |e| matches!(e, EpistulaError::MalformedSignedBy(_))),
-            (header::SIGNED_FOR, "xyz", |e| matches!(e, EpistulaError::MalformedSignedFor(_))),
-            (header::SIGNATURE, &SIG_A[2..], |e| matches!(e, EpistulaError::MalformedSignature(_))),
-            (header::SIGNATURE, "0xzz", |e| matches!(e, EpistulaError::MalformedSignature(_))),
-            (header::SIGNATURE, "0x1234", |e| matches!(e, EpistulaError::MalformedSignature(_))),
+        type Check = fn(&EpistulaError) -> bool;
+        let cases: Vec<(&str, &str, Check)> = vec![
+            (header::TIMESTAMP, "17e11", |e| {
+                matches!(e, EpistulaError::MalformedTimestamp(_))
+            }),
+            (header::TIMESTAMP, "+1700000000000", |e| {
+                matches!(e, EpistulaError::MalformedTimestamp(_))
+            }),
+            (header::TIMESTAMP, "99999999999999999999", |e| {
+                matches!(e, EpistulaError::MalformedTimestamp(_))
+            }),
+            (header::UUID, "not-a-uuid", |e| {
+                matches!(e, EpistulaError::MalformedUuid(_))
+            }),
+            (header::UUID, "2c1b7b1e8f3a4c7e9d523f0a6b9e1c44", |e| {
+                matches!(e, EpistulaError::MalformedUuid(_))
+            }),
+            (header::SIGNED_BY, "5Grwva", |e| {
+                matches!(e, EpistulaError::MalformedSignedBy(_))
+            }),
+            (header::SIGNED_FOR, "xyz", |e| {
+                matches!(e, EpistulaError::MalformedSignedFor(_))
+            }),
+            (header::SIGNATURE, &SIG_A[2..], |e| {
+                matches!(e, EpistulaError::MalformedSignature(_))
+            }),
+            (header::SIGNATURE, "0xzz", |e| {
+                matches!(e, EpistulaError::MalformedSignature(_))
+            }),
+            (header::SIGNATURE, "0x1234", |e| {
+                matches!(e, EpistulaError::MalformedSignature(_))
+            }),
         ];
         for (name, value, check) in cases {
             let mut p = headers(SIG_A);
@@ -461,7 +519,10 @@ mod tests {
         let mut p = headers(SIG_A);
         set(&mut p, header::UUID, &long);
         assert_eq!(parse(&p), Err(EpistulaError::HeaderTooLong(header::UUID)));
-        let p: Vec<_> = headers(SIG_A).into_iter().filter(|(k, _)| *k != "epistula-uuid").collect();
+        let p: Vec<_> = headers(SIG_A)
+            .into_iter()
+            .filter(|(k, _)| *k != "epistula-uuid")
+            .collect();
         assert_eq!(parse(&p), Err(EpistulaError::MissingHeader(header::UUID)));
     }
 
@@ -476,7 +537,10 @@ mod tests {
         let mut pairs = h.to_pairs();
         pairs.push((header::SIGNED_FOR, String::new()));
         any.verify(&parse(&pairs).unwrap(), b"x", NOW).unwrap();
-        assert!(matches!(bob().verify(&h, b"x", NOW), Err(EpistulaError::WrongRecipient { .. })));
+        assert!(matches!(
+            bob().verify(&h, b"x", NOW),
+            Err(EpistulaError::WrongRecipient { .. })
+        ));
     }
 
     #[test]
@@ -485,10 +549,16 @@ mod tests {
         let v = bob().with_replay_guard(guard.clone());
         let h = parse(&headers(SIG_A)).unwrap();
         v.verify(&h, BODY_A, NOW).unwrap();
-        assert!(matches!(v.verify(&h, BODY_A, NOW), Err(EpistulaError::Replayed { .. })));
+        assert!(matches!(
+            v.verify(&h, BODY_A, NOW),
+            Err(EpistulaError::Replayed { .. })
+        ));
         // A forged copy (bad signature) is rejected before the guard is touched.
         let forged = parse(&headers(SIG_B)).unwrap();
-        assert!(matches!(v.verify(&forged, BODY_A, NOW), Err(EpistulaError::BadSignature(_))));
+        assert!(matches!(
+            v.verify(&forged, BODY_A, NOW),
+            Err(EpistulaError::BadSignature(_))
+        ));
         assert_eq!(guard.len(), 1);
     }
 }

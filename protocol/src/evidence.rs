@@ -183,7 +183,11 @@ impl EvidenceBundle {
     pub fn check_device_hashes(&self) -> Result<(), DeviceHashError> {
         for (kind, devices, claimed) in [
             ("GPU", &self.gpus, &self.claims.gpu_reports_sha256),
-            ("NVSwitch", &self.switches, &self.claims.switch_reports_sha256),
+            (
+                "NVSwitch",
+                &self.switches,
+                &self.claims.switch_reports_sha256,
+            ),
         ] {
             if devices.len() != claimed.len() {
                 return Err(DeviceHashError::CountMismatch {

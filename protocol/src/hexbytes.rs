@@ -79,7 +79,8 @@ impl<'de> Deserialize<'de> for Digest32 {
             )));
         }
         let mut out = [0u8; 32];
-        hex::decode_to_slice(s, &mut out).map_err(|e| serde::de::Error::custom(format!("not hex: {e}")))?;
+        hex::decode_to_slice(s, &mut out)
+            .map_err(|e| serde::de::Error::custom(format!("not hex: {e}")))?;
         Ok(Digest32(out))
     }
 }

@@ -18,7 +18,8 @@ pub const SS58_PREFIX: u8 = 42;
 const SIGNING_CONTEXT: &[u8] = b"substrate";
 
 /// The public development phrase; `//Alice` alone means `DEV_PHRASE//Alice`.
-pub const DEV_PHRASE: &str = "bottom drive obey lake curtain smoke basket hold race lonely fit walk";
+pub const DEV_PHRASE: &str =
+    "bottom drive obey lake curtain smoke basket hold race lonely fit walk";
 
 /// A 32-byte sr25519 public key, shown and parsed as an SS58 address (prefix 42).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -28,7 +29,9 @@ pub struct AccountId(pub [u8; 32]);
 pub enum Ss58Error {
     #[error("not base58: {0}")]
     NotBase58(String),
-    #[error("SS58 address decodes to {0} bytes, expected 35 (prefix 42, 32-byte key, 2-byte checksum)")]
+    #[error(
+        "SS58 address decodes to {0} bytes, expected 35 (prefix 42, 32-byte key, 2-byte checksum)"
+    )]
     WrongLength(usize),
     #[error("SS58 prefix is {0}, expected 42 (Bittensor uses the generic Substrate prefix)")]
     WrongPrefix(u8),
@@ -132,7 +135,9 @@ pub enum KeyError {
     BadPrivateKey,
     #[error("bad derivation path {0:?}: junctions are //hard or /soft and must not be empty")]
     BadJunction(String),
-    #[error("a `0x` mini-secret cannot take a `///password`; a password only applies to a mnemonic")]
+    #[error(
+        "a `0x` mini-secret cannot take a `///password`; a password only applies to a mnemonic"
+    )]
     PasswordWithSeed,
 }
 
@@ -207,7 +212,8 @@ fn split_uri(uri: &str) -> Result<(&str, Vec<Junction>, Option<&str>), KeyError>
 
 fn decode_seed(hex_str: &str) -> Result<Zeroizing<[u8; 32]>, KeyError> {
     let bytes = Zeroizing::new(
-        hex::decode(hex_str.trim_start_matches("0x")).map_err(|e| KeyError::NotHex(e.to_string()))?,
+        hex::decode(hex_str.trim_start_matches("0x"))
+            .map_err(|e| KeyError::NotHex(e.to_string()))?,
     );
     if bytes.len() != 32 {
         return Err(KeyError::BadSeedLength(bytes.len()));
@@ -224,7 +230,11 @@ impl Hotkey {
     pub fn from_uri(uri: &str) -> Result<Self, KeyError> {
         let uri = uri.trim();
         let (phrase, junctions, password) = split_uri(uri)?;
-        let phrase = if phrase.is_empty() { DEV_PHRASE } else { phrase };
+        let phrase = if phrase.is_empty() {
+            DEV_PHRASE
+        } else {
+            phrase
+        };
         let mini = if phrase.starts_with("0x") {
             if password.is_some() {
                 return Err(KeyError::PasswordWithSeed);
@@ -261,7 +271,9 @@ impl Hotkey {
     /// From a 32-byte mini-secret (what wallet files call `secretSeed`).
     pub fn from_mini_secret(seed: &[u8; 32]) -> Result<Self, KeyError> {
         let mini = MiniSecretKey::from_bytes(seed).map_err(|_| KeyError::BadSeedLength(32))?;
-        Ok(Self::from_pair(mini.expand_to_keypair(ExpansionMode::Ed25519)))
+        Ok(Self::from_pair(
+            mini.expand_to_keypair(ExpansionMode::Ed25519),
+        ))
     }
 
     /// From a 64-byte schnorrkel secret key (key ‖ nonce, wallet files' `privateKey`).
@@ -321,7 +333,10 @@ mod tests {
             hex32("d43593c715fdd31c61141abd04a99fd6822c8558854ccde39a5684e7a56da27d")
         );
         assert_eq!(alice.account_id().to_ss58(), ALICE);
-        assert_eq!(Hotkey::from_uri("//Alice").unwrap().account_id(), alice.account_id());
+        assert_eq!(
+            Hotkey::from_uri("//Alice").unwrap().account_id(),
+            alice.account_id()
+        );
         let bob = Hotkey::from_uri("//Bob").unwrap();
         assert_eq!(
             bob.account_id().0,
@@ -333,7 +348,10 @@ mod tests {
     #[test]
     fn mini_secrets_match_substrate() {
         let alice_seed = "0xe5be9a5092b81bca64be81d212e7f2f9eba183bb7a90954f7b76361f6edb5c0a";
-        assert_eq!(Hotkey::from_uri(alice_seed).unwrap().account_id().to_ss58(), ALICE);
+        assert_eq!(
+            Hotkey::from_uri(alice_seed).unwrap().account_id().to_ss58(),
+            ALICE
+        );
         let ascii = Hotkey::from_mini_secret(b"12345678901234567890123456789012").unwrap();
         assert_eq!(
             ascii.account_id().0,
@@ -363,19 +381,30 @@ mod tests {
     #[test]
     fn bad_secrets_are_typed_errors() {
         assert!(matches!(
-            Hotkey::from_uri("bottom drive obey lake curtain smoke basket hold race lonely fit fit"),
+            Hotkey::from_uri(
+                "bottom drive obey lake curtain smoke basket hold race lonely fit fit"
+            ),
             Err(KeyError::BadMnemonic(_))
         ));
-        assert_eq!(Hotkey::from_uri("0x1234").unwrap_err(), KeyError::BadSeedLength(2));
+        assert_eq!(
+            Hotkey::from_uri("0x1234").unwrap_err(),
+            KeyError::BadSeedLength(2)
+        );
         assert!(matches!(Hotkey::from_uri("0xzz"), Err(KeyError::NotHex(_))));
-        assert!(matches!(Hotkey::from_uri("//Alice///"), Ok(_)));
+        // An empty password is no password.
+        assert_eq!(
+            Hotkey::from_uri("//Alice///").unwrap().account_id(),
+            Hotkey::from_uri("//Alice").unwrap().account_id()
+        );
         assert!(matches!(
             Hotkey::from_uri("//Alice//"),
             Err(KeyError::BadJunction(_))
         ));
         assert_eq!(
-            Hotkey::from_uri("0xe5be9a5092b81bca64be81d212e7f2f9eba183bb7a90954f7b76361f6edb5c0a///pw")
-                .unwrap_err(),
+            Hotkey::from_uri(
+                "0xe5be9a5092b81bca64be81d212e7f2f9eba183bb7a90954f7b76361f6edb5c0a///pw"
+            )
+            .unwrap_err(),
             KeyError::PasswordWithSeed
         );
     }
@@ -398,8 +427,14 @@ mod tests {
         let mut bad = ALICE.to_string();
         bad.replace_range(10..11, "b");
         assert!(AccountId::from_ss58(&bad).is_err());
-        assert!(matches!(AccountId::from_ss58("0OIl"), Err(Ss58Error::NotBase58(_))));
-        assert!(matches!(AccountId::from_ss58("5Grwva"), Err(Ss58Error::WrongLength(_))));
+        assert!(matches!(
+            AccountId::from_ss58("0OIl"),
+            Err(Ss58Error::NotBase58(_))
+        ));
+        assert!(matches!(
+            AccountId::from_ss58("5Grwva"),
+            Err(Ss58Error::WrongLength(_))
+        ));
         // Polkadot prefix 0 for the same key is refused.
         let mut raw = vec![0u8];
         raw.extend_from_slice(&alice.0);
@@ -409,7 +444,10 @@ mod tests {
         let sum = h.finalize();
         raw.extend_from_slice(&sum[..2]);
         let polkadot = bs58::encode(raw).into_string();
-        assert_eq!(AccountId::from_ss58(&polkadot), Err(Ss58Error::WrongPrefix(0)));
+        assert_eq!(
+            AccountId::from_ss58(&polkadot),
+            Err(Ss58Error::WrongPrefix(0))
+        );
     }
 
     #[test]

@@ -16,7 +16,10 @@ pub mod wallet;
 
 pub use binding::report_data;
 pub use epistula::{EpistulaError, Recipient, SignedHeaders, Verified, Verifier};
-pub use evidence::{BundleError, Claims, DeviceEvidence, EvidenceBundle, EvidenceRequest, NodeType, Runtime, TeeEvidence};
+pub use evidence::{
+    BundleError, Claims, DeviceEvidence, EvidenceBundle, EvidenceRequest, NodeType, Runtime,
+    TeeEvidence,
+};
 pub use hexbytes::{Digest32, HexBytes};
 pub use keys::{AccountId, Hotkey, KeyError, Ss58Error};
 pub use nodes::{parse_node_list, NodeEntry};

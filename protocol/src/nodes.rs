@@ -84,17 +84,33 @@ mod tests {
     #[test]
     fn both_formats() {
         let bids = parse_node_list(br#"[{"ip":"1.2.3.4","price":250},{"ip":"5.6.7.8"}]"#).unwrap();
-        assert_eq!(bids[0], NodeEntry { ip: "1.2.3.4".into(), price: Some(250) });
+        assert_eq!(
+            bids[0],
+            NodeEntry {
+                ip: "1.2.3.4".into(),
+                price: Some(250)
+            }
+        );
         assert_eq!(bids[1].price, None);
         let legacy = parse_node_list(br#"["1.2.3.4:8080","http://5.6.7.8"]"#).unwrap();
         assert_eq!(legacy[0].host(), "1.2.3.4");
         assert_eq!(legacy[1].host(), "5.6.7.8");
-        assert_eq!(serde_json::to_string(&bids[..1]).unwrap(), r#"[{"ip":"1.2.3.4","price":250}]"#);
+        assert_eq!(
+            serde_json::to_string(&bids[..1]).unwrap(),
+            r#"[{"ip":"1.2.3.4","price":250}]"#
+        );
     }
 
     #[test]
     fn hosts() {
-        let h = |s: &str| NodeEntry { ip: s.into(), price: None }.host().to_string();
+        let h = |s: &str| {
+            NodeEntry {
+                ip: s.into(),
+                price: None,
+            }
+            .host()
+            .to_string()
+        };
         assert_eq!(h("https://[::1]:8080/x"), "::1");
         assert_eq!(h("::1"), "::1");
         assert_eq!(h(" 10.0.0.1 "), "10.0.0.1");
@@ -102,9 +118,22 @@ mod tests {
 
     #[test]
     fn bad_lists() {
-        for bad in [&b"{}"[..], b"[1]", br#"[{"ip":"a","price":-1}]"#, br#"[{"ip":"a","extra":1}]"#, b"nope"] {
-            assert!(matches!(parse_node_list(bad), Err(NodeListError::Malformed(_))), "{}", String::from_utf8_lossy(bad));
+        for bad in [
+            &b"{}"[..],
+            b"[1]",
+            br#"[{"ip":"a","price":-1}]"#,
+            br#"[{"ip":"a","extra":1}]"#,
+            b"nope",
+        ] {
+            assert!(
+                matches!(parse_node_list(bad), Err(NodeListError::Malformed(_))),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
-        assert!(matches!(parse_node_list(br#"["http://"]"#), Err(NodeListError::EmptyAddress { index: 0 })));
+        assert!(matches!(
+            parse_node_list(br#"["http://"]"#),
+            Err(NodeListError::EmptyAddress { index: 0 })
+        ));
     }
 }

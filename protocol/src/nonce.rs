@@ -84,8 +84,12 @@ mod tests {
 
     #[test]
     fn generate_roundtrip_and_tag() {
-        let alice: AccountId = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY".parse().unwrap();
-        let bob: AccountId = "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty".parse().unwrap();
+        let alice: AccountId = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY"
+            .parse()
+            .unwrap();
+        let bob: AccountId = "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty"
+            .parse()
+            .unwrap();
         let a = Nonce::generate(&alice);
         let b = Nonce::generate(&alice);
         assert_ne!(a, b, "random half differs");

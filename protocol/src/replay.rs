@@ -43,7 +43,13 @@ impl ReplayGuard {
     }
 
     /// Admit a request once. `expires_ms` is when its timestamp goes stale.
-    pub fn admit(&self, signer: AccountId, uuid: Uuid, expires_ms: u64, now_ms: u64) -> Result<(), EpistulaError> {
+    pub fn admit(
+        &self,
+        signer: AccountId,
+        uuid: Uuid,
+        expires_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), EpistulaError> {
         // A poisoned lock only means another thread panicked mid-insert; the
         // sets are still consistent enough to keep refusing replays.
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
@@ -70,7 +76,11 @@ impl ReplayGuard {
     }
 
     pub fn len(&self) -> usize {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).seen.len()
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .seen
+            .len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -92,14 +102,18 @@ mod tests {
         let u = Uuid::from_u128(7);
         g.admit(who(1), u, 100, 0).unwrap();
         g.admit(who(2), u, 100, 0).unwrap();
-        assert!(matches!(g.admit(who(1), u, 100, 50), Err(EpistulaError::Replayed { .. })));
+        assert!(matches!(
+            g.admit(who(1), u, 100, 50),
+            Err(EpistulaError::Replayed { .. })
+        ));
     }
 
     #[test]
     fn entries_expire_and_memory_stays_bounded() {
         let g = ReplayGuard::new(3);
         for i in 0..3 {
-            g.admit(who(1), Uuid::from_u128(i), 100 + i as u64, 0).unwrap();
+            g.admit(who(1), Uuid::from_u128(i), 100 + i as u64, 0)
+                .unwrap();
         }
         assert_eq!(
             g.admit(who(1), Uuid::from_u128(9), 200, 50),
@@ -126,6 +140,9 @@ mod tests {
             })
             .collect();
         let admitted: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
-        assert_eq!(admitted, 1000, "each UUID admitted exactly once across threads");
+        assert_eq!(
+            admitted, 1000,
+            "each UUID admitted exactly once across threads"
+        );
     }
 }

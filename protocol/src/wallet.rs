@@ -37,7 +37,9 @@ pub enum KeyfileError {
         field: &'static str,
         source: KeyError,
     },
-    #[error("hotkey file says {stated} but its secret derives {derived}: the file is corrupt or edited")]
+    #[error(
+        "hotkey file says {stated} but its secret derives {derived}: the file is corrupt or edited"
+    )]
     AddressMismatch { stated: String, derived: String },
 }
 
@@ -178,7 +180,10 @@ mod tests {
             parse_hotkey_file(b"gAAAAABk..."),
             Err(KeyfileError::Encrypted("Fernet"))
         ));
-        assert!(matches!(parse_hotkey_file(b"{not json"), Err(KeyfileError::NotJson(_))));
+        assert!(matches!(
+            parse_hotkey_file(b"{not json"),
+            Err(KeyfileError::NotJson(_))
+        ));
     }
 
     #[test]
@@ -191,11 +196,18 @@ mod tests {
 
     #[test]
     fn bad_seed_names_the_field() {
-        let mut v: serde_json::Value = serde_json::from_slice(&dev_file(&["secretPhrase"])).unwrap();
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&dev_file(&["secretPhrase"])).unwrap();
         v["secretSeed"] = "0x1234".into();
         let e = parse_hotkey_file(&serde_json::to_vec(&v).unwrap()).unwrap_err();
         assert!(
-            matches!(e, KeyfileError::BadSecret { field: "secretSeed", source: KeyError::BadSeedLength(2) }),
+            matches!(
+                e,
+                KeyfileError::BadSecret {
+                    field: "secretSeed",
+                    source: KeyError::BadSeedLength(2)
+                }
+            ),
             "{e}"
         );
     }
@@ -206,8 +218,14 @@ mod tests {
         let path = hotkey_path(&dir, "w", "h");
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, dev_file(&[])).unwrap();
-        assert_eq!(load_hotkey_file(&path).unwrap().account_id().to_ss58(), DEV_SS58);
+        assert_eq!(
+            load_hotkey_file(&path).unwrap().account_id().to_ss58(),
+            DEV_SS58
+        );
         std::fs::remove_dir_all(&dir).unwrap();
-        assert!(matches!(load_hotkey_file(&path), Err(KeyfileError::Io { .. })));
+        assert!(matches!(
+            load_hotkey_file(&path),
+            Err(KeyfileError::Io { .. })
+        ));
     }
 }

@@ -59,7 +59,10 @@ fn round_trip_and_shape() {
     // SNP form
     let mut v3 = v.clone();
     v3["tee"] = serde_json::json!({"kind": "sev-snp", "report": "00ff"});
-    assert!(matches!(parse(&v3).unwrap().tee, TeeEvidence::SevSnp { .. }));
+    assert!(matches!(
+        parse(&v3).unwrap().tee,
+        TeeEvidence::SevSnp { .. }
+    ));
 }
 
 #[test]
