@@ -59,7 +59,7 @@ fn handle(cmd: &Value) -> Result<Value, String> {
             };
             let recipient = match opt_account(cmd, "recipient")? {
                 Some(a) => Recipient::Hotkey(a),
-                None => Recipient::Anyone,
+                None => Recipient::Unaddressed,
             };
             let (body, now_ms) = (body(cmd)?, num(cmd, "now_ms")?);
             let result = SignedHeaders::parse(lookup)

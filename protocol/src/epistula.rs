@@ -203,8 +203,10 @@ impl SignedHeaders {
 pub enum Recipient {
     /// This node's hotkey: `Epistula-Signed-For` must name it.
     Hotkey(AccountId),
-    /// Requests addressed to no one (`signed_for` empty), as Targon's tower takes them.
-    Anyone,
+    /// Requests addressed to no one (`signed_for` absent or empty), as Targon's
+    /// tower takes them. A request addressed to someone else is refused, so it
+    /// cannot be replayed here.
+    Unaddressed,
 }
 
 /// A request that passed verification.
@@ -531,7 +533,7 @@ mod tests {
         let alice = crate::keys::Hotkey::from_uri("//Alice").unwrap();
         let h = sign(&alice, b"x", None, NOW);
         assert!(h.to_pairs().iter().all(|(k, _)| *k != header::SIGNED_FOR));
-        let any = Verifier::new(Recipient::Anyone);
+        let any = Verifier::new(Recipient::Unaddressed);
         any.verify(&h, b"x", NOW).unwrap();
         // Go sends the header empty: same meaning.
         let mut pairs = h.to_pairs();
