@@ -1,0 +1,8 @@
+//! Trust anchors and attestation collateral.
+//!
+//! Every anchor is compiled in and pinned by the SHA-256 of its DER encoding,
+//! so a swapped file fails loudly instead of silently moving trust.
+
+pub mod anchors;
+
+pub use anchors::{AmdCa, AmdProduct, AmdSigner, AnchorError};

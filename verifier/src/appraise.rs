@@ -1,0 +1,205 @@
+//! Does genuine evidence meet my policy? Runs only on what `verify` passed:
+//! facts from evidence that failed verification are not trusted.
+
+use crate::facts::{Facts, SnpFacts, TdxFacts};
+use crate::policy::{Image, Policy, TcbStatus};
+use crate::verdict::{Check, Verdict, Verification};
+
+pub mod checks {
+    pub const TCB_STATUS: &str = "tcb.status";
+    pub const TCB_ADVISORIES: &str = "tcb.advisories";
+    pub const TD_DEBUG: &str = "td.debug";
+    pub const GUEST_DEBUG: &str = "guest.debug";
+    pub const GUEST_MIGRATION_AGENT: &str = "guest.migration_agent";
+    pub const GUEST_SMT: &str = "guest.smt";
+    pub const VMPL: &str = "vmpl";
+    pub const TCB_MINIMUM: &str = "tcb.minimum";
+    pub const MEASUREMENT: &str = "measurement";
+    pub const REPORT_DATA: &str = "report_data";
+}
+use checks::*;
+
+/// Apply `policy` to a verification. `expected_report_data` is what the quote
+/// must carry (from the nonce and claims); `None` leaves binding unchecked.
+pub fn appraise(v: Verification, policy: &Policy, expected_report_data: Option<&[u8; 64]>, at: i64) -> Verdict {
+    let mut checks = v.checks;
+    let policy_checks: &[&str] = match &v.facts {
+        Some(Facts::SevSnp(_)) => &[GUEST_DEBUG, GUEST_MIGRATION_AGENT, GUEST_SMT, VMPL, TCB_MINIMUM, MEASUREMENT, REPORT_DATA],
+        _ => &[TCB_STATUS, TCB_ADVISORIES, TD_DEBUG, MEASUREMENT, REPORT_DATA],
+    };
+    let genuine = checks.iter().all(|c| c.status == crate::verdict::Status::Pass);
+    match (&v.facts, genuine) {
+        (Some(Facts::Tdx(f)), true) => checks.extend(appraise_tdx(f, policy, at)),
+        (Some(Facts::SevSnp(f)), true) => checks.extend(appraise_snp(f, policy, at)),
+        _ => {
+            for name in policy_checks {
+                checks.push(Check::not_checked(name, "evidence did not verify"));
+            }
+            return Verdict::new(checks, v.facts);
+        }
+    }
+    let actual = match &v.facts {
+        Some(Facts::Tdx(f)) => &f.report_data,
+        Some(Facts::SevSnp(f)) => &f.report_data,
+        None => unreachable_report_data(),
+    };
+    checks.push(match expected_report_data {
+        None => Check::not_checked(REPORT_DATA, format!("no nonce given; report_data is {actual}")),
+        Some(want) if hex::encode(want) == *actual => Check::pass(REPORT_DATA, "bound to this nonce and these claims"),
+        Some(want) => Check::fail(
+            REPORT_DATA,
+            format!(
+                "report_data {actual} is not the expected {}: the evidence answers another nonce, was relayed from another machine, or its claims were changed",
+                hex::encode(want)
+            ),
+        ),
+    });
+    Verdict::new(checks, v.facts)
+}
+
+fn unreachable_report_data() -> &'static String {
+    // Verification always carries facts once it passed; an empty string never matches.
+    static EMPTY: String = String::new();
+    &EMPTY
+}
+
+fn appraise_tdx(f: &TdxFacts, policy: &Policy, at: i64) -> Vec<Check> {
+    let p = &policy.tdx;
+    let status = f.tcb_status.as_deref().unwrap_or("unknown");
+    let mut out = vec![match TcbStatus::parse(status) {
+        Some(s) if p.allowed_tcb_statuses.contains(&s) => Check::pass(TCB_STATUS, status),
+        _ => Check::fail(
+            TCB_STATUS,
+            format!(
+                "TCB status {status} is not allowed (policy allows {:?}): update the host's BIOS, microcode and TDX module",
+                p.allowed_tcb_statuses
+            ),
+        ),
+    }];
+    let disallowed: Vec<&String> = f
+        .advisory_ids
+        .iter()
+        .filter(|a| !p.allowed_advisories.contains(a))
+        .collect();
+    out.push(if f.advisory_ids.is_empty() {
+        Check::pass(TCB_ADVISORIES, "none")
+    } else if disallowed.is_empty() {
+        Check::pass(TCB_ADVISORIES, format!("{} (allowed by policy)", f.advisory_ids.join(", ")))
+    } else {
+        Check::fail(
+            TCB_ADVISORIES,
+            format!("platform is affected by {}, not allowed by policy", disallowed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")),
+        )
+    });
+    out.push(match (f.debug, p.dangerous_allow_debug) {
+        (false, _) => Check::pass(TD_DEBUG, "debug off"),
+        (true, true) => Check::pass(TD_DEBUG, "DEBUG TD accepted by dangerous_allow_debug"),
+        (true, false) => Check::fail(TD_DEBUG, "the TD has debug enabled: the host can read its memory; launch a production image"),
+    });
+    let images: Vec<&Image> = policy.images.iter().filter(|i| i.tdx.is_some()).collect();
+    out.push(if images.is_empty() {
+        Check::not_checked(MEASUREMENT, "policy lists no TDX images")
+    } else {
+        image_check(&images, at, |img| {
+            let Some(m) = &img.tdx else { return vec!["platform"] };
+            let mut diff = Vec::new();
+            if !m.mrtd.eq_ignore_ascii_case(&f.mrtd) {
+                diff.push("MRTD");
+            }
+            for (i, want) in [&m.rtmr0, &m.rtmr1, &m.rtmr2, &m.rtmr3].into_iter().enumerate() {
+                if want.as_ref().is_some_and(|w| !w.eq_ignore_ascii_case(&f.rtmr[i])) {
+                    diff.push(["RTMR0", "RTMR1", "RTMR2", "RTMR3"][i]);
+                }
+            }
+            diff
+        })
+    });
+    out
+}
+
+fn image_check<'a>(images: &[&'a Image], at: i64, diff: impl Fn(&Image) -> Vec<&'static str>) -> Check {
+    let mut closest: Option<(&'a Image, Vec<&'static str>)> = None;
+    for img in images {
+        let d = diff(img);
+        if d.is_empty() {
+            if img.valid_at(at) {
+                return Check::pass(MEASUREMENT, format!("image {}", img.name));
+            }
+            return Check::fail(
+                MEASUREMENT,
+                format!("image {} is not accepted at this time (outside its validity window): upgrade to a current image", img.name),
+            );
+        }
+        if closest.as_ref().is_none_or(|(_, c)| d.len() < c.len()) {
+            closest = Some((img, d));
+        }
+    }
+    let hint = closest
+        .map(|(img, d)| format!("; closest is {} ({} differ)", img.name, d.join(", ")))
+        .unwrap_or_default();
+    Check::fail(
+        MEASUREMENT,
+        format!("measurements match none of the {} allowed images{hint}: run a published tvm image", images.len()),
+    )
+}
+
+fn appraise_snp(f: &SnpFacts, policy: &Policy, at: i64) -> Vec<Check> {
+    let p = &policy.snp;
+    let mut out = Vec::new();
+    out.push(match (f.debug_allowed, p.dangerous_allow_debug) {
+        (false, _) => Check::pass(GUEST_DEBUG, "debug off"),
+        (true, true) => Check::pass(GUEST_DEBUG, "debug allowed by dangerous_allow_debug"),
+        (true, false) => Check::fail(GUEST_DEBUG, "guest policy allows debugging: the host can read its memory; launch with debug off"),
+    });
+    out.push(match (f.migration_agent_allowed, p.dangerous_allow_migration_agent) {
+        (false, _) => Check::pass(GUEST_MIGRATION_AGENT, "no migration agent"),
+        (true, true) => Check::pass(GUEST_MIGRATION_AGENT, "allowed by dangerous_allow_migration_agent"),
+        (true, false) => Check::fail(GUEST_MIGRATION_AGENT, "guest policy allows a migration agent, which can export its memory"),
+    });
+    out.push(match (f.smt_allowed, p.allow_smt) {
+        (true, false) => Check::fail(GUEST_SMT, "guest policy allows SMT but this policy requires SMT off"),
+        (smt, _) => Check::pass(GUEST_SMT, if smt { "SMT allowed" } else { "SMT off" }),
+    });
+    out.push(if p.allowed_vmpls.contains(&f.vmpl) {
+        Check::pass(VMPL, format!("VMPL {}", f.vmpl))
+    } else {
+        Check::fail(VMPL, format!("report comes from VMPL {}, policy allows {:?}", f.vmpl, p.allowed_vmpls))
+    });
+    out.push(match &p.minimum_tcb {
+        None => Check::not_checked(TCB_MINIMUM, "policy sets no minimum TCB"),
+        Some(min) => {
+            let t = &f.reported_tcb;
+            let mut low = Vec::new();
+            for (name, have, want) in [
+                ("bootloader", t.bootloader, min.bootloader),
+                ("tee", t.tee, min.tee),
+                ("snp", t.snp, min.snp),
+                ("microcode", t.microcode, min.microcode),
+            ] {
+                if have < want {
+                    low.push(format!("{name} {have} < {want}"));
+                }
+            }
+            if let (Some(want), have) = (min.fmc, t.fmc.unwrap_or(0)) {
+                if have < want {
+                    low.push(format!("fmc {have} < {want}"));
+                }
+            }
+            if low.is_empty() {
+                Check::pass(TCB_MINIMUM, "reported TCB at or above the minimum")
+            } else {
+                Check::fail(TCB_MINIMUM, format!("reported TCB below the minimum: {}; update the host's SEV firmware and microcode", low.join(", ")))
+            }
+        }
+    });
+    let images: Vec<&Image> = policy.images.iter().filter(|i| i.sev_snp.is_some()).collect();
+    out.push(if images.is_empty() {
+        Check::not_checked(MEASUREMENT, "policy lists no SEV-SNP images")
+    } else {
+        image_check(&images, at, |img| match &img.sev_snp {
+            Some(m) if m.measurement.eq_ignore_ascii_case(&f.measurement) => vec![],
+            _ => vec!["measurement"],
+        })
+    });
+    out
+}

@@ -1,0 +1,284 @@
+//! What a validator accepts, as YAML (docs/policy.md). `verify` decides whether
+//! evidence is genuine; the policy decides whether genuine evidence is good enough.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// Intel's TCB statuses, as TCB Info names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TcbStatus {
+    UpToDate,
+    SWHardeningNeeded,
+    ConfigurationNeeded,
+    ConfigurationAndSWHardeningNeeded,
+    OutOfDate,
+    OutOfDateConfigurationNeeded,
+    Revoked,
+}
+
+impl TcbStatus {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "UpToDate" => TcbStatus::UpToDate,
+            "SWHardeningNeeded" => TcbStatus::SWHardeningNeeded,
+            "ConfigurationNeeded" => TcbStatus::ConfigurationNeeded,
+            "ConfigurationAndSWHardeningNeeded" => TcbStatus::ConfigurationAndSWHardeningNeeded,
+            "OutOfDate" => TcbStatus::OutOfDate,
+            "OutOfDateConfigurationNeeded" => TcbStatus::OutOfDateConfigurationNeeded,
+            "Revoked" => TcbStatus::Revoked,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Policy {
+    pub tdx: TdxPolicy,
+    pub snp: SnpPolicy,
+    /// How long past its `nextUpdate` collateral (TCB Info, QE Identity, CRLs)
+    /// may still be used when fresh collateral cannot be fetched. 0 = never.
+    pub collateral_grace_seconds: u64,
+    /// The VM images whose measurements are accepted. Empty: measurements are
+    /// shown but not checked.
+    pub images: Vec<Image>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            tdx: TdxPolicy::default(),
+            snp: SnpPolicy::default(),
+            collateral_grace_seconds: 0,
+            images: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TdxPolicy {
+    /// TCB statuses accepted. OutOfDate is not accepted unless listed here.
+    pub allowed_tcb_statuses: Vec<TcbStatus>,
+    /// Intel security advisories (INTEL-SA-xxxxx) a platform may still carry.
+    pub allowed_advisories: Vec<String>,
+    /// Accept TDs with the debug attribute: their memory is readable by the host.
+    pub dangerous_allow_debug: bool,
+}
+
+impl Default for TdxPolicy {
+    fn default() -> Self {
+        TdxPolicy {
+            allowed_tcb_statuses: vec![TcbStatus::UpToDate],
+            allowed_advisories: Vec::new(),
+            dangerous_allow_debug: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SnpPolicy {
+    /// Accept guests whose policy lets the host run SMT siblings.
+    pub allow_smt: bool,
+    /// VMPLs the report may come from (0 is the most privileged).
+    pub allowed_vmpls: Vec<u32>,
+    /// Minimum reported TCB; absent = not checked.
+    pub minimum_tcb: Option<SnpTcb>,
+    /// Accept guests whose policy allows debugging: the host can read their memory.
+    pub dangerous_allow_debug: bool,
+    /// Accept guests that allow a migration agent: it can export their memory.
+    pub dangerous_allow_migration_agent: bool,
+}
+
+impl Default for SnpPolicy {
+    fn default() -> Self {
+        SnpPolicy {
+            allow_smt: true,
+            allowed_vmpls: vec![0],
+            minimum_tcb: None,
+            dangerous_allow_debug: false,
+            dangerous_allow_migration_agent: false,
+        }
+    }
+}
+
+/// An SNP TCB version (SPLs of each firmware component).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnpTcb {
+    pub bootloader: u8,
+    pub tee: u8,
+    pub snp: u8,
+    pub microcode: u8,
+    /// Turin and later only.
+    #[serde(default)]
+    pub fmc: Option<u8>,
+}
+
+/// An accepted VM image release: its name, the measurements it produces on
+/// each platform, and when it is accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Image {
+    pub name: String,
+    #[serde(default)]
+    pub tdx: Option<TdxMeasurement>,
+    #[serde(default)]
+    pub sev_snp: Option<SnpMeasurement>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub valid_from: Option<OffsetDateTime>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub valid_until: Option<OffsetDateTime>,
+}
+
+/// Expected TDX registers, hex. Registers left out are not compared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TdxMeasurement {
+    pub mrtd: String,
+    #[serde(default)]
+    pub rtmr0: Option<String>,
+    #[serde(default)]
+    pub rtmr1: Option<String>,
+    #[serde(default)]
+    pub rtmr2: Option<String>,
+    #[serde(default)]
+    pub rtmr3: Option<String>,
+}
+
+/// Expected SEV-SNP launch measurement, hex.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnpMeasurement {
+    pub measurement: String,
+}
+
+impl Image {
+    pub fn valid_at(&self, at: i64) -> bool {
+        self.valid_from.is_none_or(|t| t.unix_timestamp() <= at)
+            && self.valid_until.is_none_or(|t| at <= t.unix_timestamp())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("policy file {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("policy is not valid YAML for tvm: {0}")]
+    Yaml(String),
+    #[error("policy image {name:?}: {reason}")]
+    BadImage { name: String, reason: String },
+}
+
+impl Policy {
+    pub fn from_yaml(text: &str) -> Result<Self, PolicyError> {
+        let p: Policy = serde_saphyr::from_str(text).map_err(|e| PolicyError::Yaml(e.to_string()))?;
+        p.validate()?;
+        Ok(p)
+    }
+
+    pub fn load(path: &std::path::Path) -> Result<Self, PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_yaml(&text)
+    }
+
+    /// Catch typos in measurements when the policy loads, not when a node fails.
+    fn validate(&self) -> Result<(), PolicyError> {
+        for img in &self.images {
+            let bad = |reason: String| PolicyError::BadImage {
+                name: img.name.clone(),
+                reason,
+            };
+            if img.tdx.is_none() && img.sev_snp.is_none() {
+                return Err(bad("give its tdx or sev_snp measurements".into()));
+            }
+            let mut fields: Vec<(&str, &String)> = Vec::new();
+            if let Some(t) = &img.tdx {
+                fields.push(("tdx.mrtd", &t.mrtd));
+                for (n, v) in [("tdx.rtmr0", &t.rtmr0), ("tdx.rtmr1", &t.rtmr1), ("tdx.rtmr2", &t.rtmr2), ("tdx.rtmr3", &t.rtmr3)] {
+                    if let Some(v) = v {
+                        fields.push((n, v));
+                    }
+                }
+            }
+            if let Some(m) = &img.sev_snp {
+                fields.push(("sev_snp.measurement", &m.measurement));
+            }
+            for (field, value) in fields {
+                match hex::decode(value) {
+                    Ok(b) if b.len() == 48 => {}
+                    Ok(b) => return Err(bad(format!("{field} is {} bytes, expected 48", b.len()))),
+                    Err(e) => return Err(bad(format!("{field} is not hex: {e}"))),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_strict() {
+        let p = Policy::from_yaml("{}").unwrap();
+        assert_eq!(p.tdx.allowed_tcb_statuses, vec![TcbStatus::UpToDate]);
+        assert!(!p.tdx.dangerous_allow_debug && !p.snp.dangerous_allow_debug);
+        assert_eq!(p.snp.allowed_vmpls, vec![0]);
+        assert_eq!(p.collateral_grace_seconds, 0);
+    }
+
+    #[test]
+    fn full_policy_parses() {
+        let p = Policy::from_yaml(
+            r#"
+tdx:
+  allowed_tcb_statuses: [UpToDate, SWHardeningNeeded]
+  allowed_advisories: [INTEL-SA-00837]
+snp:
+  allow_smt: false
+  minimum_tcb: {bootloader: 3, tee: 0, snp: 8, microcode: 115}
+collateral_grace_seconds: 86400
+images:
+  - name: tvm-2026.11
+    tdx:
+      mrtd: 91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7
+    valid_until: 2027-01-01T00:00:00Z
+  - name: tvm-snp
+    sev_snp:
+      measurement: b07af9620f3b839b47996422ddec6058338951d984e312115131ea82705eaf5b6bdf8a9ece31a5a608eb0cf2e4872b01
+"#,
+        )
+        .unwrap();
+        assert_eq!(p.images.len(), 2);
+        assert!(p.images[0].valid_at(1_700_000_000));
+        assert!(!p.images[0].valid_at(1_900_000_000));
+        assert_eq!(p.snp.minimum_tcb.unwrap().microcode, 115);
+    }
+
+    #[test]
+    fn typos_are_errors() {
+        assert!(matches!(
+            Policy::from_yaml("tdx: {allowed_tcb_statuses: [UpTodate]}"),
+            Err(PolicyError::Yaml(_))
+        ));
+        assert!(matches!(Policy::from_yaml("tdx: {allow_debug: true}"), Err(PolicyError::Yaml(_))));
+        assert!(matches!(
+            Policy::from_yaml("images: [{name: x, tdx: {mrtd: abcd}}]"),
+            Err(PolicyError::BadImage { .. })
+        ));
+        assert!(matches!(Policy::from_yaml("images: [{name: x}]"), Err(PolicyError::BadImage { .. })));
+        assert!(matches!(
+            Policy::from_yaml("images: [{name: x, tdx: {mrtd: ab, rtrm0: cd}}]"),
+            Err(PolicyError::Yaml(_))
+        ));
+    }
+}

@@ -1,0 +1,366 @@
+//! Is this TDX quote genuine? dcap-qvl does the DCAP work (PCK chain, CRLs,
+//! QE report, quote signature, TCB level matching, TDX module identity); around
+//! it we check the collateral's dates and issuers ourselves, so that every
+//! failure is named and says what to do.
+
+use dcap_qvl::quote::Quote;
+use dcap_qvl::QuoteCollateralV3;
+use serde::Deserialize;
+use ::time::format_description::well_known::Rfc3339;
+use ::time::OffsetDateTime;
+use x509_parser::prelude::{parse_x509_crl, FromDer, X509Certificate};
+
+use crate::facts::{Facts, TdxFacts};
+use crate::verdict::{Check, Verification};
+
+/// Check names, in the order they run.
+pub mod checks {
+    pub const QUOTE_FORMAT: &str = "quote.format";
+    pub const COLLATERAL_FRESH: &str = "collateral.fresh";
+    pub const COLLATERAL_CHAIN: &str = "collateral.chain";
+    pub const PCK_CHAIN: &str = "pck.chain";
+    pub const QE_REPORT: &str = "qe.report";
+    pub const QE_IDENTITY: &str = "qe.identity";
+    pub const QUOTE_SIGNATURE: &str = "quote.signature";
+    pub const COLLATERAL_MATCH: &str = "collateral.match";
+    pub const TCB_LEVEL: &str = "tcb.level";
+    pub const TD_ATTRIBUTES: &str = "td.attributes";
+}
+use checks::*;
+
+/// Every verification check, in order.
+const ORDER: [&str; 10] = [
+    QUOTE_FORMAT,
+    COLLATERAL_FRESH,
+    COLLATERAL_CHAIN,
+    PCK_CHAIN,
+    QE_REPORT,
+    QE_IDENTITY,
+    QUOTE_SIGNATURE,
+    COLLATERAL_MATCH,
+    TCB_LEVEL,
+    TD_ATTRIBUTES,
+];
+
+/// The checks dcap-qvl performs, in its order.
+const DCAP_STAGES: [&str; 8] = [
+    COLLATERAL_CHAIN,
+    PCK_CHAIN,
+    QE_REPORT,
+    QE_IDENTITY,
+    QUOTE_SIGNATURE,
+    COLLATERAL_MATCH,
+    TCB_LEVEL,
+    TD_ATTRIBUTES,
+];
+
+/// Parse a collateral file: dcap-qvl's `QuoteCollateralV3` JSON.
+pub fn parse_collateral(json: &[u8]) -> Result<QuoteCollateralV3, String> {
+    serde_json::from_slice(json).map_err(|e| format!("not dcap-qvl QuoteCollateralV3 JSON: {e}"))
+}
+
+pub struct TdxInput<'a> {
+    pub quote: &'a [u8],
+    pub collateral: &'a QuoteCollateralV3,
+    /// DER of the root every chain must end in (Intel SGX Root CA, or a simulated root).
+    pub root_der: &'a [u8],
+    /// Unix seconds.
+    pub at: i64,
+    /// Seconds past `nextUpdate` that collateral may still be used (policy).
+    pub grace_seconds: u64,
+}
+
+fn hex48(b: &[u8; 48]) -> String {
+    hex::encode(b)
+}
+
+fn rfc3339(t: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| t.to_string())
+}
+
+/// One dated collateral item.
+struct Dated {
+    name: &'static str,
+    issued: i64,
+    next_update: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DatedJson {
+    issue_date: String,
+    next_update: String,
+}
+
+fn parse_time(s: &str) -> Result<i64, String> {
+    OffsetDateTime::parse(s, &Rfc3339)
+        .map(|t| t.unix_timestamp())
+        .map_err(|e| format!("bad date {s:?}: {e}"))
+}
+
+fn dated_json(name: &'static str, json: &str) -> Result<Dated, String> {
+    let d: DatedJson = serde_json::from_str(json).map_err(|e| format!("{name} is not valid JSON: {e}"))?;
+    Ok(Dated {
+        name,
+        issued: parse_time(&d.issue_date)?,
+        next_update: parse_time(&d.next_update)?,
+    })
+}
+
+fn dated_crl(name: &'static str, der: &[u8]) -> Result<Dated, String> {
+    let (_, crl) = parse_x509_crl(der).map_err(|e| format!("{name} is not a DER CRL: {e}"))?;
+    let next = crl
+        .next_update()
+        .ok_or_else(|| format!("{name} has no nextUpdate"))?;
+    Ok(Dated {
+        name,
+        issued: crl.last_update().timestamp(),
+        next_update: next.timestamp(),
+    })
+}
+
+fn collateral_dates(c: &QuoteCollateralV3) -> Result<Vec<Dated>, String> {
+    Ok(vec![
+        dated_json("TCB Info", &c.tcb_info)?,
+        dated_json("QE Identity", &c.qe_identity)?,
+        dated_crl("PCK CRL", &c.pck_crl)?,
+        dated_crl("Root CA CRL", &c.root_ca_crl)?,
+    ])
+}
+
+/// Fresh: every item issued by `at` and not past `nextUpdate + grace`.
+fn check_fresh(dates: &[Dated], at: i64, grace: u64) -> Check {
+    let grace = grace as i64;
+    let mut problems = Vec::new();
+    for d in dates {
+        if at < d.issued {
+            problems.push(format!("{} is not valid until {}", d.name, rfc3339(d.issued)));
+        } else if at > d.next_update.saturating_add(grace) {
+            problems.push(format!("{} expired at {}", d.name, rfc3339(d.next_update)));
+        }
+    }
+    let earliest = dates.iter().map(|d| d.next_update).min().unwrap_or(i64::MAX);
+    if !problems.is_empty() {
+        return Check::fail(
+            COLLATERAL_FRESH,
+            format!(
+                "collateral expired: {}; fetch fresh collateral from Intel PCS (or your PCCS)",
+                problems.join("; ")
+            ),
+        );
+    }
+    if at > earliest {
+        Check::pass(
+            COLLATERAL_FRESH,
+            format!("past nextUpdate {} but inside the policy grace", rfc3339(earliest)),
+        )
+    } else {
+        Check::pass(COLLATERAL_FRESH, format!("valid until {}", rfc3339(earliest)))
+    }
+}
+
+fn pem_chain(name: &str, pem: &str) -> Result<Vec<Vec<u8>>, String> {
+    let certs = tvm_certs::anchors::pem_certificates(pem.as_bytes()).map_err(|e| format!("{name}: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("{name} holds no certificate"));
+    }
+    Ok(certs)
+}
+
+/// The collateral's issuers chain to our root and sign its CRLs. dcap-qvl
+/// checks this too; doing it first lets us say which item is wrong.
+fn check_issuers(c: &QuoteCollateralV3, root_der: &[u8]) -> Result<(), String> {
+    let (_, root) = X509Certificate::from_der(root_der).map_err(|e| format!("trust root is not DER X.509: {e}"))?;
+    let signed_by = |what: &str, der: &[u8], issuer: &X509Certificate| -> Result<(), String> {
+        let (_, cert) = X509Certificate::from_der(der).map_err(|e| format!("{what} is not DER X.509: {e}"))?;
+        cert.verify_signature(Some(issuer.public_key()))
+            .map_err(|_| format!("{what} ({}) is not signed by {}", cert.subject(), issuer.subject()))
+    };
+    for (name, pem) in [
+        ("TCB Info issuer chain", &c.tcb_info_issuer_chain),
+        ("QE Identity issuer chain", &c.qe_identity_issuer_chain),
+        ("PCK CRL issuer chain", &c.pck_crl_issuer_chain),
+    ] {
+        let chain = pem_chain(name, pem)?;
+        if chain.len() < 2 {
+            return Err(format!("{name} has {} certificate(s); expected the signer and the root", chain.len()));
+        }
+        if chain.last().map(Vec::as_slice) != Some(root_der) {
+            return Err(format!("{name} does not end in the trusted root ({}): wrong root or wrong order", root.subject()));
+        }
+        signed_by(&format!("{name} signer"), &chain[0], &root)?;
+    }
+    let (_, crl) = parse_x509_crl(&c.root_ca_crl).map_err(|e| format!("Root CA CRL is not DER: {e}"))?;
+    crl.verify_signature(root.public_key())
+        .map_err(|_| "Root CA CRL is not signed by the trusted root".to_string())?;
+    let pck_ca_der = &pem_chain("PCK CRL issuer chain", &c.pck_crl_issuer_chain)?[0];
+    let (_, pck_ca) = X509Certificate::from_der(pck_ca_der).map_err(|e| format!("PCK CA is not DER: {e}"))?;
+    let (_, crl) = parse_x509_crl(&c.pck_crl).map_err(|e| format!("PCK CRL is not DER: {e}"))?;
+    crl.verify_signature(pck_ca.public_key())
+        .map_err(|_| format!("PCK CRL is not signed by {}", pck_ca.subject()))?;
+    Ok(())
+}
+
+/// Which named check a dcap-qvl error belongs to, from its message chain.
+fn classify(msg: &str) -> &'static str {
+    let has = |s: &str| msg.contains(s);
+    if has("Failed to decode quote") || has("Unsupported DCAP") || has("TEE quote must have") || has("Unknown QE vendor") || has("Unsupported TEE type") {
+        QUOTE_FORMAT
+    } else if has("expired") || has("issue date is in the future") || has("Expired") || has("NotValidYet") {
+        COLLATERAL_FRESH
+    } else if has("Unsupported QE Identity id") || has("Fmspc mismatch") || has("non-TDX TCB info") || has("non-SGX TCB info") || has("missing tdxModule") || has("TCB FMSPC") {
+        COLLATERAL_MATCH
+    } else if has("QE ISVSVN") || has("No TCB levels found in QE Identity") || has("QE report validation") {
+        QE_IDENTITY
+    } else if has("qe_report") || has("QE report hash") || has("Failed to decode QE report") {
+        QE_REPORT
+    } else if has("tcb_info") || has("qe_identity") || has("TCB Info") || has("QE Identity") || has("TcbInfo") || has("QeIdentity") || has("root ca") {
+        COLLATERAL_CHAIN
+    } else if has("ISV enclave report signature") || has("signed quote scope") {
+        QUOTE_SIGNATURE
+    } else if has("No matching TCB level") || has("TDX module") || has("TEE_TCB_SVN2") || has("Revoked") {
+        TCB_LEVEL
+    } else if has("Debug mode") || has("TD attributes") || has("SEPT_VE") || has("TD migration") || has("TD profiling") || has("SERVTD") || has("MR service TD") {
+        TD_ATTRIBUTES
+    } else {
+        // What remains are webpki path errors, raised while building the PCK chain.
+        PCK_CHAIN
+    }
+}
+
+fn advice(check: &str) -> &'static str {
+    match check {
+        PCK_CHAIN => "the quote's PCK certificate chain does not verify to the Intel root or is revoked",
+        QE_REPORT => "the Quoting Enclave's report is not signed by the PCK key or does not bind the attestation key",
+        QE_IDENTITY => "the Quoting Enclave is not one Intel's QE Identity accepts: update the host's DCAP packages",
+        QUOTE_SIGNATURE => "the quote body is not signed by the attestation key: the quote was altered",
+        COLLATERAL_MATCH => "the collateral is for another platform (FMSPC or TEE type): fetch collateral for this quote",
+        TCB_LEVEL => "no TCB level of Intel's TCB Info matches this platform: update the host's BIOS/microcode and TDX module",
+        TD_ATTRIBUTES => "the TD attributes are not those of a sealed production TD",
+        COLLATERAL_CHAIN => "the collateral's signatures or issuers do not verify to the Intel root",
+        COLLATERAL_FRESH => "the collateral is outside its validity window: fetch fresh collateral",
+        _ => "the quote could not be read",
+    }
+}
+
+/// Verify a TDX quote against its collateral and a root, at a given time.
+pub fn verify(input: &TdxInput<'_>) -> Verification {
+    let mut checks = Vec::new();
+    let quote = match Quote::parse(input.quote) {
+        Ok(q) if q.header.tee_type == 0x81 && matches!(q.header.version, 4 | 5) => q,
+        Ok(q) => {
+            checks.push(Check::fail(
+                QUOTE_FORMAT,
+                format!("not a TDX quote: version {}, TEE type {:#x} (expected v4/v5, 0x81)", q.header.version, q.header.tee_type),
+            ));
+            return Verification::stopped(checks, &ORDER, None);
+        }
+        Err(e) => {
+            checks.push(Check::fail(QUOTE_FORMAT, format!("cannot parse the quote ({} bytes): {e:#}", input.quote.len())));
+            return Verification::stopped(checks, &ORDER, None);
+        }
+    };
+    let Some(td) = quote.report.as_td10() else {
+        checks.push(Check::fail(QUOTE_FORMAT, "quote body is not a TD report"));
+        return Verification::stopped(checks, &ORDER, None);
+    };
+    let tud = td.td_attributes[0];
+    let mut facts = TdxFacts {
+        quote_version: quote.header.version,
+        tcb_status: None,
+        advisory_ids: Vec::new(),
+        fmspc: None,
+        mrtd: hex48(&td.mr_td),
+        rtmr: [hex48(&td.rt_mr0), hex48(&td.rt_mr1), hex48(&td.rt_mr2), hex48(&td.rt_mr3)],
+        report_data: hex::encode(td.report_data),
+        td_attributes: hex::encode(td.td_attributes),
+        debug: tud & 0x71 != 0,
+        collateral_expires: None,
+    };
+    checks.push(Check::pass(
+        QUOTE_FORMAT,
+        format!("TDX quote v{}, {} bytes", quote.header.version, input.quote.len()),
+    ));
+
+    let dates = match collateral_dates(input.collateral) {
+        Ok(d) => d,
+        Err(e) => {
+            checks.push(Check::fail(COLLATERAL_FRESH, format!("collateral is malformed: {e}")));
+            return Verification::stopped(checks, &ORDER, Some(Facts::Tdx(facts)));
+        }
+    };
+    let earliest = dates.iter().map(|d| d.next_update).min().unwrap_or(input.at);
+    facts.collateral_expires = Some(rfc3339(earliest));
+    if let Ok(tcb) = serde_json::from_str::<serde_json::Value>(&input.collateral.tcb_info) {
+        facts.fmspc = tcb.get("fmspc").and_then(|v| v.as_str()).map(str::to_string);
+    }
+    let fresh = check_fresh(&dates, input.at, input.grace_seconds);
+    let fresh_ok = fresh.status == crate::verdict::Status::Pass;
+    checks.push(fresh);
+    if !fresh_ok {
+        return Verification::stopped(checks, &ORDER, Some(Facts::Tdx(facts)));
+    }
+    if let Err(e) = check_issuers(input.collateral, input.root_der) {
+        checks.push(Check::fail(COLLATERAL_CHAIN, e));
+        return Verification::stopped(checks, &ORDER, Some(Facts::Tdx(facts)));
+    }
+
+    // Inside the grace, evaluate as of the last moment the collateral was valid.
+    let dcap_at = input.at.min(earliest - 1).max(0) as u64;
+    // Debug is a policy question (td.debug in appraisal), so dcap-qvl lets it through.
+    let verifier = dcap_qvl::verify::QuoteVerifier::new(input.root_der.to_vec()).allow_debug(true);
+    match verifier.verify(input.quote, input.collateral, dcap_at) {
+        Ok(report) => {
+            facts.tcb_status = Some(report.status.clone());
+            facts.advisory_ids = report.advisory_ids.clone();
+            for stage in DCAP_STAGES {
+                let detail = match stage {
+                    COLLATERAL_CHAIN => "TCB Info, QE Identity and CRLs signed by the Intel root chain".to_string(),
+                    PCK_CHAIN => "PCK certificate chains to the root and is not revoked".to_string(),
+                    QE_REPORT => "QE report signed by the PCK key and binds the attestation key".to_string(),
+                    QE_IDENTITY => format!("QE accepted ({})", report.qe_status.status),
+                    QUOTE_SIGNATURE => "quote signed by the QE's attestation key".to_string(),
+                    COLLATERAL_MATCH => "collateral is for this platform".to_string(),
+                    TCB_LEVEL => format!(
+                        "TCB status {}{}",
+                        report.status,
+                        if report.advisory_ids.is_empty() { String::new() } else { format!(", advisories {}", report.advisory_ids.join(", ")) }
+                    ),
+                    _ => "attributes of a production TD (debug is judged by policy)".to_string(),
+                };
+                checks.push(Check::pass(stage, detail));
+            }
+        }
+        Err(e) => {
+            let msg = format!("{e:#}");
+            let failed = classify(&msg);
+            let pos = DCAP_STAGES.iter().position(|s| *s == failed);
+            match pos {
+                Some(i) => {
+                    for s in &DCAP_STAGES[..i] {
+                        checks.push(Check::pass(s, "verified"));
+                    }
+                    checks.push(Check::fail(failed, format!("{}: {msg}", advice(failed))));
+                    for s in &DCAP_STAGES[i + 1..] {
+                        checks.push(Check::not_checked(s, format!("not reached: {failed} failed")));
+                    }
+                }
+                None => {
+                    // Format or freshness problems dcap-qvl found that our own checks missed.
+                    checks.retain(|c| c.name != failed);
+                    checks.push(Check::fail(failed, format!("{}: {msg}", advice(failed))));
+                    for s in DCAP_STAGES {
+                        checks.push(Check::not_checked(s, format!("not reached: {failed} failed")));
+                    }
+                }
+            }
+        }
+    }
+    Verification {
+        checks,
+        facts: Some(Facts::Tdx(facts)),
+    }
+}

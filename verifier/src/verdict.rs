@@ -1,0 +1,132 @@
+//! A verdict is never a bare bool: every check by name, with its outcome and
+//! the reason, plus the facts a validator needs.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::facts::Facts;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pass,
+    Fail,
+    /// Not evaluated: nothing to check against, or an earlier check failed.
+    NotChecked,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub status: Status,
+    /// What was found (pass) or what is wrong and what to do (fail).
+    pub detail: String,
+}
+
+impl Check {
+    pub fn pass(name: &'static str, detail: impl Into<String>) -> Self {
+        Check {
+            name,
+            status: Status::Pass,
+            detail: detail.into(),
+        }
+    }
+    pub fn fail(name: &'static str, detail: impl Into<String>) -> Self {
+        Check {
+            name,
+            status: Status::Fail,
+            detail: detail.into(),
+        }
+    }
+    pub fn not_checked(name: &'static str, detail: impl Into<String>) -> Self {
+        Check {
+            name,
+            status: Status::NotChecked,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// The checks of one piece of evidence and what it showed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    pub accepted: bool,
+    pub checks: Vec<Check>,
+    pub facts: Option<Facts>,
+}
+
+impl Verdict {
+    pub fn new(checks: Vec<Check>, facts: Option<Facts>) -> Self {
+        // Accepted only when something passed and nothing failed.
+        let accepted = checks.iter().all(|c| c.status != Status::Fail)
+            && checks.iter().any(|c| c.status == Status::Pass);
+        Verdict {
+            accepted,
+            checks,
+            facts,
+        }
+    }
+
+    pub fn check(&self, name: &str) -> Option<&Check> {
+        self.checks.iter().find(|c| c.name == name)
+    }
+
+    pub fn failures(&self) -> impl Iterator<Item = &Check> {
+        self.checks.iter().filter(|c| c.status == Status::Fail)
+    }
+
+    /// A plain-text table for people.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let width = self.checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
+        for c in &self.checks {
+            let mark = match c.status {
+                Status::Pass => "PASS",
+                Status::Fail => "FAIL",
+                Status::NotChecked => " -- ",
+            };
+            let _ = writeln!(out, "{mark}  {:width$}  {}", c.name, c.detail);
+        }
+        if let Some(f) = &self.facts {
+            out.push('\n');
+            for (k, v) in f.rows() {
+                let _ = writeln!(out, "{k:>18}: {v}");
+            }
+        }
+        let _ = writeln!(
+            out,
+            "\n{}",
+            if self.accepted { "ACCEPTED" } else { "REJECTED" }
+        );
+        out
+    }
+}
+
+/// The outcome of `verify` (is the evidence genuine?), before any policy.
+#[derive(Debug, Clone)]
+pub struct Verification {
+    pub checks: Vec<Check>,
+    pub facts: Option<Facts>,
+}
+
+impl Verification {
+    /// Stop early: every check of `order` not yet run is marked not checked.
+    pub fn stopped(mut checks: Vec<Check>, order: &[&'static str], facts: Option<Facts>) -> Self {
+        let failed = checks
+            .iter()
+            .find(|c| c.status == Status::Fail)
+            .map(|c| c.name)
+            .unwrap_or("an earlier check");
+        for name in order {
+            if !checks.iter().any(|c| c.name == *name) {
+                checks.push(Check::not_checked(name, format!("not reached: {failed} failed")));
+            }
+        }
+        Verification { checks, facts }
+    }
+
+    pub fn genuine(&self) -> bool {
+        self.checks.iter().all(|c| c.status == Status::Pass)
+    }
+}

@@ -1,0 +1,16 @@
+#![allow(dead_code)]
+//! Loading the real vectors (copied from ../shared/vectors; see testdata/README.md).
+
+use std::path::PathBuf;
+
+use tvm_verifier::input::{binary_or_hex, parse_time};
+
+pub fn testdata(rel: &str) -> Vec<u8> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata").join(rel);
+    let raw = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    binary_or_hex(&raw)
+}
+
+pub fn at(s: &str) -> i64 {
+    parse_time(s).unwrap()
+}
