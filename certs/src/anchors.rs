@@ -36,7 +36,11 @@ fn check_pin(name: &str, der: &[u8], pinned: &'static str) -> Result<(), AnchorE
 
 /// The Intel SGX Root CA, checked against its pin.
 pub fn intel_sgx_root() -> Result<&'static [u8], AnchorError> {
-    check_pin("Intel SGX Root CA", INTEL_SGX_ROOT_CA, INTEL_SGX_ROOT_CA_SHA256)?;
+    check_pin(
+        "Intel SGX Root CA",
+        INTEL_SGX_ROOT_CA,
+        INTEL_SGX_ROOT_CA_SHA256,
+    )?;
     Ok(INTEL_SGX_ROOT_CA)
 }
 
@@ -221,12 +225,21 @@ mod tests {
                 let ca = amd_ca(p, s).unwrap();
                 let (_, ark) = X509Certificate::from_der(&ca.ark).unwrap();
                 let (_, ask) = X509Certificate::from_der(&ca.ask).unwrap();
-                assert!(ark.subject().to_string().contains(&format!("ARK-{}", p.name())), "{ark:?}");
+                assert!(
+                    ark.subject()
+                        .to_string()
+                        .contains(&format!("ARK-{}", p.name())),
+                    "{ark:?}"
+                );
                 let want = match s {
                     AmdSigner::Vcek => format!("SEV-{}", p.name()),
                     AmdSigner::Vlek => format!("SEV-VLEK-{}", p.name()),
                 };
-                assert!(ask.subject().to_string().contains(&want), "{}", ask.subject());
+                assert!(
+                    ask.subject().to_string().contains(&want),
+                    "{}",
+                    ask.subject()
+                );
                 assert_eq!(is_pinned_ark(&ca.ark), Some(p));
             }
         }

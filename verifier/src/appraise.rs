@@ -21,13 +21,34 @@ use checks::*;
 
 /// Apply `policy` to a verification. `expected_report_data` is what the quote
 /// must carry (from the nonce and claims); `None` leaves binding unchecked.
-pub fn appraise(v: Verification, policy: &Policy, expected_report_data: Option<&[u8; 64]>, at: i64) -> Verdict {
+pub fn appraise(
+    v: Verification,
+    policy: &Policy,
+    expected_report_data: Option<&[u8; 64]>,
+    at: i64,
+) -> Verdict {
     let mut checks = v.checks;
     let policy_checks: &[&str] = match &v.facts {
-        Some(Facts::SevSnp(_)) => &[GUEST_DEBUG, GUEST_MIGRATION_AGENT, GUEST_SMT, VMPL, TCB_MINIMUM, MEASUREMENT, REPORT_DATA],
-        _ => &[TCB_STATUS, TCB_ADVISORIES, TD_DEBUG, MEASUREMENT, REPORT_DATA],
+        Some(Facts::SevSnp(_)) => &[
+            GUEST_DEBUG,
+            GUEST_MIGRATION_AGENT,
+            GUEST_SMT,
+            VMPL,
+            TCB_MINIMUM,
+            MEASUREMENT,
+            REPORT_DATA,
+        ],
+        _ => &[
+            TCB_STATUS,
+            TCB_ADVISORIES,
+            TD_DEBUG,
+            MEASUREMENT,
+            REPORT_DATA,
+        ],
     };
-    let genuine = checks.iter().all(|c| c.status == crate::verdict::Status::Pass);
+    let genuine = checks
+        .iter()
+        .all(|c| c.status == crate::verdict::Status::Pass);
     match (&v.facts, genuine) {
         (Some(Facts::Tdx(f)), true) => checks.extend(appraise_tdx(f, policy, at)),
         (Some(Facts::SevSnp(f)), true) => checks.extend(appraise_snp(f, policy, at)),
@@ -84,30 +105,51 @@ fn appraise_tdx(f: &TdxFacts, policy: &Policy, at: i64) -> Vec<Check> {
     out.push(if f.advisory_ids.is_empty() {
         Check::pass(TCB_ADVISORIES, "none")
     } else if disallowed.is_empty() {
-        Check::pass(TCB_ADVISORIES, format!("{} (allowed by policy)", f.advisory_ids.join(", ")))
+        Check::pass(
+            TCB_ADVISORIES,
+            format!("{} (allowed by policy)", f.advisory_ids.join(", ")),
+        )
     } else {
         Check::fail(
             TCB_ADVISORIES,
-            format!("platform is affected by {}, not allowed by policy", disallowed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")),
+            format!(
+                "platform is affected by {}, not allowed by policy",
+                disallowed
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         )
     });
     out.push(match (f.debug, p.dangerous_allow_debug) {
         (false, _) => Check::pass(TD_DEBUG, "debug off"),
         (true, true) => Check::pass(TD_DEBUG, "DEBUG TD accepted by dangerous_allow_debug"),
-        (true, false) => Check::fail(TD_DEBUG, "the TD has debug enabled: the host can read its memory; launch a production image"),
+        (true, false) => Check::fail(
+            TD_DEBUG,
+            "the TD has debug enabled: the host can read its memory; launch a production image",
+        ),
     });
     let images: Vec<&Image> = policy.images.iter().filter(|i| i.tdx.is_some()).collect();
     out.push(if images.is_empty() {
         Check::not_checked(MEASUREMENT, "policy lists no TDX images")
     } else {
         image_check(&images, at, |img| {
-            let Some(m) = &img.tdx else { return vec!["platform"] };
+            let Some(m) = &img.tdx else {
+                return vec!["platform"];
+            };
             let mut diff = Vec::new();
             if !m.mrtd.eq_ignore_ascii_case(&f.mrtd) {
                 diff.push("MRTD");
             }
-            for (i, want) in [&m.rtmr0, &m.rtmr1, &m.rtmr2, &m.rtmr3].into_iter().enumerate() {
-                if want.as_ref().is_some_and(|w| !w.eq_ignore_ascii_case(&f.rtmr[i])) {
+            for (i, want) in [&m.rtmr0, &m.rtmr1, &m.rtmr2, &m.rtmr3]
+                .into_iter()
+                .enumerate()
+            {
+                if want
+                    .as_ref()
+                    .is_some_and(|w| !w.eq_ignore_ascii_case(&f.rtmr[i]))
+                {
                     diff.push(["RTMR0", "RTMR1", "RTMR2", "RTMR3"][i]);
                 }
             }
@@ -117,7 +159,11 @@ fn appraise_tdx(f: &TdxFacts, policy: &Policy, at: i64) -> Vec<Check> {
     out
 }
 
-fn image_check<'a>(images: &[&'a Image], at: i64, diff: impl Fn(&Image) -> Vec<&'static str>) -> Check {
+fn image_check<'a>(
+    images: &[&'a Image],
+    at: i64,
+    diff: impl Fn(&Image) -> Vec<&'static str>,
+) -> Check {
     let mut closest: Option<(&'a Image, Vec<&'static str>)> = None;
     for img in images {
         let d = diff(img);
@@ -139,7 +185,10 @@ fn image_check<'a>(images: &[&'a Image], at: i64, diff: impl Fn(&Image) -> Vec<&
         .unwrap_or_default();
     Check::fail(
         MEASUREMENT,
-        format!("measurements match none of the {} allowed images{hint}: run a published tvm image", images.len()),
+        format!(
+            "measurements match none of the {} allowed images{hint}: run a published tvm image",
+            images.len()
+        ),
     )
 }
 
@@ -149,21 +198,41 @@ fn appraise_snp(f: &SnpFacts, policy: &Policy, at: i64) -> Vec<Check> {
     out.push(match (f.debug_allowed, p.dangerous_allow_debug) {
         (false, _) => Check::pass(GUEST_DEBUG, "debug off"),
         (true, true) => Check::pass(GUEST_DEBUG, "debug allowed by dangerous_allow_debug"),
-        (true, false) => Check::fail(GUEST_DEBUG, "guest policy allows debugging: the host can read its memory; launch with debug off"),
+        (true, false) => Check::fail(
+            GUEST_DEBUG,
+            "guest policy allows debugging: the host can read its memory; launch with debug off",
+        ),
     });
-    out.push(match (f.migration_agent_allowed, p.dangerous_allow_migration_agent) {
-        (false, _) => Check::pass(GUEST_MIGRATION_AGENT, "no migration agent"),
-        (true, true) => Check::pass(GUEST_MIGRATION_AGENT, "allowed by dangerous_allow_migration_agent"),
-        (true, false) => Check::fail(GUEST_MIGRATION_AGENT, "guest policy allows a migration agent, which can export its memory"),
-    });
+    out.push(
+        match (f.migration_agent_allowed, p.dangerous_allow_migration_agent) {
+            (false, _) => Check::pass(GUEST_MIGRATION_AGENT, "no migration agent"),
+            (true, true) => Check::pass(
+                GUEST_MIGRATION_AGENT,
+                "allowed by dangerous_allow_migration_agent",
+            ),
+            (true, false) => Check::fail(
+                GUEST_MIGRATION_AGENT,
+                "guest policy allows a migration agent, which can export its memory",
+            ),
+        },
+    );
     out.push(match (f.smt_allowed, p.allow_smt) {
-        (true, false) => Check::fail(GUEST_SMT, "guest policy allows SMT but this policy requires SMT off"),
+        (true, false) => Check::fail(
+            GUEST_SMT,
+            "guest policy allows SMT but this policy requires SMT off",
+        ),
         (smt, _) => Check::pass(GUEST_SMT, if smt { "SMT allowed" } else { "SMT off" }),
     });
     out.push(if p.allowed_vmpls.contains(&f.vmpl) {
         Check::pass(VMPL, format!("VMPL {}", f.vmpl))
     } else {
-        Check::fail(VMPL, format!("report comes from VMPL {}, policy allows {:?}", f.vmpl, p.allowed_vmpls))
+        Check::fail(
+            VMPL,
+            format!(
+                "report comes from VMPL {}, policy allows {:?}",
+                f.vmpl, p.allowed_vmpls
+            ),
+        )
     });
     out.push(match &p.minimum_tcb {
         None => Check::not_checked(TCB_MINIMUM, "policy sets no minimum TCB"),
@@ -192,7 +261,11 @@ fn appraise_snp(f: &SnpFacts, policy: &Policy, at: i64) -> Vec<Check> {
             }
         }
     });
-    let images: Vec<&Image> = policy.images.iter().filter(|i| i.sev_snp.is_some()).collect();
+    let images: Vec<&Image> = policy
+        .images
+        .iter()
+        .filter(|i| i.sev_snp.is_some())
+        .collect();
     out.push(if images.is_empty() {
         Check::not_checked(MEASUREMENT, "policy lists no SEV-SNP images")
     } else {

@@ -60,9 +60,22 @@ impl Facts {
     pub fn rows(&self) -> Vec<(&'static str, String)> {
         match self {
             Facts::Tdx(f) => vec![
-                ("platform", format!("Intel TDX (quote v{})", f.quote_version)),
-                ("tcb status", f.tcb_status.clone().unwrap_or_else(|| "unknown".into())),
-                ("advisories", if f.advisory_ids.is_empty() { "none".into() } else { f.advisory_ids.join(", ") }),
+                (
+                    "platform",
+                    format!("Intel TDX (quote v{})", f.quote_version),
+                ),
+                (
+                    "tcb status",
+                    f.tcb_status.clone().unwrap_or_else(|| "unknown".into()),
+                ),
+                (
+                    "advisories",
+                    if f.advisory_ids.is_empty() {
+                        "none".into()
+                    } else {
+                        f.advisory_ids.join(", ")
+                    },
+                ),
                 ("fmspc", f.fmspc.clone().unwrap_or_else(|| "unknown".into())),
                 ("mrtd", f.mrtd.clone()),
                 ("rtmr0", f.rtmr[0].clone()),
@@ -70,32 +83,59 @@ impl Facts {
                 ("rtmr2", f.rtmr[2].clone()),
                 ("rtmr3", f.rtmr[3].clone()),
                 ("report_data", f.report_data.clone()),
-                ("td attributes", format!("{}{}", f.td_attributes, if f.debug { " (DEBUG)" } else { "" })),
-                ("collateral until", f.collateral_expires.clone().unwrap_or_else(|| "unknown".into())),
+                (
+                    "td attributes",
+                    format!(
+                        "{}{}",
+                        f.td_attributes,
+                        if f.debug { " (DEBUG)" } else { "" }
+                    ),
+                ),
+                (
+                    "collateral until",
+                    f.collateral_expires
+                        .clone()
+                        .unwrap_or_else(|| "unknown".into()),
+                ),
             ],
             Facts::SevSnp(f) => vec![
-                ("platform", format!("AMD SEV-SNP (report v{})", f.report_version)),
-                ("product", f.product.clone().unwrap_or_else(|| "unknown".into())),
+                (
+                    "platform",
+                    format!("AMD SEV-SNP (report v{})", f.report_version),
+                ),
+                (
+                    "product",
+                    f.product.clone().unwrap_or_else(|| "unknown".into()),
+                ),
                 ("signed by", f.signer.clone()),
                 ("measurement", f.measurement.clone()),
                 ("report_data", f.report_data.clone()),
                 ("chip_id", f.chip_id.clone()),
-                ("guest policy", format!(
-                    "{} (debug {}, migration agent {}, SMT {})",
-                    f.guest_policy,
-                    yes(f.debug_allowed),
-                    yes(f.migration_agent_allowed),
-                    yes(f.smt_allowed)
-                )),
+                (
+                    "guest policy",
+                    format!(
+                        "{} (debug {}, migration agent {}, SMT {})",
+                        f.guest_policy,
+                        yes(f.debug_allowed),
+                        yes(f.migration_agent_allowed),
+                        yes(f.smt_allowed)
+                    ),
+                ),
                 ("vmpl", f.vmpl.to_string()),
-                ("reported tcb", format!(
-                    "bootloader {} tee {} snp {} microcode {}{}",
-                    f.reported_tcb.bootloader,
-                    f.reported_tcb.tee,
-                    f.reported_tcb.snp,
-                    f.reported_tcb.microcode,
-                    f.reported_tcb.fmc.map(|v| format!(" fmc {v}")).unwrap_or_default()
-                )),
+                (
+                    "reported tcb",
+                    format!(
+                        "bootloader {} tee {} snp {} microcode {}{}",
+                        f.reported_tcb.bootloader,
+                        f.reported_tcb.tee,
+                        f.reported_tcb.snp,
+                        f.reported_tcb.microcode,
+                        f.reported_tcb
+                            .fmc
+                            .map(|v| format!(" fmc {v}"))
+                            .unwrap_or_default()
+                    ),
+                ),
             ],
         }
     }
@@ -107,4 +147,15 @@ fn yes(b: bool) -> &'static str {
     } else {
         "off"
     }
+}
+
+/// Unix seconds as RFC 3339 (UTC), for messages.
+pub fn rfc3339(t: i64) -> String {
+    ::time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|t| {
+            t.format(&::time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| t.to_string())
 }

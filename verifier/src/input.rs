@@ -3,7 +3,11 @@
 
 /// Decode `data` as hex if it is entirely hex text, else return it unchanged.
 pub fn binary_or_hex(data: &[u8]) -> Vec<u8> {
-    let text: Vec<u8> = data.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
+    let text: Vec<u8> = data
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
     let body = text.strip_prefix(b"0x").unwrap_or(&text);
     if !body.is_empty() && body.len() % 2 == 0 && body.iter().all(u8::is_ascii_hexdigit) {
         if let Ok(bytes) = hex::decode(body) {

@@ -176,7 +176,8 @@ pub enum PolicyError {
 
 impl Policy {
     pub fn from_yaml(text: &str) -> Result<Self, PolicyError> {
-        let p: Policy = serde_saphyr::from_str(text).map_err(|e| PolicyError::Yaml(e.to_string()))?;
+        let p: Policy =
+            serde_saphyr::from_str(text).map_err(|e| PolicyError::Yaml(e.to_string()))?;
         p.validate()?;
         Ok(p)
     }
@@ -202,7 +203,12 @@ impl Policy {
             let mut fields: Vec<(&str, &String)> = Vec::new();
             if let Some(t) = &img.tdx {
                 fields.push(("tdx.mrtd", &t.mrtd));
-                for (n, v) in [("tdx.rtmr0", &t.rtmr0), ("tdx.rtmr1", &t.rtmr1), ("tdx.rtmr2", &t.rtmr2), ("tdx.rtmr3", &t.rtmr3)] {
+                for (n, v) in [
+                    ("tdx.rtmr0", &t.rtmr0),
+                    ("tdx.rtmr1", &t.rtmr1),
+                    ("tdx.rtmr2", &t.rtmr2),
+                    ("tdx.rtmr3", &t.rtmr3),
+                ] {
                     if let Some(v) = v {
                         fields.push((n, v));
                     }
@@ -270,12 +276,18 @@ images:
             Policy::from_yaml("tdx: {allowed_tcb_statuses: [UpTodate]}"),
             Err(PolicyError::Yaml(_))
         ));
-        assert!(matches!(Policy::from_yaml("tdx: {allow_debug: true}"), Err(PolicyError::Yaml(_))));
+        assert!(matches!(
+            Policy::from_yaml("tdx: {allow_debug: true}"),
+            Err(PolicyError::Yaml(_))
+        ));
         assert!(matches!(
             Policy::from_yaml("images: [{name: x, tdx: {mrtd: abcd}}]"),
             Err(PolicyError::BadImage { .. })
         ));
-        assert!(matches!(Policy::from_yaml("images: [{name: x}]"), Err(PolicyError::BadImage { .. })));
+        assert!(matches!(
+            Policy::from_yaml("images: [{name: x}]"),
+            Err(PolicyError::BadImage { .. })
+        ));
         assert!(matches!(
             Policy::from_yaml("images: [{name: x, tdx: {mrtd: ab, rtrm0: cd}}]"),
             Err(PolicyError::Yaml(_))

@@ -3,14 +3,14 @@
 //! it we check the collateral's dates and issuers ourselves, so that every
 //! failure is named and says what to do.
 
+use ::time::format_description::well_known::Rfc3339;
+use ::time::OffsetDateTime;
 use dcap_qvl::quote::Quote;
 use dcap_qvl::QuoteCollateralV3;
 use serde::Deserialize;
-use ::time::format_description::well_known::Rfc3339;
-use ::time::OffsetDateTime;
 use x509_parser::prelude::{parse_x509_crl, FromDer, X509Certificate};
 
-use crate::facts::{Facts, TdxFacts};
+use crate::facts::{rfc3339, Facts, TdxFacts};
 use crate::verdict::{Check, Verification};
 
 /// Check names, in the order they run.
@@ -74,13 +74,6 @@ fn hex48(b: &[u8; 48]) -> String {
     hex::encode(b)
 }
 
-fn rfc3339(t: i64) -> String {
-    OffsetDateTime::from_unix_timestamp(t)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_else(|| t.to_string())
-}
-
 /// One dated collateral item.
 struct Dated {
     name: &'static str,
@@ -102,7 +95,8 @@ fn parse_time(s: &str) -> Result<i64, String> {
 }
 
 fn dated_json(name: &'static str, json: &str) -> Result<Dated, String> {
-    let d: DatedJson = serde_json::from_str(json).map_err(|e| format!("{name} is not valid JSON: {e}"))?;
+    let d: DatedJson =
+        serde_json::from_str(json).map_err(|e| format!("{name} is not valid JSON: {e}"))?;
     Ok(Dated {
         name,
         issued: parse_time(&d.issue_date)?,
@@ -137,12 +131,20 @@ fn check_fresh(dates: &[Dated], at: i64, grace: u64) -> Check {
     let mut problems = Vec::new();
     for d in dates {
         if at < d.issued {
-            problems.push(format!("{} is not valid until {}", d.name, rfc3339(d.issued)));
+            problems.push(format!(
+                "{} is not valid until {}",
+                d.name,
+                rfc3339(d.issued)
+            ));
         } else if at > d.next_update.saturating_add(grace) {
             problems.push(format!("{} expired at {}", d.name, rfc3339(d.next_update)));
         }
     }
-    let earliest = dates.iter().map(|d| d.next_update).min().unwrap_or(i64::MAX);
+    let earliest = dates
+        .iter()
+        .map(|d| d.next_update)
+        .min()
+        .unwrap_or(i64::MAX);
     if !problems.is_empty() {
         return Check::fail(
             COLLATERAL_FRESH,
@@ -155,15 +157,22 @@ fn check_fresh(dates: &[Dated], at: i64, grace: u64) -> Check {
     if at > earliest {
         Check::pass(
             COLLATERAL_FRESH,
-            format!("past nextUpdate {} but inside the policy grace", rfc3339(earliest)),
+            format!(
+                "past nextUpdate {} but inside the policy grace",
+                rfc3339(earliest)
+            ),
         )
     } else {
-        Check::pass(COLLATERAL_FRESH, format!("valid until {}", rfc3339(earliest)))
+        Check::pass(
+            COLLATERAL_FRESH,
+            format!("valid until {}", rfc3339(earliest)),
+        )
     }
 }
 
 fn pem_chain(name: &str, pem: &str) -> Result<Vec<Vec<u8>>, String> {
-    let certs = tvm_certs::anchors::pem_certificates(pem.as_bytes()).map_err(|e| format!("{name}: {e}"))?;
+    let certs =
+        tvm_certs::anchors::pem_certificates(pem.as_bytes()).map_err(|e| format!("{name}: {e}"))?;
     if certs.is_empty() {
         return Err(format!("{name} holds no certificate"));
     }
@@ -173,11 +182,19 @@ fn pem_chain(name: &str, pem: &str) -> Result<Vec<Vec<u8>>, String> {
 /// The collateral's issuers chain to our root and sign its CRLs. dcap-qvl
 /// checks this too; doing it first lets us say which item is wrong.
 fn check_issuers(c: &QuoteCollateralV3, root_der: &[u8]) -> Result<(), String> {
-    let (_, root) = X509Certificate::from_der(root_der).map_err(|e| format!("trust root is not DER X.509: {e}"))?;
+    let (_, root) = X509Certificate::from_der(root_der)
+        .map_err(|e| format!("trust root is not DER X.509: {e}"))?;
     let signed_by = |what: &str, der: &[u8], issuer: &X509Certificate| -> Result<(), String> {
-        let (_, cert) = X509Certificate::from_der(der).map_err(|e| format!("{what} is not DER X.509: {e}"))?;
+        let (_, cert) =
+            X509Certificate::from_der(der).map_err(|e| format!("{what} is not DER X.509: {e}"))?;
         cert.verify_signature(Some(issuer.public_key()))
-            .map_err(|_| format!("{what} ({}) is not signed by {}", cert.subject(), issuer.subject()))
+            .map_err(|_| {
+                format!(
+                    "{what} ({}) is not signed by {}",
+                    cert.subject(),
+                    issuer.subject()
+                )
+            })
     };
     for (name, pem) in [
         ("TCB Info issuer chain", &c.tcb_info_issuer_chain),
@@ -186,18 +203,26 @@ fn check_issuers(c: &QuoteCollateralV3, root_der: &[u8]) -> Result<(), String> {
     ] {
         let chain = pem_chain(name, pem)?;
         if chain.len() < 2 {
-            return Err(format!("{name} has {} certificate(s); expected the signer and the root", chain.len()));
+            return Err(format!(
+                "{name} has {} certificate(s); expected the signer and the root",
+                chain.len()
+            ));
         }
         if chain.last().map(Vec::as_slice) != Some(root_der) {
-            return Err(format!("{name} does not end in the trusted root ({}): wrong root or wrong order", root.subject()));
+            return Err(format!(
+                "{name} does not end in the trusted root ({}): wrong root or wrong order",
+                root.subject()
+            ));
         }
         signed_by(&format!("{name} signer"), &chain[0], &root)?;
     }
-    let (_, crl) = parse_x509_crl(&c.root_ca_crl).map_err(|e| format!("Root CA CRL is not DER: {e}"))?;
+    let (_, crl) =
+        parse_x509_crl(&c.root_ca_crl).map_err(|e| format!("Root CA CRL is not DER: {e}"))?;
     crl.verify_signature(root.public_key())
         .map_err(|_| "Root CA CRL is not signed by the trusted root".to_string())?;
     let pck_ca_der = &pem_chain("PCK CRL issuer chain", &c.pck_crl_issuer_chain)?[0];
-    let (_, pck_ca) = X509Certificate::from_der(pck_ca_der).map_err(|e| format!("PCK CA is not DER: {e}"))?;
+    let (_, pck_ca) =
+        X509Certificate::from_der(pck_ca_der).map_err(|e| format!("PCK CA is not DER: {e}"))?;
     let (_, crl) = parse_x509_crl(&c.pck_crl).map_err(|e| format!("PCK CRL is not DER: {e}"))?;
     crl.verify_signature(pck_ca.public_key())
         .map_err(|_| format!("PCK CRL is not signed by {}", pck_ca.subject()))?;
@@ -207,23 +232,59 @@ fn check_issuers(c: &QuoteCollateralV3, root_der: &[u8]) -> Result<(), String> {
 /// Which named check a dcap-qvl error belongs to, from its message chain.
 fn classify(msg: &str) -> &'static str {
     let has = |s: &str| msg.contains(s);
-    if has("Failed to decode quote") || has("Unsupported DCAP") || has("TEE quote must have") || has("Unknown QE vendor") || has("Unsupported TEE type") {
+    if has("Failed to decode quote")
+        || has("Unsupported DCAP")
+        || has("TEE quote must have")
+        || has("Unknown QE vendor")
+        || has("Unsupported TEE type")
+    {
         QUOTE_FORMAT
-    } else if has("expired") || has("issue date is in the future") || has("Expired") || has("NotValidYet") {
+    } else if has("expired")
+        || has("issue date is in the future")
+        || has("Expired")
+        || has("NotValidYet")
+    {
         COLLATERAL_FRESH
-    } else if has("Unsupported QE Identity id") || has("Fmspc mismatch") || has("non-TDX TCB info") || has("non-SGX TCB info") || has("missing tdxModule") || has("TCB FMSPC") {
+    } else if has("Unsupported QE Identity id")
+        || has("Fmspc mismatch")
+        || has("non-TDX TCB info")
+        || has("non-SGX TCB info")
+        || has("missing tdxModule")
+        || has("TCB FMSPC")
+    {
         COLLATERAL_MATCH
-    } else if has("QE ISVSVN") || has("No TCB levels found in QE Identity") || has("QE report validation") {
+    } else if has("QE ISVSVN")
+        || has("No TCB levels found in QE Identity")
+        || has("QE report validation")
+    {
         QE_IDENTITY
     } else if has("qe_report") || has("QE report hash") || has("Failed to decode QE report") {
         QE_REPORT
-    } else if has("tcb_info") || has("qe_identity") || has("TCB Info") || has("QE Identity") || has("TcbInfo") || has("QeIdentity") || has("root ca") {
+    } else if has("tcb_info")
+        || has("qe_identity")
+        || has("TCB Info")
+        || has("QE Identity")
+        || has("TcbInfo")
+        || has("QeIdentity")
+        || has("root ca")
+    {
         COLLATERAL_CHAIN
     } else if has("ISV enclave report signature") || has("signed quote scope") {
         QUOTE_SIGNATURE
-    } else if has("No matching TCB level") || has("TDX module") || has("TEE_TCB_SVN2") || has("Revoked") {
+    } else if has("No matching TCB level")
+        || has("TDX module")
+        || has("TEE_TCB_SVN2")
+        || has("Revoked")
+    {
         TCB_LEVEL
-    } else if has("Debug mode") || has("TD attributes") || has("SEPT_VE") || has("TD migration") || has("TD profiling") || has("SERVTD") || has("MR service TD") {
+    } else if has("Debug mode")
+        || has("TD attributes")
+        || has("SEPT_VE")
+        || has("TD migration")
+        || has("TD profiling")
+        || has("SERVTD")
+        || has("MR service TD")
+    {
         TD_ATTRIBUTES
     } else {
         // What remains are webpki path errors, raised while building the PCK chain.
@@ -254,12 +315,21 @@ pub fn verify(input: &TdxInput<'_>) -> Verification {
         Ok(q) => {
             checks.push(Check::fail(
                 QUOTE_FORMAT,
-                format!("not a TDX quote: version {}, TEE type {:#x} (expected v4/v5, 0x81)", q.header.version, q.header.tee_type),
+                format!(
+                    "not a TDX quote: version {}, TEE type {:#x} (expected v4/v5, 0x81)",
+                    q.header.version, q.header.tee_type
+                ),
             ));
             return Verification::stopped(checks, &ORDER, None);
         }
         Err(e) => {
-            checks.push(Check::fail(QUOTE_FORMAT, format!("cannot parse the quote ({} bytes): {e:#}", input.quote.len())));
+            checks.push(Check::fail(
+                QUOTE_FORMAT,
+                format!(
+                    "cannot parse the quote ({} bytes): {e:#}",
+                    input.quote.len()
+                ),
+            ));
             return Verification::stopped(checks, &ORDER, None);
         }
     };
@@ -274,7 +344,12 @@ pub fn verify(input: &TdxInput<'_>) -> Verification {
         advisory_ids: Vec::new(),
         fmspc: None,
         mrtd: hex48(&td.mr_td),
-        rtmr: [hex48(&td.rt_mr0), hex48(&td.rt_mr1), hex48(&td.rt_mr2), hex48(&td.rt_mr3)],
+        rtmr: [
+            hex48(&td.rt_mr0),
+            hex48(&td.rt_mr1),
+            hex48(&td.rt_mr2),
+            hex48(&td.rt_mr3),
+        ],
         report_data: hex::encode(td.report_data),
         td_attributes: hex::encode(td.td_attributes),
         debug: tud & 0x71 != 0,
@@ -282,20 +357,34 @@ pub fn verify(input: &TdxInput<'_>) -> Verification {
     };
     checks.push(Check::pass(
         QUOTE_FORMAT,
-        format!("TDX quote v{}, {} bytes", quote.header.version, input.quote.len()),
+        format!(
+            "TDX quote v{}, {} bytes",
+            quote.header.version,
+            input.quote.len()
+        ),
     ));
 
     let dates = match collateral_dates(input.collateral) {
         Ok(d) => d,
         Err(e) => {
-            checks.push(Check::fail(COLLATERAL_FRESH, format!("collateral is malformed: {e}")));
+            checks.push(Check::fail(
+                COLLATERAL_FRESH,
+                format!("collateral is malformed: {e}"),
+            ));
             return Verification::stopped(checks, &ORDER, Some(Facts::Tdx(facts)));
         }
     };
-    let earliest = dates.iter().map(|d| d.next_update).min().unwrap_or(input.at);
+    let earliest = dates
+        .iter()
+        .map(|d| d.next_update)
+        .min()
+        .unwrap_or(input.at);
     facts.collateral_expires = Some(rfc3339(earliest));
     if let Ok(tcb) = serde_json::from_str::<serde_json::Value>(&input.collateral.tcb_info) {
-        facts.fmspc = tcb.get("fmspc").and_then(|v| v.as_str()).map(str::to_string);
+        facts.fmspc = tcb
+            .get("fmspc")
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
     }
     let fresh = check_fresh(&dates, input.at, input.grace_seconds);
     let fresh_ok = fresh.status == crate::verdict::Status::Pass;
@@ -318,16 +407,26 @@ pub fn verify(input: &TdxInput<'_>) -> Verification {
             facts.advisory_ids = report.advisory_ids.clone();
             for stage in DCAP_STAGES {
                 let detail = match stage {
-                    COLLATERAL_CHAIN => "TCB Info, QE Identity and CRLs signed by the Intel root chain".to_string(),
-                    PCK_CHAIN => "PCK certificate chains to the root and is not revoked".to_string(),
-                    QE_REPORT => "QE report signed by the PCK key and binds the attestation key".to_string(),
+                    COLLATERAL_CHAIN => {
+                        "TCB Info, QE Identity and CRLs signed by the Intel root chain".to_string()
+                    }
+                    PCK_CHAIN => {
+                        "PCK certificate chains to the root and is not revoked".to_string()
+                    }
+                    QE_REPORT => {
+                        "QE report signed by the PCK key and binds the attestation key".to_string()
+                    }
                     QE_IDENTITY => format!("QE accepted ({})", report.qe_status.status),
                     QUOTE_SIGNATURE => "quote signed by the QE's attestation key".to_string(),
                     COLLATERAL_MATCH => "collateral is for this platform".to_string(),
                     TCB_LEVEL => format!(
                         "TCB status {}{}",
                         report.status,
-                        if report.advisory_ids.is_empty() { String::new() } else { format!(", advisories {}", report.advisory_ids.join(", ")) }
+                        if report.advisory_ids.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", advisories {}", report.advisory_ids.join(", "))
+                        }
                     ),
                     _ => "attributes of a production TD (debug is judged by policy)".to_string(),
                 };
@@ -345,7 +444,10 @@ pub fn verify(input: &TdxInput<'_>) -> Verification {
                     }
                     checks.push(Check::fail(failed, format!("{}: {msg}", advice(failed))));
                     for s in &DCAP_STAGES[i + 1..] {
-                        checks.push(Check::not_checked(s, format!("not reached: {failed} failed")));
+                        checks.push(Check::not_checked(
+                            s,
+                            format!("not reached: {failed} failed"),
+                        ));
                     }
                 }
                 None => {
@@ -353,7 +455,10 @@ pub fn verify(input: &TdxInput<'_>) -> Verification {
                     checks.retain(|c| c.name != failed);
                     checks.push(Check::fail(failed, format!("{}: {msg}", advice(failed))));
                     for s in DCAP_STAGES {
-                        checks.push(Check::not_checked(s, format!("not reached: {failed} failed")));
+                        checks.push(Check::not_checked(
+                            s,
+                            format!("not reached: {failed} failed"),
+                        ));
                     }
                 }
             }

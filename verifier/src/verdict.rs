@@ -97,7 +97,11 @@ impl Verdict {
         let _ = writeln!(
             out,
             "\n{}",
-            if self.accepted { "ACCEPTED" } else { "REJECTED" }
+            if self.accepted {
+                "ACCEPTED"
+            } else {
+                "REJECTED"
+            }
         );
         out
     }
@@ -120,7 +124,10 @@ impl Verification {
             .unwrap_or("an earlier check");
         for name in order {
             if !checks.iter().any(|c| c.name == *name) {
-                checks.push(Check::not_checked(name, format!("not reached: {failed} failed")));
+                checks.push(Check::not_checked(
+                    name,
+                    format!("not reached: {failed} failed"),
+                ));
             }
         }
         Verification { checks, facts }

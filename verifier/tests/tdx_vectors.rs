@@ -45,13 +45,19 @@ const TAPPD: &str = "tdx/dcapqvl_tappd_tdx_quote_v4.hex";
 
 #[test]
 fn tdx1_up_to_date_across_its_window() {
-    for when in ["2025-06-19T10:32:27Z", "2025-07-04T10:16:31Z", "2025-07-19T10:00:34Z"] {
+    for when in [
+        "2025-06-19T10:32:27Z",
+        "2025-07-04T10:16:31Z",
+        "2025-07-19T10:00:34Z",
+    ] {
         let v = run(V4, V4_COLL, when);
         assert!(v.genuine(), "{when}: {:?}", failed(&v));
         assert_eq!(tcb(&v), (Some("UpToDate".into()), vec![]));
     }
     let v = run(V4, V4_COLL, "2025-07-04T10:16:31Z");
-    let Some(Facts::Tdx(f)) = &v.facts else { panic!() };
+    let Some(Facts::Tdx(f)) = &v.facts else {
+        panic!()
+    };
     assert_eq!(f.mrtd, "91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7");
     assert_eq!(f.rtmr[3], "0".repeat(96));
     assert_eq!(f.report_data, "9a9d48e7f6799642d3d1b34e1e5e1742d4bb02dd6ddd551862c1211d35c304f9eca3efdbb481601c163cf52493d6e44aed55d51ec39b7e518fadb92c2b523f20");
@@ -59,7 +65,10 @@ fn tdx1_up_to_date_across_its_window() {
     assert!(!f.debug);
     let verdict = appraise(v, &Policy::default(), None, at("2025-07-04T10:16:31Z"));
     assert!(verdict.accepted, "{}", verdict.render());
-    assert_eq!(verdict.check(MEASUREMENT_NAME).unwrap().status, Status::NotChecked);
+    assert_eq!(
+        verdict.check(MEASUREMENT_NAME).unwrap().status,
+        Status::NotChecked
+    );
 }
 
 const MEASUREMENT_NAME: &str = "measurement";
@@ -73,18 +82,27 @@ fn tdx2_near_up_to_date() {
 
 #[test]
 fn tdx4_v5_up_to_date() {
-    for when in ["2026-02-18T10:58:51Z", "2026-03-01T00:00:00Z", "2026-03-20T10:41:14Z"] {
+    for when in [
+        "2026-02-18T10:58:51Z",
+        "2026-03-01T00:00:00Z",
+        "2026-03-20T10:41:14Z",
+    ] {
         let v = run(V5_GO, V5_COLL, when);
         assert!(v.genuine(), "{when}: {:?}", failed(&v));
         assert_eq!(tcb(&v), (Some("UpToDate".into()), vec![]));
-        let Some(Facts::Tdx(f)) = &v.facts else { panic!() };
+        let Some(Facts::Tdx(f)) = &v.facts else {
+            panic!()
+        };
         assert_eq!(f.quote_version, 5);
     }
 }
 
 #[test]
 fn tdx3_and_tdx5_have_no_matching_tcb_level() {
-    for (q, c, when) in [(V5_OUT, V5_COLL, "2026-03-01T00:00:00Z"), (TAPPD, V4_COLL, "2025-07-04T10:16:31Z")] {
+    for (q, c, when) in [
+        (V5_OUT, V5_COLL, "2026-03-01T00:00:00Z"),
+        (TAPPD, V4_COLL, "2025-07-04T10:16:31Z"),
+    ] {
         let v = run(q, c, when);
         let f = failed(&v);
         assert_eq!(f.len(), 1, "{q}: {f:?}");
@@ -92,7 +110,11 @@ fn tdx3_and_tdx5_have_no_matching_tcb_level() {
         assert!(f[0].1.contains("No matching TCB level"), "{q}: {}", f[0].1);
         // Everything before the TCB match verified: signatures and chains are genuine.
         for name in [COLLATERAL_CHAIN, PCK_CHAIN, QE_REPORT, QUOTE_SIGNATURE] {
-            assert_eq!(v.checks.iter().find(|c| c.name == name).unwrap().status, Status::Pass, "{q} {name}");
+            assert_eq!(
+                v.checks.iter().find(|c| c.name == name).unwrap().status,
+                Status::Pass,
+                "{q} {name}"
+            );
         }
         let verdict = appraise(v, &Policy::default(), None, at(when));
         assert!(!verdict.accepted);
@@ -105,15 +127,32 @@ fn tdx1_rejected_once_its_crl_expired() {
     let f = failed(&v);
     assert_eq!(f.len(), 1, "{f:?}");
     assert_eq!(f[0].0, COLLATERAL_FRESH);
-    assert!(f[0].1.contains("Root CA CRL expired at 2026-04-03T11:21:57Z"), "{}", f[0].1);
-    assert!(f[0].1.contains("PCK CRL expired at 2025-07-19T10:00:35Z"), "{}", f[0].1);
+    assert!(
+        f[0].1
+            .contains("Root CA CRL expired at 2026-04-03T11:21:57Z"),
+        "{}",
+        f[0].1
+    );
+    assert!(
+        f[0].1.contains("PCK CRL expired at 2025-07-19T10:00:35Z"),
+        "{}",
+        f[0].1
+    );
     // Just after the PCK CRL's nextUpdate, only the items past it are named.
     let v = run(V4, V4_COLL, "2025-07-19T10:00:36Z");
     let f = failed(&v);
-    assert!(f[0].1.contains("PCK CRL expired") && !f[0].1.contains("Root CA CRL"), "{}", f[0].1);
+    assert!(
+        f[0].1.contains("PCK CRL expired") && !f[0].1.contains("Root CA CRL"),
+        "{}",
+        f[0].1
+    );
     // Before the collateral was issued.
     let v = run(V4, V4_COLL, "2025-06-01T00:00:00Z");
-    assert!(failed(&v)[0].1.contains("not valid until"), "{:?}", failed(&v));
+    assert!(
+        failed(&v)[0].1.contains("not valid until"),
+        "{:?}",
+        failed(&v)
+    );
 }
 
 #[test]
@@ -122,11 +161,21 @@ fn grace_extends_use_of_expired_collateral_only_as_far_as_policy_says() {
     let c = tdx::parse_collateral(&testdata(V4_COLL)).unwrap();
     let root = tvm_certs::anchors::intel_sgx_root().unwrap();
     let day = 86_400;
-    let input = |when: i64, grace: u64| TdxInput { quote: &q, collateral: &c, root_der: root, at: when, grace_seconds: grace };
+    let input = |when: i64, grace: u64| TdxInput {
+        quote: &q,
+        collateral: &c,
+        root_der: root,
+        at: when,
+        grace_seconds: grace,
+    };
     let after = at("2025-07-19T10:00:35Z") + day;
     assert!(!tdx::verify(&input(after, 0)).genuine());
     let v = tdx::verify(&input(after, 2 * day as u64));
     assert!(v.genuine(), "{:?}", failed(&v));
-    assert!(v.checks[1].detail.contains("grace"), "{}", v.checks[1].detail);
+    assert!(
+        v.checks[1].detail.contains("grace"),
+        "{}",
+        v.checks[1].detail
+    );
     assert!(!tdx::verify(&input(after + 2 * day, 2 * day as u64)).genuine());
 }

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use tvm_verifier::input::{binary_or_hex, parse_time};
 
 pub fn testdata(rel: &str) -> Vec<u8> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata").join(rel);
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../testdata")
+        .join(rel);
     let raw = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     binary_or_hex(&raw)
 }

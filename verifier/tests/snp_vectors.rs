@@ -1,0 +1,148 @@
+//! SEV-SNP reports captured on real hardware, with their VCEK/VLEK, and the
+//! outcome SOURCES.md says a correct verifier reaches.
+
+mod common;
+use common::{at, testdata};
+use tvm_verifier::snp::{self, checks::*, SnpInput};
+use tvm_verifier::{appraise, Facts, Policy, Status, Verification};
+
+pub fn run(report: &[u8], vek: &[u8], when: &str) -> Verification {
+    snp::verify(&SnpInput {
+        report,
+        vek_der: vek,
+        ca: None,
+        at: at(when),
+    })
+}
+
+fn failed(v: &Verification) -> Vec<(&'static str, String)> {
+    v.checks
+        .iter()
+        .filter(|c| c.status == Status::Fail)
+        .map(|c| (c.name, c.detail.clone()))
+        .collect()
+}
+
+const SNP1: (&str, &str) = (
+    "snp/gosevguest_milan_report.bin",
+    "snp/gosevguest_milan_vcek.der",
+);
+const SNP2: (&str, &str) = ("snp/virtee_milan_report.hex", "snp/virtee_milan_vcek.der");
+const SNP3: (&str, &str) = ("snp/trustee_milan_report.bin", "snp/trustee_milan_vcek.der");
+const SNP4: (&str, &str) = (
+    "snp/trustee_milan_vlek_report.bin",
+    "snp/trustee_milan_vlek.der",
+);
+const WHEN: &str = "2025-06-01T00:00:00Z";
+
+#[test]
+fn vcek_reports_verify() {
+    for (r, k) in [SNP1, SNP2, SNP3] {
+        let v = run(&testdata(r), &testdata(k), WHEN);
+        assert!(v.genuine(), "{r}: {:?}", failed(&v));
+        let Some(Facts::SevSnp(f)) = &v.facts else {
+            panic!()
+        };
+        assert_eq!(f.signer, "VCEK");
+        assert_eq!(f.product.as_deref(), Some("Milan"));
+    }
+}
+
+#[test]
+fn snp1_facts_match_sources() {
+    let v = run(&testdata(SNP1.0), &testdata(SNP1.1), WHEN);
+    let Some(Facts::SevSnp(f)) = &v.facts else {
+        panic!()
+    };
+    assert_eq!(f.measurement, "b07af9620f3b839b47996422ddec6058338951d984e312115131ea82705eaf5b6bdf8a9ece31a5a608eb0cf2e4872b01");
+    assert_eq!(f.report_data, format!("0102030405{}", "0".repeat(118)));
+    assert_eq!(f.chip_id, "3ac3fe21e13fb0990eb28a802e3fb6a29483a6b0753590c951bdd3b8e53786184ca39e359669a2b76a1936776b564ea464cdce40c05f63c9b610c5068b006b5d");
+    assert_eq!(f.guest_policy, "0xb0000");
+    assert_eq!(
+        (
+            f.reported_tcb.bootloader,
+            f.reported_tcb.tee,
+            f.reported_tcb.snp,
+            f.reported_tcb.microcode
+        ),
+        (2, 0, 5, 68)
+    );
+    assert!(f.debug_allowed && f.smt_allowed && !f.migration_agent_allowed);
+    assert_eq!(f.vmpl, 0);
+    // Genuine, but its guest policy allows debugging: the default policy refuses it.
+    let verdict = appraise(v, &Policy::default(), None, at(WHEN));
+    assert!(!verdict.accepted);
+    assert_eq!(
+        verdict.failures().map(|c| c.name).collect::<Vec<_>>(),
+        vec!["guest.debug"]
+    );
+}
+
+#[test]
+fn snp2_bit_flip_in_byte_21_fails_the_signature() {
+    let mut r = testdata(SNP2.0);
+    r[21] ^= 0x80;
+    let v = run(&r, &testdata(SNP2.1), WHEN);
+    assert_eq!(
+        failed(&v).iter().map(|f| f.0).collect::<Vec<_>>(),
+        vec![REPORT_SIGNATURE]
+    );
+}
+
+#[test]
+fn snp3_reported_tcb_change_fails_signature_and_tcb() {
+    let mut r = testdata(SNP3.0);
+    r[384] = r[384].wrapping_add(1);
+    let v = run(&r, &testdata(SNP3.1), WHEN);
+    let names: Vec<_> = failed(&v).iter().map(|f| f.0).collect();
+    assert_eq!(names, vec![REPORT_SIGNATURE, VEK_TCB]);
+}
+
+#[test]
+fn snp4_vlek_verifies_inside_its_window_only() {
+    let (r, k) = (testdata(SNP4.0), testdata(SNP4.1));
+    let v = run(&r, &k, "2025-06-01T00:00:00Z");
+    assert!(v.genuine(), "{:?}", failed(&v));
+    let Some(Facts::SevSnp(f)) = &v.facts else {
+        panic!()
+    };
+    assert_eq!(
+        (f.signer.as_str(), f.report_version, f.vmpl),
+        ("VLEK", 3, 1)
+    );
+    assert_eq!(f.chip_id, "0".repeat(128));
+    for outside in [
+        "2024-12-10T22:14:20Z",
+        "2025-12-10T22:14:22Z",
+        "2026-06-01T00:00:00Z",
+    ] {
+        let v = run(&r, &k, outside);
+        let f = failed(&v);
+        assert_eq!(f.len(), 1, "{outside}: {f:?}");
+        assert_eq!(f[0].0, VEK_VALIDITY, "{outside}");
+    }
+    // Genuine but from VMPL 1: the default policy wants VMPL 0.
+    let verdict = appraise(v, &Policy::default(), None, at("2025-06-01T00:00:00Z"));
+    assert_eq!(
+        verdict.failures().map(|c| c.name).collect::<Vec<_>>(),
+        vec!["vmpl"]
+    );
+}
+
+#[test]
+fn report_data_binding_is_checked_when_expected() {
+    let v = run(&testdata(SNP2.0), &testdata(SNP2.1), WHEN);
+    let Some(Facts::SevSnp(f)) = &v.facts else {
+        panic!()
+    };
+    let mut want = [0u8; 64];
+    hex::decode_to_slice(&f.report_data, &mut want).unwrap();
+    let ok = appraise(v.clone(), &Policy::default(), Some(&want), at(WHEN));
+    assert!(ok.accepted, "{}", ok.render());
+    want[0] ^= 1;
+    let wrong = appraise(v, &Policy::default(), Some(&want), at(WHEN));
+    assert_eq!(
+        wrong.failures().map(|c| c.name).collect::<Vec<_>>(),
+        vec!["report_data"]
+    );
+}
