@@ -31,7 +31,7 @@ impl TcbStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Policy {
     pub tdx: TdxPolicy,
@@ -42,17 +42,6 @@ pub struct Policy {
     /// The VM images whose measurements are accepted. Empty: measurements are
     /// shown but not checked.
     pub images: Vec<Image>,
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Policy {
-            tdx: TdxPolicy::default(),
-            snp: SnpPolicy::default(),
-            collateral_grace_seconds: 0,
-            images: Vec::new(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,6 +16,7 @@ use crate::verdict::{Check, Verification};
 /// Check names, in the order they run.
 pub mod checks {
     pub const QUOTE_FORMAT: &str = "quote.format";
+    pub const COLLATERAL_FORMAT: &str = "collateral.format";
     pub const COLLATERAL_FRESH: &str = "collateral.fresh";
     pub const COLLATERAL_CHAIN: &str = "collateral.chain";
     pub const PCK_CHAIN: &str = "pck.chain";
@@ -29,8 +30,9 @@ pub mod checks {
 use checks::*;
 
 /// Every verification check, in order.
-const ORDER: [&str; 10] = [
+const ORDER: [&str; 11] = [
     QUOTE_FORMAT,
+    COLLATERAL_FORMAT,
     COLLATERAL_FRESH,
     COLLATERAL_CHAIN,
     PCK_CHAIN,
@@ -368,12 +370,16 @@ pub fn verify(input: &TdxInput<'_>) -> Verification {
         Ok(d) => d,
         Err(e) => {
             checks.push(Check::fail(
-                COLLATERAL_FRESH,
-                format!("collateral is malformed: {e}"),
+                COLLATERAL_FORMAT,
+                format!("collateral is malformed: {e}; fetch it again"),
             ));
             return Verification::stopped(checks, &ORDER, Some(Facts::Tdx(facts)));
         }
     };
+    checks.push(Check::pass(
+        COLLATERAL_FORMAT,
+        "TCB Info, QE Identity and both CRLs read",
+    ));
     let earliest = dates
         .iter()
         .map(|d| d.next_update)
