@@ -28,7 +28,9 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Ok(h) = SignedHeaders::parse(lookup) {
         let now = h.timestamp_ms;
-        let recipient = h.signed_for.map_or(Recipient::Unaddressed, Recipient::Hotkey);
+        let recipient = h
+            .signed_for
+            .map_or(Recipient::Unaddressed, Recipient::Hotkey);
         let _ = Verifier::new(recipient).verify(&h, body, now);
         // What we parsed must print back to headers that parse to the same thing.
         let pairs = h.to_pairs();

@@ -113,10 +113,10 @@ fn verify(args: &VerifyArgs) -> Result<Verdict, String> {
         let collateral = tdx::parse_collateral(&read(c, "collateral")?)
             .map_err(|e| format!("{}: {e}", c.display()))?;
         let root = tvm_certs::anchors::intel_sgx_root().map_err(|e| e.to_string())?;
+        let collateral = tdx::TdxCollateral::prepare(collateral, root);
         tdx::verify(&TdxInput {
             quote: &quote,
             collateral: &collateral,
-            root_der: root,
             at,
             grace_seconds: policy.collateral_grace_seconds,
         })
@@ -126,22 +126,23 @@ fn verify(args: &VerifyArgs) -> Result<Verdict, String> {
             return Err("give the report's VCEK or VLEK with --vcek FILE".into());
         };
         let vek = read_cert(k, "VCEK/VLEK")?;
-        let chain =
-            match &args.chain {
-                None => None,
-                Some(p) => {
-                    let certs = tvm_certs::anchors::pem_certificates(&read(p, "chain")?)
-                        .map_err(|e| format!("{}: {e}", p.display()))?;
-                    match <[Vec<u8>; 2]>::try_from(certs) {
-                        Ok([ask, ark]) => Some((ask, ark)),
-                        Err(v) => return Err(format!(
+        let chain = match &args.chain {
+            None => None,
+            Some(p) => {
+                let certs = tvm_certs::anchors::pem_certificates(&read(p, "chain")?)
+                    .map_err(|e| format!("{}: {e}", p.display()))?;
+                match <[Vec<u8>; 2]>::try_from(certs) {
+                    Ok([ask, ark]) => Some((ask, ark)),
+                    Err(v) => {
+                        return Err(format!(
                             "--chain {} holds {} certificates; expected the ASK/ASVK then the ARK",
                             p.display(),
                             v.len()
-                        )),
+                        ))
                     }
                 }
-            };
+            }
+        };
         snp::verify(&SnpInput {
             report: &report,
             vek_der: &vek,

@@ -61,11 +61,55 @@ pub fn parse_collateral(json: &[u8]) -> Result<QuoteCollateralV3, String> {
     serde_json::from_slice(json).map_err(|e| format!("not dcap-qvl QuoteCollateralV3 JSON: {e}"))
 }
 
+/// Collateral for one platform (FMSPC), read and checked against a root once
+/// and then shared by every quote verified with it: the issuer checks cost
+/// several signature verifications that need not be repeated per quote.
+pub struct TdxCollateral {
+    raw: QuoteCollateralV3,
+    root_der: Vec<u8>,
+    dates: Result<Vec<Dated>, String>,
+    issuers: Result<(), String>,
+    fmspc: Option<String>,
+}
+
+impl TdxCollateral {
+    /// `root_der`: the root every chain must end in (Intel SGX Root CA, or a simulated root).
+    pub fn prepare(raw: QuoteCollateralV3, root_der: &[u8]) -> Self {
+        let dates = collateral_dates(&raw);
+        let issuers = match &dates {
+            Ok(_) => check_issuers(&raw, root_der),
+            Err(e) => Err(e.clone()),
+        };
+        let fmspc = serde_json::from_str::<serde_json::Value>(&raw.tcb_info)
+            .ok()
+            .and_then(|t| t.get("fmspc").and_then(|v| v.as_str()).map(str::to_string));
+        TdxCollateral {
+            raw,
+            root_der: root_der.to_vec(),
+            dates,
+            issuers,
+            fmspc,
+        }
+    }
+
+    pub fn raw(&self) -> &QuoteCollateralV3 {
+        &self.raw
+    }
+
+    /// The earliest `nextUpdate` of its items (Unix seconds), if it could be read.
+    pub fn next_update(&self) -> Option<i64> {
+        self.dates
+            .as_ref()
+            .ok()?
+            .iter()
+            .map(|d| d.next_update)
+            .min()
+    }
+}
+
 pub struct TdxInput<'a> {
     pub quote: &'a [u8],
-    pub collateral: &'a QuoteCollateralV3,
-    /// DER of the root every chain must end in (Intel SGX Root CA, or a simulated root).
-    pub root_der: &'a [u8],
+    pub collateral: &'a TdxCollateral,
     /// Unix seconds.
     pub at: i64,
     /// Seconds past `nextUpdate` that collateral may still be used (policy).
@@ -366,7 +410,8 @@ pub fn verify(input: &TdxInput<'_>) -> Verification {
         ),
     ));
 
-    let dates = match collateral_dates(input.collateral) {
+    let coll = input.collateral;
+    let dates = match &coll.dates {
         Ok(d) => d,
         Err(e) => {
             checks.push(Check::fail(
@@ -380,34 +425,25 @@ pub fn verify(input: &TdxInput<'_>) -> Verification {
         COLLATERAL_FORMAT,
         "TCB Info, QE Identity and both CRLs read",
     ));
-    let earliest = dates
-        .iter()
-        .map(|d| d.next_update)
-        .min()
-        .unwrap_or(input.at);
+    let earliest = coll.next_update().unwrap_or(input.at);
     facts.collateral_expires = Some(rfc3339(earliest));
-    if let Ok(tcb) = serde_json::from_str::<serde_json::Value>(&input.collateral.tcb_info) {
-        facts.fmspc = tcb
-            .get("fmspc")
-            .and_then(|v| v.as_str())
-            .map(str::to_string);
-    }
-    let fresh = check_fresh(&dates, input.at, input.grace_seconds);
+    facts.fmspc = coll.fmspc.clone();
+    let fresh = check_fresh(dates, input.at, input.grace_seconds);
     let fresh_ok = fresh.status == crate::verdict::Status::Pass;
     checks.push(fresh);
     if !fresh_ok {
         return Verification::stopped(checks, &ORDER, Some(Facts::Tdx(facts)));
     }
-    if let Err(e) = check_issuers(input.collateral, input.root_der) {
-        checks.push(Check::fail(COLLATERAL_CHAIN, e));
+    if let Err(e) = &coll.issuers {
+        checks.push(Check::fail(COLLATERAL_CHAIN, e.clone()));
         return Verification::stopped(checks, &ORDER, Some(Facts::Tdx(facts)));
     }
 
     // Inside the grace, evaluate as of the last moment the collateral was valid.
     let dcap_at = input.at.min(earliest - 1).max(0) as u64;
     // Debug is a policy question (td.debug in appraisal), so dcap-qvl lets it through.
-    let verifier = dcap_qvl::verify::QuoteVerifier::new(input.root_der.to_vec()).allow_debug(true);
-    match verifier.verify(input.quote, input.collateral, dcap_at) {
+    let verifier = dcap_qvl::verify::QuoteVerifier::new(coll.root_der.clone()).allow_debug(true);
+    match verifier.verify(input.quote, &coll.raw, dcap_at) {
         Ok(report) => {
             facts.tcb_status = Some(report.status.clone());
             facts.advisory_ids = report.advisory_ids.clone();

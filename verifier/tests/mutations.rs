@@ -42,10 +42,10 @@ impl TdxCase {
     }
 
     fn verdict(&self) -> Verdict {
+        let collateral = tdx::TdxCollateral::prepare(self.collateral.clone(), &self.root);
         let v = tdx::verify(&TdxInput {
             quote: &self.quote,
-            collateral: &self.collateral,
-            root_der: &self.root,
+            collateral: &collateral,
             at: self.at,
             grace_seconds: 0,
         });

@@ -10,10 +10,10 @@ fn run(quote: &str, collateral: &str, when: &str) -> Verification {
     let q = testdata(quote);
     let c = tdx::parse_collateral(&testdata(collateral)).unwrap();
     let root = tvm_certs::anchors::intel_sgx_root().unwrap();
+    let c = tdx::TdxCollateral::prepare(c, root);
     tdx::verify(&TdxInput {
         quote: &q,
         collateral: &c,
-        root_der: root,
         at: at(when),
         grace_seconds: 0,
     })
@@ -160,11 +160,11 @@ fn grace_extends_use_of_expired_collateral_only_as_far_as_policy_says() {
     let q = testdata(V4);
     let c = tdx::parse_collateral(&testdata(V4_COLL)).unwrap();
     let root = tvm_certs::anchors::intel_sgx_root().unwrap();
+    let c = tdx::TdxCollateral::prepare(c, root);
     let day = 86_400;
     let input = |when: i64, grace: u64| TdxInput {
         quote: &q,
         collateral: &c,
-        root_der: root,
         at: when,
         grace_seconds: grace,
     };
