@@ -6,13 +6,15 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use tvm_verifier::tdx::{self, TdxInput};
 
-fn collateral() -> &'static dcap_qvl::QuoteCollateralV3 {
-    static C: OnceLock<dcap_qvl::QuoteCollateralV3> = OnceLock::new();
+fn collateral() -> &'static tdx::TdxCollateral {
+    static C: OnceLock<tdx::TdxCollateral> = OnceLock::new();
     C.get_or_init(|| {
-        tdx::parse_collateral(include_bytes!(
+        let raw = tdx::parse_collateral(include_bytes!(
             "../../testdata/tdx/dcapqvl_tdx_quote_v4_collateral.json"
         ))
-        .expect("vector collateral parses")
+        .expect("vector collateral parses");
+        let root = tvm_certs::anchors::intel_sgx_root().expect("pinned root");
+        tdx::TdxCollateral::prepare(raw, root)
     })
 }
 
