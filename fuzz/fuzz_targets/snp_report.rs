@@ -8,18 +8,18 @@ const VCEK: &[u8] = include_bytes!("../../testdata/snp/virtee_milan_vcek.der");
 
 fuzz_target!(|data: &[u8]| {
     // Report against the real VCEK.
+    let endorsement = snp::SnpEndorsement::prepare(VCEK, None);
     let v = snp::verify(&SnpInput {
         report: data,
-        vek_der: VCEK,
-        ca: None,
+        endorsement: &endorsement,
         at: 1_748_736_000,
     });
     assert!(!v.genuine() || data.len() == snp::REPORT_LEN);
     // The same bytes as a certificate.
+    let endorsement = snp::SnpEndorsement::prepare(data, None);
     let _ = snp::verify(&SnpInput {
         report: &[0u8; snp::REPORT_LEN],
-        vek_der: data,
-        ca: None,
+        endorsement: &endorsement,
         at: 1_748_736_000,
     });
 });

@@ -45,20 +45,23 @@ fn bench(c: &mut Criterion) {
     g.finish();
 
     let report = binary_or_hex(SNP_REPORT);
+    let endorsement = snp::SnpEndorsement::prepare(VCEK, None);
     let mut g = c.benchmark_group("snp");
     g.throughput(Throughput::Elements(1));
     g.bench_function("tvm verify+appraise (SNP-2)", |b| {
         b.iter(|| {
             let v = snp::verify(&SnpInput {
                 report: &report,
-                vek_der: VCEK,
-                ca: None,
+                endorsement: &endorsement,
                 at: 1_748_736_000,
             });
             let verdict = appraise(v, &policy, None, 1_748_736_000);
             assert!(verdict.accepted);
             verdict
         })
+    });
+    g.bench_function("tvm endorsement prepare (once per VCEK)", |b| {
+        b.iter(|| snp::SnpEndorsement::prepare(VCEK, None))
     });
     g.finish();
 }

@@ -143,10 +143,13 @@ fn verify(args: &VerifyArgs) -> Result<Verdict, String> {
                 }
             }
         };
+        let endorsement = snp::SnpEndorsement::prepare(
+            &vek,
+            chain.as_ref().map(|(a, b)| (a.as_slice(), b.as_slice())),
+        );
         snp::verify(&SnpInput {
             report: &report,
-            vek_der: &vek,
-            ca: chain.as_ref().map(|(a, b)| (a.as_slice(), b.as_slice())),
+            endorsement: &endorsement,
             at,
         })
     } else {

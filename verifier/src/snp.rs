@@ -4,14 +4,13 @@
 //! and verify the report signature over the raw bytes received (sev re-encodes
 //! its parsed struct, which would not notice a change in reserved bytes).
 
-use p384::ecdsa::signature::Verifier as _;
 use sev::certs::snp::{ca, Certificate, Verifiable};
 use sev::firmware::guest::AttestationReport;
 use sev::parser::ByteParser;
 use tvm_certs::{AmdProduct, AmdSigner};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::facts::{Facts, SnpFacts, TcbFacts};
+use crate::facts::{rfc3339, Facts, SnpFacts, TcbFacts};
 use crate::verdict::{Check, Verification};
 
 pub mod checks {
@@ -44,11 +43,7 @@ const SIGNED_LEN: usize = 0x2A0;
 
 pub struct SnpInput<'a> {
     pub report: &'a [u8],
-    /// DER of the VCEK or VLEK.
-    pub vek_der: &'a [u8],
-    /// DER of the intermediate (ASK/ASVK) and root (ARK), when the caller
-    /// brings them; otherwise the pinned ones for the key's product are used.
-    pub ca: Option<(&'a [u8], &'a [u8])>,
+    pub endorsement: &'a SnpEndorsement,
     /// Unix seconds.
     pub at: i64,
 }
@@ -89,41 +84,191 @@ fn common_name(name: &x509_parser::x509::X509Name<'_>) -> String {
         .to_string()
 }
 
-fn validity(what: &str, cert: &X509Certificate<'_>, at: i64) -> Result<(), String> {
-    let v = cert.validity();
-    let (from, until) = (v.not_before.timestamp(), v.not_after.timestamp());
-    if at < from || at > until {
-        return Err(format!(
-            "{what} is valid {} .. {}, not at {}",
-            v.not_before,
-            v.not_after,
-            crate::facts::rfc3339(at)
-        ));
+/// A certificate's validity window, kept to check at each report's time.
+#[derive(Debug, Clone)]
+struct Window {
+    what: &'static str,
+    from: i64,
+    until: i64,
+}
+
+impl Window {
+    fn of(what: &'static str, cert: &X509Certificate<'_>) -> Self {
+        let v = cert.validity();
+        Window {
+            what,
+            from: v.not_before.timestamp(),
+            until: v.not_after.timestamp(),
+        }
     }
-    Ok(())
+
+    fn check(&self, at: i64) -> Result<(), String> {
+        if at < self.from || at > self.until {
+            return Err(format!(
+                "{} is valid {} .. {}, not at {}",
+                self.what,
+                rfc3339(self.from),
+                rfc3339(self.until),
+                rfc3339(at)
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The report signature: ECDSA P-384 over SHA-384 of bytes 0..0x2A0; r and s
 /// are 72-byte little-endian fields at 0x2A0 and 0x2E8.
-fn verify_report_signature(report: &[u8], vek: &X509Certificate<'_>) -> Result<(), String> {
-    let key = p384::ecdsa::VerifyingKey::from_sec1_bytes(&vek.public_key().subject_public_key.data)
-        .map_err(|_| "the endorsement key is not a P-384 public key".to_string())?;
-    let le_to_be = |field: &[u8]| -> Result<[u8; 48], String> {
-        if field[48..].iter().any(|b| *b != 0) {
-            return Err("signature component wider than 48 bytes".into());
+fn verify_report_signature(report: &[u8], public_key: &[u8]) -> Result<(), String> {
+    let mut sig = [0u8; 96];
+    for (field, out) in [(0x2A0, 0), (0x2E8, 48)] {
+        let le = &report[field..field + 72];
+        if le[48..].iter().any(|b| *b != 0) {
+            return Err("signature component wider than 48 bytes: not a P-384 signature".into());
         }
-        let mut be = [0u8; 48];
-        for (i, b) in field[..48].iter().enumerate() {
-            be[47 - i] = *b;
+        for i in 0..48 {
+            sig[out + 47 - i] = le[i];
         }
-        Ok(be)
-    };
-    let r = le_to_be(&report[0x2A0..0x2A0 + 72])?;
-    let s = le_to_be(&report[0x2E8..0x2E8 + 72])?;
-    let sig = p384::ecdsa::Signature::from_scalars(r, s)
-        .map_err(|_| "signature r or s is out of range".to_string())?;
-    key.verify(&report[..SIGNED_LEN], &sig)
-        .map_err(|_| "the report is not signed by this endorsement key: it was altered, or the key belongs to another chip or TCB".to_string())
+    }
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P384_SHA384_FIXED, public_key)
+        .verify(&report[..SIGNED_LEN], &sig)
+        .map_err(|_| {
+            "the report is not signed by this endorsement key: it was altered, or the key belongs to another chip or TCB".to_string()
+        })
+}
+
+/// A VCEK or VLEK with its AMD chain, checked once (parsing, pinned ARK, the
+/// RSA-PSS signatures ARK → ASK → key) and then shared by every report it
+/// signs. Dates are kept and checked against each report's time.
+pub struct SnpEndorsement {
+    signer: Option<AmdSigner>,
+    product: Option<AmdProduct>,
+    format: Result<String, String>,
+    ca_chain: Result<String, String>,
+    vek_chain: Result<String, String>,
+    windows: Vec<Window>,
+    public_key: Vec<u8>,
+    tcb: [Option<u8>; 5],
+    hwid: Option<Vec<u8>>,
+}
+
+impl SnpEndorsement {
+    /// `ca`: DER of the intermediate (ASK/ASVK) and root (ARK) when the caller
+    /// brings them; otherwise the pinned ones for the key's product are used.
+    pub fn prepare(vek_der: &[u8], ca: Option<(&[u8], &[u8])>) -> Self {
+        let mut e = SnpEndorsement {
+            signer: None,
+            product: None,
+            format: Err(String::new()),
+            ca_chain: Err("not reached: vek.format failed".into()),
+            vek_chain: Err("not reached: vek.format failed".into()),
+            windows: Vec::new(),
+            public_key: Vec::new(),
+            tcb: [None; 5],
+            hwid: None,
+        };
+        let vek = match X509Certificate::from_der(vek_der) {
+            Ok((_, c)) => c,
+            Err(err) => {
+                e.format = Err(format!(
+                    "the VCEK/VLEK is not a DER X.509 certificate: {err}"
+                ));
+                return e;
+            }
+        };
+        let subject = common_name(vek.subject());
+        let issuer = common_name(vek.issuer());
+        e.signer = match subject.as_str() {
+            "SEV-VCEK" => Some(AmdSigner::Vcek),
+            "SEV-VLEK" => Some(AmdSigner::Vlek),
+            _ => None,
+        };
+        e.product = product_of(&issuer);
+        let (Some(signer), Some(product)) = (e.signer, e.product) else {
+            e.format = Err(format!(
+                "the certificate given is {subject:?} issued by {issuer:?}, not an AMD Milan, Genoa or Turin VCEK or VLEK"
+            ));
+            return e;
+        };
+        e.format = Ok(format!("{signer} for AMD {product} (issued by {issuer})"));
+        e.public_key = vek.public_key().subject_public_key.data.to_vec();
+        e.tcb = [
+            OID_BL_SPL,
+            OID_TEE_SPL,
+            OID_SNP_SPL,
+            OID_UCODE_SPL,
+            OID_FMC_SPL,
+        ]
+        .map(|oid| ext_u8(&vek, oid));
+        e.hwid = ext(&vek, OID_HWID).and_then(|hwid| {
+            if hwid.len() == 64 {
+                Some(hwid.to_vec())
+            } else {
+                x509_parser::der_parser::der::parse_der_octetstring(hwid)
+                    .ok()
+                    .and_then(|(_, o)| o.as_slice().ok().map(<[u8]>::to_vec))
+            }
+        });
+        let pinned = match tvm_certs::anchors::amd_ca(product, signer) {
+            Ok(ca) => ca,
+            Err(err) => {
+                e.ca_chain = Err(err.to_string());
+                return e;
+            }
+        };
+        let (ask_der, ark_der) = ca.unwrap_or((&pinned.ask, &pinned.ark));
+        e.ca_chain = (|| -> Result<String, String> {
+            match tvm_certs::anchors::is_pinned_ark(ark_der) {
+                Some(p) if p == product => {}
+                Some(p) => {
+                    return Err(format!(
+                        "the ARK given is AMD's {p} root, but the {signer} is for {product}: wrong product chain"
+                    ))
+                }
+                None => return Err("the ARK given is not one of AMD's pinned roots: wrong root".into()),
+            }
+            let chain = ca::Chain {
+                ark: Certificate::from_der(ark_der).map_err(|e| format!("ARK: {e}"))?,
+                ask: Certificate::from_der(ask_der).map_err(|e| format!("ASK: {e}"))?,
+            };
+            (&chain).verify().map_err(|e| {
+                format!("the ASK is not signed by the ARK ({e}): wrong or damaged intermediate")
+            })?;
+            for (what, der) in [("ARK", ark_der), ("ASK", ask_der)] {
+                let (_, c) = X509Certificate::from_der(der).map_err(|e| format!("{what}: {e}"))?;
+                e.windows.push(Window::of(what, &c));
+            }
+            Ok(format!(
+                "ARK is AMD's pinned {product} root and signs the {}",
+                if signer == AmdSigner::Vlek {
+                    "ASVK"
+                } else {
+                    "ASK"
+                }
+            ))
+        })();
+        if e.ca_chain.is_err() {
+            e.vek_chain = Err("not reached: ca.chain failed".into());
+            return e;
+        }
+        e.vek_chain = Certificate::from_der(ask_der)
+            .and_then(|ask| {
+                let vek_cert = Certificate::from_der(vek_der)?;
+                (&ask, &vek_cert).verify()
+            })
+            .map(|()| format!("{signer} signed by AMD's {product} intermediate"))
+            .map_err(|err| {
+                format!("the {signer} is not signed by AMD's {product} intermediate ({err}): damaged certificate or wrong chain")
+            });
+        e.windows.push(Window::of(
+            if signer == AmdSigner::Vlek {
+                "VLEK"
+            } else {
+                "VCEK"
+            },
+            &vek,
+        ));
+        e
+    }
 }
 
 fn snp_facts(r: &AttestationReport, signer: &str, product: Option<AmdProduct>) -> SnpFacts {
@@ -150,9 +295,10 @@ fn snp_facts(r: &AttestationReport, signer: &str, product: Option<AmdProduct>) -
     }
 }
 
-/// Verify an SNP report with its VCEK/VLEK at a given time.
+/// Verify an SNP report with its prepared VCEK/VLEK at a given time.
 pub fn verify(input: &SnpInput<'_>) -> Verification {
     let mut checks = Vec::new();
+    let e = input.endorsement;
     macro_rules! stop {
         ($facts:expr) => {
             return Verification::stopped(checks, &ORDER, $facts)
@@ -172,10 +318,10 @@ pub fn verify(input: &SnpInput<'_>) -> Verification {
     }
     let report = match AttestationReport::from_bytes(input.report) {
         Ok(r) => r,
-        Err(e) => {
+        Err(err) => {
             checks.push(Check::fail(
                 REPORT_FORMAT,
-                format!("cannot parse the report: {e}"),
+                format!("cannot parse the report: {err}"),
             ));
             stop!(None);
         }
@@ -191,160 +337,93 @@ pub fn verify(input: &SnpInput<'_>) -> Verification {
             stop!(Some(Facts::SevSnp(snp_facts(&report, "none", None))));
         }
     };
+    let facts = snp_facts(&report, &signer.to_string(), e.product);
     if !(2..=5).contains(&report.version) || report.sig_algo != 1 {
         checks.push(Check::fail(
             REPORT_FORMAT,
-            format!("report version {} / signature algorithm {} is not supported (versions 2-5, ECDSA P-384)", report.version, report.sig_algo),
+            format!(
+                "report version {} / signature algorithm {} is not supported (versions 2-5, ECDSA P-384)",
+                report.version, report.sig_algo
+            ),
         ));
-        stop!(Some(Facts::SevSnp(snp_facts(
-            &report,
-            &signer.to_string(),
-            None
-        ))));
+        stop!(Some(Facts::SevSnp(facts)));
     }
     checks.push(Check::pass(
         REPORT_FORMAT,
         format!("SNP report v{}, signed by {signer}", report.version),
     ));
 
-    // vek.format
-    let vek = match X509Certificate::from_der(input.vek_der) {
-        Ok((_, c)) => c,
-        Err(e) => {
+    // The prepared endorsement: format, chain to the pinned ARK, key signed by the intermediate.
+    match &e.format {
+        Err(err) => {
             checks.push(Check::fail(
                 VEK_FORMAT,
-                format!("the {signer} is not a DER X.509 certificate: {e}"),
+                format!("{err}: give the report's {signer}"),
             ));
-            stop!(Some(Facts::SevSnp(snp_facts(
-                &report,
-                &signer.to_string(),
-                None
-            ))));
-        }
-    };
-    let subject = common_name(vek.subject());
-    let issuer = common_name(vek.issuer());
-    let product = product_of(&issuer);
-    let facts = snp_facts(&report, &signer.to_string(), product);
-    let expected_cn = format!("SEV-{signer}");
-    if subject != expected_cn {
-        checks.push(Check::fail(
-            VEK_FORMAT,
-            format!("the report is signed by a {signer} but the certificate given is {subject:?}: give the report's {signer}"),
-        ));
-        stop!(Some(Facts::SevSnp(facts)));
-    }
-    let Some(product) = product else {
-        checks.push(Check::fail(
-            VEK_FORMAT,
-            format!("unknown issuer {issuer:?}: not an AMD Milan, Genoa or Turin {signer}"),
-        ));
-        stop!(Some(Facts::SevSnp(facts)));
-    };
-    checks.push(Check::pass(
-        VEK_FORMAT,
-        format!("{signer} for AMD {product} (issued by {issuer})"),
-    ));
-
-    // ca.chain: the ARK must be AMD's pinned root for this product.
-    let pinned = match tvm_certs::anchors::amd_ca(product, signer) {
-        Ok(ca) => ca,
-        Err(e) => {
-            checks.push(Check::fail(CA_CHAIN, e.to_string()));
             stop!(Some(Facts::SevSnp(facts)));
         }
-    };
-    let (ask_der, ark_der) = input.ca.unwrap_or((&pinned.ask, &pinned.ark));
-    let ca_result = (|| -> Result<String, String> {
-        match tvm_certs::anchors::is_pinned_ark(ark_der) {
-            Some(p) if p == product => {}
-            Some(p) => return Err(format!("the ARK given is AMD's {p} root, but the {signer} is for {product}: wrong product chain")),
-            None => return Err("the ARK given is not one of AMD's pinned roots: wrong root".into()),
-        }
-        let chain = ca::Chain {
-            ark: Certificate::from_der(ark_der).map_err(|e| format!("ARK: {e}"))?,
-            ask: Certificate::from_der(ask_der).map_err(|e| format!("ASK: {e}"))?,
-        };
-        (&chain).verify().map_err(|e| {
-            format!("the ASK is not signed by the ARK ({e}): wrong or damaged intermediate")
-        })?;
-        for (what, der) in [("ARK", ark_der), ("ASK", ask_der)] {
-            let (_, c) = X509Certificate::from_der(der).map_err(|e| format!("{what}: {e}"))?;
-            validity(what, &c, input.at)?;
-        }
-        Ok(format!(
-            "ARK is AMD's pinned {product} root and signs the {}",
-            if signer == AmdSigner::Vlek {
-                "ASVK"
-            } else {
-                "ASK"
-            }
-        ))
-    })();
-    match ca_result {
-        Ok(d) => checks.push(Check::pass(CA_CHAIN, d)),
-        Err(e) => {
-            checks.push(Check::fail(CA_CHAIN, e));
-            stop!(Some(Facts::SevSnp(facts)));
-        }
-    }
-
-    // vek.chain
-    let signed = Certificate::from_der(ask_der).and_then(|ask| {
-        let vek_cert = Certificate::from_der(input.vek_der)?;
-        (&ask, &vek_cert).verify()
-    });
-    match signed {
-        Ok(()) => checks.push(Check::pass(
-            VEK_CHAIN,
-            format!("{signer} signed by AMD's {product} intermediate"),
-        )),
-        Err(e) => {
+        Ok(_) if e.signer != Some(signer) => {
+            let given = e.signer.map(|s| s.to_string()).unwrap_or_default();
             checks.push(Check::fail(
-                VEK_CHAIN,
-                format!("the {signer} is not signed by AMD's {product} intermediate ({e}): damaged certificate or wrong chain"),
+                VEK_FORMAT,
+                format!("the report is signed by a {signer} but the certificate given is a {given}: give the report's {signer}"),
             ));
             stop!(Some(Facts::SevSnp(facts)));
         }
+        Ok(d) => checks.push(Check::pass(VEK_FORMAT, d.clone())),
+    }
+    for (name, result) in [(CA_CHAIN, &e.ca_chain), (VEK_CHAIN, &e.vek_chain)] {
+        match result {
+            Ok(d) => checks.push(Check::pass(name, d.clone())),
+            Err(err) => {
+                checks.push(Check::fail(name, err.clone()));
+                stop!(Some(Facts::SevSnp(facts)));
+            }
+        }
     }
 
-    // vek.validity
-    match validity(&signer.to_string(), &vek, input.at) {
-        Ok(()) => checks.push(Check::pass(
-            VEK_VALIDITY,
-            format!("valid until {}", vek.validity().not_after),
-        )),
-        Err(e) => {
+    // vek.validity: the chain's dates at this report's time.
+    match e.windows.iter().try_for_each(|w| w.check(input.at)) {
+        Ok(()) => {
+            let until = e.windows.iter().map(|w| w.until).min().unwrap_or(i64::MAX);
+            checks.push(Check::pass(
+                VEK_VALIDITY,
+                format!("chain valid until {}", rfc3339(until)),
+            ));
+        }
+        Err(err) => {
             checks.push(Check::fail(
                 VEK_VALIDITY,
-                format!("{e}: fetch a current {signer}"),
+                format!("{err}: fetch a current {signer}"),
             ));
             stop!(Some(Facts::SevSnp(facts)));
         }
     }
 
     // report.signature
-    match verify_report_signature(input.report, &vek) {
+    match verify_report_signature(input.report, &e.public_key) {
         Ok(()) => checks.push(Check::pass(
             REPORT_SIGNATURE,
             format!("signed by this {signer}"),
         )),
-        Err(e) => checks.push(Check::fail(REPORT_SIGNATURE, e)),
+        Err(err) => checks.push(Check::fail(REPORT_SIGNATURE, err)),
     }
 
     // vek.tcb: the key was issued for exactly the TCB the report claims.
     let t = &report.reported_tcb;
     let mut mismatches = Vec::new();
-    for (name, oid, have) in [
-        ("bootloader", OID_BL_SPL, Some(t.bootloader)),
-        ("tee", OID_TEE_SPL, Some(t.tee)),
-        ("snp", OID_SNP_SPL, Some(t.snp)),
-        ("microcode", OID_UCODE_SPL, Some(t.microcode)),
-        ("fmc", OID_FMC_SPL, t.fmc),
-    ] {
-        let want = ext_u8(&vek, oid);
+    for (i, (name, have)) in [
+        ("bootloader", Some(t.bootloader)),
+        ("tee", Some(t.tee)),
+        ("snp", Some(t.snp)),
+        ("microcode", Some(t.microcode)),
+        ("fmc", t.fmc),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let want = e.tcb[i];
         match (want, have) {
-            (None, None) => {}
             (None, Some(_)) if name == "fmc" => {}
             (w, h) if w == h => {}
             (w, h) => mismatches.push(format!("{name}: report {h:?}, {signer} {w:?}")),
@@ -370,26 +449,16 @@ pub fn verify(input: &SnpInput<'_>) -> Verification {
 
     // vek.chip_id: a VCEK names its chip; a VLEK or a masked chip ID does not.
     let masked = report.chip_id.iter().all(|b| *b == 0);
-    checks.push(match (signer, ext(&vek, OID_HWID)) {
+    checks.push(match (signer, &e.hwid) {
         (AmdSigner::Vlek, _) => Check::pass(VEK_CHIP_ID, "VLEK: not tied to one chip"),
         (_, _) if masked => Check::pass(VEK_CHIP_ID, "chip ID masked by the guest policy"),
-        (_, Some(hwid)) => {
-            let id = if hwid.len() == 64 {
-                Some(hwid.to_vec())
-            } else {
-                x509_parser::der_parser::der::parse_der_octetstring(hwid)
-                    .ok()
-                    .and_then(|(_, o)| o.as_slice().ok().map(<[u8]>::to_vec))
-            };
-            if id.as_deref() == Some(&report.chip_id[..]) {
-                Check::pass(VEK_CHIP_ID, "chip ID matches the VCEK")
-            } else {
-                Check::fail(
-                    VEK_CHIP_ID,
-                    "the report's chip ID is not the VCEK's: this VCEK belongs to another chip",
-                )
-            }
+        (_, Some(id)) if id[..] == report.chip_id[..] => {
+            Check::pass(VEK_CHIP_ID, "chip ID matches the VCEK")
         }
+        (_, Some(_)) => Check::fail(
+            VEK_CHIP_ID,
+            "the report's chip ID is not the VCEK's: this VCEK belongs to another chip",
+        ),
         (_, None) => Check::fail(VEK_CHIP_ID, "the VCEK has no hwID extension"),
     });
     Verification {

@@ -298,10 +298,13 @@ impl SnpCase {
     }
 
     fn verdict(&self) -> Verdict {
+        let endorsement = snp::SnpEndorsement::prepare(
+            &self.vek,
+            self.ca.as_ref().map(|(a, b)| (a.as_slice(), b.as_slice())),
+        );
         let v = snp::verify(&SnpInput {
             report: &self.report,
-            vek_der: &self.vek,
-            ca: self.ca.as_ref().map(|(a, b)| (a.as_slice(), b.as_slice())),
+            endorsement: &endorsement,
             at: self.at,
         });
         // A policy that the genuine vectors meet, so each mutant's failure is its own.

@@ -7,10 +7,10 @@ use tvm_verifier::snp::{self, checks::*, SnpInput};
 use tvm_verifier::{appraise, Facts, Policy, Status, Verification};
 
 pub fn run(report: &[u8], vek: &[u8], when: &str) -> Verification {
+    let endorsement = snp::SnpEndorsement::prepare(vek, None);
     snp::verify(&SnpInput {
         report,
-        vek_der: vek,
-        ca: None,
+        endorsement: &endorsement,
         at: at(when),
     })
 }
