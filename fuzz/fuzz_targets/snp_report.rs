@@ -8,10 +8,11 @@ const VCEK: &[u8] = include_bytes!("../../testdata/snp/virtee_milan_vcek.der");
 
 fuzz_target!(|data: &[u8]| {
     // Report against the real VCEK.
-    let endorsement = snp::SnpEndorsement::prepare(VCEK, None);
+    static REAL: std::sync::OnceLock<snp::SnpEndorsement> = std::sync::OnceLock::new();
+    let real = REAL.get_or_init(|| snp::SnpEndorsement::prepare(VCEK, None));
     let v = snp::verify(&SnpInput {
         report: data,
-        endorsement: &endorsement,
+        endorsement: real,
         at: 1_748_736_000,
     });
     assert!(!v.genuine() || data.len() == snp::REPORT_LEN);
