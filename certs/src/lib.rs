@@ -4,5 +4,6 @@
 //! so a swapped file fails loudly instead of silently moving trust.
 
 pub mod anchors;
+pub mod intel;
 
 pub use anchors::{AmdCa, AmdProduct, AmdSigner, AnchorError};
