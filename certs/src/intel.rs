@@ -110,6 +110,36 @@ pub fn check_issuers(c: &QuoteCollateralV3, root_der: &[u8]) -> Result<(), Strin
         }
         signed_by(&format!("{name} signer"), &chain[0], &root)?;
     }
+    // The signed documents themselves: raw r||s ECDSA P-256 over their exact bytes.
+    for (name, chain_pem, doc, sig) in [
+        (
+            "TCB Info",
+            &c.tcb_info_issuer_chain,
+            &c.tcb_info,
+            &c.tcb_info_signature,
+        ),
+        (
+            "QE Identity",
+            &c.qe_identity_issuer_chain,
+            &c.qe_identity,
+            &c.qe_identity_signature,
+        ),
+    ] {
+        let signer_der = &pem_chain(name, chain_pem)?[0];
+        let (_, signer) = X509Certificate::from_der(signer_der)
+            .map_err(|e| format!("{name} signer is not DER X.509: {e}"))?;
+        ring::signature::UnparsedPublicKey::new(
+            &ring::signature::ECDSA_P256_SHA256_FIXED,
+            &signer.public_key().subject_public_key.data,
+        )
+        .verify(doc.as_bytes(), sig)
+        .map_err(|_| {
+            format!(
+                "{name} signature does not verify with {}: the document was altered",
+                signer.subject()
+            )
+        })?;
+    }
     let (_, crl) =
         parse_x509_crl(&c.root_ca_crl).map_err(|e| format!("Root CA CRL is not DER: {e}"))?;
     crl.verify_signature(root.public_key())

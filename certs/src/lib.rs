@@ -4,6 +4,8 @@
 //! so a swapped file fails loudly instead of silently moving trust.
 
 pub mod anchors;
+pub mod fetch;
 pub mod intel;
+pub mod store;
 
 pub use anchors::{AmdCa, AmdProduct, AmdSigner, AnchorError};

@@ -1,0 +1,358 @@
+//! The collateral store against a loopback HTTPS server playing Intel PCS and
+//! AMD KDS: fetch, cache, outage, restart, offline bundle, and rate limits.
+
+mod common;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use common::{at, testdata};
+use tvm_certs::store::{CollateralStore, PckCa, SnpTcb, Source, StoreConfig, StoreError};
+use tvm_certs::AmdProduct;
+use tvm_verifier::tdx::{self, checks::COLLATERAL_FRESH, TdxCollateral, TdxInput};
+use tvm_verifier::Status;
+
+struct Pcs {
+    collateral: dcap_qvl::QuoteCollateralV3,
+    vcek: Vec<u8>,
+    requests: AtomicUsize,
+    rate_limited: bool,
+}
+
+fn chain(v: &str) -> HeaderValue {
+    let enc =
+        percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string();
+    HeaderValue::from_str(&enc).unwrap()
+}
+
+async fn tcb(State(s): State<Arc<Pcs>>) -> Response {
+    s.requests.fetch_add(1, Ordering::SeqCst);
+    let body = format!(
+        r#"{{"tcbInfo":{},"signature":"{}"}}"#,
+        s.collateral.tcb_info,
+        hex::encode(&s.collateral.tcb_info_signature)
+    );
+    let mut h = HeaderMap::new();
+    h.insert(
+        "TCB-Info-Issuer-Chain",
+        chain(&s.collateral.tcb_info_issuer_chain),
+    );
+    (h, body).into_response()
+}
+
+async fn qe(State(s): State<Arc<Pcs>>) -> Response {
+    s.requests.fetch_add(1, Ordering::SeqCst);
+    let body = format!(
+        r#"{{"enclaveIdentity":{},"signature":"{}"}}"#,
+        s.collateral.qe_identity,
+        hex::encode(&s.collateral.qe_identity_signature)
+    );
+    let mut h = HeaderMap::new();
+    h.insert(
+        "SGX-Enclave-Identity-Issuer-Chain",
+        chain(&s.collateral.qe_identity_issuer_chain),
+    );
+    (h, body).into_response()
+}
+
+async fn pck_crl(State(s): State<Arc<Pcs>>) -> Response {
+    s.requests.fetch_add(1, Ordering::SeqCst);
+    let mut h = HeaderMap::new();
+    h.insert(
+        "SGX-PCK-CRL-Issuer-Chain",
+        chain(&s.collateral.pck_crl_issuer_chain),
+    );
+    (h, s.collateral.pck_crl.clone()).into_response()
+}
+
+async fn root_crl(State(s): State<Arc<Pcs>>) -> Response {
+    s.requests.fetch_add(1, Ordering::SeqCst);
+    s.collateral.root_ca_crl.clone().into_response()
+}
+
+async fn vcek(
+    State(s): State<Arc<Pcs>>,
+    Path((product, _hwid)): Path<(String, String)>,
+) -> Response {
+    s.requests.fetch_add(1, Ordering::SeqCst);
+    if s.rate_limited {
+        let mut h = HeaderMap::new();
+        h.insert("Retry-After", HeaderValue::from_static("60"));
+        return (StatusCode::TOO_MANY_REQUESTS, h, "slow down").into_response();
+    }
+    if product != "Milan" {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    s.vcek.clone().into_response()
+}
+
+struct Server {
+    addr: SocketAddr,
+    cert_der: Vec<u8>,
+    handle: axum_server::Handle<SocketAddr>,
+    state: Arc<Pcs>,
+}
+
+async fn serve(rate_limited: bool) -> Server {
+    let state = Arc::new(Pcs {
+        collateral: tdx::parse_collateral(&testdata("tdx/dcapqvl_tdx_quote_v4_collateral.json"))
+            .unwrap(),
+        vcek: testdata("snp/virtee_milan_vcek.der"),
+        requests: AtomicUsize::new(0),
+        rate_limited,
+    });
+    let app = Router::new()
+        .route("/tdx/certification/v4/tcb", get(tcb))
+        .route("/tdx/certification/v4/qe/identity", get(qe))
+        .route("/sgx/certification/v4/pckcrl", get(pck_crl))
+        .route("/root.crl", get(root_crl))
+        .route("/vcek/v1/{product}/{hwid}", get(vcek))
+        .with_state(state.clone());
+    let key =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let cert_der = key.cert.der().to_vec();
+    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![key.cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::try_from(key.signing_key.serialize_der()).unwrap(),
+    )
+    .unwrap();
+    let handle = axum_server::Handle::new();
+    let h2 = handle.clone();
+    tokio::spawn(async move {
+        axum_server::bind_rustls(
+            "127.0.0.1:0".parse().unwrap(),
+            axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls)),
+        )
+        .handle(h2)
+        .serve(app.into_make_service())
+        .await
+        .unwrap();
+    });
+    let addr = handle.listening().await.unwrap();
+    Server {
+        addr,
+        cert_der,
+        handle,
+        state,
+    }
+}
+
+fn store(dir: &std::path::Path, s: &Server) -> CollateralStore {
+    let base = format!("https://{}", s.addr);
+    CollateralStore::open(
+        StoreConfig {
+            dir: dir.to_path_buf(),
+            pcs_url: base.clone(),
+            root_crl_url: format!("{base}/root.crl"),
+            kds_url: base,
+            refresh_before_seconds: 86_400,
+            timeout_seconds: 5,
+        },
+        std::slice::from_ref(&s.cert_der),
+    )
+    .unwrap()
+}
+
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("tvm-store-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+const FMSPC: &str = "B0C06F000000";
+
+fn verify_at(c: &dcap_qvl::QuoteCollateralV3, when: i64) -> tvm_verifier::Verification {
+    let quote = testdata("tdx/dcapqvl_tdx_quote_v4.bin");
+    let prepared = TdxCollateral::prepare(c.clone(), tvm_certs::anchors::intel_sgx_root().unwrap());
+    tdx::verify(&TdxInput {
+        quote: &quote,
+        collateral: &prepared,
+        at: when,
+        grace_seconds: 0,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outage_serves_from_cache_until_next_update_then_expires() {
+    let server = serve(false).await;
+    let dir = tempdir("outage");
+    let st = store(&dir, &server);
+
+    let t1 = at("2025-07-04T10:16:31Z");
+    let (c, src) = st.tdx(FMSPC, PckCa::Platform, t1).await.unwrap();
+    assert_eq!(src, Source::Fetched);
+    assert_eq!(
+        server.state.requests.load(Ordering::SeqCst),
+        4,
+        "TCB Info, QE Identity, PCK CRL, root CRL"
+    );
+    assert!(verify_at(&c, t1).genuine());
+
+    // The service goes away.
+    server.handle.shutdown();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    // Well before nextUpdate: the cache answers, no request is made.
+    let sent = st.requests_sent();
+    let t2 = at("2025-07-10T00:00:00Z");
+    let (c2, src) = st.tdx(FMSPC, PckCa::Platform, t2).await.unwrap();
+    assert_eq!(src, Source::Cache);
+    assert_eq!(st.requests_sent(), sent);
+    assert!(verify_at(&c2, t2).genuine());
+
+    // Inside the refresh window: a fetch is tried, fails, and the cache still serves.
+    let t3 = at("2025-07-18T12:00:00Z");
+    let (c3, src) = st.tdx(FMSPC, PckCa::Platform, t3).await.unwrap();
+    assert!(
+        matches!(src, Source::StaleCache(ref why) if why.contains("cannot reach")),
+        "{src:?}"
+    );
+    assert!(verify_at(&c3, t3).genuine());
+
+    // Past nextUpdate: still served (the verifier decides), and verification fails clearly.
+    let t4 = at("2025-07-20T00:00:00Z");
+    let (c4, _) = st.tdx(FMSPC, PckCa::Platform, t4).await.unwrap();
+    let v = verify_at(&c4, t4);
+    let fresh = v
+        .checks
+        .iter()
+        .find(|c| c.name == COLLATERAL_FRESH)
+        .unwrap();
+    assert_eq!(fresh.status, Status::Fail);
+    assert!(
+        fresh.detail.contains("collateral expired") && fresh.detail.contains("PCK CRL expired"),
+        "{}",
+        fresh.detail
+    );
+
+    // A restarted validator reads the same cache from disk.
+    let again = store(&dir, &server);
+    let (_, src) = again.tdx(FMSPC, PckCa::Platform, t2).await.unwrap();
+    assert_eq!(src, Source::Cache);
+
+    // Offline bundle: export, import elsewhere, serve with no network at all.
+    let bundle = st.export_bundle().unwrap();
+    let other_dir = tempdir("bundle");
+    let other = store(&other_dir, &server);
+    assert_eq!(other.import_bundle(&bundle).unwrap(), 1);
+    let (c5, src) = other.tdx(FMSPC, PckCa::Platform, t2).await.unwrap();
+    assert_eq!(src, Source::Cache);
+    assert!(verify_at(&c5, t2).genuine());
+    assert_eq!(other.requests_sent(), 0);
+    // A tampered bundle is refused, naming the item.
+    let tampered = String::from_utf8(bundle).unwrap().replacen(
+        "\\\"tcbEvaluationDataNumber\\\":17",
+        "\\\"tcbEvaluationDataNumber\\\":18",
+        1,
+    );
+    let third = store(&tempdir("tampered"), &server);
+    let err = third.import_bundle(tampered.as_bytes()).unwrap_err();
+    assert!(matches!(err, StoreError::Invalid { .. }), "{err}");
+    assert!(err.to_string().contains("bundle tdx item 0"), "{err}");
+
+    // A cache file edited on disk is ignored, never used.
+    let path = dir.join("tdx").join(format!("{FMSPC}-platform.json"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replacen(
+            "\\\"tcbEvaluationDataNumber\\\":17",
+            "\\\"tcbEvaluationDataNumber\\\":18",
+            1,
+        ),
+    )
+    .unwrap();
+    let reopened = store(&dir, &server);
+    assert!(
+        reopened.tdx(FMSPC, PckCa::Platform, t2).await.is_err(),
+        "tampered cache must not be served"
+    );
+
+    for d in [dir, other_dir] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+fn snp2_chip_and_tcb() -> ([u8; 64], SnpTcb) {
+    let report = testdata("snp/virtee_milan_report.hex");
+    let mut chip = [0u8; 64];
+    chip.copy_from_slice(&report[0x1A0..0x1E0]);
+    (
+        chip,
+        SnpTcb {
+            bootloader: 3,
+            tee: 0,
+            snp: 8,
+            microcode: 115,
+            fmc: None,
+        },
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vcek_is_fetched_once_and_checked() {
+    let server = serve(false).await;
+    let dir = tempdir("vcek");
+    let st = store(&dir, &server);
+    let (chip, tcb) = snp2_chip_and_tcb();
+    let (der, src) = st.vcek(AmdProduct::Milan, &chip, tcb).await.unwrap();
+    assert_eq!(src, Source::Fetched);
+    assert_eq!(der, testdata("snp/virtee_milan_vcek.der"));
+    let (_, src) = st.vcek(AmdProduct::Milan, &chip, tcb).await.unwrap();
+    assert_eq!(src, Source::Cache);
+    assert_eq!(server.state.requests.load(Ordering::SeqCst), 1);
+    // A VCEK served for the wrong TCB is refused.
+    let wrong = SnpTcb {
+        microcode: 116,
+        ..tcb
+    };
+    let err = st.vcek(AmdProduct::Milan, &chip, wrong).await.unwrap_err();
+    assert!(err.to_string().contains("another TCB"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_cause_backoff_not_a_storm() {
+    let server = serve(true).await;
+    let dir = tempdir("429");
+    let st = Arc::new(store(&dir, &server));
+    let (chip, tcb) = snp2_chip_and_tcb();
+    // Twenty validators' rounds asking for the same VCEK at once.
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let st = st.clone();
+            tokio::spawn(async move { st.vcek(AmdProduct::Milan, &chip, tcb).await })
+        })
+        .collect();
+    let mut errors = Vec::new();
+    for t in tasks {
+        errors.push(t.await.unwrap().unwrap_err().to_string());
+    }
+    assert_eq!(
+        server.state.requests.load(Ordering::SeqCst),
+        1,
+        "one request, then backoff"
+    );
+    assert!(errors.iter().any(|e| e.contains("429")), "{errors:?}");
+    assert!(
+        errors.iter().filter(|e| e.contains("slow down")).count() >= 19,
+        "{errors:?}"
+    );
+    // Other chips on the same host wait too.
+    let mut other = chip;
+    other[0] ^= 1;
+    assert!(st.vcek(AmdProduct::Milan, &other, tcb).await.is_err());
+    assert_eq!(server.state.requests.load(Ordering::SeqCst), 1);
+    let _ = std::fs::remove_dir_all(dir);
+}
