@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use tvm_certs::store::{CollateralStore, Source, StoreConfig};
+use tvm_certs::AmdProduct;
 use tvm_verifier::input::{binary_or_hex, parse_time};
 use tvm_verifier::snp::{self, SnpInput};
 use tvm_verifier::tdx::{self, TdxInput};
@@ -30,6 +32,78 @@ enum Command {
     ///
     /// Exit status: 0 accepted, 1 rejected, 2 unusable input.
     Verify(VerifyArgs),
+    /// Share collateral between validators as one file (checked on import).
+    Collateral {
+        #[command(subcommand)]
+        action: CollateralAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum CollateralAction {
+    /// Write everything in the collateral cache to FILE.
+    Export {
+        file: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Check every item of FILE against the pinned roots and add it to the cache.
+    Import {
+        file: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// Where collateral comes from when it is not given as a file.
+#[derive(Args)]
+struct StoreArgs {
+    /// Collateral cache. Default: $TVM_COLLATERAL_DIR, else ~/.cache/tvm/collateral.
+    #[arg(long)]
+    collateral_dir: Option<PathBuf>,
+    /// Intel PCS, or a PCCS speaking its v4 API.
+    #[arg(long)]
+    pcs_url: Option<String>,
+    /// Intel SGX Root CA CRL.
+    #[arg(long)]
+    root_crl_url: Option<String>,
+    /// AMD KDS.
+    #[arg(long)]
+    kds_url: Option<String>,
+    /// An extra TLS root (PEM or DER) for a PCCS or mirror with a private CA.
+    #[arg(long)]
+    tls_root: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    fn open(&self) -> Result<CollateralStore, String> {
+        let mut cfg = StoreConfig::default();
+        cfg.dir = match &self.collateral_dir {
+            Some(d) => d.clone(),
+            None => match (
+                std::env::var_os("TVM_COLLATERAL_DIR"),
+                std::env::var_os("HOME"),
+            ) {
+                (Some(d), _) => PathBuf::from(d),
+                (None, Some(home)) => PathBuf::from(home).join(".cache/tvm/collateral"),
+                (None, None) => PathBuf::from("collateral"),
+            },
+        };
+        if let Some(u) = &self.pcs_url {
+            cfg.pcs_url = u.clone();
+        }
+        if let Some(u) = &self.root_crl_url {
+            cfg.root_crl_url = u.clone();
+        }
+        if let Some(u) = &self.kds_url {
+            cfg.kds_url = u.clone();
+        }
+        let roots = match &self.tls_root {
+            None => Vec::new(),
+            Some(p) => vec![read_cert(p, "TLS root")?],
+        };
+        CollateralStore::open(cfg, &roots).map_err(|e| e.to_string())
+    }
 }
 
 #[derive(Args)]
@@ -38,14 +112,20 @@ struct VerifyArgs {
     #[arg(long, conflicts_with = "snp_report")]
     quote: Option<PathBuf>,
     /// Intel collateral for the quote: dcap-qvl QuoteCollateralV3 JSON.
+    /// Without it, collateral comes from the cache or Intel PCS.
     #[arg(long, requires = "quote")]
     collateral: Option<PathBuf>,
     /// SEV-SNP attestation report (binary or hex).
     #[arg(long)]
     snp_report: Option<PathBuf>,
-    /// The report's VCEK or VLEK certificate (DER or PEM).
+    /// The report's VCEK or VLEK certificate (DER or PEM). Without it, the
+    /// VCEK comes from the cache or AMD KDS.
     #[arg(long, alias = "vlek", requires = "snp_report")]
     vcek: Option<PathBuf>,
+    /// The report's AMD product (milan, genoa, turin) when fetching its VCEK
+    /// for a v2 report, which does not say.
+    #[arg(long, value_parser = parse_product)]
+    product: Option<AmdProduct>,
     /// AMD CA chain, PEM: the ASK (or ASVK) then the ARK. Default: the pinned chain.
     #[arg(long, requires = "snp_report")]
     chain: Option<PathBuf>,
@@ -61,6 +141,22 @@ struct VerifyArgs {
     /// Print the verdict as JSON.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+fn parse_product(s: &str) -> Result<AmdProduct, String> {
+    AmdProduct::ALL
+        .into_iter()
+        .find(|p| p.name().eq_ignore_ascii_case(s))
+        .ok_or_else(|| format!("{s:?} is not milan, genoa or turin"))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
 }
 
 fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
@@ -104,14 +200,21 @@ fn verify(args: &VerifyArgs) -> Result<Verdict, String> {
     };
     let verification = if let Some(q) = &args.quote {
         let quote = binary_or_hex(&read(q, "quote")?);
-        let Some(c) = &args.collateral else {
-            return Err(
-                "give the quote's Intel collateral with --collateral FILE (QuoteCollateralV3 JSON)"
-                    .into(),
-            );
+        let collateral = match &args.collateral {
+            Some(c) => tdx::parse_collateral(&read(c, "collateral")?)
+                .map_err(|e| format!("{}: {e}", c.display()))?,
+            None => {
+                let (fmspc, ca) = tdx::platform_of(&quote)?;
+                let store = args.store.open()?;
+                let (c, source) = runtime()?
+                    .block_on(store.tdx(&fmspc, ca, at))
+                    .map_err(|e| format!("no collateral for FMSPC {fmspc}: {e}"))?;
+                if let Source::StaleCache(why) = source {
+                    eprintln!("warning: could not refresh collateral for FMSPC {fmspc} ({why}); using the cached copy");
+                }
+                c
+            }
         };
-        let collateral = tdx::parse_collateral(&read(c, "collateral")?)
-            .map_err(|e| format!("{}: {e}", c.display()))?;
         let root = tvm_certs::anchors::intel_sgx_root().map_err(|e| e.to_string())?;
         let collateral = tdx::TdxCollateral::prepare(collateral, root);
         tdx::verify(&TdxInput {
@@ -122,10 +225,20 @@ fn verify(args: &VerifyArgs) -> Result<Verdict, String> {
         })
     } else if let Some(r) = &args.snp_report {
         let report = binary_or_hex(&read(r, "SNP report")?);
-        let Some(k) = &args.vcek else {
-            return Err("give the report's VCEK or VLEK with --vcek FILE".into());
+        let vek = match &args.vcek {
+            Some(k) => read_cert(k, "VCEK/VLEK")?,
+            None => {
+                let product = args.product.or_else(|| snp::product_of_report(&report)).ok_or(
+                    "this report does not name its AMD product: give --product milan|genoa|turin, or its --vcek",
+                )?;
+                let (chip_id, tcb) = snp::vcek_request(&report)?;
+                let store = args.store.open()?;
+                runtime()?
+                    .block_on(store.vcek(product, &chip_id, tcb))
+                    .map_err(|e| format!("no VCEK for this chip and TCB: {e}"))?
+                    .0
+            }
         };
-        let vek = read_cert(k, "VCEK/VLEK")?;
         let chain = match &args.chain {
             None => None,
             Some(p) => {
@@ -161,9 +274,42 @@ fn verify(args: &VerifyArgs) -> Result<Verdict, String> {
     Ok(appraise(verification, &policy, expected.as_ref(), at))
 }
 
+fn collateral(action: &CollateralAction) -> Result<String, String> {
+    match action {
+        CollateralAction::Export { file, store } => {
+            let store = store.open()?;
+            let bundle = store.export_bundle().map_err(|e| e.to_string())?;
+            std::fs::write(file, &bundle)
+                .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+            Ok(format!(
+                "wrote {} bytes to {}",
+                bundle.len(),
+                file.display()
+            ))
+        }
+        CollateralAction::Import { file, store } => {
+            let store = store.open()?;
+            let n = store
+                .import_bundle(&read(file, "bundle")?)
+                .map_err(|e| e.to_string())?;
+            Ok(format!("imported {n} item(s) from {}", file.display()))
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Collateral { action } => match collateral(&action) {
+            Ok(msg) => {
+                println!("{msg}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(UNUSABLE)
+            }
+        },
         Command::Verify(args) => match verify(&args) {
             Ok(v) => {
                 if args.json {

@@ -466,3 +466,35 @@ pub fn verify(input: &SnpInput<'_>) -> Verification {
         facts: Some(Facts::SevSnp(facts)),
     }
 }
+
+/// The AMD product a report comes from, when the report says (v3+ carries
+/// the CPUID family and model; v2 does not).
+pub fn product_of_report(report: &[u8]) -> Option<AmdProduct> {
+    let r = AttestationReport::from_bytes(report).ok()?;
+    match (r.cpuid_fam_id?, r.cpuid_mod_id?) {
+        (0x19, m) if m < 0x10 => Some(AmdProduct::Milan),
+        (0x19, _) => Some(AmdProduct::Genoa),
+        (0x1A, _) => Some(AmdProduct::Turin),
+        _ => None,
+    }
+}
+
+/// The chip ID and reported TCB a report's VCEK must be fetched for.
+pub fn vcek_request(report: &[u8]) -> Result<([u8; 64], tvm_certs::store::SnpTcb), String> {
+    let r = AttestationReport::from_bytes(report)
+        .map_err(|e| format!("cannot parse the report: {e}"))?;
+    if r.chip_id.iter().all(|b| *b == 0) {
+        return Err("the report's chip ID is masked: give its VCEK or VLEK with --vcek".into());
+    }
+    let t = r.reported_tcb;
+    Ok((
+        r.chip_id,
+        tvm_certs::store::SnpTcb {
+            bootloader: t.bootloader,
+            tee: t.tee,
+            snp: t.snp,
+            microcode: t.microcode,
+            fmc: t.fmc,
+        },
+    ))
+}

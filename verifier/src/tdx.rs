@@ -394,3 +394,18 @@ pub fn verify(input: &TdxInput<'_>) -> Verification {
         facts: Some(Facts::Tdx(facts)),
     }
 }
+
+/// The platform a quote needs collateral for: its PCK certificate's FMSPC
+/// (12 hex, upper case) and which Intel CA issued that certificate.
+pub fn platform_of(quote: &[u8]) -> Result<(String, tvm_certs::store::PckCa), String> {
+    let q = Quote::parse(quote).map_err(|e| format!("cannot parse the quote: {e:#}"))?;
+    let fmspc = dcap_qvl::intel::quote_fmspc(&q)
+        .map_err(|e| format!("cannot read the FMSPC from the quote's PCK certificate: {e:#}"))?;
+    let ca = match dcap_qvl::intel::quote_ca(&q)
+        .map_err(|e| format!("cannot read the PCK CA: {e:#}"))?
+    {
+        dcap_qvl::config::PckCa::Platform => tvm_certs::store::PckCa::Platform,
+        dcap_qvl::config::PckCa::Processor => tvm_certs::store::PckCa::Processor,
+    };
+    Ok((hex::encode_upper(fmspc), ca))
+}

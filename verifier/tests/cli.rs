@@ -1,5 +1,6 @@
 //! The `tvm-verifier verify` command as miners and validators run it.
 
+mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -139,9 +140,25 @@ fn unusable_input_exits_2_with_a_reason() {
     ]);
     assert_eq!(code, 2);
     assert!(err.contains("cannot read quote"), "{err}");
-    let (code, _, err) = run(&["verify", "--quote", &td("tdx/dcapqvl_tdx_quote_v4.bin")]);
+    // No collateral file and no reachable PCS: unusable, with the reason (never the real internet).
+    let dir = std::env::temp_dir().join(format!("tvm-cli-empty-{}", std::process::id()));
+    let (code, _, err) = run(&[
+        "verify",
+        "--quote",
+        &td("tdx/dcapqvl_tdx_quote_v4.bin"),
+        "--collateral-dir",
+        dir.to_str().unwrap(),
+        "--pcs-url",
+        "https://127.0.0.1:9",
+        "--root-crl-url",
+        "https://127.0.0.1:9/crl",
+    ]);
     assert_eq!(code, 2);
-    assert!(err.contains("--collateral"), "{err}");
+    assert!(
+        err.contains("no collateral for FMSPC B0C06F000000") && err.contains("cannot reach"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
     let (code, _, err) = run(&[
         "verify",
         "--quote",
@@ -164,4 +181,103 @@ fn unusable_input_exits_2_with_a_reason() {
     assert!(err.contains("RFC 3339"), "{err}");
     let (code, _, _) = run(&["verify"]);
     assert_eq!(code, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collateral_and_vcek_come_from_the_store_and_travel_as_a_bundle() {
+    let server = common::pcs::serve(false).await;
+    let base = format!("https://{}", server.addr);
+    let tmp = std::env::temp_dir().join(format!("tvm-cli-store-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).unwrap();
+    let root = tmp.join("pcs-root.der");
+    std::fs::write(&root, &server.cert_der).unwrap();
+    let dir = tmp.join("cache");
+    let store_args = |dir: &PathBuf| {
+        vec![
+            "--collateral-dir".to_string(),
+            dir.display().to_string(),
+            "--pcs-url".into(),
+            base.clone(),
+            "--root-crl-url".into(),
+            format!("{base}/root.crl"),
+            "--kds-url".into(),
+            base.clone(),
+            "--tls-root".into(),
+            root.display().to_string(),
+        ]
+    };
+    let run_owned = |args: Vec<String>| {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&refs)
+    };
+    let quote = td("tdx/dcapqvl_tdx_quote_v4.bin");
+    let mut args = vec![
+        "verify".to_string(),
+        "--quote".into(),
+        quote.clone(),
+        "--at".into(),
+        "2025-07-04T10:16:31Z".into(),
+    ];
+    args.extend(store_args(&dir));
+    let (code, out, err) = tokio::task::spawn_blocking(move || run_owned(args))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("UpToDate"), "{out}");
+
+    // The VCEK of SNP-2 from "KDS" (a v2 report: the product is given).
+    let mut args = vec![
+        "verify".to_string(),
+        "--snp-report".into(),
+        td("snp/virtee_milan_report.hex"),
+        "--product".into(),
+        "milan".into(),
+        "--at".into(),
+        "2025-06-01T00:00:00Z".into(),
+    ];
+    args.extend(store_args(&dir));
+    let (code, out, err) = tokio::task::spawn_blocking(move || run_owned(args))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+
+    // Export, then import into an empty cache and verify with the service gone.
+    let bundle = tmp.join("bundle.json");
+    let mut args = vec![
+        "collateral".to_string(),
+        "export".into(),
+        bundle.display().to_string(),
+    ];
+    args.extend(store_args(&dir));
+    let (code, out, err) = tokio::task::spawn_blocking(move || run_owned(args))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    server.handle.shutdown();
+    let dir2 = tmp.join("cache2");
+    let mut args = vec![
+        "collateral".to_string(),
+        "import".into(),
+        bundle.display().to_string(),
+    ];
+    args.extend(store_args(&dir2));
+    let (code, out, err) = tokio::task::spawn_blocking(move || run_owned(args))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("imported 2 item(s)"), "{out}");
+    let mut args = vec![
+        "verify".to_string(),
+        "--quote".into(),
+        quote,
+        "--at".into(),
+        "2025-07-04T10:16:31Z".into(),
+    ];
+    args.extend(store_args(&dir2));
+    let (code, out, err) = tokio::task::spawn_blocking(move || run_owned(args))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    let _ = std::fs::remove_dir_all(tmp);
 }

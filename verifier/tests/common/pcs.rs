@@ -1,0 +1,147 @@
+//! A loopback HTTPS server playing Intel PCS and AMD KDS, serving the real
+//! vector collateral in the services' own response formats.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+use super::testdata;
+
+pub struct Pcs {
+    collateral: dcap_qvl::QuoteCollateralV3,
+    vcek: Vec<u8>,
+    pub requests: AtomicUsize,
+    rate_limited: bool,
+}
+
+fn chain(v: &str) -> HeaderValue {
+    let enc =
+        percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string();
+    HeaderValue::from_str(&enc).unwrap()
+}
+
+async fn tcb(State(s): State<Arc<Pcs>>) -> Response {
+    s.requests.fetch_add(1, Ordering::SeqCst);
+    let body = format!(
+        r#"{{"tcbInfo":{},"signature":"{}"}}"#,
+        s.collateral.tcb_info,
+        hex::encode(&s.collateral.tcb_info_signature)
+    );
+    let mut h = HeaderMap::new();
+    h.insert(
+        "TCB-Info-Issuer-Chain",
+        chain(&s.collateral.tcb_info_issuer_chain),
+    );
+    (h, body).into_response()
+}
+
+async fn qe(State(s): State<Arc<Pcs>>) -> Response {
+    s.requests.fetch_add(1, Ordering::SeqCst);
+    let body = format!(
+        r#"{{"enclaveIdentity":{},"signature":"{}"}}"#,
+        s.collateral.qe_identity,
+        hex::encode(&s.collateral.qe_identity_signature)
+    );
+    let mut h = HeaderMap::new();
+    h.insert(
+        "SGX-Enclave-Identity-Issuer-Chain",
+        chain(&s.collateral.qe_identity_issuer_chain),
+    );
+    (h, body).into_response()
+}
+
+async fn pck_crl(State(s): State<Arc<Pcs>>) -> Response {
+    s.requests.fetch_add(1, Ordering::SeqCst);
+    let mut h = HeaderMap::new();
+    h.insert(
+        "SGX-PCK-CRL-Issuer-Chain",
+        chain(&s.collateral.pck_crl_issuer_chain),
+    );
+    (h, s.collateral.pck_crl.clone()).into_response()
+}
+
+async fn root_crl(State(s): State<Arc<Pcs>>) -> Response {
+    s.requests.fetch_add(1, Ordering::SeqCst);
+    s.collateral.root_ca_crl.clone().into_response()
+}
+
+async fn vcek(
+    State(s): State<Arc<Pcs>>,
+    Path((product, _hwid)): Path<(String, String)>,
+) -> Response {
+    s.requests.fetch_add(1, Ordering::SeqCst);
+    if s.rate_limited {
+        let mut h = HeaderMap::new();
+        h.insert("Retry-After", HeaderValue::from_static("60"));
+        return (StatusCode::TOO_MANY_REQUESTS, h, "slow down").into_response();
+    }
+    if product != "Milan" {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    s.vcek.clone().into_response()
+}
+
+pub struct Server {
+    pub addr: SocketAddr,
+    pub cert_der: Vec<u8>,
+    pub handle: axum_server::Handle<SocketAddr>,
+    pub state: Arc<Pcs>,
+}
+
+pub async fn serve(rate_limited: bool) -> Server {
+    let state = Arc::new(Pcs {
+        collateral: tvm_certs::intel::parse_collateral(&testdata(
+            "tdx/dcapqvl_tdx_quote_v4_collateral.json",
+        ))
+        .unwrap(),
+        vcek: testdata("snp/virtee_milan_vcek.der"),
+        requests: AtomicUsize::new(0),
+        rate_limited,
+    });
+    let app = Router::new()
+        .route("/tdx/certification/v4/tcb", get(tcb))
+        .route("/tdx/certification/v4/qe/identity", get(qe))
+        .route("/sgx/certification/v4/pckcrl", get(pck_crl))
+        .route("/root.crl", get(root_crl))
+        .route("/vcek/v1/{product}/{hwid}", get(vcek))
+        .with_state(state.clone());
+    let key =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let cert_der = key.cert.der().to_vec();
+    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![key.cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::try_from(key.signing_key.serialize_der()).unwrap(),
+    )
+    .unwrap();
+    let handle = axum_server::Handle::new();
+    let h2 = handle.clone();
+    tokio::spawn(async move {
+        axum_server::bind_rustls(
+            "127.0.0.1:0".parse().unwrap(),
+            axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls)),
+        )
+        .handle(h2)
+        .serve(app.into_make_service())
+        .await
+        .unwrap();
+    });
+    let addr = handle.listening().await.unwrap();
+    Server {
+        addr,
+        cert_der,
+        handle,
+        state,
+    }
+}
