@@ -77,8 +77,8 @@ struct StoreArgs {
 
 impl StoreArgs {
     fn open(&self) -> Result<CollateralStore, String> {
-        let mut cfg = StoreConfig::default();
-        cfg.dir = match &self.collateral_dir {
+        let defaults = StoreConfig::default();
+        let dir = match &self.collateral_dir {
             Some(d) => d.clone(),
             None => match (
                 std::env::var_os("TVM_COLLATERAL_DIR"),
@@ -89,15 +89,13 @@ impl StoreArgs {
                 (None, None) => PathBuf::from("collateral"),
             },
         };
-        if let Some(u) = &self.pcs_url {
-            cfg.pcs_url = u.clone();
-        }
-        if let Some(u) = &self.root_crl_url {
-            cfg.root_crl_url = u.clone();
-        }
-        if let Some(u) = &self.kds_url {
-            cfg.kds_url = u.clone();
-        }
+        let cfg = StoreConfig {
+            dir,
+            pcs_url: self.pcs_url.clone().unwrap_or(defaults.pcs_url),
+            root_crl_url: self.root_crl_url.clone().unwrap_or(defaults.root_crl_url),
+            kds_url: self.kds_url.clone().unwrap_or(defaults.kds_url),
+            ..defaults
+        };
         let roots = match &self.tls_root {
             None => Vec::new(),
             Some(p) => vec![read_cert(p, "TLS root")?],
