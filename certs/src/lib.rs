@@ -3,6 +3,7 @@
 //! Every anchor is compiled in and pinned by the SHA-256 of its DER encoding,
 //! so a swapped file fails loudly instead of silently moving trust.
 
+pub mod amd;
 pub mod anchors;
 pub mod fetch;
 pub mod intel;

@@ -15,6 +15,7 @@ use dcap_qvl::QuoteCollateralV3;
 use serde::{Deserialize, Serialize};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use crate::amd::AmdCrl;
 use crate::anchors::{self, AmdProduct, AmdSigner};
 use crate::fetch::{FetchError, Fetcher};
 use crate::intel;
@@ -367,12 +368,68 @@ impl CollateralStore {
         Ok((der, Source::Fetched))
     }
 
+    fn crl_path(&self, product: AmdProduct, signer: AmdSigner) -> PathBuf {
+        self.cfg.dir.join("snp").join("crl").join(format!(
+            "{}-{}.der",
+            product.name(),
+            signer_path(signer)
+        ))
+    }
+
+    fn load_crl(&self, product: AmdProduct, signer: AmdSigner) -> Option<(Vec<u8>, AmdCrl)> {
+        let der = std::fs::read(self.crl_path(product, signer)).ok()?;
+        let crl = AmdCrl::check(&der, product, signer).ok()?;
+        Some((der, crl))
+    }
+
+    /// AMD's CRL for a product and key kind (it lists revoked ASKs/ASVKs and keys).
+    pub async fn amd_crl(
+        &self,
+        product: AmdProduct,
+        signer: AmdSigner,
+        now: i64,
+    ) -> Result<(Vec<u8>, Source), StoreError> {
+        let path = self.crl_path(product, signer);
+        let lock = self.item_lock(&path.display().to_string());
+        let _one_at_a_time = lock.lock().await;
+        let cached = self.load_crl(product, signer);
+        if let Some((der, crl)) = &cached {
+            if now.saturating_add(self.cfg.refresh_before_seconds as i64) < crl.next_update {
+                return Ok((der.clone(), Source::Cache));
+            }
+        }
+        let kds = self.cfg.kds_url.trim_end_matches('/');
+        let url = format!("{kds}/{}/v1/{}/crl", signer_path(signer), product.name());
+        match self.fetcher.get(&url).await {
+            Ok(resp) => {
+                let crl = AmdCrl::check(&resp.body, product, signer).map_err(|reason| {
+                    StoreError::Invalid {
+                        what: format!("AMD {product} {signer} CRL from {url}"),
+                        reason,
+                    }
+                })?;
+                if let Some((old, old_crl)) = cached {
+                    if old_crl.next_update > crl.next_update {
+                        return Ok((old, Source::Cache));
+                    }
+                }
+                write_atomic(&path, &resp.body)?;
+                Ok((resp.body, Source::Fetched))
+            }
+            Err(e) => match cached {
+                Some((der, _)) => Ok((der, Source::StaleCache(e.to_string()))),
+                None => Err(e.into()),
+            },
+        }
+    }
+
     /// Everything cached, as one file another validator can import.
     pub fn export_bundle(&self) -> Result<Vec<u8>, StoreError> {
         let mut bundle = Bundle {
             version: BUNDLE_VERSION,
             tdx: Vec::new(),
             vcek: Vec::new(),
+            crl: Vec::new(),
         };
         let tdx_dir = self.cfg.dir.join("tdx");
         for entry in read_dir_sorted(&tdx_dir)? {
@@ -432,6 +489,17 @@ impl CollateralStore {
                 }
             }
         }
+        for product in AmdProduct::ALL {
+            for signer in [AmdSigner::Vcek, AmdSigner::Vlek] {
+                if let Some((der, _)) = self.load_crl(product, signer) {
+                    bundle.crl.push(CrlItem {
+                        product,
+                        signer,
+                        der: hex::encode(der),
+                    });
+                }
+            }
+        }
         serde_json::to_vec_pretty(&bundle).map_err(|e| StoreError::Bundle(e.to_string()))
     }
 
@@ -477,6 +545,19 @@ impl CollateralStore {
             write_atomic(&self.vcek_path(item.product, &hwid, &item.tcb), &der)?;
             written += 1;
         }
+        for (i, item) in bundle.crl.iter().enumerate() {
+            let der = hex::decode(&item.der)
+                .map_err(|e| StoreError::Bundle(format!("crl item {i}: {e}")))?;
+            let crl = AmdCrl::check(&der, item.product, item.signer)
+                .map_err(|e| StoreError::Bundle(format!("crl item {i}: {e}")))?;
+            if let Some((_, cached)) = self.load_crl(item.product, item.signer) {
+                if cached.next_update >= crl.next_update {
+                    continue;
+                }
+            }
+            write_atomic(&self.crl_path(item.product, item.signer), &der)?;
+            written += 1;
+        }
         Ok(written)
     }
 }
@@ -503,6 +584,23 @@ struct Bundle {
     tdx: Vec<TdxItem>,
     #[serde(default)]
     vcek: Vec<VcekItem>,
+    #[serde(default)]
+    crl: Vec<CrlItem>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CrlItem {
+    product: AmdProduct,
+    signer: AmdSigner,
+    der: String,
+}
+
+fn signer_path(signer: AmdSigner) -> &'static str {
+    match signer {
+        AmdSigner::Vcek => "vcek",
+        AmdSigner::Vlek => "vlek",
+    }
 }
 
 #[derive(Serialize, Deserialize)]

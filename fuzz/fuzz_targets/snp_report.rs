@@ -13,6 +13,7 @@ fuzz_target!(|data: &[u8]| {
     let v = snp::verify(&SnpInput {
         report: data,
         endorsement: real,
+        grace_seconds: 0,
         at: 1_748_736_000,
     });
     assert!(!v.genuine() || data.len() == snp::REPORT_LEN);
@@ -21,6 +22,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = snp::verify(&SnpInput {
         report: &[0u8; snp::REPORT_LEN],
         endorsement: &endorsement,
+        grace_seconds: 0,
         at: 1_748_736_000,
     });
 });

@@ -53,6 +53,7 @@ fn bench(c: &mut Criterion) {
             let v = snp::verify(&SnpInput {
                 report: &report,
                 endorsement: &endorsement,
+                grace_seconds: 0,
                 at: 1_748_736_000,
             });
             let verdict = appraise(v, &policy, None, 1_748_736_000);

@@ -127,6 +127,10 @@ struct VerifyArgs {
     /// AMD CA chain, PEM: the ASK (or ASVK) then the ARK. Default: the pinned chain.
     #[arg(long, requires = "snp_report")]
     chain: Option<PathBuf>,
+    /// AMD's CRL for the report's product (DER). Without it, revocation is
+    /// checked only when the VCEK comes from the store.
+    #[arg(long, requires = "snp_report")]
+    crl: Option<PathBuf>,
     /// Verify as of this time: RFC 3339 or Unix seconds. Default: now.
     #[arg(long)]
     at: Option<String>,
@@ -223,18 +227,34 @@ fn verify(args: &VerifyArgs) -> Result<Verdict, String> {
         })
     } else if let Some(r) = &args.snp_report {
         let report = binary_or_hex(&read(r, "SNP report")?);
-        let vek = match &args.vcek {
-            Some(k) => read_cert(k, "VCEK/VLEK")?,
+        // From files, or from the store: the VCEK and AMD's CRL for its product.
+        let (vek, crl) = match &args.vcek {
+            Some(k) => {
+                let crl = match &args.crl {
+                    Some(p) => Ok(read(p, "AMD CRL")?),
+                    None => Err("no AMD CRL given (--crl FILE)".to_string()),
+                };
+                (read_cert(k, "VCEK/VLEK")?, crl)
+            }
             None => {
                 let product = args.product.or_else(|| snp::product_of_report(&report)).ok_or(
                     "this report does not name its AMD product: give --product milan|genoa|turin, or its --vcek",
                 )?;
                 let (chip_id, tcb) = snp::vcek_request(&report)?;
                 let store = args.store.open()?;
-                runtime()?
+                let rt = runtime()?;
+                let vek = rt
                     .block_on(store.vcek(product, &chip_id, tcb))
                     .map_err(|e| format!("no VCEK for this chip and TCB: {e}"))?
-                    .0
+                    .0;
+                let crl = match &args.crl {
+                    Some(p) => Ok(read(p, "AMD CRL")?),
+                    None => rt
+                        .block_on(store.amd_crl(product, tvm_certs::AmdSigner::Vcek, at))
+                        .map(|(der, _)| der)
+                        .map_err(|e| format!("AMD CRL unavailable ({e})")),
+                };
+                (vek, crl)
             }
         };
         let chain = match &args.chain {
@@ -257,10 +277,12 @@ fn verify(args: &VerifyArgs) -> Result<Verdict, String> {
         let endorsement = snp::SnpEndorsement::prepare(
             &vek,
             chain.as_ref().map(|(a, b)| (a.as_slice(), b.as_slice())),
-        );
+        )
+        .with_crl(crl.as_deref().map_err(Clone::clone));
         snp::verify(&SnpInput {
             report: &report,
             endorsement: &endorsement,
+            grace_seconds: policy.collateral_grace_seconds,
             at,
         })
     } else {

@@ -7,6 +7,7 @@
 use sev::certs::snp::{ca, Certificate, Verifiable};
 use sev::firmware::guest::AttestationReport;
 use sev::parser::ByteParser;
+use tvm_certs::amd::AmdCrl;
 use tvm_certs::{AmdProduct, AmdSigner};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -22,15 +23,17 @@ pub mod checks {
     pub const REPORT_SIGNATURE: &str = "report.signature";
     pub const VEK_TCB: &str = "vek.tcb";
     pub const VEK_CHIP_ID: &str = "vek.chip_id";
+    pub const AMD_CRL: &str = "amd.crl";
 }
 use checks::*;
 
-const ORDER: [&str; 8] = [
+const ORDER: [&str; 9] = [
     REPORT_FORMAT,
     VEK_FORMAT,
     CA_CHAIN,
     VEK_CHAIN,
     VEK_VALIDITY,
+    AMD_CRL,
     REPORT_SIGNATURE,
     VEK_TCB,
     VEK_CHIP_ID,
@@ -46,6 +49,18 @@ pub struct SnpInput<'a> {
     pub endorsement: &'a SnpEndorsement,
     /// Unix seconds.
     pub at: i64,
+    /// Seconds past its `nextUpdate` that AMD's CRL may still be used (policy).
+    pub grace_seconds: u64,
+}
+
+/// What is known about revocation of the endorsement's chain.
+enum CrlState {
+    NotGiven(String),
+    Invalid(String),
+    Checked {
+        crl: AmdCrl,
+        revoked: Option<&'static str>,
+    },
 }
 
 // AMD's VCEK/VLEK certificate extensions (VCEK spec, table 8).
@@ -149,9 +164,45 @@ pub struct SnpEndorsement {
     public_key: Vec<u8>,
     tcb: [Option<u8>; 5],
     hwid: Option<Vec<u8>>,
+    ask_der: Vec<u8>,
+    vek_der: Vec<u8>,
+    crl: CrlState,
 }
 
 impl SnpEndorsement {
+    /// Add AMD's CRL for the endorsement's product and key kind (DER), or why
+    /// there is none; the `amd.crl` check reports it.
+    pub fn with_crl(mut self, crl: Result<&[u8], String>) -> Self {
+        self.crl = match (crl, self.product, self.signer) {
+            (Err(why), _, _) => CrlState::NotGiven(why),
+            (Ok(der), Some(product), Some(signer)) => match AmdCrl::check(der, product, signer) {
+                Ok(crl) => {
+                    let revoked = if crl.revokes(&self.ask_der) {
+                        Some(if signer == AmdSigner::Vlek {
+                            "ASVK"
+                        } else {
+                            "ASK"
+                        })
+                    } else if crl.revokes(&self.vek_der) {
+                        Some(if signer == AmdSigner::Vlek {
+                            "VLEK"
+                        } else {
+                            "VCEK"
+                        })
+                    } else {
+                        None
+                    };
+                    CrlState::Checked { crl, revoked }
+                }
+                Err(e) => CrlState::Invalid(e),
+            },
+            (Ok(_), _, _) => CrlState::Invalid(
+                "the endorsement key was not recognised, so its CRL cannot be checked".into(),
+            ),
+        };
+        self
+    }
+
     /// `ca`: DER of the intermediate (ASK/ASVK) and root (ARK) when the caller
     /// brings them; otherwise the pinned ones for the key's product are used.
     pub fn prepare(vek_der: &[u8], ca: Option<(&[u8], &[u8])>) -> Self {
@@ -165,6 +216,9 @@ impl SnpEndorsement {
             public_key: Vec::new(),
             tcb: [None; 5],
             hwid: None,
+            ask_der: Vec::new(),
+            vek_der: vek_der.to_vec(),
+            crl: CrlState::NotGiven("no AMD CRL given".into()),
         };
         let vek = match X509Certificate::from_der(vek_der) {
             Ok((_, c)) => c,
@@ -216,6 +270,7 @@ impl SnpEndorsement {
             }
         };
         let (ask_der, ark_der) = ca.unwrap_or((&pinned.ask, &pinned.ark));
+        e.ask_der = ask_der.to_vec();
         e.ca_chain = (|| -> Result<String, String> {
             match tvm_certs::anchors::is_pinned_ark(ark_der) {
                 Some(p) if p == product => {}
@@ -399,6 +454,43 @@ pub fn verify(input: &SnpInput<'_>) -> Verification {
             stop!(Some(Facts::SevSnp(facts)));
         }
     }
+
+    // amd.crl: neither the intermediate nor the key is revoked, by a current CRL.
+    checks.push(match &e.crl {
+        CrlState::NotGiven(why) => {
+            Check::not_checked(AMD_CRL, format!("{why}: revocation not checked"))
+        }
+        CrlState::Invalid(why) => Check::fail(AMD_CRL, format!("{why}: fetch AMD's CRL again")),
+        CrlState::Checked {
+            revoked: Some(what),
+            ..
+        } => Check::fail(
+            AMD_CRL,
+            format!("AMD has revoked this {what}: the platform's keys are not trusted"),
+        ),
+        CrlState::Checked { crl, .. } if input.at < crl.this_update => Check::fail(
+            AMD_CRL,
+            format!(
+                "the AMD CRL is not valid until {}",
+                rfc3339(crl.this_update)
+            ),
+        ),
+        CrlState::Checked { crl, .. }
+            if input.at > crl.next_update.saturating_add(input.grace_seconds as i64) =>
+        {
+            Check::fail(
+                AMD_CRL,
+                format!(
+                    "the AMD CRL expired at {}: fetch a fresh one",
+                    rfc3339(crl.next_update)
+                ),
+            )
+        }
+        CrlState::Checked { crl, .. } => Check::pass(
+            AMD_CRL,
+            format!("not revoked (CRL valid until {})", rfc3339(crl.next_update)),
+        ),
+    });
 
     // report.signature
     match verify_report_signature(input.report, &e.public_key) {

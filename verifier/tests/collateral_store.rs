@@ -183,6 +183,17 @@ async fn vcek_is_fetched_once_and_checked() {
     };
     let err = st.vcek(AmdProduct::Milan, &chip, wrong).await.unwrap_err();
     assert!(err.to_string().contains("another TCB"), "{err}");
+    // A CRL that AMD's ARK did not sign is refused, and not cached.
+    let at = common::at("2025-06-01T00:00:00Z");
+    let err = st
+        .amd_crl(AmdProduct::Milan, tvm_certs::AmdSigner::Vcek, at)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("not signed by AMD's Milan ARK"),
+        "{err}"
+    );
+    assert!(!dir.join("snp/crl/Milan-vcek.der").exists());
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -305,6 +305,7 @@ impl SnpCase {
         let v = snp::verify(&SnpInput {
             report: &self.report,
             endorsement: &endorsement,
+            grace_seconds: 0,
             at: self.at,
         });
         // A policy that the genuine vectors meet, so each mutant's failure is its own.

@@ -11,6 +11,7 @@ pub fn run(report: &[u8], vek: &[u8], when: &str) -> Verification {
     snp::verify(&SnpInput {
         report,
         endorsement: &endorsement,
+        grace_seconds: 0,
         at: at(when),
     })
 }
@@ -145,4 +146,44 @@ fn report_data_binding_is_checked_when_expected() {
         wrong.failures().map(|c| c.name).collect::<Vec<_>>(),
         vec!["report_data"]
     );
+}
+
+#[test]
+fn amd_crl_is_reported_and_a_foreign_crl_refused() {
+    let (r, k) = (testdata(SNP2.0), testdata(SNP2.1));
+    let at = common::at(WHEN);
+    let check = |e: &snp::SnpEndorsement| {
+        let v = snp::verify(&SnpInput {
+            report: &r,
+            endorsement: e,
+            at,
+            grace_seconds: 0,
+        });
+        v.checks
+            .iter()
+            .find(|c| c.name == AMD_CRL)
+            .cloned()
+            .unwrap()
+    };
+    // Without a CRL, revocation is shown as not checked, and why.
+    let plain = snp::SnpEndorsement::prepare(&k, None);
+    let c = check(&plain);
+    assert_eq!(c.status, Status::NotChecked);
+    assert!(c.detail.contains("no AMD CRL given"), "{}", c.detail);
+    // A CRL that AMD's ARK did not sign (Intel's root CA CRL) is refused.
+    let intel =
+        tvm_certs::intel::parse_collateral(&testdata("tdx/dcapqvl_tdx_quote_v4_collateral.json"))
+            .unwrap();
+    let foreign = snp::SnpEndorsement::prepare(&k, None).with_crl(Ok(&intel.root_ca_crl));
+    let c = check(&foreign);
+    assert_eq!(c.status, Status::Fail);
+    assert!(
+        c.detail.contains("not signed by AMD's Milan ARK"),
+        "{}",
+        c.detail
+    );
+    // Garbage is refused too.
+    let c = check(&snp::SnpEndorsement::prepare(&k, None).with_crl(Ok(b"not a crl")));
+    assert_eq!(c.status, Status::Fail);
+    assert!(c.detail.contains("not a DER CRL"), "{}", c.detail);
 }

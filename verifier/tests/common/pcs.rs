@@ -81,6 +81,10 @@ async fn vcek(
         h.insert("Retry-After", HeaderValue::from_static("60"));
         return (StatusCode::TOO_MANY_REQUESTS, h, "slow down").into_response();
     }
+    if _hwid == "crl" {
+        // No real AMD CRL is public here: serve one AMD did not sign (Intel's).
+        return s.collateral.root_ca_crl.clone().into_response();
+    }
     if product != "Milan" {
         return StatusCode::NOT_FOUND.into_response();
     }

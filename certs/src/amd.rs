@@ -1,0 +1,51 @@
+//! AMD's certificate revocation lists (one per product and key kind, signed by
+//! the ARK with RSA-PSS): checked against the pinned ARK, with their dates and
+//! the serial numbers they revoke.
+
+use x509_parser::prelude::{parse_x509_crl, FromDer, X509Certificate};
+
+use crate::anchors::{self, AmdProduct, AmdSigner};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AmdCrl {
+    pub this_update: i64,
+    pub next_update: i64,
+    /// Revoked serial numbers, big-endian bytes without leading zeros.
+    pub revoked: Vec<Vec<u8>>,
+}
+
+fn trim(serial: &[u8]) -> Vec<u8> {
+    let first = serial.iter().position(|b| *b != 0).unwrap_or(serial.len());
+    serial[first..].to_vec()
+}
+
+impl AmdCrl {
+    /// Parse a DER CRL and check that AMD's pinned ARK for `product` signed it.
+    pub fn check(der: &[u8], product: AmdProduct, signer: AmdSigner) -> Result<Self, String> {
+        let ca = anchors::amd_ca(product, signer).map_err(|e| e.to_string())?;
+        let (_, ark) = X509Certificate::from_der(&ca.ark).map_err(|e| format!("ARK: {e}"))?;
+        let (_, crl) =
+            parse_x509_crl(der).map_err(|e| format!("the AMD CRL is not a DER CRL: {e}"))?;
+        crl.verify_signature(ark.public_key())
+            .map_err(|_| format!("the CRL is not signed by AMD's {product} ARK"))?;
+        let next_update = crl
+            .next_update()
+            .ok_or("the AMD CRL has no nextUpdate")?
+            .timestamp();
+        Ok(AmdCrl {
+            this_update: crl.last_update().timestamp(),
+            next_update,
+            revoked: crl
+                .iter_revoked_certificates()
+                .map(|r| trim(r.raw_serial()))
+                .collect(),
+        })
+    }
+
+    /// True when the certificate (DER) is listed.
+    pub fn revokes(&self, cert_der: &[u8]) -> bool {
+        X509Certificate::from_der(cert_der)
+            .map(|(_, c)| self.revoked.contains(&trim(c.raw_serial())))
+            .unwrap_or(false)
+    }
+}
