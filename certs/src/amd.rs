@@ -6,6 +6,20 @@ use x509_parser::prelude::{parse_x509_crl, FromDer, X509Certificate};
 
 use crate::anchors::{self, AmdProduct, AmdSigner};
 
+/// An SNP TCB version: the security patch level of each firmware component,
+/// as reports carry it, VCEKs are issued for it, and policies set minimums.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnpTcb {
+    pub bootloader: u8,
+    pub tee: u8,
+    pub snp: u8,
+    pub microcode: u8,
+    /// Turin and later only.
+    #[serde(default)]
+    pub fmc: Option<u8>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AmdCrl {
     pub this_update: i64,

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::amd::AmdCrl;
+pub use crate::amd::SnpTcb;
 use crate::anchors::{self, AmdProduct, AmdSigner};
 use crate::fetch::{FetchError, Fetcher};
 use crate::intel;
@@ -66,17 +67,6 @@ impl PckCa {
             PckCa::Processor => "processor",
         }
     }
-}
-
-/// An SNP TCB version, as the KDS takes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct SnpTcb {
-    pub bootloader: u8,
-    pub tee: u8,
-    pub snp: u8,
-    pub microcode: u8,
-    #[serde(default)]
-    pub fmc: Option<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+pub use tvm_certs::amd::SnpTcb;
 
 /// Intel's TCB statuses, as TCB Info names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -90,19 +91,6 @@ impl Default for SnpPolicy {
             dangerous_allow_migration_agent: false,
         }
     }
-}
-
-/// An SNP TCB version (SPLs of each firmware component).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SnpTcb {
-    pub bootloader: u8,
-    pub tee: u8,
-    pub snp: u8,
-    pub microcode: u8,
-    /// Turin and later only.
-    #[serde(default)]
-    pub fmc: Option<u8>,
 }
 
 /// An accepted VM image release: its name, the measurements it produces on

@@ -42,17 +42,8 @@ const ORDER: [&str; 11] = [
     TD_ATTRIBUTES,
 ];
 
-/// The checks dcap-qvl performs, in its order.
-const DCAP_STAGES: [&str; 8] = [
-    COLLATERAL_CHAIN,
-    PCK_CHAIN,
-    QE_REPORT,
-    QE_IDENTITY,
-    QUOTE_SIGNATURE,
-    COLLATERAL_MATCH,
-    TCB_LEVEL,
-    TD_ATTRIBUTES,
-];
+/// The checks dcap-qvl performs, in its order: the rest of ORDER.
+const DCAP_STAGES: &[&str] = ORDER.split_at(3).1;
 
 /// Collateral for one platform (FMSPC), read and checked against a root once
 /// and then shared by every quote verified with it: the issuer checks cost
@@ -330,7 +321,7 @@ pub fn verify(input: &TdxInput<'_>) -> Verification {
         Ok(report) => {
             facts.tcb_status = Some(report.status.clone());
             facts.advisory_ids = report.advisory_ids.clone();
-            for stage in DCAP_STAGES {
+            for &stage in DCAP_STAGES {
                 let detail = match stage {
                     COLLATERAL_CHAIN => {
                         "TCB Info, QE Identity and CRLs signed by the Intel root chain".to_string()

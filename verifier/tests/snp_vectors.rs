@@ -2,7 +2,7 @@
 //! outcome SOURCES.md says a correct verifier reaches.
 
 mod common;
-use common::{at, testdata};
+use common::{at, failed, testdata};
 use tvm_verifier::snp::{self, checks::*, SnpInput};
 use tvm_verifier::{appraise, Facts, Policy, Status, Verification};
 
@@ -14,14 +14,6 @@ pub fn run(report: &[u8], vek: &[u8], when: &str) -> Verification {
         grace_seconds: 0,
         at: at(when),
     })
-}
-
-fn failed(v: &Verification) -> Vec<(&'static str, String)> {
-    v.checks
-        .iter()
-        .filter(|c| c.status == Status::Fail)
-        .map(|c| (c.name, c.detail.clone()))
-        .collect()
 }
 
 const SNP1: (&str, &str) = (

@@ -2,7 +2,7 @@
 //! outcome SOURCES.md says a correct verifier reaches.
 
 mod common;
-use common::{at, testdata};
+use common::{at, failed, testdata};
 use tvm_verifier::tdx::{self, checks::*, TdxInput};
 use tvm_verifier::{appraise, Facts, Policy, Status, Verification};
 
@@ -24,14 +24,6 @@ fn tcb(v: &Verification) -> (Option<String>, Vec<String>) {
         Some(Facts::Tdx(f)) => (f.tcb_status.clone(), f.advisory_ids.clone()),
         _ => panic!("no TDX facts"),
     }
-}
-
-fn failed(v: &Verification) -> Vec<(&'static str, String)> {
-    v.checks
-        .iter()
-        .filter(|c| c.status == Status::Fail)
-        .map(|c| (c.name, c.detail.clone()))
-        .collect()
 }
 
 const V4: &str = "tdx/dcapqvl_tdx_quote_v4.bin";

@@ -18,3 +18,12 @@ pub fn testdata(rel: &str) -> Vec<u8> {
 pub fn at(s: &str) -> i64 {
     parse_time(s).unwrap()
 }
+
+/// The failed checks of a verification: (name, reason).
+pub fn failed(v: &tvm_verifier::Verification) -> Vec<(&'static str, String)> {
+    v.checks
+        .iter()
+        .filter(|c| c.status == tvm_verifier::Status::Fail)
+        .map(|c| (c.name, c.detail.clone()))
+        .collect()
+}
