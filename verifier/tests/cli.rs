@@ -207,77 +207,48 @@ async fn collateral_and_vcek_come_from_the_store_and_travel_as_a_bundle() {
             root.display().to_string(),
         ]
     };
-    let run_owned = |args: Vec<String>| {
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        run(&refs)
+    // Run the CLI off the async runtime (the server lives on it) with the store options.
+    let cli = |args: &[&str], dir: &PathBuf| {
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        all.extend(store_args(dir));
+        tokio::task::spawn_blocking(move || {
+            let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+            run(&refs)
+        })
     };
     let quote = td("tdx/dcapqvl_tdx_quote_v4.bin");
-    let mut args = vec![
-        "verify".to_string(),
-        "--quote".into(),
-        quote.clone(),
-        "--at".into(),
-        "2025-07-04T10:16:31Z".into(),
-    ];
-    args.extend(store_args(&dir));
-    let (code, out, err) = tokio::task::spawn_blocking(move || run_owned(args))
-        .await
-        .unwrap();
+    let snp = td("snp/virtee_milan_report.hex");
+    let bundle = tmp.join("bundle.json").display().to_string();
+    let tdx_args = ["verify", "--quote", &quote, "--at", "2025-07-04T10:16:31Z"];
+
+    let (code, out, err) = cli(&tdx_args, &dir).await.unwrap();
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("UpToDate"), "{out}");
 
     // The VCEK of SNP-2 from "KDS" (a v2 report: the product is given).
-    let mut args = vec![
-        "verify".to_string(),
-        "--snp-report".into(),
-        td("snp/virtee_milan_report.hex"),
-        "--product".into(),
-        "milan".into(),
-        "--at".into(),
-        "2025-06-01T00:00:00Z".into(),
+    let snp_args = [
+        "verify",
+        "--snp-report",
+        &snp,
+        "--product",
+        "milan",
+        "--at",
+        "2025-06-01T00:00:00Z",
     ];
-    args.extend(store_args(&dir));
-    let (code, out, err) = tokio::task::spawn_blocking(move || run_owned(args))
-        .await
-        .unwrap();
+    let (code, out, err) = cli(&snp_args, &dir).await.unwrap();
     assert_eq!(code, 0, "{out}{err}");
 
     // Export, then import into an empty cache and verify with the service gone.
-    let bundle = tmp.join("bundle.json");
-    let mut args = vec![
-        "collateral".to_string(),
-        "export".into(),
-        bundle.display().to_string(),
-    ];
-    args.extend(store_args(&dir));
-    let (code, out, err) = tokio::task::spawn_blocking(move || run_owned(args))
-        .await
-        .unwrap();
+    let (code, out, err) = cli(&["collateral", "export", &bundle], &dir).await.unwrap();
     assert_eq!(code, 0, "{out}{err}");
     server.handle.shutdown();
     let dir2 = tmp.join("cache2");
-    let mut args = vec![
-        "collateral".to_string(),
-        "import".into(),
-        bundle.display().to_string(),
-    ];
-    args.extend(store_args(&dir2));
-    let (code, out, err) = tokio::task::spawn_blocking(move || run_owned(args))
+    let (code, out, err) = cli(&["collateral", "import", &bundle], &dir2)
         .await
         .unwrap();
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("imported 2 item(s)"), "{out}");
-    let mut args = vec![
-        "verify".to_string(),
-        "--quote".into(),
-        quote,
-        "--at".into(),
-        "2025-07-04T10:16:31Z".into(),
-    ];
-    args.extend(store_args(&dir2));
-    let (code, out, err) = tokio::task::spawn_blocking(move || run_owned(args))
-        .await
-        .unwrap();
+    let (code, out, err) = cli(&tdx_args, &dir2).await.unwrap();
     assert_eq!(code, 0, "{out}{err}");
     let _ = std::fs::remove_dir_all(tmp);
 }

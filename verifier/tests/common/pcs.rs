@@ -26,34 +26,37 @@ fn chain(v: &str) -> HeaderValue {
     HeaderValue::from_str(&enc).unwrap()
 }
 
+/// PCS's signed-JSON answer: `{"<field>": <doc>, "signature": "<hex>"}`, with
+/// the issuer chain URL-encoded in a header.
+fn signed_doc(field: &str, doc: &str, sig: &[u8], header: &'static str, issuers: &str) -> Response {
+    let body = format!(r#"{{"{field}":{doc},"signature":"{}"}}"#, hex::encode(sig));
+    let mut h = HeaderMap::new();
+    h.insert(header, chain(issuers));
+    (h, body).into_response()
+}
+
 async fn tcb(State(s): State<Arc<Pcs>>) -> Response {
     s.requests.fetch_add(1, Ordering::SeqCst);
-    let body = format!(
-        r#"{{"tcbInfo":{},"signature":"{}"}}"#,
-        s.collateral.tcb_info,
-        hex::encode(&s.collateral.tcb_info_signature)
-    );
-    let mut h = HeaderMap::new();
-    h.insert(
+    let c = &s.collateral;
+    signed_doc(
+        "tcbInfo",
+        &c.tcb_info,
+        &c.tcb_info_signature,
         "TCB-Info-Issuer-Chain",
-        chain(&s.collateral.tcb_info_issuer_chain),
-    );
-    (h, body).into_response()
+        &c.tcb_info_issuer_chain,
+    )
 }
 
 async fn qe(State(s): State<Arc<Pcs>>) -> Response {
     s.requests.fetch_add(1, Ordering::SeqCst);
-    let body = format!(
-        r#"{{"enclaveIdentity":{},"signature":"{}"}}"#,
-        s.collateral.qe_identity,
-        hex::encode(&s.collateral.qe_identity_signature)
-    );
-    let mut h = HeaderMap::new();
-    h.insert(
+    let c = &s.collateral;
+    signed_doc(
+        "enclaveIdentity",
+        &c.qe_identity,
+        &c.qe_identity_signature,
         "SGX-Enclave-Identity-Issuer-Chain",
-        chain(&s.collateral.qe_identity_issuer_chain),
-    );
-    (h, body).into_response()
+        &c.qe_identity_issuer_chain,
+    )
 }
 
 async fn pck_crl(State(s): State<Arc<Pcs>>) -> Response {
