@@ -210,6 +210,37 @@ pub fn is_pinned_ark(der: &[u8]) -> Option<AmdProduct> {
         .map(|a| a.product)
 }
 
+/// NVIDIA Device Identity CA (P-384): the root of every GPU and NVSwitch
+/// device certificate chain.
+const NVIDIA_DEVICE_ROOT: &[u8] = include_bytes!("../anchors/nvidia_device_identity_root.der");
+pub const NVIDIA_DEVICE_ROOT_SHA256: &str =
+    "102bf659d5419614c9d8e6aecebc80454eb26b1df6a769ac720b9a690b167b48";
+
+/// NVIDIA CoRIM signing Root CA: the root of the RIM (reference value) signers.
+const NVIDIA_RIM_ROOT: &[u8] = include_bytes!("../anchors/nvidia_rim_root.der");
+pub const NVIDIA_RIM_ROOT_SHA256: &str =
+    "12977b5115acb0381179279fffeb5a8c4d264971ebb32298023a465fa41df5d1";
+
+/// The NVIDIA Device Identity CA, checked against its pin.
+pub fn nvidia_device_root() -> Result<&'static [u8], AnchorError> {
+    check_pin(
+        "NVIDIA Device Identity CA",
+        NVIDIA_DEVICE_ROOT,
+        NVIDIA_DEVICE_ROOT_SHA256,
+    )?;
+    Ok(NVIDIA_DEVICE_ROOT)
+}
+
+/// The NVIDIA CoRIM signing Root CA, checked against its pin.
+pub fn nvidia_rim_root() -> Result<&'static [u8], AnchorError> {
+    check_pin(
+        "NVIDIA CoRIM signing Root CA",
+        NVIDIA_RIM_ROOT,
+        NVIDIA_RIM_ROOT_SHA256,
+    )?;
+    Ok(NVIDIA_RIM_ROOT)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,6 +251,16 @@ mod tests {
         let intel = intel_sgx_root().unwrap();
         let (_, cert) = X509Certificate::from_der(intel).unwrap();
         assert!(cert.subject().to_string().contains("Intel SGX Root CA"));
+        let (_, nv) = X509Certificate::from_der(nvidia_device_root().unwrap()).unwrap();
+        assert!(nv
+            .subject()
+            .to_string()
+            .contains("NVIDIA Device Identity CA"));
+        let (_, rim) = X509Certificate::from_der(nvidia_rim_root().unwrap()).unwrap();
+        assert!(rim
+            .subject()
+            .to_string()
+            .contains("NVIDIA CoRIM signing Root CA"));
         for p in AmdProduct::ALL {
             for s in [AmdSigner::Vcek, AmdSigner::Vlek] {
                 let ca = amd_ca(p, s).unwrap();

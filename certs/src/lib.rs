@@ -5,8 +5,10 @@
 
 pub mod amd;
 pub mod anchors;
+pub mod chain;
 pub mod fetch;
 pub mod intel;
 pub mod store;
 
 pub use anchors::{AmdCa, AmdProduct, AmdSigner, AnchorError};
+pub use chain::{verify_chain, ChainError};

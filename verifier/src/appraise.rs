@@ -65,7 +65,7 @@ pub fn appraise(
     let actual = match &v.facts {
         Some(Facts::Tdx(f)) => &f.report_data,
         Some(Facts::SevSnp(f)) => &f.report_data,
-        None => unreachable_report_data(),
+        Some(Facts::Gpu(_)) | None => unreachable_report_data(),
     };
     checks.push(match expected_report_data {
         None => Check::not_checked(REPORT_DATA, format!("no nonce given; report_data is {actual}")),

@@ -8,6 +8,8 @@ use serde::Serialize;
 pub enum Facts {
     Tdx(TdxFacts),
     SevSnp(SnpFacts),
+    /// An NVIDIA GPU or NVSwitch (SPDM measurements).
+    Gpu(GpuFacts),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -44,6 +46,25 @@ pub struct SnpFacts {
     pub debug_allowed: bool,
     pub migration_agent_allowed: bool,
     pub smt_allowed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GpuFacts {
+    /// Hopper, Blackwell or NVSwitch LS10, from the device certificates.
+    pub arch: Option<String>,
+    pub model: Option<String>,
+    /// Unique per device, from the certificate NVIDIA issued to it (not NVML):
+    /// the key for counting a GPU once in the network.
+    pub device_id: Option<String>,
+    pub nonce: String,
+    pub driver_version: Option<String>,
+    pub vbios_version: Option<String>,
+    pub project: Option<String>,
+    pub project_sku: Option<String>,
+    pub chip_sku: Option<String>,
+    pub fwid: Option<String>,
+    /// SPDM block index (1-based) and its SHA-384 value.
+    pub measurements: Vec<(u8, String)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -137,6 +158,26 @@ impl Facts {
                     ),
                 ),
             ],
+            Facts::Gpu(f) => {
+                let or = |v: &Option<String>| v.clone().unwrap_or_else(|| "unknown".into());
+                vec![
+                    ("device", or(&f.model)),
+                    ("device id", or(&f.device_id)),
+                    ("driver", or(&f.driver_version)),
+                    ("vbios", or(&f.vbios_version)),
+                    (
+                        "board",
+                        format!(
+                            "project {} sku {} chip {}",
+                            or(&f.project),
+                            or(&f.project_sku),
+                            or(&f.chip_sku)
+                        ),
+                    ),
+                    ("nonce", f.nonce.clone()),
+                    ("measurements", format!("{} blocks", f.measurements.len())),
+                ]
+            }
         }
     }
 }

@@ -1,11 +1,14 @@
-//! Appraisal of confidential-VM evidence: is it genuine (`verify`), and does it
+//! Appraisal of confidential-VM and NVIDIA GPU evidence: is it genuine (`verify`), and does it
 //! meet my policy (`appraise`)? Time is always an explicit input.
 
 pub mod appraise;
 pub mod facts;
+pub mod gpu;
+pub mod gpu_input;
 pub mod input;
 pub mod policy;
 pub mod snp;
+pub mod spdm;
 pub mod tdx;
 pub mod verdict;
 

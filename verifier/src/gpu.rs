@@ -1,0 +1,389 @@
+//! Is one GPU's or NVSwitch's SPDM evidence genuine? The device chain to the
+//! pinned NVIDIA Device Identity CA, the leaf's FWID against the reported one,
+//! the P-384 signature over request ‖ response, the nonce and the
+//! architecture. Reference values (RIMs) are compared in `rim`.
+
+use ring::signature::{UnparsedPublicKey, ECDSA_P384_SHA384_FIXED};
+use serde::Serialize;
+use tvm_certs::{anchors, verify_chain, ChainError};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::facts::{Facts, GpuFacts};
+use crate::spdm::{self, field, MeasurementReport};
+use crate::verdict::{Check, Verification};
+
+/// Check names, in the order they run.
+pub mod check {
+    pub const SPDM_FORMAT: &str = "spdm.format";
+    pub const DEVICE_CHAIN: &str = "device.chain";
+    pub const DEVICE_FWID: &str = "device.fwid";
+    pub const SPDM_SIGNATURE: &str = "spdm.signature";
+    pub const SPDM_NONCE: &str = "spdm.nonce";
+    pub const DEVICE_ARCH: &str = "device.arch";
+    pub const ORDER: [&str; 6] = [
+        SPDM_FORMAT,
+        DEVICE_CHAIN,
+        DEVICE_FWID,
+        SPDM_SIGNATURE,
+        SPDM_NONCE,
+        DEVICE_ARCH,
+    ];
+}
+
+/// TCG DICE FWID (tcg-dice-TcbInfo) extension: NVIDIA puts the firmware's
+/// SHA-384 digest last in it.
+const OID_DICE_TCB_INFO: &str = "2.23.133.5.4.1";
+
+/// The device families NVIDIA signs evidence for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    /// GH100: H100, H200.
+    Hopper,
+    /// GB100/GB102: B100, B200.
+    Blackwell,
+    /// The third-generation NVSwitch of HGX systems.
+    #[serde(rename = "ls10")]
+    Ls10,
+}
+
+impl Arch {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Arch::Hopper => "Hopper",
+            Arch::Blackwell => "Blackwell",
+            Arch::Ls10 => "NVSwitch LS10",
+        }
+    }
+
+    pub fn is_switch(&self) -> bool {
+        matches!(self, Arch::Ls10)
+    }
+
+    /// The `arch` names of nvtrust's evidence JSON.
+    pub fn parse(s: &str) -> Option<Arch> {
+        match s.to_ascii_uppercase().as_str() {
+            "HOPPER" => Some(Arch::Hopper),
+            "BLACKWELL" => Some(Arch::Blackwell),
+            "LS10" | "LS_10" => Some(Arch::Ls10),
+            _ => None,
+        }
+    }
+
+    /// From the chip name NVIDIA puts in the device certificates'
+    /// common names ("GH100 A01 GSP BROM", "LS_10 A01 FSP BROM", ...).
+    fn from_common_name(cn: &str) -> Option<Arch> {
+        if cn.contains("GH100") {
+            Some(Arch::Hopper)
+        } else if cn.contains("GB10") || cn.contains("GB20") {
+            Some(Arch::Blackwell)
+        } else if cn.contains("LS_10") || cn.contains("LS10") {
+            Some(Arch::Ls10)
+        } else {
+            None
+        }
+    }
+}
+
+impl std::fmt::Display for Arch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One device's evidence and what the verifier expects of it.
+#[derive(Debug, Clone, Copy)]
+pub struct DeviceInput<'a> {
+    /// SPDM GET_MEASUREMENTS request ‖ response.
+    pub evidence: &'a [u8],
+    /// DER certificates, leaf first; the root may be left out.
+    pub chain: &'a [Vec<u8>],
+    /// The nonce the verifier sent; `None` leaves `spdm.nonce` not checked.
+    pub nonce: Option<&'a [u8; spdm::NONCE_LEN]>,
+    /// The architecture the evidence claims (nvtrust's `arch`), if any.
+    pub arch: Option<Arch>,
+    /// Unix seconds.
+    pub at: i64,
+}
+
+/// A verified device: the checks, and the parsed report for RIM comparison.
+#[derive(Debug, Clone)]
+pub struct DeviceVerification {
+    pub verification: Verification,
+    pub report: Option<MeasurementReport>,
+}
+
+impl DeviceVerification {
+    pub fn facts(&self) -> Option<&GpuFacts> {
+        match &self.verification.facts {
+            Some(Facts::Gpu(f)) => Some(f),
+            _ => None,
+        }
+    }
+}
+
+/// Verify one device's evidence. Never panics on malformed input.
+pub fn verify(input: &DeviceInput<'_>) -> DeviceVerification {
+    let mut checks = Vec::with_capacity(check::ORDER.len());
+    let stop = |checks, facts| DeviceVerification {
+        verification: Verification::stopped(checks, &check::ORDER, facts),
+        report: None,
+    };
+
+    let report = match MeasurementReport::parse(input.evidence) {
+        Ok(r) => r,
+        Err(e) => {
+            checks.push(Check::fail(check::SPDM_FORMAT, e.to_string()));
+            return stop(checks, None);
+        }
+    };
+    checks.push(Check::pass(
+        check::SPDM_FORMAT,
+        format!(
+            "SPDM 1.1 measurements: {} blocks, {} opaque fields",
+            report.blocks.len(),
+            report.opaque.len()
+        ),
+    ));
+
+    let root = match anchors::nvidia_device_root() {
+        Ok(r) => r,
+        Err(e) => {
+            checks.push(Check::fail(check::DEVICE_CHAIN, e.to_string()));
+            return stop(checks, None);
+        }
+    };
+    let chain = match verify_chain(input.chain, root, input.at) {
+        Ok(c) => c,
+        Err(e) => {
+            let hint = match e {
+                ChainError::OnlyRoot | ChainError::Empty => "",
+                _ => "; send the chain the device returns (GET_CERTIFICATE), leaf first",
+            };
+            checks.push(Check::fail(check::DEVICE_CHAIN, format!("{e}{hint}")));
+            return stop(checks, None);
+        }
+    };
+    // Every element parsed in verify_chain; parse again for the fields we need.
+    let certs: Vec<X509Certificate<'_>> = chain
+        .iter()
+        .filter_map(|d| X509Certificate::from_der(d).ok().map(|(_, c)| c))
+        .collect();
+    let Some(leaf) = certs.first() else {
+        checks.push(Check::fail(check::DEVICE_CHAIN, "the chain is empty"));
+        return stop(checks, None);
+    };
+    let identity = device_identity(&certs);
+    checks.push(Check::pass(
+        check::DEVICE_CHAIN,
+        format!(
+            "{} certificates to the NVIDIA Device Identity CA; leaf {}",
+            chain.len() + 1,
+            common_name(leaf)
+        ),
+    ));
+
+    let facts = |report: &MeasurementReport, arch: Option<Arch>| {
+        Some(Facts::Gpu(gpu_facts(report, arch, identity.clone())))
+    };
+
+    // device.fwid: the leaf names the firmware that signs; it must be the
+    // firmware that reported. (A chain without its leaf fails here.)
+    let cert_fwid = match leaf_fwid(leaf) {
+        Ok(f) => f,
+        Err(e) => {
+            checks.push(Check::fail(check::DEVICE_FWID, e));
+            return stop(checks, facts(&report, None));
+        }
+    };
+    match report.fwid() {
+        // NVSwitches report no FWID field; their leaf's still must be present.
+        None if leaf_is_switch(leaf) => checks.push(Check::pass(
+            check::DEVICE_FWID,
+            format!(
+                "switch firmware {} (switches report no FWID field)",
+                hex::encode(cert_fwid)
+            ),
+        )),
+        None => {
+            checks.push(Check::fail(
+                check::DEVICE_FWID,
+                "the report has no FWID opaque field to compare with the certificate",
+            ));
+            return stop(checks, facts(&report, None));
+        }
+        Some(f) if f == cert_fwid => {
+            checks.push(Check::pass(check::DEVICE_FWID, hex::encode(f)));
+        }
+        Some(f) => {
+            checks.push(Check::fail(
+                check::DEVICE_FWID,
+                format!(
+                    "the report's FWID {} is not the leaf certificate's {}: the evidence and the chain are from different firmware or devices",
+                    hex::encode(f),
+                    hex::encode(cert_fwid)
+                ),
+            ));
+            return stop(checks, facts(&report, None));
+        }
+    }
+
+    // spdm.signature
+    let key = UnparsedPublicKey::new(
+        &ECDSA_P384_SHA384_FIXED,
+        leaf.public_key().subject_public_key.data.as_ref(),
+    );
+    if key.verify(&report.signed, &report.signature).is_err() {
+        checks.push(Check::fail(
+            check::SPDM_SIGNATURE,
+            "the measurement signature does not verify with the leaf certificate's key: the evidence was altered or is from another device",
+        ));
+        return stop(checks, facts(&report, None));
+    }
+    checks.push(Check::pass(
+        check::SPDM_SIGNATURE,
+        "ECDSA P-384 over request and response",
+    ));
+
+    // spdm.nonce
+    match input.nonce {
+        None => checks.push(Check::not_checked(
+            check::SPDM_NONCE,
+            format!(
+                "no expected nonce given (evidence has {}); it could be a replay",
+                hex::encode(report.nonce)
+            ),
+        )),
+        Some(n) if *n == report.nonce => {
+            checks.push(Check::pass(check::SPDM_NONCE, hex::encode(n)));
+        }
+        Some(n) => checks.push(Check::fail(
+            check::SPDM_NONCE,
+            format!(
+                "evidence answers nonce {}, expected {}: stale or replayed evidence",
+                hex::encode(report.nonce),
+                hex::encode(n)
+            ),
+        )),
+    }
+
+    // device.arch: what the certificates say, against what was claimed.
+    let cert_arch = certs
+        .iter()
+        .find_map(|c| Arch::from_common_name(&common_name(c)));
+    let arch = match (cert_arch, input.arch) {
+        (None, _) => {
+            checks.push(Check::fail(
+                check::DEVICE_ARCH,
+                format!(
+                    "no known NVIDIA chip (GH100, GB10x, LS_10) in the chain's names, leaf {}",
+                    common_name(leaf)
+                ),
+            ));
+            None
+        }
+        (Some(c), Some(claimed)) if c != claimed => {
+            checks.push(Check::fail(
+                check::DEVICE_ARCH,
+                format!("evidence claims {claimed} but the certificates are {c}"),
+            ));
+            Some(c)
+        }
+        (Some(c), _) => {
+            checks.push(Check::pass(check::DEVICE_ARCH, c.name()));
+            Some(c)
+        }
+    };
+
+    let facts = facts(&report, arch);
+    DeviceVerification {
+        verification: Verification { checks, facts },
+        report: Some(report),
+    }
+}
+
+fn common_name(cert: &X509Certificate<'_>) -> String {
+    cert.subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .unwrap_or("(no common name)")
+        .to_string()
+}
+
+fn leaf_is_switch(leaf: &X509Certificate<'_>) -> bool {
+    matches!(Arch::from_common_name(&common_name(leaf)), Some(Arch::Ls10))
+}
+
+/// The last 48 bytes of the DICE TcbInfo extension, which must be the
+/// contents of an OCTET STRING (the FWID digest).
+fn leaf_fwid(leaf: &X509Certificate<'_>) -> Result<Vec<u8>, String> {
+    let ext = leaf
+        .extensions()
+        .iter()
+        .find(|e| e.oid.to_id_string() == OID_DICE_TCB_INFO)
+        .ok_or_else(|| {
+            format!(
+                "the first certificate ({}) has no FWID extension ({OID_DICE_TCB_INFO}): is the device's leaf (signing) certificate missing from the chain?",
+                common_name(leaf)
+            )
+        })?;
+    let v = ext.value;
+    const LEN: usize = spdm::DIGEST_LEN;
+    if v.len() < LEN + 2 || v[v.len() - LEN - 2] != 0x04 || usize::from(v[v.len() - LEN - 1]) != LEN
+    {
+        return Err("the FWID extension does not end in a 48-byte digest".into());
+    }
+    Ok(v[v.len() - LEN..].to_vec())
+}
+
+/// The certificate NVIDIA's provisioning CA issued to this device (the BROM
+/// certificate): its subject serialNumber is unique per device and, unlike
+/// NVML's UUID, signed by NVIDIA.
+fn device_identity(certs: &[X509Certificate<'_>]) -> Option<String> {
+    let brom = certs.iter().find(|c| {
+        c.issuer()
+            .iter_common_name()
+            .any(|cn| cn.as_str().is_ok_and(|s| s.contains("Provisioner ICA")))
+    })?;
+    let serial = brom
+        .subject()
+        .iter_by_oid(&x509_parser::oid_registry::OID_X509_SERIALNUMBER)
+        .next()?
+        .as_str()
+        .ok()?
+        .to_ascii_lowercase();
+    Some(serial)
+}
+
+fn gpu_facts(r: &MeasurementReport, arch: Option<Arch>, device_id: Option<String>) -> GpuFacts {
+    GpuFacts {
+        arch: arch.map(|a| a.name().to_string()),
+        model: model(r, arch),
+        device_id,
+        nonce: hex::encode(r.nonce),
+        driver_version: r.driver_version(),
+        vbios_version: r.vbios_version(),
+        project: r.text(field::PROJECT),
+        project_sku: r.text(field::PROJECT_SKU),
+        chip_sku: r.text(field::CHIP_SKU),
+        fwid: r.fwid().map(hex::encode),
+        measurements: r
+            .blocks
+            .iter()
+            .map(|b| (b.index, hex::encode(&b.value)))
+            .collect(),
+    }
+}
+
+/// A readable model from the chip and board SKU the device signed.
+fn model(r: &MeasurementReport, arch: Option<Arch>) -> Option<String> {
+    let arch = arch?;
+    let chip = r.text(field::CHIP_SKU).unwrap_or_default();
+    Some(match (arch, chip.as_str()) {
+        (Arch::Ls10, _) => "NVSwitch (LS10)".to_string(),
+        (Arch::Hopper, "882" | "885") => format!("H100 (GH100-{chip})"),
+        (Arch::Hopper, _) => format!("Hopper (GH100-{chip})"),
+        (Arch::Blackwell, _) => format!("Blackwell (GB100-{chip})"),
+    })
+}
