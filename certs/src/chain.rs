@@ -63,7 +63,7 @@ pub fn verify_chain<'c>(
         .iter()
         .enumerate()
         .map(|(index, der)| match X509Certificate::from_der(der) {
-            Ok((rest, c)) if rest.is_empty() => Ok(c),
+            Ok(([], c)) => Ok(c),
             Ok(_) => Err(ChainError::Malformed {
                 index,
                 reason: "trailing bytes after the certificate".into(),
