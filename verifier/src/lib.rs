@@ -7,6 +7,7 @@ pub mod gpu;
 pub mod gpu_input;
 pub mod input;
 pub mod policy;
+pub mod rim;
 pub mod snp;
 pub mod spdm;
 pub mod tdx;
