@@ -111,6 +111,8 @@ pub struct DeviceInput<'a> {
 pub struct DeviceVerification {
     pub verification: Verification,
     pub report: Option<MeasurementReport>,
+    /// From the device certificates.
+    pub arch: Option<Arch>,
 }
 
 impl DeviceVerification {
@@ -125,16 +127,19 @@ impl DeviceVerification {
 /// Verify one device's evidence. Never panics on malformed input.
 pub fn verify(input: &DeviceInput<'_>) -> DeviceVerification {
     let mut checks = Vec::with_capacity(check::ORDER.len());
-    let stop = |checks, facts| DeviceVerification {
+    // A report that parsed is kept even when a later check fails: the node
+    // check still needs to see which nonce it answered.
+    let stop = |checks, facts, report| DeviceVerification {
         verification: Verification::stopped(checks, &check::ORDER, facts),
-        report: None,
+        report,
+        arch: None,
     };
 
     let report = match MeasurementReport::parse(input.evidence) {
         Ok(r) => r,
         Err(e) => {
             checks.push(Check::fail(check::SPDM_FORMAT, e.to_string()));
-            return stop(checks, None);
+            return stop(checks, None, None);
         }
     };
     checks.push(Check::pass(
@@ -150,7 +155,7 @@ pub fn verify(input: &DeviceInput<'_>) -> DeviceVerification {
         Ok(r) => r,
         Err(e) => {
             checks.push(Check::fail(check::DEVICE_CHAIN, e.to_string()));
-            return stop(checks, None);
+            return stop(checks, None, Some(report));
         }
     };
     let chain = match verify_chain(input.chain, root, input.at) {
@@ -161,7 +166,7 @@ pub fn verify(input: &DeviceInput<'_>) -> DeviceVerification {
                 _ => "; send the chain the device returns (GET_CERTIFICATE), leaf first",
             };
             checks.push(Check::fail(check::DEVICE_CHAIN, format!("{e}{hint}")));
-            return stop(checks, None);
+            return stop(checks, None, Some(report));
         }
     };
     // Every element parsed in verify_chain; parse again for the fields we need.
@@ -171,7 +176,7 @@ pub fn verify(input: &DeviceInput<'_>) -> DeviceVerification {
         .collect();
     let Some(leaf) = certs.first() else {
         checks.push(Check::fail(check::DEVICE_CHAIN, "the chain is empty"));
-        return stop(checks, None);
+        return stop(checks, None, Some(report));
     };
     let identity = device_identity(&certs);
     checks.push(Check::pass(
@@ -193,7 +198,7 @@ pub fn verify(input: &DeviceInput<'_>) -> DeviceVerification {
         Ok(f) => f,
         Err(e) => {
             checks.push(Check::fail(check::DEVICE_FWID, e));
-            return stop(checks, facts(&report, None));
+            return stop(checks, facts(&report, None), Some(report));
         }
     };
     match report.fwid() {
@@ -210,7 +215,7 @@ pub fn verify(input: &DeviceInput<'_>) -> DeviceVerification {
                 check::DEVICE_FWID,
                 "the report has no FWID opaque field to compare with the certificate",
             ));
-            return stop(checks, facts(&report, None));
+            return stop(checks, facts(&report, None), Some(report));
         }
         Some(f) if f == cert_fwid => {
             checks.push(Check::pass(check::DEVICE_FWID, hex::encode(f)));
@@ -224,7 +229,7 @@ pub fn verify(input: &DeviceInput<'_>) -> DeviceVerification {
                     hex::encode(cert_fwid)
                 ),
             ));
-            return stop(checks, facts(&report, None));
+            return stop(checks, facts(&report, None), Some(report));
         }
     }
 
@@ -238,7 +243,7 @@ pub fn verify(input: &DeviceInput<'_>) -> DeviceVerification {
             check::SPDM_SIGNATURE,
             "the measurement signature does not verify with the leaf certificate's key: the evidence was altered or is from another device",
         ));
-        return stop(checks, facts(&report, None));
+        return stop(checks, facts(&report, None), Some(report));
     }
     checks.push(Check::pass(
         check::SPDM_SIGNATURE,
@@ -299,6 +304,7 @@ pub fn verify(input: &DeviceInput<'_>) -> DeviceVerification {
     DeviceVerification {
         verification: Verification { checks, facts },
         report: Some(report),
+        arch,
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod appraise;
 pub mod facts;
 pub mod gpu;
+pub mod gpu_appraise;
 pub mod gpu_input;
 pub mod input;
 pub mod policy;
@@ -11,6 +12,7 @@ pub mod rim;
 pub mod snp;
 pub mod spdm;
 pub mod tdx;
+pub mod topology;
 pub mod verdict;
 
 pub use appraise::appraise;

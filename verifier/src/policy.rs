@@ -43,6 +43,42 @@ pub struct Policy {
     /// The VM images whose measurements are accepted. Empty: measurements are
     /// shown but not checked.
     pub images: Vec<Image>,
+    pub gpu: GpuPolicy,
+}
+
+/// What NVIDIA GPU and NVSwitch evidence must show beyond being genuine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GpuPolicy {
+    /// Every device must be compared with NVIDIA's signed reference values
+    /// (driver and VBIOS RIMs). Off: RIM checks may stay "not checked".
+    pub require_rims: bool,
+    /// Device and RIM certificates must be shown unrevoked by NVIDIA's OCSP.
+    pub require_revocation_check: bool,
+    /// How long past its `nextUpdate` an OCSP answer may still be used when
+    /// NVIDIA's responder cannot be reached. 0 = never.
+    pub ocsp_grace_seconds: u64,
+    /// Accept a certificate NVIDIA put on hold (revoked, reason certificateHold).
+    pub dangerous_allow_hold: bool,
+    /// A node with NVSwitches must be a complete protected-PCIe set: 8 GPUs
+    /// and 4 switches, all answering the same nonce.
+    pub require_ppcie_topology: bool,
+    /// RIM indices whose mismatch is tolerated (an operator's decision after
+    /// investigating one, see docs/gpu.md). Each is reported.
+    pub dangerous_allow_mismatched_indices: Vec<u16>,
+}
+
+impl Default for GpuPolicy {
+    fn default() -> Self {
+        GpuPolicy {
+            require_rims: true,
+            require_revocation_check: true,
+            ocsp_grace_seconds: 0,
+            dangerous_allow_hold: false,
+            require_ppcie_topology: true,
+            dangerous_allow_mismatched_indices: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,465 @@
+//! A node's GPUs and NVSwitches appraised together: each device verified (in
+//! parallel), compared with its RIMs, its revocation status applied, then the
+//! node-level checks (one nonce, distinct devices, protected-PCIe topology)
+//! and the policy.
+
+use std::collections::BTreeMap;
+
+use crate::gpu::{self, Arch, DeviceInput};
+use crate::gpu_input::DeviceEvidence;
+use crate::policy::GpuPolicy;
+use crate::rim::{self, Rim, RimError, RimKind};
+use crate::spdm::{self, MeasurementReport};
+use crate::topology;
+use crate::verdict::{Check, Status, Verdict};
+
+pub mod check {
+    pub const RIM_DRIVER: &str = "rim.driver";
+    pub const RIM_VBIOS: &str = "rim.vbios";
+    pub const RIM_MEASUREMENTS: &str = "rim.measurements";
+    pub const REVOCATION: &str = "device.revocation";
+    pub const NODE_NONCE: &str = "node.nonce";
+    pub const NODE_DISTINCT: &str = "node.distinct";
+    pub const NODE_TOPOLOGY: &str = "node.topology";
+}
+
+/// A RIM file as given: verified, or why not.
+#[derive(Debug, Clone)]
+pub struct RimInput {
+    pub name: String,
+    pub rim: Result<Rim, RimError>,
+}
+
+impl RimInput {
+    pub fn verify(name: impl Into<String>, xml: &[u8], at: i64) -> Self {
+        RimInput {
+            name: name.into(),
+            rim: Rim::verify(xml, at),
+        }
+    }
+}
+
+/// What is known of a device's certificates' revocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revocation {
+    /// Every checked certificate is good per a verified OCSP answer.
+    Good(String),
+    /// A certificate is revoked (or the answer is unusable): the reason.
+    Bad(String),
+    /// On hold (certificateHold): accepted only by `dangerous_allow_hold`.
+    Hold(String),
+    /// No answer to go by (offline, not fetched).
+    Unknown(String),
+}
+
+pub struct NodeInput<'a> {
+    pub devices: &'a [DeviceEvidence],
+    /// The nonce every device must answer; `None` leaves it not checked.
+    pub nonce: Option<[u8; spdm::NONCE_LEN]>,
+    pub rims: &'a [RimInput],
+    /// Revocation per device, in `devices` order; missing = unknown.
+    pub revocation: &'a [Revocation],
+    pub policy: &'a GpuPolicy,
+    pub at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeviceVerdict {
+    pub label: String,
+    pub verdict: Verdict,
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeVerdict {
+    pub devices: Vec<DeviceVerdict>,
+    pub checks: Vec<Check>,
+    pub accepted: bool,
+}
+
+impl NodeVerdict {
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for d in &self.devices {
+            out.push_str(&format!("== {} ==\n", d.label));
+            out.push_str(&d.verdict.render());
+            out.push('\n');
+        }
+        out.push_str("== node ==\n");
+        out.push_str(&Verdict::new(self.checks.clone(), None).render());
+        if self.accepted {
+            out.push_str(&format!("NODE ACCEPTED ({} devices)\n", self.devices.len()));
+        } else {
+            out.push_str("NODE REJECTED\n");
+        }
+        out
+    }
+
+    /// Verified device identities, for counting each GPU once network-wide.
+    pub fn gpu_ids(&self) -> Vec<String> {
+        self.devices
+            .iter()
+            .filter_map(|d| match &d.verdict.facts {
+                Some(crate::Facts::Gpu(f)) if f.arch.as_deref() != Some("NVSwitch LS10") => {
+                    f.device_id.clone()
+                }
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Appraise every device of a node, and the node.
+pub fn appraise_node(input: &NodeInput<'_>) -> NodeVerdict {
+    let verified = verify_all(input);
+    let mut devices = Vec::with_capacity(verified.len());
+    let mut reports = Vec::with_capacity(verified.len());
+    for (i, (d, v)) in input.devices.iter().zip(verified).enumerate() {
+        let genuine = v.verification.genuine();
+        let arch = v.arch;
+        let mut checks = v.verification.checks;
+        match (&v.report, genuine) {
+            (Some(report), true) => {
+                checks.extend(rim_checks(report, arch, input.rims, input.policy));
+                checks.push(revocation_check(input.revocation.get(i), input.policy));
+            }
+            _ => {
+                for name in [
+                    check::RIM_DRIVER,
+                    check::RIM_VBIOS,
+                    check::RIM_MEASUREMENTS,
+                    check::REVOCATION,
+                ] {
+                    checks.push(Check::not_checked(name, "evidence did not verify"));
+                }
+            }
+        }
+        apply_requirements(&mut checks, input.policy);
+        reports.push((d.label.clone(), arch, v.report, genuine));
+        devices.push(DeviceVerdict {
+            label: d.label.clone(),
+            verdict: Verdict::new(checks, v.verification.facts),
+        });
+    }
+
+    let mut checks = Vec::new();
+    checks.push(node_nonce(&reports));
+    checks.push(distinct(&devices));
+    // The certificates' word on what a device is, else what the file said.
+    let switches = reports
+        .iter()
+        .zip(input.devices)
+        .filter(|(r, d)| r.1.or(d.arch).is_some_and(|a| a.is_switch()))
+        .count();
+    let gpus = input.devices.len() - switches;
+    checks.push(if switches == 0 && !input.policy.require_ppcie_topology {
+        Check::not_checked(check::NODE_TOPOLOGY, "no NVSwitch evidence: not a protected-PCIe node")
+    } else if switches == 0 {
+        Check::not_checked(
+            check::NODE_TOPOLOGY,
+            format!("{gpus} GPU(s) and no NVSwitch: single-GPU passthrough, no protected-PCIe topology to check"),
+        )
+    } else {
+        let parsed: Vec<topology::Device> = reports
+            .iter()
+            .zip(&devices)
+            .filter(|((_, _, _, genuine), _)| *genuine)
+            .filter_map(|((label, arch, report, _), d)| {
+                Some(topology::Device {
+                    label: label.as_str(),
+                    arch: (*arch)?,
+                    report: report.as_ref()?,
+                    device_id: match &d.verdict.facts {
+                        Some(crate::Facts::Gpu(f)) => f.device_id.as_deref(),
+                        _ => None,
+                    },
+                })
+            })
+            .collect();
+        match topology::check(&parsed) {
+            Ok(s) => Check::pass(check::NODE_TOPOLOGY, s),
+            Err(e) => Check::fail(check::NODE_TOPOLOGY, e),
+        }
+    });
+    let accepted = devices.iter().all(|d| d.verdict.accepted)
+        && !devices.is_empty()
+        && checks.iter().all(|c| c.status != Status::Fail);
+    NodeVerdict {
+        devices,
+        checks,
+        accepted,
+    }
+}
+
+/// Devices are independent: verify them on all cores.
+fn verify_all(input: &NodeInput<'_>) -> Vec<gpu::DeviceVerification> {
+    let one = |d: &DeviceEvidence| {
+        gpu::verify(&DeviceInput {
+            evidence: &d.evidence,
+            chain: &d.chain,
+            nonce: input.nonce.as_ref(),
+            arch: d.arch,
+            at: input.at,
+        })
+    };
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(input.devices.len());
+    if threads <= 1 {
+        return input.devices.iter().map(one).collect();
+    }
+    let per = input.devices.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = input
+            .devices
+            .chunks(per)
+            .map(|chunk| s.spawn(move || chunk.iter().map(one).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
+}
+
+/// Pick the RIM of `kind` for the reported version and check it.
+fn pick<'r>(
+    kind: RimKind,
+    report: &MeasurementReport,
+    rims: &'r [RimInput],
+) -> Result<Option<&'r Rim>, String> {
+    let of_kind: Vec<&Rim> = rims
+        .iter()
+        .filter_map(|r| r.rim.as_ref().ok())
+        .filter(|r| r.kind == kind)
+        .collect();
+    if let Some(r) = of_kind
+        .iter()
+        .find(|r| rim::version_matches(r, report).is_ok())
+    {
+        return Ok(Some(r));
+    }
+    if let Some(r) = of_kind.first() {
+        return Err(rim::version_matches(r, report).err().unwrap_or_default());
+    }
+    // A RIM that did not verify may have been the one meant for this device.
+    let broken: Vec<String> = rims
+        .iter()
+        .filter_map(|r| r.rim.as_ref().err().map(|e| format!("{}: {e}", r.name)))
+        .collect();
+    if !broken.is_empty() {
+        return Err(format!(
+            "no valid {} RIM: {}",
+            kind.name(),
+            broken.join("; ")
+        ));
+    }
+    Ok(None)
+}
+
+fn rim_checks(
+    report: &MeasurementReport,
+    arch: Option<Arch>,
+    rims: &[RimInput],
+    policy: &GpuPolicy,
+) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let mut used = Vec::new();
+    let kinds: &[(RimKind, &'static str)] = if arch.is_some_and(|a| a.is_switch()) {
+        &[(RimKind::Vbios, check::RIM_VBIOS)]
+    } else {
+        &[
+            (RimKind::Driver, check::RIM_DRIVER),
+            (RimKind::Vbios, check::RIM_VBIOS),
+        ]
+    };
+    let mut missing = false;
+    for (kind, name) in kinds {
+        match pick(*kind, report, rims) {
+            Ok(Some(r)) => {
+                used.push(r);
+                checks.push(Check::pass(
+                    name,
+                    format!(
+                        "{} {} (signed by NVIDIA, tag {:.16}…)",
+                        r.product, r.version, r.tag_id
+                    ),
+                ));
+            }
+            Ok(None) => {
+                missing = true;
+                checks.push(Check::not_checked(
+                    name,
+                    format!("no {} RIM given for this device", kind.name()),
+                ));
+            }
+            Err(e) => {
+                missing = true;
+                checks.push(Check::fail(name, e));
+            }
+        }
+    }
+    if used.is_empty() {
+        checks.push(Check::not_checked(
+            check::RIM_MEASUREMENTS,
+            "no reference values to compare with",
+        ));
+        return checks;
+    }
+    let c = rim::compare(report, &used);
+    let tolerated: Vec<u16> = c
+        .mismatched_indices()
+        .into_iter()
+        .filter(|i| policy.dangerous_allow_mismatched_indices.contains(i))
+        .collect();
+    let total = c.matched.len() + c.mismatched.len() + c.missing.len();
+    let mut problems = Vec::new();
+    for (i, reported, golden) in &c.mismatched {
+        if !tolerated.contains(i) {
+            problems.push(format!("index {i}: reported {reported}, RIM has {golden}"));
+        }
+    }
+    if !c.missing.is_empty() {
+        problems.push(format!("no block for active indices {:?}", c.missing));
+    }
+    if !c.conflicting.is_empty() {
+        problems.push(format!(
+            "indices {:?} are active in two RIMs",
+            c.conflicting
+        ));
+    }
+    checks.push(if problems.is_empty() {
+        let note = if tolerated.is_empty() {
+            String::new()
+        } else {
+            format!("; mismatch at {tolerated:?} tolerated by dangerous_allow_mismatched_indices")
+        };
+        let partial = if missing {
+            " (only the RIMs given)"
+        } else {
+            ""
+        };
+        Check::pass(
+            check::RIM_MEASUREMENTS,
+            format!(
+                "{} of {total} active measurements match{partial}{note}",
+                c.matched.len()
+            ),
+        )
+    } else {
+        Check::fail(
+            check::RIM_MEASUREMENTS,
+            format!(
+                "{} of {total} match; mismatching: {}",
+                c.matched.len(),
+                problems.join("; ")
+            ),
+        )
+    });
+    checks
+}
+
+fn revocation_check(r: Option<&Revocation>, policy: &GpuPolicy) -> Check {
+    match r {
+        Some(Revocation::Good(s)) => Check::pass(check::REVOCATION, s.clone()),
+        Some(Revocation::Bad(s)) => Check::fail(check::REVOCATION, s.clone()),
+        Some(Revocation::Hold(s)) if policy.dangerous_allow_hold => Check::pass(
+            check::REVOCATION,
+            format!("{s} (on hold, accepted by dangerous_allow_hold)"),
+        ),
+        Some(Revocation::Hold(s)) => Check::fail(
+            check::REVOCATION,
+            format!("{s}: NVIDIA put the certificate on hold"),
+        ),
+        Some(Revocation::Unknown(s)) => Check::not_checked(check::REVOCATION, s.clone()),
+        None => Check::not_checked(check::REVOCATION, "no OCSP answer for this device's chain"),
+    }
+}
+
+/// Not-checked checks the policy requires become failures, saying so.
+fn apply_requirements(checks: &mut [Check], policy: &GpuPolicy) {
+    for c in checks.iter_mut() {
+        if c.status != Status::NotChecked
+            || c.detail.starts_with("not reached")
+            || c.detail == "evidence did not verify"
+        {
+            continue;
+        }
+        let why = match c.name {
+            check::RIM_DRIVER | check::RIM_VBIOS | check::RIM_MEASUREMENTS
+                if policy.require_rims =>
+            {
+                "the policy requires NVIDIA reference values (RIMs): give --rim FILE or let the collateral store fetch them"
+            }
+            check::REVOCATION if policy.require_revocation_check => {
+                "the policy requires an OCSP check of the device chain: allow access to NVIDIA's OCSP service or import OCSP answers"
+            }
+            _ => continue,
+        };
+        c.status = Status::Fail;
+        c.detail = format!("{}; {why}", c.detail);
+    }
+}
+
+type Parsed = (String, Option<Arch>, Option<MeasurementReport>, bool);
+
+fn node_nonce(reports: &[Parsed]) -> Check {
+    let mut by_nonce: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    for (label, _, r, _) in reports {
+        if let Some(r) = r {
+            by_nonce
+                .entry(hex::encode(r.nonce))
+                .or_default()
+                .push(label);
+        }
+    }
+    match by_nonce.len() {
+        0 => Check::not_checked(check::NODE_NONCE, "no device evidence parsed"),
+        1 => Check::pass(
+            check::NODE_NONCE,
+            format!(
+                "all {} devices answer {}",
+                reports.len(),
+                by_nonce
+                    .keys()
+                    .next()
+                    .map(String::as_str)
+                    .unwrap_or_default()
+            ),
+        ),
+        _ => Check::fail(
+            check::NODE_NONCE,
+            format!(
+                "devices answer different nonces: {}",
+                by_nonce
+                    .iter()
+                    .map(|(n, l)| format!("{:.16}… by {}", n, l.join(", ")))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        ),
+    }
+}
+
+fn distinct(devices: &[DeviceVerdict]) -> Check {
+    let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+    for d in devices {
+        if let Some(crate::Facts::Gpu(f)) = &d.verdict.facts {
+            if let Some(id) = f.device_id.as_deref() {
+                if let Some(first) = seen.insert(id, &d.label) {
+                    return Check::fail(
+                        check::NODE_DISTINCT,
+                        format!(
+                            "{} and {} are the same device ({id}): evidence was duplicated",
+                            first, d.label
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    Check::pass(
+        check::NODE_DISTINCT,
+        format!("{} distinct devices", seen.len()),
+    )
+}
