@@ -30,9 +30,11 @@ pub mod check {
     ];
 }
 
-/// TCG DICE FWID (tcg-dice-TcbInfo) extension: NVIDIA puts the firmware's
-/// SHA-384 digest last in it.
-const OID_DICE_TCB_INFO: &str = "2.23.133.5.4.1";
+/// Hopper and NVSwitch leaves: a legacy DICE extension whose last 48 bytes
+/// are the firmware's SHA-384 digest (FWID).
+const OID_DICE_LEGACY: &str = "2.23.133.5.4.1";
+/// Blackwell leaves: a TCG DiceTcbInfo; the FWID is its first `fwids` entry.
+const OID_DICE_TCB_INFO: &str = "2.23.133.5.4.1.1";
 
 /// The device families NVIDIA signs evidence for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
@@ -321,26 +323,73 @@ fn leaf_is_switch(leaf: &X509Certificate<'_>) -> bool {
     matches!(Arch::from_common_name(&common_name(leaf)), Some(Arch::Ls10))
 }
 
-/// The last 48 bytes of the DICE TcbInfo extension, which must be the
-/// contents of an OCTET STRING (the FWID digest).
+/// The firmware digest (FWID) the leaf certificate names.
 fn leaf_fwid(leaf: &X509Certificate<'_>) -> Result<Vec<u8>, String> {
-    let ext = leaf
-        .extensions()
-        .iter()
-        .find(|e| e.oid.to_id_string() == OID_DICE_TCB_INFO)
-        .ok_or_else(|| {
-            format!(
-                "the first certificate ({}) has no FWID extension ({OID_DICE_TCB_INFO}): is the device's leaf (signing) certificate missing from the chain?",
-                common_name(leaf)
-            )
-        })?;
-    let v = ext.value;
     const LEN: usize = spdm::DIGEST_LEN;
-    if v.len() < LEN + 2 || v[v.len() - LEN - 2] != 0x04 || usize::from(v[v.len() - LEN - 1]) != LEN
-    {
-        return Err("the FWID extension does not end in a 48-byte digest".into());
+    let ext = |oid: &str| {
+        leaf.extensions()
+            .iter()
+            .find(|e| e.oid.to_id_string() == oid)
+            .map(|e| e.value)
+    };
+    if let Some(v) = ext(OID_DICE_LEGACY) {
+        // ... OCTET STRING (48 bytes) at the very end.
+        if v.len() < LEN + 2
+            || v[v.len() - LEN - 2] != 0x04
+            || usize::from(v[v.len() - LEN - 1]) != LEN
+        {
+            return Err("the FWID extension does not end in a 48-byte digest".into());
+        }
+        return Ok(v[v.len() - LEN..].to_vec());
     }
-    Ok(v[v.len() - LEN..].to_vec())
+    if let Some(v) = ext(OID_DICE_TCB_INFO) {
+        return dice_tcb_info_fwid(v)
+            .ok_or_else(|| "the DiceTcbInfo extension has no 48-byte FWID".to_string());
+    }
+    Err(format!(
+        "the first certificate ({}) has no FWID extension ({OID_DICE_LEGACY}): is the device's leaf (signing) certificate missing from the chain?",
+        common_name(leaf)
+    ))
+}
+
+/// DiceTcbInfo ::= SEQUENCE { ..., fwids [6] IMPLICIT SEQUENCE OF FWID, ... },
+/// FWID ::= SEQUENCE { hashAlg OID, digest OCTET STRING }: the first digest.
+fn dice_tcb_info_fwid(der: &[u8]) -> Option<Vec<u8>> {
+    /// One TLV: (tag, contents, rest). Short and long lengths up to 2 bytes.
+    fn tlv(d: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+        let (&tag, d) = d.split_first()?;
+        let (&len0, d) = d.split_first()?;
+        let (len, d) = match len0 {
+            l if l < 0x80 => (usize::from(l), d),
+            0x81 => (usize::from(*d.first()?), d.get(1..)?),
+            0x82 => (
+                usize::from(*d.first()?) << 8 | usize::from(*d.get(1)?),
+                d.get(2..)?,
+            ),
+            _ => return None,
+        };
+        Some((tag, d.get(..len)?, d.get(len..)?))
+    }
+    let (0x30, mut fields, _) = tlv(der)? else {
+        return None;
+    };
+    while !fields.is_empty() {
+        let (tag, body, rest) = tlv(fields)?;
+        fields = rest;
+        if tag == 0xA6 {
+            let (0x30, fwid, _) = tlv(body)? else {
+                return None;
+            };
+            let (0x06, _, fwid) = tlv(fwid)? else {
+                return None;
+            };
+            let (0x04, digest, _) = tlv(fwid)? else {
+                return None;
+            };
+            return (digest.len() == spdm::DIGEST_LEN).then(|| digest.to_vec());
+        }
+    }
+    None
 }
 
 /// The certificate NVIDIA's provisioning CA issued to this device (the BROM
@@ -392,4 +441,31 @@ fn model(r: &MeasurementReport, arch: Option<Arch>) -> Option<String> {
         (Arch::Hopper, _) => format!("Hopper (GH100-{chip})"),
         (Arch::Blackwell, _) => format!("Blackwell (GB100-{chip})"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dice_tcb_info_gives_its_first_fwid() {
+        // DiceTcbInfo { vendor [0] "NVIDIA", fwids [6] { { sha384, 48 x 0xab } } }
+        let mut fwid = vec![
+            0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02,
+        ];
+        fwid.extend([0x04, 48]);
+        fwid.extend([0xab; 48]);
+        let mut seq = vec![0x30, fwid.len() as u8];
+        seq.extend(fwid);
+        let mut fwids = vec![0xA6, seq.len() as u8];
+        fwids.extend(seq);
+        let mut body = vec![0x80, 6];
+        body.extend(b"NVIDIA");
+        body.extend(fwids);
+        let mut der = vec![0x30, 0x81, body.len() as u8];
+        der.extend(body);
+        assert_eq!(dice_tcb_info_fwid(&der), Some(vec![0xab; 48]));
+        assert_eq!(dice_tcb_info_fwid(&der[..der.len() - 1]), None);
+        assert_eq!(dice_tcb_info_fwid(&[0x30, 0x00]), None);
+    }
 }

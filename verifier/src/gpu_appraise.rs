@@ -63,13 +63,13 @@ pub struct NodeInput<'a> {
     pub at: i64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct DeviceVerdict {
     pub label: String,
     pub verdict: Verdict,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct NodeVerdict {
     pub devices: Vec<DeviceVerdict>,
     pub checks: Vec<Check>,
@@ -85,11 +85,14 @@ impl NodeVerdict {
             out.push('\n');
         }
         out.push_str("== node ==\n");
-        out.push_str(&Verdict::new(self.checks.clone(), None).render());
+        out.push_str(&crate::verdict::render_checks(&self.checks));
         if self.accepted {
-            out.push_str(&format!("NODE ACCEPTED ({} devices)\n", self.devices.len()));
+            out.push_str(&format!(
+                "\nNODE ACCEPTED ({} devices)\n",
+                self.devices.len()
+            ));
         } else {
-            out.push_str("NODE REJECTED\n");
+            out.push_str("\nNODE REJECTED\n");
         }
         out
     }
@@ -151,12 +154,18 @@ pub fn appraise_node(input: &NodeInput<'_>) -> NodeVerdict {
         .filter(|(r, d)| r.1.or(d.arch).is_some_and(|a| a.is_switch()))
         .count();
     let gpus = input.devices.len() - switches;
-    checks.push(if switches == 0 && !input.policy.require_ppcie_topology {
-        Check::not_checked(check::NODE_TOPOLOGY, "no NVSwitch evidence: not a protected-PCIe node")
-    } else if switches == 0 {
+    // GPUs in protected-PCIe mode are only safe with all their switches attested.
+    let ppcie_gpus = reports
+        .iter()
+        .filter_map(|r| r.2.as_ref())
+        .filter(|r| topology::in_ppcie_mode(r))
+        .count();
+    checks.push(if !input.policy.require_ppcie_topology {
+        Check::not_checked(check::NODE_TOPOLOGY, "the policy does not require the protected-PCIe topology")
+    } else if switches == 0 && ppcie_gpus == 0 {
         Check::not_checked(
             check::NODE_TOPOLOGY,
-            format!("{gpus} GPU(s) and no NVSwitch: single-GPU passthrough, no protected-PCIe topology to check"),
+            format!("{gpus} GPU(s) in single-GPU mode and no NVSwitch: no protected-PCIe topology to check"),
         )
     } else {
         let parsed: Vec<topology::Device> = reports

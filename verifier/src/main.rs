@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use tvm_certs::store::{CollateralStore, Source, StoreConfig};
 use tvm_certs::AmdProduct;
+use tvm_verifier::gpu_appraise::{appraise_node, NodeInput, NodeVerdict, RimInput};
+use tvm_verifier::gpu_input;
 use tvm_verifier::input::{binary_or_hex, parse_time};
 use tvm_verifier::snp::{self, SnpInput};
 use tvm_verifier::tdx::{self, TdxInput};
@@ -28,7 +30,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Verify a TDX quote or an SEV-SNP report and print every check.
+    /// Verify a TDX quote, an SEV-SNP report or NVIDIA GPU evidence and print
+    /// every check.
     ///
     /// Exit status: 0 accepted, 1 rejected, 2 unusable input.
     Verify(VerifyArgs),
@@ -140,11 +143,54 @@ struct VerifyArgs {
     /// Expected report_data (128 hex characters); without it binding is not checked.
     #[arg(long)]
     report_data: Option<String>,
+    /// NVIDIA GPU/NVSwitch evidence: nvtrust's JSON list, one of our evidence
+    /// bundles, or a single SPDM report (hex or binary) with --cert-chain.
+    /// Repeat (GPUs, then switches) to appraise a node from several files.
+    #[arg(long, num_args = 1.., conflicts_with_all = ["quote", "snp_report"])]
+    gpu_evidence: Vec<PathBuf>,
+    /// The device certificate chain (PEM, leaf first) of a single SPDM report.
+    #[arg(long, requires = "gpu_evidence")]
+    cert_chain: Option<PathBuf>,
+    /// The nonce (64 hex characters) every GPU and switch must have answered;
+    /// without it the nonce is not checked.
+    #[arg(long, requires = "gpu_evidence")]
+    nonce: Option<String>,
+    /// NVIDIA RIMs (signed SWID XML: driver, VBIOS, switch firmware) to
+    /// compare the devices' measurements with. Repeat for several.
+    #[arg(long, num_args = 1.., requires = "gpu_evidence")]
+    rim: Vec<PathBuf>,
     /// Print the verdict as JSON.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
     store: StoreArgs,
+}
+
+/// What `verify` concluded: one CPU TEE verdict or a node's GPU verdicts.
+enum Outcome {
+    Cpu(Verdict),
+    Gpu(NodeVerdict),
+}
+
+impl Outcome {
+    fn accepted(&self) -> bool {
+        match self {
+            Outcome::Cpu(v) => v.accepted,
+            Outcome::Gpu(v) => v.accepted,
+        }
+    }
+    fn render(&self) -> String {
+        match self {
+            Outcome::Cpu(v) => v.render(),
+            Outcome::Gpu(v) => v.render(),
+        }
+    }
+    fn json(&self) -> serde_json::Result<String> {
+        match self {
+            Outcome::Cpu(v) => serde_json::to_string_pretty(v),
+            Outcome::Gpu(v) => serde_json::to_string_pretty(v),
+        }
+    }
 }
 
 fn parse_product(s: &str) -> Result<AmdProduct, String> {
@@ -179,7 +225,50 @@ fn read_cert(path: &Path, what: &str) -> Result<Vec<u8>, String> {
     Ok(raw)
 }
 
-fn verify(args: &VerifyArgs) -> Result<Verdict, String> {
+fn verify_gpus(args: &VerifyArgs, policy: &Policy, at: i64) -> Result<NodeVerdict, String> {
+    let chain = match &args.cert_chain {
+        Some(p) => Some(read(p, "certificate chain")?),
+        None => None,
+    };
+    let mut devices = Vec::new();
+    for path in &args.gpu_evidence {
+        let data = read(path, "GPU evidence")?;
+        devices.extend(
+            gpu_input::read(&data, chain.as_deref())
+                .map_err(|e| format!("{}: {e}", path.display()))?,
+        );
+    }
+    let nonce = match &args.nonce {
+        None => None,
+        Some(h) => {
+            let mut out = [0u8; 32];
+            hex::decode_to_slice(h.trim_start_matches("0x"), &mut out)
+                .map_err(|_| "--nonce must be 64 hex characters (32 bytes)".to_string())?;
+            Some(out)
+        }
+    };
+    let rims = args
+        .rim
+        .iter()
+        .map(|p| {
+            Ok(RimInput::verify(
+                p.display().to_string(),
+                &read(p, "RIM")?,
+                at,
+            ))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(appraise_node(&NodeInput {
+        devices: &devices,
+        nonce,
+        rims: &rims,
+        revocation: &[],
+        policy: &policy.gpu,
+        at,
+    }))
+}
+
+fn verify(args: &VerifyArgs) -> Result<Outcome, String> {
     let at = match &args.at {
         Some(s) => parse_time(s)?,
         None => std::time::SystemTime::now()
@@ -200,6 +289,9 @@ fn verify(args: &VerifyArgs) -> Result<Verdict, String> {
             Some(out)
         }
     };
+    if !args.gpu_evidence.is_empty() {
+        return verify_gpus(args, &policy, at).map(Outcome::Gpu);
+    }
     let verification = if let Some(q) = &args.quote {
         let quote = binary_or_hex(&read(q, "quote")?);
         let collateral = match &args.collateral {
@@ -287,11 +379,16 @@ fn verify(args: &VerifyArgs) -> Result<Verdict, String> {
         })
     } else {
         return Err(
-            "give --quote FILE --collateral FILE (TDX) or --snp-report FILE --vcek FILE (SEV-SNP)"
+            "give --quote FILE --collateral FILE (TDX), --snp-report FILE --vcek FILE (SEV-SNP) or --gpu-evidence FILE (NVIDIA)"
                 .into(),
         );
     };
-    Ok(appraise(verification, &policy, expected.as_ref(), at))
+    Ok(Outcome::Cpu(appraise(
+        verification,
+        &policy,
+        expected.as_ref(),
+        at,
+    )))
 }
 
 fn collateral(action: &CollateralAction) -> Result<String, String> {
@@ -333,7 +430,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => match verify(&args) {
             Ok(v) => {
                 if args.json {
-                    match serde_json::to_string_pretty(&v) {
+                    match v.json() {
                         Ok(s) => println!("{s}"),
                         Err(e) => {
                             eprintln!("error: cannot print the verdict as JSON: {e}");
@@ -343,7 +440,7 @@ fn main() -> ExitCode {
                 } else {
                     print!("{}", v.render());
                 }
-                if v.accepted {
+                if v.accepted() {
                     ExitCode::SUCCESS
                 } else {
                     ExitCode::from(REJECTED)

@@ -319,6 +319,8 @@ pub struct Comparison {
     pub missing: Vec<u16>,
     /// Indices active in more than one RIM (ambiguous golden values).
     pub conflicting: Vec<u16>,
+    /// Active indices not compared, and why.
+    pub skipped: Vec<(u16, &'static str)>,
 }
 
 impl Comparison {
@@ -331,14 +333,24 @@ impl Comparison {
     }
 }
 
+/// RIM index 35 measures the NVDEC engine; NVIDIA's verifiers skip it when
+/// the GPU reports NVDEC0 disabled (0x55).
+const NVDEC_INDEX: u16 = 35;
+const NVDEC_DISABLED: u8 = 0x55;
+
 /// Compare every active golden measurement of `rims` with the report.
 pub fn compare(report: &MeasurementReport, rims: &[&Rim]) -> Comparison {
     let mut c = Comparison::default();
     let mut seen = std::collections::BTreeSet::new();
+    let nvdec_off = report.field(crate::spdm::field::NVDEC0_STATUS) == Some(&[NVDEC_DISABLED][..]);
     for rim in rims {
         for g in rim.active() {
             if !seen.insert(g.index) {
                 c.conflicting.push(g.index);
+                continue;
+            }
+            if g.index == NVDEC_INDEX && nvdec_off {
+                c.skipped.push((g.index, "NVDEC0 is disabled"));
                 continue;
             }
             let block = u8::try_from(g.index + 1).ok().and_then(|i| report.block(i));

@@ -46,6 +46,15 @@ fn show(p: &Pdi) -> String {
     hex::encode(p)
 }
 
+/// FEATURE_FLAG value of a GPU in protected-PCIe mode.
+const FEATURE_PPCIE: u8 = 2;
+
+/// The GPU says it runs in protected-PCIe mode (and so needs its switches).
+pub fn in_ppcie_mode(r: &MeasurementReport) -> bool {
+    r.field(field::PROTECTED_PCIE_STATUS) == Some(&[PPCIE_ON][..])
+        || r.field(field::FEATURE_FLAG).and_then(|f| f.first()) == Some(&FEATURE_PPCIE)
+}
+
 /// Check the topology; `Ok` says what was found.
 pub fn check(devices: &[Device<'_>]) -> Result<String, String> {
     let gpus: Vec<&Device> = devices.iter().filter(|d| !d.arch.is_switch()).collect();

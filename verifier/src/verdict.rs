@@ -78,16 +78,7 @@ impl Verdict {
 
     /// A plain-text table for people.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        let width = self.checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
-        for c in &self.checks {
-            let mark = match c.status {
-                Status::Pass => "PASS",
-                Status::Fail => "FAIL",
-                Status::NotChecked => " -- ",
-            };
-            let _ = writeln!(out, "{mark}  {:width$}  {}", c.name, c.detail);
-        }
+        let mut out = render_checks(&self.checks);
         if let Some(f) = &self.facts {
             out.push('\n');
             for (k, v) in f.rows() {
@@ -105,6 +96,21 @@ impl Verdict {
         );
         out
     }
+}
+
+/// One line per check: status, name, detail.
+pub fn render_checks(checks: &[Check]) -> String {
+    let mut out = String::new();
+    let width = checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
+    for c in checks {
+        let mark = match c.status {
+            Status::Pass => "PASS",
+            Status::Fail => "FAIL",
+            Status::NotChecked => " -- ",
+        };
+        let _ = writeln!(out, "{mark}  {:width$}  {}", c.name, c.detail);
+    }
+    out
 }
 
 /// The outcome of `verify` (is the evidence genuine?), before any policy.

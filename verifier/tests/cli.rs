@@ -252,3 +252,107 @@ async fn collateral_and_vcek_come_from_the_store_and_travel_as_a_bundle() {
     assert_eq!(code, 0, "{out}{err}");
     let _ = std::fs::remove_dir_all(tmp);
 }
+
+#[test]
+fn gpu_evidence_single_report_and_node() {
+    let dir = std::env::temp_dir().join(format!("tvm-cli-gpu-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let offline = dir.join("offline.yaml");
+    std::fs::write(
+        &offline,
+        "gpu:\n  require_rims: false\n  require_revocation_check: false\n",
+    )
+    .unwrap();
+    let offline = offline.display().to_string();
+
+    // NV-4 from nvtrust's two files: accepted under the offline policy.
+    let gpus = td("nvidia/nvtrust_ppcie_gpu_evidence_8xH100.json");
+    let switches = td("nvidia/nvtrust_ppcie_switch_evidence_4xLS10.json");
+    let nonce = "4760e30534a0621357d458b1a7936551b5dc4cd1e69718adf7ed9fb0252a537e";
+    let when = "2025-06-01T00:00:00Z";
+    let (code, out, err) = run(&[
+        "verify",
+        "--gpu-evidence",
+        &gpus,
+        &switches,
+        "--nonce",
+        nonce,
+        "--at",
+        when,
+        "--policy",
+        &offline,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("NODE ACCEPTED (12 devices)"), "{out}");
+    assert!(out.contains("PASS  node.topology"), "{out}");
+
+    // The GPUs alone are not a protected-PCIe node.
+    let (code, out, _) = run(&[
+        "verify",
+        "--gpu-evidence",
+        &gpus,
+        "--nonce",
+        nonce,
+        "--at",
+        when,
+        "--policy",
+        &offline,
+    ]);
+    assert_eq!(code, 1);
+    assert!(out.contains("FAIL  node.topology"), "{out}");
+
+    // A wrong nonce is rejected and named; the JSON carries the checks.
+    let other = "00".repeat(32);
+    let (code, out, _) = run(&[
+        "verify",
+        "--gpu-evidence",
+        &gpus,
+        &switches,
+        "--nonce",
+        &other,
+        "--at",
+        when,
+        "--json",
+    ]);
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["accepted"], false);
+    let first = &v["devices"][0]["verdict"]["checks"];
+    let nonce_check = first
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "spdm.nonce")
+        .unwrap();
+    assert_eq!(nonce_check["status"], "fail");
+
+    // One hex report with its chain and a RIM; default policy: no driver RIM, no OCSP.
+    let (code, out, _) = run(&[
+        "verify",
+        "--gpu-evidence",
+        &td("nvidia/trustee_hopper_coco_report1.hex"),
+        "--cert-chain",
+        &td("nvidia/trustee_hopper_coco_cert_chain1.pem"),
+        "--rim",
+        &td("nvidia/nvtrust_1010_0200_882_960074001A_PROD.swidtag"),
+        "--at",
+        "2024-06-01T00:00:00Z",
+    ]);
+    assert_eq!(code, 1);
+    assert!(out.contains("PASS  rim.vbios"), "{out}");
+    assert!(out.contains("index 9: reported 059b32e7"), "{out}");
+    assert!(out.contains("FAIL  rim.driver"), "{out}");
+
+    // Unusable input: a single report without its chain, a bad nonce.
+    let (code, _, err) = run(&[
+        "verify",
+        "--gpu-evidence",
+        &td("nvidia/nvtrust_hopper_report.hex"),
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--cert-chain"), "{err}");
+    let (code, _, err) = run(&["verify", "--gpu-evidence", &gpus, "--nonce", "abc"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("64 hex"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
