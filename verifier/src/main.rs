@@ -34,7 +34,7 @@ enum Command {
     /// every check.
     ///
     /// Exit status: 0 accepted, 1 rejected, 2 unusable input.
-    Verify(VerifyArgs),
+    Verify(Box<VerifyArgs>),
     /// Share collateral between validators as one file (checked on import).
     Collateral {
         #[command(subcommand)]
@@ -168,7 +168,7 @@ struct VerifyArgs {
 
 /// What `verify` concluded: one CPU TEE verdict or a node's GPU verdicts.
 enum Outcome {
-    Cpu(Verdict),
+    Cpu(Box<Verdict>),
     Gpu(NodeVerdict),
 }
 
@@ -383,12 +383,12 @@ fn verify(args: &VerifyArgs) -> Result<Outcome, String> {
                 .into(),
         );
     };
-    Ok(Outcome::Cpu(appraise(
+    Ok(Outcome::Cpu(Box::new(appraise(
         verification,
         &policy,
         expected.as_ref(),
         at,
-    )))
+    ))))
 }
 
 fn collateral(action: &CollateralAction) -> Result<String, String> {
