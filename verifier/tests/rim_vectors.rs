@@ -126,3 +126,34 @@ fn malformed_rims_are_refused_with_a_reason() {
         assert!(e.to_string().contains(needle), "{needle}: {e}");
     }
 }
+
+/// NV-1 with the RIMs NVIDIA published for its driver (550.90.07) and VBIOS
+/// (96.00.9F.00.01): the one fully positive reference-value vector.
+#[test]
+fn nv1_matches_its_own_driver_and_vbios_rims() {
+    let report = MeasurementReport::parse(&testdata("nvidia/nvtrust_hopper_report.hex")).unwrap();
+    let when = at("2024-09-01T00:00:00Z");
+    let driver = Rim::verify(
+        &testdata("nvidia/gonv_NV_GPU_DRIVER_GH100_550.90.07.xml"),
+        when,
+    )
+    .unwrap();
+    let vbios = Rim::verify(
+        &testdata("nvidia/gonv_NV_GPU_VBIOS_1010_0200_882_96009F0001.xml"),
+        when,
+    )
+    .unwrap();
+    assert_eq!(driver.kind, RimKind::Driver);
+    assert_eq!(vbios.kind, RimKind::Vbios);
+    assert_eq!(rim::version_matches(&driver, &report).unwrap(), "550.90.07");
+    assert_eq!(
+        rim::version_matches(&vbios, &report).unwrap(),
+        "96.00.9f.00.01"
+    );
+    let c = rim::compare(&report, &[&driver, &vbios]);
+    assert!(c.ok(), "{c:?}");
+    assert!(c.mismatched.is_empty() && c.missing.is_empty() && c.conflicting.is_empty());
+    let active = driver.active().count() + vbios.active().count();
+    assert_eq!(c.matched.len() + c.skipped.len(), active);
+    assert!(c.matched.len() >= 30, "{}", c.matched.len());
+}
