@@ -3,7 +3,52 @@
 //! the last one signed by (or equal to) a pinned root, every one valid at the
 //! given time, every issuer a CA.
 
+use std::collections::HashSet;
+use std::sync::{Mutex, OnceLock};
+
+use sha2::{Digest, Sha256};
 use x509_parser::prelude::{FromDer, X509Certificate};
+
+/// Signatures already found valid: SHA-256(certificate ‖ issuer key). A
+/// signature's validity depends on nothing but those bytes, so remembering it
+/// is safe; it spares the P-384 work for the intermediates every GPU shares
+/// and for devices attested again. Bounded: cleared when full.
+fn verified_signatures() -> &'static Mutex<HashSet<[u8; 32]>> {
+    static CACHE: OnceLock<Mutex<HashSet<[u8; 32]>>> = OnceLock::new();
+    CACHE.get_or_init(|| Mutex::new(HashSet::new()))
+}
+const MAX_REMEMBERED: usize = 16_384;
+
+/// Forget every remembered signature (to measure the cold path).
+pub fn forget_verified_signatures() {
+    if let Ok(mut seen) = verified_signatures().lock() {
+        seen.clear();
+    }
+}
+
+fn signed_by(cert: &X509Certificate<'_>, der: &[u8], issuer: &X509Certificate<'_>) -> bool {
+    let key = issuer.public_key().raw;
+    let mut h = Sha256::new();
+    h.update((der.len() as u64).to_be_bytes());
+    h.update(der);
+    h.update(key);
+    let id: [u8; 32] = h.finalize().into();
+    if let Ok(seen) = verified_signatures().lock() {
+        if seen.contains(&id) {
+            return true;
+        }
+    }
+    let ok = cert.verify_signature(Some(issuer.public_key())).is_ok();
+    if ok {
+        if let Ok(mut seen) = verified_signatures().lock() {
+            if seen.len() >= MAX_REMEMBERED {
+                seen.clear();
+            }
+            seen.insert(id);
+        }
+    }
+    ok
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChainError {
@@ -81,7 +126,7 @@ pub fn verify_chain<'c>(
     for (index, cert) in parsed.iter().enumerate() {
         let subject = cert.subject().to_string();
         let issuer = parsed.get(index + 1).unwrap_or(&root_cert);
-        if cert.verify_signature(Some(issuer.public_key())).is_err() {
+        if !signed_by(cert, &chain[index], issuer) {
             if index + 1 == parsed.len() {
                 return Err(ChainError::WrongRoot {
                     subject,
