@@ -77,7 +77,11 @@ fn nv1_against_the_test_rims_mismatches_as_sources_says() {
     assert_eq!(d.matched, vec![23, 24, 28, 33, 38]);
     assert_eq!(d.skipped.iter().map(|s| s.0).collect::<Vec<_>>(), vec![35]);
     let g35 = driver.golden.iter().find(|g| g.index == 35).unwrap();
-    assert_eq!(report.block(36).unwrap().value, g35.alternatives[0]);
+    let b36 = &report.block(36).unwrap().value;
+    assert!(g35
+        .alternatives
+        .iter()
+        .any(|a| a.as_slice() == b36.as_slice()));
     assert_eq!(d.mismatched.len(), 21 - 6);
     let v = rim::compare(&report, &[&vbios]);
     assert_eq!(v.matched, vec![0, 4, 5, 6, 8, 10, 12]);
