@@ -8,6 +8,7 @@ pub mod anchors;
 pub mod chain;
 pub mod fetch;
 pub mod intel;
+pub mod ocsp;
 pub mod store;
 
 pub use anchors::{AmdCa, AmdProduct, AmdSigner, AnchorError};
