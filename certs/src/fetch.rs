@@ -96,6 +96,29 @@ impl Fetcher {
     }
 
     pub async fn get(&self, url: &str) -> Result<Response, FetchError> {
+        self.send(url, self.client.get(url)).await
+    }
+
+    /// POST `body` (e.g. an OCSP request, `application/ocsp-request`).
+    pub async fn post(
+        &self,
+        url: &str,
+        content_type: &'static str,
+        body: Vec<u8>,
+    ) -> Result<Response, FetchError> {
+        let req = self
+            .client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body);
+        self.send(url, req).await
+    }
+
+    async fn send(
+        &self,
+        url: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Response, FetchError> {
         let host = Self::host_of(url);
         {
             let map = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
@@ -110,15 +133,10 @@ impl Fetcher {
             }
         }
         self.sent.fetch_add(1, Ordering::Relaxed);
-        let mut resp = self
-            .client
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| FetchError::Network {
-                url: url.to_string(),
-                reason: e.to_string(),
-            })?;
+        let mut resp = request.send().await.map_err(|e| FetchError::Network {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })?;
         let status = resp.status().as_u16();
         if status == 429 || status == 503 {
             let retry_after = resp
@@ -151,7 +169,7 @@ impl Fetcher {
                 url: url.to_string(),
                 status,
                 hint: if status == 404 {
-                    " (no such item: check the FMSPC, chip ID or TCB)"
+                    " (no such item: check the FMSPC, chip ID, TCB or RIM id)"
                 } else {
                     ""
                 },

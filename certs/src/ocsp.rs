@@ -170,6 +170,21 @@ pub fn check(
     at: i64,
     grace_seconds: u64,
 ) -> Result<Answer, OcspError> {
+    inspect(response, cert, issuer, Some((at, grace_seconds)))
+}
+
+/// Check everything but the time (signer, certificate): for answers taken
+/// into a cache, which are checked again, with the time, when used.
+pub fn check_signed(response: &[u8], cert: &[u8], issuer: &[u8]) -> Result<Answer, OcspError> {
+    inspect(response, cert, issuer, None)
+}
+
+fn inspect(
+    response: &[u8],
+    cert: &[u8],
+    issuer: &[u8],
+    when: Option<(i64, u64)>,
+) -> Result<Answer, OcspError> {
     let malformed = |e: der::Error| OcspError::Malformed(e.to_string());
     if response.len() > MAX_RESPONSE_BYTES {
         return Err(OcspError::Malformed(format!(
@@ -201,6 +216,18 @@ pub fn check(
         .as_bytes()
         .ok_or_else(|| OcspError::Malformed("signature is not whole bytes".into()))?;
 
+    let want = cert_id(cert, issuer).map_err(|e| OcspError::Malformed(e.to_string()))?;
+    let single = basic
+        .tbs_response_data
+        .responses
+        .iter()
+        .find(|s| same_cert(&s.cert_id, &want, cert, issuer))
+        .ok_or(OcspError::WrongCertificate)?;
+    let time = |t: &x509_ocsp::OcspGeneralizedTime| t.0.to_unix_duration().as_secs() as i64;
+    let this_update = time(&single.this_update);
+    let next_update = single.next_update.as_ref().map(time);
+    // Certificates are judged at the given time, else at the answer's own.
+    let at = when.map(|w| w.0).unwrap_or(this_update);
     // Who signed: the issuer itself, or a responder it delegated to.
     let (_, issuer_cert) =
         X509Certificate::from_der(issuer).map_err(|e| OcspError::Malformed(e.to_string()))?;
@@ -256,17 +283,7 @@ pub fn check(
         }
     }
 
-    let want = cert_id(cert, issuer).map_err(|e| OcspError::Malformed(e.to_string()))?;
-    let single = basic
-        .tbs_response_data
-        .responses
-        .iter()
-        .find(|s| same_cert(&s.cert_id, &want, cert, issuer))
-        .ok_or(OcspError::WrongCertificate)?;
-    let time = |t: &x509_ocsp::OcspGeneralizedTime| t.0.to_unix_duration().as_secs() as i64;
-    let this_update = time(&single.this_update);
-    let next_update = single.next_update.as_ref().map(time);
-    if this_update > at + SKEW_SECONDS {
+    if when.is_some() && this_update > at + SKEW_SECONDS {
         return Err(OcspError::NotYetValid(rfc3339(this_update)));
     }
     let answer = Answer {
@@ -282,11 +299,13 @@ pub fn check(
         next_update,
     };
     let until = answer.valid_until();
-    if at > until.saturating_add(grace_seconds as i64) {
-        return Err(OcspError::Stale {
-            next_update: rfc3339(until),
-            grace: grace_seconds,
-        });
+    if let Some((at, grace_seconds)) = when {
+        if at > until.saturating_add(grace_seconds as i64) {
+            return Err(OcspError::Stale {
+                next_update: rfc3339(until),
+                grace: grace_seconds,
+            });
+        }
     }
     Ok(answer)
 }

@@ -23,6 +23,10 @@ use crate::intel;
 
 /// Where collateral comes from. Base URLs are configurable so a PCCS or a
 /// mirror can stand in for Intel and AMD.
+#[path = "store_nvidia.rs"]
+mod store_nvidia;
+pub use store_nvidia::valid_rim_id;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
@@ -33,6 +37,10 @@ pub struct StoreConfig {
     pub root_crl_url: String,
     /// AMD Key Distribution Service.
     pub kds_url: String,
+    /// NVIDIA's OCSP responder (device and RIM certificates).
+    pub nvidia_ocsp_url: String,
+    /// NVIDIA's RIM service (`{url}/v1/rim/{id}`).
+    pub nvidia_rim_url: String,
     /// Fetch again this long before `nextUpdate`.
     pub refresh_before_seconds: u64,
     pub timeout_seconds: u64,
@@ -46,6 +54,8 @@ impl Default for StoreConfig {
             root_crl_url: "https://certificates.trustedservices.intel.com/IntelSGXRootCA.der"
                 .into(),
             kds_url: "https://kdsintf.amd.com".into(),
+            nvidia_ocsp_url: "https://ocsp.ndis.nvidia.com/".into(),
+            nvidia_rim_url: "https://rim.attestation.nvidia.com".into(),
             refresh_before_seconds: 24 * 3600,
             timeout_seconds: 20,
         }
@@ -415,11 +425,14 @@ impl CollateralStore {
 
     /// Everything cached, as one file another validator can import.
     pub fn export_bundle(&self) -> Result<Vec<u8>, StoreError> {
+        let (nvidia_ocsp, nvidia_rim) = self.export_nvidia()?;
         let mut bundle = Bundle {
             version: BUNDLE_VERSION,
             tdx: Vec::new(),
             vcek: Vec::new(),
             crl: Vec::new(),
+            nvidia_ocsp,
+            nvidia_rim,
         };
         let tdx_dir = self.cfg.dir.join("tdx");
         for entry in read_dir_sorted(&tdx_dir)? {
@@ -548,6 +561,7 @@ impl CollateralStore {
             write_atomic(&self.crl_path(item.product, item.signer), &der)?;
             written += 1;
         }
+        written += self.import_nvidia(&bundle.nvidia_ocsp, &bundle.nvidia_rim)?;
         Ok(written)
     }
 }
@@ -576,6 +590,10 @@ struct Bundle {
     vcek: Vec<VcekItem>,
     #[serde(default)]
     crl: Vec<CrlItem>,
+    #[serde(default)]
+    nvidia_ocsp: Vec<store_nvidia::OcspItem>,
+    #[serde(default)]
+    nvidia_rim: Vec<store_nvidia::RimItem>,
 }
 
 #[derive(Serialize, Deserialize)]

@@ -5,6 +5,7 @@ pub mod appraise;
 pub mod facts;
 pub mod gpu;
 pub mod gpu_appraise;
+pub mod gpu_collateral;
 pub mod gpu_input;
 pub mod input;
 pub mod policy;

@@ -7,11 +7,11 @@ use clap::{Args, Parser, Subcommand};
 use tvm_certs::store::{CollateralStore, Source, StoreConfig};
 use tvm_certs::AmdProduct;
 use tvm_verifier::gpu_appraise::{appraise_node, NodeInput, NodeVerdict, RimInput};
-use tvm_verifier::gpu_input;
 use tvm_verifier::input::{binary_or_hex, parse_time};
 use tvm_verifier::snp::{self, SnpInput};
 use tvm_verifier::tdx::{self, TdxInput};
 use tvm_verifier::{appraise, Policy, Verdict};
+use tvm_verifier::{gpu_collateral, gpu_input};
 
 /// Exit statuses: 0 accepted, 1 rejected, 2 unusable input.
 const REJECTED: u8 = 1;
@@ -73,6 +73,12 @@ struct StoreArgs {
     /// AMD KDS.
     #[arg(long)]
     kds_url: Option<String>,
+    /// NVIDIA's OCSP responder (device and RIM certificates).
+    #[arg(long)]
+    nvidia_ocsp_url: Option<String>,
+    /// NVIDIA's RIM service.
+    #[arg(long)]
+    nvidia_rim_url: Option<String>,
     /// An extra TLS root (PEM or DER) for a PCCS or mirror with a private CA.
     #[arg(long)]
     tls_root: Option<PathBuf>,
@@ -97,6 +103,14 @@ impl StoreArgs {
             pcs_url: self.pcs_url.clone().unwrap_or(defaults.pcs_url),
             root_crl_url: self.root_crl_url.clone().unwrap_or(defaults.root_crl_url),
             kds_url: self.kds_url.clone().unwrap_or(defaults.kds_url),
+            nvidia_ocsp_url: self
+                .nvidia_ocsp_url
+                .clone()
+                .unwrap_or(defaults.nvidia_ocsp_url),
+            nvidia_rim_url: self
+                .nvidia_rim_url
+                .clone()
+                .unwrap_or(defaults.nvidia_rim_url),
             ..defaults
         };
         let roots = match &self.tls_root {
@@ -159,6 +173,11 @@ struct VerifyArgs {
     /// compare the devices' measurements with. Repeat for several.
     #[arg(long, num_args = 1.., requires = "gpu_evidence")]
     rim: Vec<PathBuf>,
+    /// Get what the GPU appraisal needs from the collateral store (cache,
+    /// then NVIDIA's services): the RIMs (unless --rim is given) and OCSP
+    /// answers for the device certificates.
+    #[arg(long, requires = "gpu_evidence")]
+    fetch: bool,
     /// Print the verdict as JSON.
     #[arg(long)]
     json: bool,
@@ -247,7 +266,7 @@ fn verify_gpus(args: &VerifyArgs, policy: &Policy, at: i64) -> Result<NodeVerdic
             Some(out)
         }
     };
-    let rims = args
+    let mut rims = args
         .rim
         .iter()
         .map(|p| {
@@ -258,11 +277,29 @@ fn verify_gpus(args: &VerifyArgs, policy: &Policy, at: i64) -> Result<NodeVerdic
             ))
         })
         .collect::<Result<Vec<_>, String>>()?;
+    let mut revocation = Vec::new();
+    if args.fetch {
+        let store = args.store.open()?;
+        let rt = runtime()?;
+        if rims.is_empty() {
+            let (fetched, problems) = rt.block_on(gpu_collateral::rims(&store, &devices, at));
+            for p in problems {
+                eprintln!("warning: {p}");
+            }
+            rims = fetched;
+        }
+        revocation = rt.block_on(gpu_collateral::revocation(
+            &store,
+            &devices,
+            at,
+            policy.gpu.ocsp_grace_seconds,
+        ));
+    }
     Ok(appraise_node(&NodeInput {
         devices: &devices,
         nonce,
         rims: &rims,
-        revocation: &[],
+        revocation: &revocation,
         policy: &policy.gpu,
         at,
     }))

@@ -48,6 +48,7 @@ pub mod field {
     pub const LOCK_SWITCH_STATUS: u16 = 25;
     pub const GPU_LINK_CONN: u16 = 26;
     pub const OPAQUE_DATA_VERSION: u16 = 34;
+    pub const CHIP_INFO: u16 = 35;
     pub const FEATURE_FLAG: u16 = 36;
 }
 

@@ -19,7 +19,9 @@ fn store(dir: &std::path::Path, s: &Server) -> CollateralStore {
             dir: dir.to_path_buf(),
             pcs_url: base.clone(),
             root_crl_url: format!("{base}/root.crl"),
-            kds_url: base,
+            kds_url: base.clone(),
+            nvidia_ocsp_url: format!("{base}/ocsp"),
+            nvidia_rim_url: base,
             refresh_before_seconds: 86_400,
             timeout_seconds: 5,
         },
@@ -230,4 +232,81 @@ async fn rate_limits_cause_backoff_not_a_storm() {
     assert!(st.vcek(AmdProduct::Milan, &other, tcb).await.is_err());
     assert_eq!(server.state.requests.load(Ordering::SeqCst), 1);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// RIMs come from NVIDIA's RIM service once, then from the cache; an OCSP
+/// responder that cannot answer leaves revocation unknown, which the default
+/// policy refuses, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gpu_rims_are_fetched_once_and_ocsp_outages_are_named() {
+    use tvm_verifier::gpu_appraise::{appraise_node, check, NodeInput};
+    use tvm_verifier::gpu_collateral;
+    use tvm_verifier::gpu_input::{pem_chain, DeviceEvidence};
+    use tvm_verifier::policy::GpuPolicy;
+
+    let server = serve(false).await;
+    let dir = tempdir("gpu");
+    let st = store(&dir, &server);
+    let devices = vec![DeviceEvidence {
+        label: "gpu 0".into(),
+        arch: None,
+        evidence: testdata("nvidia/nvtrust_hopper_report.hex"),
+        chain: pem_chain(&testdata("nvidia/nvtrust_hopper_cert_chain.pem")).unwrap(),
+        stated_nonce: None,
+    }];
+    let when = at("2024-09-01T00:00:00Z");
+    let (rims, problems) = gpu_collateral::rims(&st, &devices, when).await;
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(rims.len(), 2);
+    assert_eq!(server.state.requests.load(Ordering::SeqCst), 2);
+    let revocation = gpu_collateral::revocation(&st, &devices, when, 0).await;
+    // BROM, Provisioner ICA and Identity CA: the leaf and root are not asked about.
+    assert_eq!(server.state.ocsp_requests.load(Ordering::SeqCst), 3);
+
+    let policy = GpuPolicy::default();
+    let v = appraise_node(&NodeInput {
+        devices: &devices,
+        nonce: None,
+        rims: &rims,
+        revocation: &revocation,
+        policy: &policy,
+        at: when,
+    });
+    let d = &v.devices[0].verdict;
+    assert_eq!(
+        d.check(check::RIM_MEASUREMENTS).unwrap().status,
+        Status::Pass
+    );
+    let r = d.check(check::REVOCATION).unwrap();
+    assert_eq!(r.status, Status::Fail);
+    assert!(r.detail.contains("GH100 A01 GSP BROM"), "{}", r.detail);
+    assert!(r.detail.contains("TryLater"), "{}", r.detail);
+    assert!(r.detail.contains("policy requires"), "{}", r.detail);
+
+    // Second time: RIMs from the cache; the responder is asked again.
+    let (again, _) = gpu_collateral::rims(&st, &devices, when).await;
+    assert_eq!(again.len(), 2);
+    assert_eq!(server.state.requests.load(Ordering::SeqCst), 2);
+    // They travel in the offline bundle.
+    let bundle = st.export_bundle().unwrap();
+    let other = tempdir("gpu-import");
+    let st2 = store(&other, &server);
+    assert_eq!(st2.import_bundle(&bundle).unwrap(), 2);
+    let (imported, _) = gpu_collateral::rims(&st2, &devices, when).await;
+    assert_eq!(imported.len(), 2);
+    assert_eq!(server.state.requests.load(Ordering::SeqCst), 2);
+    // An id the service does not have is reported, not fatal.
+    let mut other_dev = devices.clone();
+    other_dev[0].evidence = testdata("nvidia/trustee_hopper_coco_report1.hex");
+    other_dev[0].chain =
+        pem_chain(&testdata("nvidia/trustee_hopper_coco_cert_chain1.pem")).unwrap();
+    let (none, problems) = gpu_collateral::rims(&st, &other_dev, when).await;
+    assert!(none.is_empty());
+    assert_eq!(problems.len(), 2);
+    assert!(
+        problems[0].contains("NV_GPU_DRIVER_GH100_580.95.05") && problems[0].contains("404"),
+        "{problems:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&other);
 }

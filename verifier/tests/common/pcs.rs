@@ -1,5 +1,6 @@
-//! A loopback HTTPS server playing Intel PCS and AMD KDS, serving the real
-//! vector collateral in the services' own response formats.
+//! A loopback HTTPS server playing Intel PCS, AMD KDS and NVIDIA's RIM and
+//! OCSP services, serving the real vector collateral in the services' own
+//! response formats.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 
 use super::testdata;
@@ -17,6 +18,7 @@ pub struct Pcs {
     collateral: dcap_qvl::QuoteCollateralV3,
     vcek: Vec<u8>,
     pub requests: AtomicUsize,
+    pub ocsp_requests: AtomicUsize,
     rate_limited: bool,
 }
 
@@ -101,6 +103,28 @@ pub struct Server {
     pub state: Arc<Pcs>,
 }
 
+/// NVIDIA's RIM service, holding NV-1's driver and VBIOS RIMs.
+async fn rim(State(s): State<Arc<Pcs>>, Path(id): Path<String>) -> Response {
+    use base64::Engine as _;
+    s.requests.fetch_add(1, Ordering::SeqCst);
+    let file = match id.as_str() {
+        "NV_GPU_DRIVER_GH100_550.90.07" => "nvidia/gonv_NV_GPU_DRIVER_GH100_550.90.07.xml",
+        "NV_GPU_VBIOS_1010_0200_882_96009F0001" => {
+            "nvidia/gonv_NV_GPU_VBIOS_1010_0200_882_96009F0001.xml"
+        }
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    let b64 = base64::engine::general_purpose::STANDARD.encode(testdata(file));
+    format!(r#"{{"id":"{id}","rim":"{b64}","rim_format":"TCG","sha256":"","last_updated":"","request_id":"t"}}"#)
+        .into_response()
+}
+
+/// An OCSP responder that is busy: OCSPResponse { responseStatus tryLater }.
+async fn ocsp(State(s): State<Arc<Pcs>>) -> Response {
+    s.ocsp_requests.fetch_add(1, Ordering::SeqCst);
+    vec![0x30u8, 0x03, 0x0a, 0x01, 0x03].into_response()
+}
+
 pub async fn serve(rate_limited: bool) -> Server {
     let state = Arc::new(Pcs {
         collateral: tvm_certs::intel::parse_collateral(&testdata(
@@ -109,6 +133,7 @@ pub async fn serve(rate_limited: bool) -> Server {
         .unwrap(),
         vcek: testdata("snp/virtee_milan_vcek.der"),
         requests: AtomicUsize::new(0),
+        ocsp_requests: AtomicUsize::new(0),
         rate_limited,
     });
     let app = Router::new()
@@ -117,6 +142,8 @@ pub async fn serve(rate_limited: bool) -> Server {
         .route("/sgx/certification/v4/pckcrl", get(pck_crl))
         .route("/root.crl", get(root_crl))
         .route("/vcek/v1/{product}/{hwid}", get(vcek))
+        .route("/v1/rim/{id}", get(rim))
+        .route("/ocsp", post(ocsp))
         .with_state(state.clone());
     let key =
         rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();

@@ -1,0 +1,198 @@
+//! What a GPU appraisal needs from NVIDIA's services, through the collateral
+//! store (cache first): the RIMs for each device's driver and VBIOS, and OCSP
+//! answers for each device's certificates.
+
+use tvm_certs::ocsp::Status;
+use tvm_certs::store::{CollateralStore, Source};
+
+use crate::gpu::Arch;
+use crate::gpu_appraise::{Revocation, RimInput};
+use crate::gpu_input::DeviceEvidence;
+use crate::spdm::{field, MeasurementReport};
+
+/// NVIDIA RIM service ids for a device's reference values.
+pub fn rim_ids(report: &MeasurementReport, arch: Arch) -> Vec<String> {
+    let compact = |v: String| v.replace('.', "").to_ascii_uppercase();
+    let mut ids = Vec::new();
+    match arch {
+        Arch::Ls10 => {
+            if let Some(v) = report.vbios_version() {
+                ids.push(format!("NV_SWITCH_BIOS_5612_0002_890_{}", compact(v)));
+            }
+            return ids;
+        }
+        Arch::Hopper => {
+            if let Some(d) = report.driver_version() {
+                ids.push(format!("NV_GPU_DRIVER_GH100_{d}"));
+            }
+        }
+        Arch::Blackwell => {
+            if let Some(d) = report.driver_version() {
+                let chip = report
+                    .text(field::CHIP_INFO)
+                    .filter(|c| !c.is_empty())
+                    .unwrap_or_else(|| "GB100".into());
+                ids.push(format!("NV_GPU_CC_DRIVER_{chip}_{d}"));
+            }
+        }
+    }
+    if let (Some(p), Some(s), Some(c), Some(v)) = (
+        report.text(field::PROJECT),
+        report.text(field::PROJECT_SKU),
+        report.text(field::CHIP_SKU),
+        report.vbios_version(),
+    ) {
+        ids.push(format!("NV_GPU_VBIOS_{p}_{s}_{c}_{}", compact(v)));
+    }
+    ids
+}
+
+/// Fetch (or take from the cache) the RIMs of every device, verified at `at`.
+/// A RIM that cannot be had is reported by the RIM checks as missing.
+pub async fn rims(
+    store: &CollateralStore,
+    devices: &[DeviceEvidence],
+    at: i64,
+) -> (Vec<RimInput>, Vec<String>) {
+    let mut ids: Vec<String> = Vec::new();
+    for d in devices {
+        let (Ok(report), Some(arch)) = (MeasurementReport::parse(&d.evidence), arch_of(d)) else {
+            continue;
+        };
+        for id in rim_ids(&report, arch) {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    for id in ids {
+        match store.nvidia_rim(&id).await {
+            Ok((xml, _)) => out.push(RimInput::verify(id, &xml, at)),
+            Err(e) => problems.push(format!("RIM {id}: {e}")),
+        }
+    }
+    (out, problems)
+}
+
+fn arch_of(d: &DeviceEvidence) -> Option<Arch> {
+    d.arch.or_else(|| {
+        // Our bundles do not state the arch; the certificates do.
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        let (_, leaf) = X509Certificate::from_der(d.chain.first()?).ok()?;
+        let cn = leaf
+            .subject()
+            .iter_common_name()
+            .next()?
+            .as_str()
+            .ok()?
+            .to_string();
+        if cn.contains("LS_10") {
+            Some(Arch::Ls10)
+        } else if cn.contains("GB10") || cn.contains("GB20") {
+            Some(Arch::Blackwell)
+        } else if cn.contains("GH100") {
+            Some(Arch::Hopper)
+        } else {
+            None
+        }
+    })
+}
+
+/// OCSP status of each device's chain: every certificate but the device's own
+/// leaf (not in NVIDIA's OCSP database) and the root, as NVIDIA checks them.
+pub async fn revocation(
+    store: &CollateralStore,
+    devices: &[DeviceEvidence],
+    at: i64,
+    grace_seconds: u64,
+) -> Vec<Revocation> {
+    let root = tvm_certs::anchors::nvidia_device_root().ok();
+    let mut out = Vec::with_capacity(devices.len());
+    for d in devices {
+        let Some(root) = root else {
+            out.push(Revocation::Unknown(
+                "the pinned NVIDIA root is unusable".into(),
+            ));
+            continue;
+        };
+        let mut full = d.chain.clone();
+        if full.last().map(Vec::as_slice) != Some(root) {
+            full.push(root.to_vec());
+        }
+        if full.len() < 3 {
+            out.push(Revocation::Unknown(
+                "the chain is too short to check".into(),
+            ));
+            continue;
+        }
+        let mut result = None;
+        let mut until = i64::MAX;
+        let mut stale = Vec::new();
+        for i in 1..full.len() - 1 {
+            let name = cert_name(&full[i]);
+            match store
+                .nvidia_ocsp(&full[i], &full[i + 1], at, grace_seconds)
+                .await
+            {
+                Ok((a, source)) => {
+                    until = until.min(a.valid_until());
+                    if let Source::StaleCache(why) = source {
+                        stale.push(format!("{name} (responder unreachable: {why})"));
+                    }
+                    match a.status {
+                        Status::Good => {}
+                        ref s if s.is_hold() => {
+                            result.get_or_insert(Revocation::Hold(format!("{name} is on hold")));
+                        }
+                        Status::Revoked { reason, since } => {
+                            result = Some(Revocation::Bad(format!(
+                                "{name} is revoked ({}) since {}",
+                                reason.unwrap_or_else(|| "no reason given".into()),
+                                crate::facts::rfc3339(since)
+                            )));
+                            break;
+                        }
+                        Status::Unknown => {
+                            result = Some(Revocation::Bad(format!(
+                                "NVIDIA's OCSP responder does not know {name}"
+                            )));
+                            break;
+                        }
+                    }
+                }
+                Err(e) => {
+                    result.get_or_insert(Revocation::Unknown(format!(
+                        "no usable OCSP answer for {name}: {e}"
+                    )));
+                }
+            }
+        }
+        out.push(result.unwrap_or_else(|| {
+            let mut s = format!(
+                "{} certificates good per NVIDIA OCSP, until {}",
+                full.len() - 2,
+                crate::facts::rfc3339(until)
+            );
+            if !stale.is_empty() {
+                s.push_str(&format!("; cached answers used for {}", stale.join(", ")));
+            }
+            Revocation::Good(s)
+        }));
+    }
+    out
+}
+
+fn cert_name(der: &[u8]) -> String {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    X509Certificate::from_der(der)
+        .ok()
+        .and_then(|(_, c)| {
+            c.subject()
+                .iter_common_name()
+                .next()
+                .and_then(|cn| cn.as_str().ok().map(str::to_string))
+        })
+        .unwrap_or_else(|| "a certificate".into())
+}
