@@ -28,6 +28,8 @@ pub mod check {
 pub struct RimInput {
     pub name: String,
     pub rim: Result<Rim, RimError>,
+    /// OCSP status of the RIM's signer chain; `None`: not asked.
+    pub revocation: Option<Revocation>,
 }
 
 impl RimInput {
@@ -35,6 +37,7 @@ impl RimInput {
         RimInput {
             name: name.into(),
             rim: Rim::verify(xml, at),
+            revocation: None,
         }
     }
 }
@@ -236,19 +239,19 @@ fn pick<'r>(
     kind: RimKind,
     report: &MeasurementReport,
     rims: &'r [RimInput],
-) -> Result<Option<&'r Rim>, String> {
-    let of_kind: Vec<&Rim> = rims
+) -> Result<Option<(&'r Rim, Option<&'r Revocation>)>, String> {
+    let of_kind: Vec<(&Rim, Option<&Revocation>)> = rims
         .iter()
-        .filter_map(|r| r.rim.as_ref().ok())
-        .filter(|r| r.kind == kind)
+        .filter_map(|r| r.rim.as_ref().ok().map(|rim| (rim, r.revocation.as_ref())))
+        .filter(|(r, _)| r.kind == kind)
         .collect();
     if let Some(r) = of_kind
         .iter()
-        .find(|r| rim::version_matches(r, report).is_ok())
+        .find(|(r, _)| rim::version_matches(r, report).is_ok())
     {
-        return Ok(Some(r));
+        return Ok(Some(*r));
     }
-    if let Some(r) = of_kind.first() {
+    if let Some((r, _)) = of_kind.first() {
         return Err(rim::version_matches(r, report).err().unwrap_or_default());
     }
     // A RIM that did not verify may have been the one meant for this device.
@@ -285,12 +288,38 @@ fn rim_checks(
     let mut missing = false;
     for (kind, name) in kinds {
         match pick(*kind, report, rims) {
-            Ok(Some(r)) => {
+            // A revoked RIM signer voids the RIM. (A signer whose status is
+            // unknown is shown; device revocation is what the policy requires.)
+            Ok(Some((r, Some(Revocation::Bad(why))))) => {
+                missing = true;
+                checks.push(Check::fail(
+                    name,
+                    format!(
+                        "{} {}: its signer chain is revoked: {why}",
+                        r.product, r.version
+                    ),
+                ));
+            }
+            Ok(Some((r, Some(Revocation::Hold(why))))) if !policy.dangerous_allow_hold => {
+                missing = true;
+                checks.push(Check::fail(
+                    name,
+                    format!(
+                        "{} {}: its signer chain is on hold: {why}",
+                        r.product, r.version
+                    ),
+                ));
+            }
+            Ok(Some((r, revocation))) => {
                 used.push(r);
+                let signer = match revocation {
+                    Some(Revocation::Good(_)) => "signer unrevoked per OCSP",
+                    Some(_) | None => "signer revocation not checked",
+                };
                 checks.push(Check::pass(
                     name,
                     format!(
-                        "{} {} (signed by NVIDIA, tag {:.16}…)",
+                        "{} {} (signed by NVIDIA, tag {:.16}…; {signer})",
                         r.product, r.version, r.tag_id
                     ),
                 ));

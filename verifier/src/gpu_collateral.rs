@@ -108,80 +108,106 @@ pub async fn revocation(
     at: i64,
     grace_seconds: u64,
 ) -> Vec<Revocation> {
-    let root = tvm_certs::anchors::nvidia_device_root().ok();
+    let Ok(root) = tvm_certs::anchors::nvidia_device_root() else {
+        return vec![
+            Revocation::Unknown("the pinned NVIDIA root is unusable".into());
+            devices.len()
+        ];
+    };
     let mut out = Vec::with_capacity(devices.len());
     for d in devices {
-        let Some(root) = root else {
-            out.push(Revocation::Unknown(
-                "the pinned NVIDIA root is unusable".into(),
-            ));
-            continue;
-        };
-        let mut full = d.chain.clone();
-        if full.last().map(Vec::as_slice) != Some(root) {
-            full.push(root.to_vec());
-        }
-        if full.len() < 3 {
-            out.push(Revocation::Unknown(
-                "the chain is too short to check".into(),
-            ));
-            continue;
-        }
-        let mut result = None;
-        let mut until = i64::MAX;
-        let mut stale = Vec::new();
-        for i in 1..full.len() - 1 {
-            let name = cert_name(&full[i]);
-            match store
-                .nvidia_ocsp(&full[i], &full[i + 1], at, grace_seconds)
-                .await
-            {
-                Ok((a, source)) => {
-                    until = until.min(a.valid_until());
-                    if let Source::StaleCache(why) = source {
-                        stale.push(format!("{name} (responder unreachable: {why})"));
-                    }
-                    match a.status {
-                        Status::Good => {}
-                        ref s if s.is_hold() => {
-                            result.get_or_insert(Revocation::Hold(format!("{name} is on hold")));
-                        }
-                        Status::Revoked { reason, since } => {
-                            result = Some(Revocation::Bad(format!(
-                                "{name} is revoked ({}) since {}",
-                                reason.unwrap_or_else(|| "no reason given".into()),
-                                crate::facts::rfc3339(since)
-                            )));
-                            break;
-                        }
-                        Status::Unknown => {
-                            result = Some(Revocation::Bad(format!(
-                                "NVIDIA's OCSP responder does not know {name}"
-                            )));
-                            break;
-                        }
-                    }
-                }
-                Err(e) => {
-                    result.get_or_insert(Revocation::Unknown(format!(
-                        "no usable OCSP answer for {name}: {e}"
-                    )));
-                }
-            }
-        }
-        out.push(result.unwrap_or_else(|| {
-            let mut s = format!(
-                "{} certificates good per NVIDIA OCSP, until {}",
-                full.len() - 2,
-                crate::facts::rfc3339(until)
-            );
-            if !stale.is_empty() {
-                s.push_str(&format!("; cached answers used for {}", stale.join(", ")));
-            }
-            Revocation::Good(s)
-        }));
+        out.push(chain_status(store, &d.chain, root, 1, at, grace_seconds).await);
     }
     out
+}
+
+/// OCSP status of each verified RIM's signer chain (every certificate but the
+/// root, the signer included), recorded on the RIM.
+pub async fn rim_revocation(
+    store: &CollateralStore,
+    rims: &mut [RimInput],
+    at: i64,
+    grace_seconds: u64,
+) {
+    let Ok(root) = tvm_certs::anchors::nvidia_rim_root() else {
+        return;
+    };
+    for r in rims.iter_mut() {
+        if let Ok(rim) = &r.rim {
+            r.revocation =
+                Some(chain_status(store, &rim.signer_chain, root, 0, at, grace_seconds).await);
+        }
+    }
+}
+
+/// Ask OCSP about `chain[first..]` (each issued by the next; the pinned root
+/// closes the chain) and sum the answers up.
+async fn chain_status(
+    store: &CollateralStore,
+    chain: &[Vec<u8>],
+    root: &[u8],
+    first: usize,
+    at: i64,
+    grace_seconds: u64,
+) -> Revocation {
+    let mut full = chain.to_vec();
+    if full.last().map(Vec::as_slice) != Some(root) {
+        full.push(root.to_vec());
+    }
+    if full.len() < first + 2 {
+        return Revocation::Unknown("the chain is too short to check".into());
+    }
+    let mut result = None;
+    let mut until = i64::MAX;
+    let mut stale = Vec::new();
+    for i in first..full.len() - 1 {
+        let name = cert_name(&full[i]);
+        match store
+            .nvidia_ocsp(&full[i], &full[i + 1], at, grace_seconds)
+            .await
+        {
+            Ok((a, source)) => {
+                until = until.min(a.valid_until());
+                if let Source::StaleCache(why) = source {
+                    stale.push(format!("{name} (responder unreachable: {why})"));
+                }
+                match a.status {
+                    Status::Good => {}
+                    ref s if s.is_hold() => {
+                        result.get_or_insert(Revocation::Hold(format!("{name} is on hold")));
+                    }
+                    Status::Revoked { reason, since } => {
+                        return Revocation::Bad(format!(
+                            "{name} is revoked ({}) since {}",
+                            reason.unwrap_or_else(|| "no reason given".into()),
+                            crate::facts::rfc3339(since)
+                        ));
+                    }
+                    Status::Unknown => {
+                        return Revocation::Bad(format!(
+                            "NVIDIA's OCSP responder does not know {name}"
+                        ));
+                    }
+                }
+            }
+            Err(e) => {
+                result.get_or_insert(Revocation::Unknown(format!(
+                    "no usable OCSP answer for {name}: {e}"
+                )));
+            }
+        }
+    }
+    result.unwrap_or_else(|| {
+        let mut s = format!(
+            "{} certificates good per NVIDIA OCSP, until {}",
+            full.len() - 1 - first,
+            crate::facts::rfc3339(until)
+        );
+        if !stale.is_empty() {
+            s.push_str(&format!("; cached answers used for {}", stale.join(", ")));
+        }
+        Revocation::Good(s)
+    })
 }
 
 fn cert_name(der: &[u8]) -> String {

@@ -288,6 +288,12 @@ fn verify_gpus(args: &VerifyArgs, policy: &Policy, at: i64) -> Result<NodeVerdic
             }
             rims = fetched;
         }
+        rt.block_on(gpu_collateral::rim_revocation(
+            &store,
+            &mut rims,
+            at,
+            policy.gpu.ocsp_grace_seconds,
+        ));
         revocation = rt.block_on(gpu_collateral::revocation(
             &store,
             &devices,

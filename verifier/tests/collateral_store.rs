@@ -255,13 +255,20 @@ async fn gpu_rims_are_fetched_once_and_ocsp_outages_are_named() {
         stated_nonce: None,
     }];
     let when = at("2024-09-01T00:00:00Z");
-    let (rims, problems) = gpu_collateral::rims(&st, &devices, when).await;
+    let (mut rims, problems) = gpu_collateral::rims(&st, &devices, when).await;
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(rims.len(), 2);
     assert_eq!(server.state.requests.load(Ordering::SeqCst), 2);
+    // The RIM signer chains too: signer, L3 and CA of each RIM.
+    gpu_collateral::rim_revocation(&st, &mut rims, when, 0).await;
+    assert_eq!(server.state.ocsp_requests.load(Ordering::SeqCst), 6);
+    assert!(matches!(
+        rims[0].revocation,
+        Some(tvm_verifier::gpu_appraise::Revocation::Unknown(_))
+    ));
     let revocation = gpu_collateral::revocation(&st, &devices, when, 0).await;
     // BROM, Provisioner ICA and Identity CA: the leaf and root are not asked about.
-    assert_eq!(server.state.ocsp_requests.load(Ordering::SeqCst), 3);
+    assert_eq!(server.state.ocsp_requests.load(Ordering::SeqCst), 9);
 
     let policy = GpuPolicy::default();
     let v = appraise_node(&NodeInput {

@@ -238,3 +238,61 @@ fn an_expired_rim_is_named_as_the_reason() {
         c.detail
     );
 }
+
+#[test]
+fn a_revoked_rim_signer_voids_the_rim() {
+    let chain = pem_chain(&testdata("nvidia/nvtrust_hopper_cert_chain.pem")).unwrap();
+    let devices = vec![DeviceEvidence {
+        label: "gpu 0".into(),
+        arch: None,
+        evidence: testdata("nvidia/nvtrust_hopper_report.hex"),
+        chain,
+        stated_nonce: None,
+    }];
+    let when = at("2024-09-01T00:00:00Z");
+    let mut rims = vec![
+        RimInput::verify(
+            "driver",
+            &testdata("nvidia/gonv_NV_GPU_DRIVER_GH100_550.90.07.xml"),
+            when,
+        ),
+        RimInput::verify(
+            "vbios",
+            &testdata("nvidia/gonv_NV_GPU_VBIOS_1010_0200_882_96009F0001.xml"),
+            when,
+        ),
+    ];
+    let policy = GpuPolicy {
+        require_revocation_check: false,
+        ..GpuPolicy::default()
+    };
+    let run = |rims: &[RimInput]| {
+        appraise_node(&NodeInput {
+            devices: &devices,
+            nonce: None,
+            rims,
+            revocation: &[],
+            policy: &policy,
+            at: when,
+        })
+    };
+    // NV-1 with its own RIMs: accepted (revocation not required here).
+    let v = run(&rims);
+    assert!(v.accepted, "{}", v.render());
+    rims[1].revocation = Some(Revocation::Bad(
+        "HCC RIM L4 Signer is revoked (keyCompromise)".into(),
+    ));
+    let v = run(&rims);
+    assert!(!v.accepted);
+    let c = v.devices[0].verdict.check(check::RIM_VBIOS).unwrap();
+    assert_eq!(c.status, Status::Fail);
+    assert!(c.detail.contains("revoked"), "{}", c.detail);
+    rims[1].revocation = Some(Revocation::Good("3 certificates good".into()));
+    let v = run(&rims);
+    let c = v.devices[0].verdict.check(check::RIM_VBIOS).unwrap();
+    assert!(
+        c.detail.contains("signer unrevoked per OCSP"),
+        "{}",
+        c.detail
+    );
+}
