@@ -69,6 +69,8 @@ pub struct NodeInput<'a> {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct DeviceVerdict {
     pub label: String,
+    /// From the device certificates, when they verified.
+    pub arch: Option<Arch>,
     pub verdict: Verdict,
 }
 
@@ -100,14 +102,14 @@ impl NodeVerdict {
         out
     }
 
-    /// Verified device identities, for counting each GPU once network-wide.
+    /// Identities of the accepted GPUs (not switches), for counting each GPU
+    /// once network-wide.
     pub fn gpu_ids(&self) -> Vec<String> {
         self.devices
             .iter()
+            .filter(|d| d.verdict.accepted && d.arch.is_some_and(|a| !a.is_switch()))
             .filter_map(|d| match &d.verdict.facts {
-                Some(crate::Facts::Gpu(f)) if f.arch.as_deref() != Some("NVSwitch LS10") => {
-                    f.device_id.clone()
-                }
+                Some(crate::Facts::Gpu(f)) => f.device_id.clone(),
                 _ => None,
             })
             .collect()
@@ -143,6 +145,7 @@ pub fn appraise_node(input: &NodeInput<'_>) -> NodeVerdict {
         reports.push((d.label.clone(), arch, v.report, genuine));
         devices.push(DeviceVerdict {
             label: d.label.clone(),
+            arch,
             verdict: Verdict::new(checks, v.verification.facts),
         });
     }
