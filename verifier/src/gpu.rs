@@ -74,7 +74,7 @@ impl Arch {
 
     /// From the chip name NVIDIA puts in the device certificates'
     /// common names ("GH100 A01 GSP BROM", "LS_10 A01 FSP BROM", ...).
-    fn from_common_name(cn: &str) -> Option<Arch> {
+    pub(crate) fn from_common_name(cn: &str) -> Option<Arch> {
         if cn.contains("GH100") {
             Some(Arch::Hopper)
         } else if cn.contains("GB10") || cn.contains("GB20") {
@@ -118,6 +118,19 @@ pub struct DeviceVerification {
 }
 
 impl DeviceVerification {
+    /// A device whose verification could not complete (reported, never accepted).
+    pub fn internal_error(reason: &str) -> Self {
+        DeviceVerification {
+            verification: Verification::stopped(
+                vec![Check::fail(check::SPDM_FORMAT, reason)],
+                &check::ORDER,
+                None,
+            ),
+            report: None,
+            arch: None,
+        }
+    }
+
     pub fn facts(&self) -> Option<&GpuFacts> {
         match &self.verification.facts {
             Some(Facts::Gpu(f)) => Some(f),
@@ -310,7 +323,7 @@ pub fn verify(input: &DeviceInput<'_>) -> DeviceVerification {
     }
 }
 
-fn common_name(cert: &X509Certificate<'_>) -> String {
+pub(crate) fn common_name(cert: &X509Certificate<'_>) -> String {
     cert.subject()
         .iter_common_name()
         .next()

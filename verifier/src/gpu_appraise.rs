@@ -127,8 +127,10 @@ pub fn appraise_node(input: &NodeInput<'_>) -> NodeVerdict {
         let mut checks = v.verification.checks;
         match (&v.report, genuine) {
             (Some(report), true) => {
-                checks.extend(rim_checks(report, arch, input.rims, input.policy));
-                checks.push(revocation_check(input.revocation.get(i), input.policy));
+                let mut appraisal = rim_checks(report, arch, input.rims, input.policy);
+                appraisal.push(revocation_check(input.revocation.get(i), input.policy));
+                apply_requirements(&mut appraisal, input.policy);
+                checks.extend(appraisal);
             }
             _ => {
                 for name in [
@@ -141,7 +143,6 @@ pub fn appraise_node(input: &NodeInput<'_>) -> NodeVerdict {
                 }
             }
         }
-        apply_requirements(&mut checks, input.policy);
         reports.push((d.label.clone(), arch, v.report, genuine));
         devices.push(DeviceVerdict {
             label: d.label.clone(),
@@ -230,9 +231,19 @@ fn verify_all(input: &NodeInput<'_>) -> Vec<gpu::DeviceVerification> {
             .chunks(per)
             .map(|chunk| s.spawn(move || chunk.iter().map(one).collect::<Vec<_>>()))
             .collect();
+        // A panicking verifier thread must not shift the devices out of line
+        // with their results: its devices fail, by name.
         handles
             .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
+            .zip(input.devices.chunks(per))
+            .flat_map(|(h, chunk)| {
+                h.join().unwrap_or_else(|_| {
+                    chunk
+                        .iter()
+                        .map(|_| gpu::DeviceVerification::internal_error("the verifier panicked"))
+                        .collect()
+                })
+            })
             .collect()
     })
 }
@@ -293,27 +304,25 @@ fn rim_checks(
         match pick(*kind, report, rims) {
             // A revoked RIM signer voids the RIM. (A signer whose status is
             // unknown is shown; device revocation is what the policy requires.)
-            Ok(Some((r, Some(Revocation::Bad(why))))) => {
-                missing = true;
-                checks.push(Check::fail(
-                    name,
-                    format!(
-                        "{} {}: its signer chain is revoked: {why}",
-                        r.product, r.version
-                    ),
-                ));
-            }
-            Ok(Some((r, Some(Revocation::Hold(why))))) if !policy.dangerous_allow_hold => {
-                missing = true;
-                checks.push(Check::fail(
-                    name,
-                    format!(
-                        "{} {}: its signer chain is on hold: {why}",
-                        r.product, r.version
-                    ),
-                ));
-            }
             Ok(Some((r, revocation))) => {
+                let void = match revocation {
+                    Some(Revocation::Bad(why)) => Some(why.clone()),
+                    Some(Revocation::Hold(why)) if !policy.dangerous_allow_hold => {
+                        Some(format!("{why} (certificateHold)"))
+                    }
+                    _ => None,
+                };
+                if let Some(why) = void {
+                    missing = true;
+                    checks.push(Check::fail(
+                        name,
+                        format!(
+                            "{} {}: its signer chain is revoked: {why}",
+                            r.product, r.version
+                        ),
+                    ));
+                    continue;
+                }
                 used.push(r);
                 let signer = match revocation {
                     Some(Revocation::Good(_)) => "signer unrevoked per OCSP",
@@ -417,23 +426,20 @@ fn revocation_check(r: Option<&Revocation>, policy: &GpuPolicy) -> Check {
     }
 }
 
-/// Not-checked checks the policy requires become failures, saying so.
+/// Not-checked appraisal checks the policy requires become failures, saying so.
 fn apply_requirements(checks: &mut [Check], policy: &GpuPolicy) {
     for c in checks.iter_mut() {
-        if c.status != Status::NotChecked
-            || c.detail.starts_with("not reached")
-            || c.detail == "evidence did not verify"
-        {
+        if c.status != Status::NotChecked {
             continue;
         }
         let why = match c.name {
             check::RIM_DRIVER | check::RIM_VBIOS | check::RIM_MEASUREMENTS
                 if policy.require_rims =>
             {
-                "the policy requires NVIDIA reference values (RIMs): give --rim FILE or let the collateral store fetch them"
+                "the policy requires NVIDIA reference values (RIMs): give --rim FILE or use --fetch"
             }
             check::REVOCATION if policy.require_revocation_check => {
-                "the policy requires an OCSP check of the device chain: allow access to NVIDIA's OCSP service or import OCSP answers"
+                "the policy requires an OCSP check of the device chain: use --fetch (NVIDIA's OCSP service) or import OCSP answers (collateral import)"
             }
             _ => continue,
         };

@@ -77,27 +77,9 @@ pub async fn rims(
 }
 
 fn arch_of(d: &DeviceEvidence) -> Option<Arch> {
-    d.arch.or_else(|| {
-        // Our bundles do not state the arch; the certificates do.
-        use x509_parser::prelude::{FromDer, X509Certificate};
-        let (_, leaf) = X509Certificate::from_der(d.chain.first()?).ok()?;
-        let cn = leaf
-            .subject()
-            .iter_common_name()
-            .next()?
-            .as_str()
-            .ok()?
-            .to_string();
-        if cn.contains("LS_10") {
-            Some(Arch::Ls10)
-        } else if cn.contains("GB10") || cn.contains("GB20") {
-            Some(Arch::Blackwell)
-        } else if cn.contains("GH100") {
-            Some(Arch::Hopper)
-        } else {
-            None
-        }
-    })
+    // Our bundles do not state the arch; the certificates do.
+    d.arch
+        .or_else(|| Arch::from_common_name(&cert_name(d.chain.first()?)))
 }
 
 /// OCSP status of each device's chain: every certificate but the device's own
@@ -213,12 +195,6 @@ async fn chain_status(
 fn cert_name(der: &[u8]) -> String {
     use x509_parser::prelude::{FromDer, X509Certificate};
     X509Certificate::from_der(der)
-        .ok()
-        .and_then(|(_, c)| {
-            c.subject()
-                .iter_common_name()
-                .next()
-                .and_then(|cn| cn.as_str().ok().map(str::to_string))
-        })
-        .unwrap_or_else(|| "a certificate".into())
+        .map(|(_, c)| crate::gpu::common_name(&c))
+        .unwrap_or_else(|_| "a certificate".into())
 }

@@ -86,9 +86,6 @@ pub struct Rim {
     pub golden: Vec<Golden>,
     /// The signer chain, leaf first, root excluded (DER).
     pub signer_chain: Vec<Vec<u8>>,
-    /// The signer chain is valid from .. until (Unix seconds).
-    pub valid_from: i64,
-    pub valid_until: i64,
 }
 
 impl Rim {
@@ -141,7 +138,6 @@ impl Rim {
         let rim_root =
             anchors::nvidia_rim_root().map_err(|e| RimError::Malformed(e.to_string()))?;
         let chain = verify_chain(&chain, rim_root, at)?.to_vec();
-        let (valid_from, valid_until) = window(&chain);
 
         // The leaf is the only key bergshamra may use; the document's own
         // KeyInfo cannot introduce another.
@@ -195,8 +191,6 @@ impl Rim {
             version,
             golden,
             signer_chain: chain,
-            valid_from,
-            valid_until,
         })
     }
 
@@ -267,21 +261,6 @@ fn descendants(doc: &Document<'_>, n: NodeId, ns: &str, local: &str) -> Vec<Node
         stack.extend(kids);
     }
     out
-}
-
-/// The window in which every certificate of the chain is valid.
-fn window(chain: &[Vec<u8>]) -> (i64, i64) {
-    use x509_parser::prelude::{FromDer, X509Certificate};
-    chain
-        .iter()
-        .filter_map(|d| X509Certificate::from_der(d).ok())
-        .fold((i64::MIN, i64::MAX), |(from, until), (_, c)| {
-            let v = c.validity();
-            (
-                from.max(v.not_before.timestamp()),
-                until.min(v.not_after.timestamp()),
-            )
-        })
 }
 
 /// How a report compares with one RIM's version.
