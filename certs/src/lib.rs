@@ -9,6 +9,7 @@ pub mod chain;
 pub mod fetch;
 pub mod intel;
 pub mod ocsp;
+pub mod sim;
 pub mod store;
 
 pub use anchors::{AmdCa, AmdProduct, AmdSigner, AnchorError};

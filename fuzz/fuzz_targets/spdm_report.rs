@@ -21,6 +21,7 @@ fuzz_target!(|data: &[u8]| {
         );
     }
     let v = gpu::verify(&DeviceInput {
+        root: tvm_verifier::gpu::DeviceRoot::Nvidia,
         evidence: data,
         chain,
         nonce: None,

@@ -53,6 +53,7 @@ fn bench(c: &mut Criterion) {
         |b| {
             b.iter(|| {
                 let v = appraise_node(&NodeInput {
+                    root: tvm_verifier::gpu::DeviceRoot::Nvidia,
                     devices: &nv1,
                     nonce: Some(nonce(&nv1[0].evidence)),
                     rims: &rims,
@@ -71,6 +72,7 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 tvm_certs::chain::forget_verified_signatures();
                 let v = appraise_node(&NodeInput {
+                    root: tvm_verifier::gpu::DeviceRoot::Nvidia,
                     devices: &nv1,
                     nonce: Some(nonce(&nv1[0].evidence)),
                     rims: &rims,
@@ -101,6 +103,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("NV-4 node, 12 devices + topology", |b| {
         b.iter(|| {
             let v = appraise_node(&NodeInput {
+                root: tvm_verifier::gpu::DeviceRoot::Nvidia,
                 devices: &node,
                 nonce: Some(nonce(&node[0].evidence)),
                 rims: &[],

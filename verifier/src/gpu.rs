@@ -93,6 +93,24 @@ impl std::fmt::Display for Arch {
     }
 }
 
+/// The root a device chain must end in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceRoot<'a> {
+    /// The pinned NVIDIA Device Identity CA: real hardware.
+    Nvidia,
+    /// A simulated device root (DER), trusted only by a devnet policy.
+    Simulated(&'a [u8]),
+}
+
+impl DeviceRoot<'_> {
+    fn name(&self) -> &'static str {
+        match self {
+            DeviceRoot::Nvidia => "the NVIDIA Device Identity CA",
+            DeviceRoot::Simulated(_) => "the SIMULATED device root",
+        }
+    }
+}
+
 /// One device's evidence and what the verifier expects of it.
 #[derive(Debug, Clone, Copy)]
 pub struct DeviceInput<'a> {
@@ -106,6 +124,7 @@ pub struct DeviceInput<'a> {
     pub arch: Option<Arch>,
     /// Unix seconds.
     pub at: i64,
+    pub root: DeviceRoot<'a>,
 }
 
 /// A verified device: the checks, and the parsed report for RIM comparison.
@@ -166,7 +185,11 @@ pub fn verify(input: &DeviceInput<'_>) -> DeviceVerification {
         ),
     ));
 
-    let root = match anchors::nvidia_device_root() {
+    let root = match input.root {
+        DeviceRoot::Nvidia => anchors::nvidia_device_root(),
+        DeviceRoot::Simulated(der) => Ok(der),
+    };
+    let root = match root {
         Ok(r) => r,
         Err(e) => {
             checks.push(Check::fail(check::DEVICE_CHAIN, e.to_string()));
@@ -197,8 +220,9 @@ pub fn verify(input: &DeviceInput<'_>) -> DeviceVerification {
     checks.push(Check::pass(
         check::DEVICE_CHAIN,
         format!(
-            "{} certificates to the NVIDIA Device Identity CA; leaf {}",
+            "{} certificates to {}; leaf {}",
             chain.len() + 1,
+            input.root.name(),
             common_name(leaf)
         ),
     ));

@@ -64,6 +64,7 @@ pub struct NodeInput<'a> {
     pub revocation: &'a [Revocation],
     pub policy: &'a GpuPolicy,
     pub at: i64,
+    pub root: gpu::DeviceRoot<'a>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -215,6 +216,7 @@ fn verify_all(input: &NodeInput<'_>) -> Vec<gpu::DeviceVerification> {
             nonce: input.nonce.as_ref(),
             arch: d.arch,
             at: input.at,
+            root: input.root,
         })
     };
     let threads = std::thread::available_parallelism()

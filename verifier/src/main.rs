@@ -302,6 +302,7 @@ fn verify_gpus(args: &VerifyArgs, policy: &Policy, at: i64) -> Result<NodeVerdic
         ));
     }
     Ok(appraise_node(&NodeInput {
+        root: tvm_verifier::gpu::DeviceRoot::Nvidia,
         devices: &devices,
         nonce,
         rims: &rims,

@@ -272,6 +272,7 @@ async fn gpu_rims_are_fetched_once_and_ocsp_outages_are_named() {
 
     let policy = GpuPolicy::default();
     let v = appraise_node(&NodeInput {
+        root: tvm_verifier::gpu::DeviceRoot::Nvidia,
         devices: &devices,
         nonce: None,
         rims: &rims,

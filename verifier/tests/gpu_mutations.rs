@@ -24,6 +24,7 @@ struct Case {
 impl Case {
     fn first_failure(&self) -> String {
         let v = gpu::verify(&DeviceInput {
+            root: tvm_verifier::gpu::DeviceRoot::Nvidia,
             evidence: &self.evidence,
             chain: &self.chain,
             nonce: Some(&self.nonce),

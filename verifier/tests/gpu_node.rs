@@ -40,6 +40,7 @@ fn offline_policy() -> GpuPolicy {
 
 fn appraise(devices: &[DeviceEvidence], policy: &GpuPolicy) -> NodeVerdict {
     appraise_node(&NodeInput {
+        root: tvm_verifier::gpu::DeviceRoot::Nvidia,
         devices,
         nonce: Some(nonce(NV4_NONCE)),
         rims: &[],
@@ -148,6 +149,7 @@ fn a_single_gpu_needs_no_topology_but_its_rims_are_compared() {
     };
     let run = |policy: &GpuPolicy, revocation: &[Revocation]| {
         appraise_node(&NodeInput {
+            root: tvm_verifier::gpu::DeviceRoot::Nvidia,
             devices: &devices,
             nonce: Some(nonce(
                 "87d8e24ab336adafe228d49e83d745f6dba4ae505372b6a5704820856b343fec",
@@ -223,6 +225,7 @@ fn an_expired_rim_is_named_as_the_reason() {
         late,
     )];
     let v = appraise_node(&NodeInput {
+        root: tvm_verifier::gpu::DeviceRoot::Nvidia,
         devices: &devices,
         nonce: None,
         rims: &rims,
@@ -268,6 +271,7 @@ fn a_revoked_rim_signer_voids_the_rim() {
     };
     let run = |rims: &[RimInput]| {
         appraise_node(&NodeInput {
+            root: tvm_verifier::gpu::DeviceRoot::Nvidia,
             devices: &devices,
             nonce: None,
             rims,

@@ -20,6 +20,7 @@ fn nonce(h: &str) -> [u8; 32] {
 fn verify(evidence: &[u8], chain_file: &str, n: &str) -> gpu::DeviceVerification {
     let chain = pem_chain(&testdata(chain_file)).unwrap();
     gpu::verify(&DeviceInput {
+        root: tvm_verifier::gpu::DeviceRoot::Nvidia,
         evidence,
         chain: &chain,
         nonce: Some(&nonce(n)),
@@ -166,6 +167,7 @@ fn nv4_all_twelve_devices_verify() {
     let mut ids = Vec::new();
     for d in &devices {
         let v = gpu::verify(&DeviceInput {
+            root: tvm_verifier::gpu::DeviceRoot::Nvidia,
             evidence: &d.evidence,
             chain: &d.chain,
             nonce: Some(&nonce(NV4_NONCE)),
@@ -197,6 +199,7 @@ fn a_claimed_arch_must_match_the_certificates() {
     .unwrap();
     let d = &devices[0];
     let v = gpu::verify(&DeviceInput {
+        root: tvm_verifier::gpu::DeviceRoot::Nvidia,
         evidence: &d.evidence,
         chain: &d.chain,
         nonce: Some(&nonce(NV4_NONCE)),
@@ -215,6 +218,7 @@ fn a_claimed_arch_must_match_the_certificates() {
 fn without_a_nonce_the_nonce_is_not_checked() {
     let chain = pem_chain(&testdata("nvidia/nvtrust_hopper_cert_chain.pem")).unwrap();
     let v = gpu::verify(&DeviceInput {
+        root: tvm_verifier::gpu::DeviceRoot::Nvidia,
         evidence: &testdata("nvidia/nvtrust_hopper_report.hex"),
         chain: &chain,
         nonce: None,
