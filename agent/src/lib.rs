@@ -5,4 +5,160 @@
 //! runtime it serves; it lets only Epistula-signed callers in; and it proxies
 //! inference only while the VM's GPUs are in confidential-computing mode.
 
+pub mod auth;
+pub mod backend;
+pub mod config;
+pub mod evidence;
+pub mod identity;
+pub mod metrics;
+pub mod proxy;
+pub mod server;
 pub mod sim;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tvm_protocol::evidence::Runtime;
+use tvm_protocol::keys::AccountId;
+
+use crate::backend::Gather;
+use crate::config::Config;
+use crate::evidence::EvidenceSource;
+use crate::identity::CvmIdentity;
+use crate::server::AppState;
+use crate::tls::TlsIdentity;
+
+/// Why the agent cannot start, said once, before it listens.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Backend(#[from] backend::BackendError),
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Allowlist(#[from] auth::AllowlistError),
+    #[error("{0}")]
+    Other(String),
+    #[error("cannot listen on {addr}: {source} (is another agent running, or the port taken?)")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A configured agent, ready to serve.
+pub struct Agent {
+    pub state: Arc<AppState>,
+    pub tls: TlsIdentity,
+}
+
+impl Agent {
+    /// Pick the backends, make the CVM and TLS keys, load the allowlist.
+    pub fn build(cfg: &Config) -> Result<Self, StartError> {
+        cfg.validate()?;
+        let miner =
+            AccountId::from_ss58(&cfg.hotkey).map_err(|e| StartError::Other(e.to_string()))?;
+        let (tee, devices) = backend::select(cfg)?;
+        let cvm = match &cfg.cvm_key_file {
+            Some(p) => CvmIdentity::load_or_generate(p)?,
+            None => CvmIdentity::generate()?,
+        };
+        let tls = TlsIdentity::generate(&cfg.tls_names)?;
+        let runtime = Runtime {
+            image_digest: cfg.runtime.image_digest.clone(),
+            upstream: cfg.runtime.upstream.clone(),
+            models: cfg.runtime.models.keys().cloned().collect(),
+        };
+        let source = Arc::new(EvidenceSource {
+            tee,
+            devices,
+            cvm,
+            tls_spki_sha256: tls.spki_sha256,
+            runtime,
+            gather: Gather::Parallel,
+        });
+        let access = auth::Access::new(miner, &cfg.access)?;
+        let proxy = match &cfg.runtime.upstream {
+            Some(_) => Some(proxy::Proxy::new(&cfg.runtime).map_err(StartError::Other)?),
+            None if !cfg.runtime.models.is_empty() => {
+                Some(proxy::Proxy::new(&cfg.runtime).map_err(StartError::Other)?)
+            }
+            None => None,
+        };
+        let state = Arc::new(AppState::new(
+            source,
+            access,
+            proxy,
+            cfg.runtime.max_body_bytes,
+            cfg.access.max_concurrent_evidence,
+            cfg.access.max_queued_evidence,
+        ));
+        Ok(Agent { state, tls })
+    }
+
+    /// Serve on already-bound listeners until the process ends: RA-TLS, and
+    /// optionally plain HTTP and metrics. Also re-reads the allowlist every
+    /// few seconds.
+    pub async fn serve(
+        self,
+        https: std::net::TcpListener,
+        http: Option<std::net::TcpListener>,
+        metrics: Option<std::net::TcpListener>,
+    ) -> Result<(), StartError> {
+        let app = server::router(self.state.clone());
+        let reload_state = self.state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                if let Err(e) = reload_state.access.reload() {
+                    tracing::warn!(error = %e, "allowlist not reloaded; keeping the previous list");
+                }
+            }
+        });
+        if let Some(l) = http {
+            l.set_nonblocking(true)
+                .map_err(|e| StartError::Other(e.to_string()))?;
+            let l = tokio::net::TcpListener::from_std(l)
+                .map_err(|e| StartError::Other(e.to_string()))?;
+            let app = app.clone();
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(l, app).await {
+                    tracing::error!(error = %e, "plain HTTP server stopped");
+                }
+            });
+        }
+        if let Some(l) = metrics {
+            l.set_nonblocking(true)
+                .map_err(|e| StartError::Other(e.to_string()))?;
+            let l = tokio::net::TcpListener::from_std(l)
+                .map_err(|e| StartError::Other(e.to_string()))?;
+            let app = server::metrics_router(self.state.clone());
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(l, app).await {
+                    tracing::error!(error = %e, "metrics server stopped");
+                }
+            });
+        }
+        let tls = axum_server::tls_rustls::RustlsConfig::from_config(self.tls.server_config()?);
+        https
+            .set_nonblocking(true)
+            .map_err(|e| StartError::Other(e.to_string()))?;
+        axum_server::from_tcp_rustls(https, tls)
+            .map_err(|e| StartError::Other(e.to_string()))?
+            .serve(app.into_make_service())
+            .await
+            .map_err(|e| StartError::Other(format!("RA-TLS server stopped: {e}")))
+    }
+}
+
+/// Bind a listener, with an error that names the address.
+pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, StartError> {
+    std::net::TcpListener::bind(addr).map_err(|source| StartError::Listen { addr, source })
+}

@@ -2,6 +2,7 @@
 //! meet my policy (`appraise`)? Time is always an explicit input.
 
 pub mod appraise;
+pub mod bundle;
 pub mod facts;
 pub mod gpu;
 pub mod gpu_appraise;

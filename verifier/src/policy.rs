@@ -44,6 +44,34 @@ pub struct Policy {
     /// shown but not checked.
     pub images: Vec<Image>,
     pub gpu: GpuPolicy,
+    /// Trust SIMULATED evidence signed by these roots. Devnet only: with it,
+    /// anyone holding the simulated keys can forge a "TEE".
+    pub dangerous_trust_simulated: Option<SimulatedRoots>,
+}
+
+/// The roots of a simulated hierarchy (`tvm-agent sim-init` prints them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulatedRoots {
+    /// PEM of the simulated Intel SGX root CA.
+    pub intel_root: String,
+    /// PEM of the simulated NVIDIA device identity root.
+    pub nvidia_root: String,
+}
+
+impl SimulatedRoots {
+    fn der(pem: &str, what: &str) -> Result<Vec<u8>, String> {
+        let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|e| {
+            format!("dangerous_trust_simulated.{what} is not a PEM certificate: {e}")
+        })?;
+        Ok(p.contents)
+    }
+    pub fn intel_root_der(&self) -> Result<Vec<u8>, String> {
+        Self::der(&self.intel_root, "intel_root")
+    }
+    pub fn nvidia_root_der(&self) -> Result<Vec<u8>, String> {
+        Self::der(&self.nvidia_root, "nvidia_root")
+    }
 }
 
 /// What NVIDIA GPU and NVSwitch evidence must show beyond being genuine.

@@ -76,6 +76,11 @@ impl TdxCollateral {
         }
     }
 
+    /// The root this collateral was checked against.
+    pub fn root_der(&self) -> &[u8] {
+        &self.root_der
+    }
+
     pub fn raw(&self) -> &QuoteCollateralV3 {
         &self.raw
     }

@@ -1,0 +1,515 @@
+//! NVIDIA GPUs through NVML (`nvml-wrapper`, loaded at run time, so the agent
+//! runs on machines without a driver): the system's confidential-computing
+//! state, the GPUs-ready switch, and per GPU the SPDM attestation report for
+//! a nonce (`nvmlDeviceGetConfComputeGpuAttestationReport`) and the device's
+//! attestation certificate chain (`nvmlDeviceGetConfComputeGpuCertificate`),
+//! through the `-sys` bindings since the wrapper does not cover those two.
+//!
+//! NVSwitches answer through NVIDIA's NSCQ library, not NVML; they are not
+//! read here yet (a protected-PCIe node then fails the validator's topology
+//! check, which says so).
+
+use std::sync::Mutex;
+
+use base64::Engine;
+
+use nvml_wrapper::error::NvmlError;
+use nvml_wrapper::Nvml;
+use nvml_wrapper_sys::bindings as sys;
+use tvm_protocol::evidence::DeviceEvidence;
+use tvm_protocol::hexbytes::HexBytes;
+
+use super::{gather, BackendError, DeviceSet, Devices, Gather, Readiness};
+
+const WHAT: &str = "NVML";
+
+/// The system-wide confidential-computing state NVML reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CcState {
+    pub cc_enabled: bool,
+    pub environment: CcEnvironment,
+    pub devtools: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CcEnvironment {
+    Unavailable,
+    /// NVIDIA's CC simulation environment: not real protection.
+    Simulation,
+    Production,
+}
+
+/// What the backend needs from NVML; the real library or a test model.
+pub trait NvmlApi: Send + Sync {
+    fn gpu_count(&self) -> Result<u32, String>;
+    fn cc_state(&self) -> Result<CcState, String>;
+    fn gpus_ready(&self) -> Result<bool, String>;
+    fn set_gpus_ready(&self) -> Result<(), String>;
+    /// The raw SPDM report (request ‖ response) for `nonce`.
+    fn attestation_report(&self, index: u32, nonce: &[u8; 32]) -> Result<Vec<u8>, String>;
+    /// The attestation certificate chain as NVML returns it (PEM or DER).
+    fn attestation_chain(&self, index: u32) -> Result<Vec<u8>, String>;
+}
+
+/// NVML's error, with what a miner should check.
+pub fn explain(e: &NvmlError) -> String {
+    let hint = match e {
+        NvmlError::LibloadingError(_) => {
+            " (libnvidia-ml.so could not be loaded: is the NVIDIA driver installed in the CVM?)"
+        }
+        NvmlError::DriverNotLoaded => " (load the nvidia kernel module: the GPU must be passed through to the CVM)",
+        NvmlError::NoPermission => " (run the agent as root)",
+        NvmlError::NotSupported => " (this GPU or driver does not support confidential computing: H100/H200/B200 with driver ≥ 535 needed)",
+        NvmlError::FailedToLoadSymbol(_) => " (the driver is too old for confidential computing: 535 or later needed)",
+        NvmlError::InvalidArg => " (the GPU is not in confidential-computing mode, or the call is malformed)",
+        _ => "",
+    };
+    format!("{e}{hint}")
+}
+
+/// The real NVML.
+pub struct RealNvml {
+    nvml: Nvml,
+}
+
+impl RealNvml {
+    pub fn init() -> Result<Self, BackendError> {
+        Nvml::init()
+            .map(|nvml| RealNvml { nvml })
+            .map_err(|e| BackendError::Unavailable {
+                what: WHAT,
+                reason: explain(&e),
+            })
+    }
+
+    fn sym<T: Copy, E>(&self, s: &Result<T, E>, name: &str) -> Result<T, String> {
+        s.as_ref().copied().map_err(|_| {
+            format!("{name} is missing from libnvidia-ml: the driver is too old for confidential computing (535 or later needed)")
+        })
+    }
+
+    fn handle(&self, index: u32) -> Result<sys::nvmlDevice_t, String> {
+        let d = self
+            .nvml
+            .device_by_index(index)
+            .map_err(|e| format!("GPU {index}: {}", explain(&e)))?;
+        // SAFETY: the handle stays valid while `self.nvml` is alive; we use it only inside calls on `self`.
+        Ok(unsafe { d.handle() })
+    }
+}
+
+fn nvml_rc(rc: sys::nvmlReturn_t, call: &str) -> Result<(), String> {
+    if rc == sys::nvmlReturn_enum_NVML_SUCCESS {
+        Ok(())
+    } else {
+        Err(format!("{call}: {}", explain(&NvmlError::from(rc))))
+    }
+}
+
+impl NvmlApi for RealNvml {
+    fn gpu_count(&self) -> Result<u32, String> {
+        self.nvml.device_count().map_err(|e| explain(&e))
+    }
+
+    fn cc_state(&self) -> Result<CcState, String> {
+        let f = self.sym(
+            &self.nvml.lib().nvmlSystemGetConfComputeState,
+            "nvmlSystemGetConfComputeState",
+        )?;
+        // SAFETY: plain C struct filled by NVML.
+        let mut st: sys::nvmlConfComputeSystemState_t = unsafe { std::mem::zeroed() };
+        nvml_rc(unsafe { f(&mut st) }, "nvmlSystemGetConfComputeState")?;
+        Ok(CcState {
+            cc_enabled: st.ccFeature == sys::NVML_CC_SYSTEM_FEATURE_ENABLED,
+            environment: match st.environment {
+                sys::NVML_CC_SYSTEM_ENVIRONMENT_PROD => CcEnvironment::Production,
+                sys::NVML_CC_SYSTEM_ENVIRONMENT_SIM => CcEnvironment::Simulation,
+                _ => CcEnvironment::Unavailable,
+            },
+            devtools: st.devToolsMode == sys::NVML_CC_SYSTEM_DEVTOOLS_MODE_ON,
+        })
+    }
+
+    fn gpus_ready(&self) -> Result<bool, String> {
+        let f = self.sym(
+            &self.nvml.lib().nvmlSystemGetConfComputeGpusReadyState,
+            "nvmlSystemGetConfComputeGpusReadyState",
+        )?;
+        let mut ready: std::os::raw::c_uint = 0;
+        // SAFETY: NVML writes one unsigned int.
+        nvml_rc(
+            unsafe { f(&mut ready) },
+            "nvmlSystemGetConfComputeGpusReadyState",
+        )?;
+        Ok(ready == sys::NVML_CC_ACCEPTING_CLIENT_REQUESTS_TRUE)
+    }
+
+    fn set_gpus_ready(&self) -> Result<(), String> {
+        let f = self.sym(
+            &self.nvml.lib().nvmlSystemSetConfComputeGpusReadyState,
+            "nvmlSystemSetConfComputeGpusReadyState",
+        )?;
+        // SAFETY: by-value argument.
+        nvml_rc(
+            unsafe { f(sys::NVML_CC_ACCEPTING_CLIENT_REQUESTS_TRUE) },
+            "nvmlSystemSetConfComputeGpusReadyState",
+        )
+    }
+
+    fn attestation_report(&self, index: u32, nonce: &[u8; 32]) -> Result<Vec<u8>, String> {
+        let f = self.sym(
+            &self.nvml.lib().nvmlDeviceGetConfComputeGpuAttestationReport,
+            "nvmlDeviceGetConfComputeGpuAttestationReport",
+        )?;
+        let h = self.handle(index)?;
+        // The struct is 12 KiB: keep it off the (small) thread stacks.
+        // SAFETY: plain C struct; NVML reads the nonce and fills the rest.
+        let mut r: Box<sys::nvmlConfComputeGpuAttestationReport_t> =
+            Box::new(unsafe { std::mem::zeroed() });
+        r.nonce = *nonce;
+        nvml_rc(
+            unsafe { f(h, &mut *r) },
+            "nvmlDeviceGetConfComputeGpuAttestationReport",
+        )?;
+        let n = (r.attestationReportSize as usize).min(r.attestationReport.len());
+        Ok(r.attestationReport[..n].to_vec())
+    }
+
+    fn attestation_chain(&self, index: u32) -> Result<Vec<u8>, String> {
+        let f = self.sym(
+            &self.nvml.lib().nvmlDeviceGetConfComputeGpuCertificate,
+            "nvmlDeviceGetConfComputeGpuCertificate",
+        )?;
+        let h = self.handle(index)?;
+        // SAFETY: plain C struct filled by NVML.
+        let mut c: Box<sys::nvmlConfComputeGpuCertificate_t> =
+            Box::new(unsafe { std::mem::zeroed() });
+        nvml_rc(
+            unsafe { f(h, &mut *c) },
+            "nvmlDeviceGetConfComputeGpuCertificate",
+        )?;
+        let n = (c.attestationCertChainSize as usize).min(c.attestationCertChain.len());
+        Ok(c.attestationCertChain[..n].to_vec())
+    }
+}
+
+/// Split NVML's chain into DER certificates: PEM blocks, or DER back to back.
+pub fn split_chain(raw: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    let text = String::from_utf8_lossy(raw);
+    if text.contains("-----BEGIN CERTIFICATE-----") {
+        let mut out = Vec::new();
+        for block in text.split("-----BEGIN CERTIFICATE-----").skip(1) {
+            let body = block
+                .split("-----END CERTIFICATE-----")
+                .next()
+                .unwrap_or_default();
+            let b64: String = body.chars().filter(|c| !c.is_whitespace()).collect();
+            out.push(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .map_err(|e| format!("a PEM certificate is not valid base64: {e}"))?,
+            );
+        }
+        return Ok(out);
+    }
+    let mut out = Vec::new();
+    let mut rest = raw;
+    while !rest.is_empty() && rest[0] == 0x30 {
+        let len = der_len(rest).ok_or("a DER certificate has a malformed length")?;
+        let (cert, tail) = rest.split_at(len.min(rest.len()));
+        if cert.len() != len {
+            return Err("the chain ends inside a certificate".into());
+        }
+        out.push(cert.to_vec());
+        rest = tail;
+    }
+    if out.is_empty() {
+        return Err("no certificate in NVML's chain".into());
+    }
+    Ok(out)
+}
+
+/// Total length of the DER element at the start of `d`.
+fn der_len(d: &[u8]) -> Option<usize> {
+    let first = *d.get(1)?;
+    if first < 0x80 {
+        return Some(2 + first as usize);
+    }
+    let n = (first & 0x7f) as usize;
+    if n == 0 || n > 4 {
+        return None;
+    }
+    let mut len = 0usize;
+    for i in 0..n {
+        len = (len << 8) | *d.get(2 + i)? as usize;
+    }
+    Some(2 + n + len)
+}
+
+/// The node's GPUs through an [`NvmlApi`].
+pub struct NvmlDevices<A: NvmlApi> {
+    api: A,
+    count: u32,
+    /// Readiness is re-read at most this often (NVML calls cost ~ms).
+    cached: Mutex<Option<(std::time::Instant, Readiness)>>,
+}
+
+impl<A: NvmlApi> NvmlDevices<A> {
+    /// Count the GPUs, check CC mode, and (when asked) switch the GPUs to
+    /// accepting work — NVIDIA leaves that to the guest once it trusts them.
+    pub fn new(api: A, set_ready: bool) -> Result<Self, BackendError> {
+        let count = api
+            .gpu_count()
+            .map_err(|reason| BackendError::Unavailable { what: WHAT, reason })?;
+        let dev = NvmlDevices {
+            api,
+            count,
+            cached: Mutex::new(None),
+        };
+        if set_ready && count > 0 {
+            if let Readiness::NotReady(why) = dev.cc_readiness() {
+                tracing::warn!(reason = %why, "GPUs are not in confidential-computing mode; not setting them ready");
+            } else if !dev.api.gpus_ready().unwrap_or(false) {
+                dev.api
+                    .set_gpus_ready()
+                    .map_err(|reason| BackendError::Failed { what: WHAT, reason })?;
+                tracing::info!("GPUs set ready to accept confidential work");
+            }
+        }
+        Ok(dev)
+    }
+
+    /// CC mode alone (before the ready switch).
+    fn cc_readiness(&self) -> Readiness {
+        match self.api.cc_state() {
+            Err(e) => Readiness::NotReady(format!("cannot read the confidential-computing state: {e}")),
+            Ok(s) if !s.cc_enabled => Readiness::NotReady(
+                "CC mode off: the GPUs are not in confidential-computing mode (set it on the host with NVIDIA's gpu-admin-tools: --set-cc-mode=on, then reset the GPU)".into(),
+            ),
+            Ok(s) if s.devtools => Readiness::NotReady(
+                "CC devtools mode is on: GPU memory is open to debugging tools; set --set-cc-mode=on (not devtools)".into(),
+            ),
+            Ok(s) if s.environment != CcEnvironment::Production => Readiness::NotReady(format!(
+                "the CC environment is {:?}, not production: the CPU TEE is not recognised by the driver",
+                s.environment
+            )),
+            Ok(_) => Readiness::Ready,
+        }
+    }
+
+    fn readiness_now(&self) -> Readiness {
+        if self.count == 0 {
+            return Readiness::NotReady("no NVIDIA GPU found".into());
+        }
+        match self.cc_readiness() {
+            Readiness::Ready => match self.api.gpus_ready() {
+                Ok(true) => Readiness::Ready,
+                Ok(false) => Readiness::NotReady(
+                    "CC mode on but the GPUs are not set ready to accept work (the agent sets them ready at start with gpus.set_ready)".into(),
+                ),
+                Err(e) => Readiness::NotReady(format!("cannot read the GPUs-ready state: {e}")),
+            },
+            not => not,
+        }
+    }
+}
+
+impl<A: NvmlApi> Devices for NvmlDevices<A> {
+    fn describe(&self) -> String {
+        format!("NVML ({} GPUs)", self.count)
+    }
+
+    fn gpu_count(&self) -> usize {
+        self.count as usize
+    }
+
+    fn readiness(&self) -> Readiness {
+        let mut c = match self.cached.lock() {
+            Ok(c) => c,
+            Err(p) => p.into_inner(),
+        };
+        if let Some((at, r)) = c.as_ref() {
+            if at.elapsed() < std::time::Duration::from_secs(5) {
+                return r.clone();
+            }
+        }
+        let r = self.readiness_now();
+        *c = Some((std::time::Instant::now(), r.clone()));
+        r
+    }
+
+    fn evidence(&self, nonce: &[u8; 32], how: Gather) -> Result<DeviceSet, BackendError> {
+        if let Readiness::NotReady(why) = self.cc_readiness() {
+            return Err(BackendError::NotConfidential(why));
+        }
+        let gpus = gather(self.count as usize, how, |i| {
+            let i = i as u32;
+            let fail = |reason: String| BackendError::Failed {
+                what: WHAT,
+                reason: format!("GPU {i}: {reason}"),
+            };
+            let report = self.api.attestation_report(i, nonce).map_err(fail)?;
+            let chain = self.api.attestation_chain(i).map_err(fail)?;
+            let chain = split_chain(&chain).map_err(fail)?;
+            Ok(DeviceEvidence {
+                report: HexBytes(report),
+                cert_chain: chain.into_iter().map(HexBytes).collect(),
+            })
+        })?;
+        Ok(DeviceSet {
+            gpus,
+            switches: Vec::new(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// NVML as the fixtures say: real NV-1 report bytes and chain from testdata.
+    struct Model {
+        state: Result<CcState, String>,
+        ready: AtomicBool,
+        count: u32,
+        report_error: Option<NvmlError>,
+    }
+
+    fn on() -> CcState {
+        CcState {
+            cc_enabled: true,
+            environment: CcEnvironment::Production,
+            devtools: false,
+        }
+    }
+
+    fn model(state: Result<CcState, String>) -> Model {
+        Model {
+            state,
+            ready: AtomicBool::new(false),
+            count: 2,
+            report_error: None,
+        }
+    }
+
+    fn testdata(name: &str) -> Vec<u8> {
+        std::fs::read(format!(
+            "{}/../testdata/nvidia/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    impl NvmlApi for Model {
+        fn gpu_count(&self) -> Result<u32, String> {
+            Ok(self.count)
+        }
+        fn cc_state(&self) -> Result<CcState, String> {
+            self.state.clone()
+        }
+        fn gpus_ready(&self) -> Result<bool, String> {
+            Ok(self.ready.load(Ordering::SeqCst))
+        }
+        fn set_gpus_ready(&self) -> Result<(), String> {
+            self.ready.store(true, Ordering::SeqCst);
+            Ok(())
+        }
+        fn attestation_report(&self, _: u32, _: &[u8; 32]) -> Result<Vec<u8>, String> {
+            if let Some(e) = &self.report_error {
+                return Err(explain(e));
+            }
+            let hex = String::from_utf8(testdata("nvtrust_hopper_report.hex")).unwrap();
+            Ok(hex::decode(hex.trim()).unwrap())
+        }
+        fn attestation_chain(&self, _: u32) -> Result<Vec<u8>, String> {
+            Ok(testdata("nvtrust_hopper_cert_chain.pem"))
+        }
+    }
+
+    #[test]
+    fn cc_on_sets_ready_and_gathers_every_gpu() {
+        let d = NvmlDevices::new(model(Ok(on())), true).unwrap();
+        assert_eq!(d.readiness(), Readiness::Ready);
+        let set = d.evidence(&[0; 32], Gather::Parallel).unwrap();
+        assert_eq!(set.gpus.len(), 2);
+        assert_eq!(
+            set.gpus[0].cert_chain.len(),
+            5,
+            "PEM chain split into 5 DER certificates"
+        );
+        assert_eq!(set.gpus[0].cert_chain[0].0[0], 0x30);
+        let seq = d.evidence(&[0; 32], Gather::Sequential).unwrap();
+        assert_eq!(seq, set);
+    }
+
+    #[test]
+    fn cc_off_is_reported_cleanly_and_nothing_is_set_ready() {
+        let mut s = on();
+        s.cc_enabled = false;
+        let d = NvmlDevices::new(model(Ok(s)), true).unwrap();
+        assert!(!d.api.ready.load(Ordering::SeqCst));
+        match d.readiness() {
+            Readiness::NotReady(why) => assert!(why.starts_with("CC mode off"), "{why}"),
+            r => panic!("{r:?}"),
+        }
+        let e = d.evidence(&[0; 32], Gather::Parallel).unwrap_err();
+        assert!(matches!(e, BackendError::NotConfidential(_)), "{e}");
+    }
+
+    #[test]
+    fn devtools_and_simulation_environments_are_not_ready() {
+        let mut s = on();
+        s.devtools = true;
+        let d = NvmlDevices::new(model(Ok(s)), false).unwrap();
+        assert!(matches!(d.readiness(), Readiness::NotReady(w) if w.contains("devtools")));
+        let mut s = on();
+        s.environment = CcEnvironment::Simulation;
+        let d = NvmlDevices::new(model(Ok(s)), false).unwrap();
+        assert!(matches!(d.readiness(), Readiness::NotReady(w) if w.contains("Simulation")));
+        // CC on but nobody set the GPUs ready.
+        let d = NvmlDevices::new(model(Ok(on())), false).unwrap();
+        assert!(matches!(d.readiness(), Readiness::NotReady(w) if w.contains("not set ready")));
+    }
+
+    #[test]
+    fn nvml_errors_say_what_to_check() {
+        let mut m = model(Ok(on()));
+        m.report_error = Some(NvmlError::NotSupported);
+        let d = NvmlDevices::new(m, true).unwrap();
+        let e = d
+            .evidence(&[0; 32], Gather::Parallel)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("GPU 0") || e.contains("GPU 1"), "{e}");
+        assert!(e.contains("driver ≥ 535"), "{e}");
+        let d = NvmlDevices::new(model(Err(explain(&NvmlError::DriverNotLoaded))), true).unwrap();
+        assert!(matches!(d.readiness(), Readiness::NotReady(w) if w.contains("passed through")));
+    }
+
+    #[test]
+    fn missing_library_is_unavailable_not_a_panic() {
+        // No NVIDIA driver on CI: init must fail cleanly with the hint.
+        let r = Nvml::builder()
+            .lib_path(std::ffi::OsStr::new("libnvidia-ml-does-not-exist.so"))
+            .init();
+        let Err(e) = r else {
+            panic!("a library that does not exist loaded")
+        };
+        assert!(
+            explain(&e).contains("NVIDIA driver installed"),
+            "{}",
+            explain(&e)
+        );
+    }
+
+    #[test]
+    fn chains_split_from_pem_and_der() {
+        let pem = testdata("nvtrust_hopper_cert_chain.pem");
+        let ders = split_chain(&pem).unwrap();
+        let joined: Vec<u8> = ders.concat();
+        assert_eq!(split_chain(&joined).unwrap(), ders);
+        assert!(split_chain(&joined[..joined.len() - 3]).is_err());
+        assert!(split_chain(b"").is_err());
+    }
+}

@@ -1,0 +1,227 @@
+//! The SIMULATED backends: a TDX "platform" and NVIDIA "GPUs" whose keys are
+//! certified by the local hierarchy in `sim.dir` (made on first use). The
+//! evidence is in the real formats and verifies with the real code — but
+//! only against the simulated roots, which a validator trusts only under a
+//! devnet policy (`dangerous_trust_simulated`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tvm_certs::sim::intel::SimIntel;
+use tvm_certs::sim::nvidia::{SimDeviceKind, SimNvidia};
+use tvm_protocol::evidence::TeeEvidence;
+use tvm_protocol::hexbytes::HexBytes;
+
+use super::{gather, BackendError, DeviceSet, Devices, Gather, Readiness, Tee, TeeKind};
+use crate::config::SimConfig;
+use crate::sim::gpu::{default_fwid, GpuProfile, SimGpu};
+use crate::sim::tdx::SimTd;
+
+const WHAT: &str = "the simulated TEE";
+
+fn failed(reason: impl ToString) -> BackendError {
+    BackendError::Failed {
+        what: WHAT,
+        reason: reason.to_string(),
+    }
+}
+
+/// The file a devnet validator's policy includes to trust the hierarchy.
+pub const POLICY_FILE: &str = "policy-devnet.yaml";
+/// TDX collateral for the simulated platform (valid 30 days from `sim-init`).
+pub const COLLATERAL_FILE: &str = "tdx-collateral.json";
+
+/// Load the hierarchy in `dir`, or make it. Concurrent agents starting on
+/// the same folder agree on one hierarchy: it is built aside and renamed into
+/// place, and whoever loses the rename loads the winner's.
+pub fn hierarchy(dir: &Path) -> Result<(SimIntel, SimNvidia), BackendError> {
+    if !dir.join(tvm_certs::sim::nvidia::ROOT_FILE).exists() {
+        let tmp = PathBuf::from(format!("{}.tmp-{}", dir.display(), std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp)
+            .map_err(|e| failed(format!("cannot create {}: {e}", tmp.display())))?;
+        let intel = SimIntel::generate().map_err(failed)?;
+        let nvidia = SimNvidia::generate().map_err(failed)?;
+        intel.save(&tmp).map_err(failed)?;
+        nvidia.save(&tmp).map_err(failed)?;
+        std::fs::write(tmp.join(POLICY_FILE), policy_snippet(&intel, &nvidia))
+            .map_err(|e| failed(format!("cannot write the devnet policy: {e}")))?;
+        if std::fs::rename(&tmp, dir).is_err() {
+            let _ = std::fs::remove_dir_all(&tmp);
+            if !dir.join(tvm_certs::sim::nvidia::ROOT_FILE).exists() {
+                return Err(failed(format!(
+                    "cannot put the simulated hierarchy at {} (a non-empty folder of other files is there?)",
+                    dir.display()
+                )));
+            }
+        }
+    }
+    let intel = SimIntel::load(dir).map_err(failed)?;
+    let nvidia = SimNvidia::load(dir).map_err(failed)?;
+    Ok((intel, nvidia))
+}
+
+/// The validator policy that trusts this hierarchy (and nothing else new).
+pub fn policy_snippet(intel: &SimIntel, nvidia: &SimNvidia) -> String {
+    let indent = |pem: &str| {
+        pem.trim_end()
+            .lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    };
+    let nvidia_pem = pem("CERTIFICATE", nvidia.root_der());
+    format!(
+        "# DEVNET ONLY: trusts SIMULATED evidence signed by this hierarchy.\n\
+         # Anyone with the keys in this folder can forge it; never use on a real validator.\n\
+         dangerous_trust_simulated:\n  intel_root: |\n{}  nvidia_root: |\n{}\
+         gpu:\n  # Simulated GPUs have no NVIDIA reference values or OCSP answers.\n  require_rims: false\n  require_revocation_check: false\n",
+        indent(intel.root_pem()),
+        indent(&nvidia_pem)
+    )
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(chunk));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// `tvm-agent sim-init`: make (or load) the hierarchy, write the devnet
+/// policy and fresh TDX collateral next to it, and say where they are.
+pub fn init(dir: &Path) -> Result<String, BackendError> {
+    let (intel, nvidia) = hierarchy(dir)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let collateral = intel.collateral(now).map_err(failed)?;
+    let json = serde_json::to_vec_pretty(&collateral).map_err(failed)?;
+    std::fs::write(dir.join(COLLATERAL_FILE), json)
+        .map_err(|e| failed(format!("cannot write the collateral: {e}")))?;
+    std::fs::write(dir.join(POLICY_FILE), policy_snippet(&intel, &nvidia))
+        .map_err(|e| failed(format!("cannot write the devnet policy: {e}")))?;
+    Ok(format!(
+        "SIMULATED hierarchy in {dir}\n  validator policy (devnet only): {dir}/{POLICY_FILE}\n  TDX collateral (30 days):       {dir}/{COLLATERAL_FILE}\n  agent: tvm-agent run --sim --sim-dir {dir} ...",
+        dir = dir.display()
+    ))
+}
+
+/// A simulated TDX platform (a fresh PCK key per agent start: one machine).
+pub struct SimTee {
+    td: SimTd,
+}
+
+impl SimTee {
+    pub fn open(cfg: &SimConfig) -> Result<Self, BackendError> {
+        let (intel, _) = hierarchy(&cfg.dir)?;
+        let platform = intel.issue_platform().map_err(failed)?;
+        Ok(SimTee {
+            td: SimTd::new(platform).map_err(failed)?,
+        })
+    }
+}
+
+impl Tee for SimTee {
+    fn kind(&self) -> TeeKind {
+        TeeKind::Tdx
+    }
+    fn describe(&self) -> String {
+        "SIMULATED TDX".into()
+    }
+    fn simulated(&self) -> bool {
+        true
+    }
+    fn evidence(&self, report_data: &[u8; 64]) -> Result<TeeEvidence, BackendError> {
+        Ok(TeeEvidence::Tdx {
+            quote: HexBytes(self.td.quote(report_data).map_err(failed)?),
+            event_log: None,
+        })
+    }
+}
+
+/// Simulated GPUs (and switches), each with its own device identity.
+pub struct SimDevices {
+    gpus: Vec<SimGpu>,
+    switches: Vec<SimGpu>,
+    latency: Duration,
+}
+
+impl SimDevices {
+    pub fn open(cfg: &SimConfig) -> Result<Self, BackendError> {
+        let (_, nvidia) = hierarchy(&cfg.dir)?;
+        Self::issue(
+            &nvidia,
+            cfg.gpus,
+            cfg.switches,
+            Duration::from_millis(cfg.gpu_latency_ms),
+        )
+    }
+
+    pub fn issue(
+        nvidia: &SimNvidia,
+        gpus: usize,
+        switches: usize,
+        latency: Duration,
+    ) -> Result<Self, BackendError> {
+        let make =
+            |kind: SimDeviceKind, profile: fn() -> GpuProfile| -> Result<SimGpu, BackendError> {
+                let device = nvidia
+                    .issue_device(kind, &default_fwid(kind))
+                    .map_err(failed)?;
+                SimGpu::new(device, profile()).map_err(failed)
+            };
+        Ok(SimDevices {
+            gpus: (0..gpus)
+                .map(|_| make(SimDeviceKind::Gpu, GpuProfile::h100))
+                .collect::<Result<_, _>>()?,
+            switches: (0..switches)
+                .map(|_| make(SimDeviceKind::Switch, GpuProfile::nvswitch))
+                .collect::<Result<_, _>>()?,
+            latency,
+        })
+    }
+
+    /// The NVIDIA-signed identities of the simulated GPUs.
+    pub fn gpu_identities(&self) -> Vec<String> {
+        self.gpus.iter().map(SimGpu::identity).collect()
+    }
+}
+
+impl Devices for SimDevices {
+    fn describe(&self) -> String {
+        format!(
+            "SIMULATED {} H100 GPUs, {} NVSwitches",
+            self.gpus.len(),
+            self.switches.len()
+        )
+    }
+    fn simulated(&self) -> bool {
+        true
+    }
+    fn gpu_count(&self) -> usize {
+        self.gpus.len()
+    }
+    fn readiness(&self) -> Readiness {
+        Readiness::Ready
+    }
+    fn evidence(&self, nonce: &[u8; 32], how: Gather) -> Result<DeviceSet, BackendError> {
+        let all: Vec<&SimGpu> = self.gpus.iter().chain(&self.switches).collect();
+        let mut reports = gather(all.len(), how, |i| {
+            if !self.latency.is_zero() {
+                std::thread::sleep(self.latency);
+            }
+            all[i].evidence(nonce).map_err(failed)
+        })?;
+        let switches = reports.split_off(self.gpus.len());
+        Ok(DeviceSet {
+            gpus: reports,
+            switches,
+        })
+    }
+}

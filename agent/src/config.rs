@@ -1,0 +1,295 @@
+//! The agent's configuration: a YAML file (serde-saphyr, the maintained
+//! successor of the archived serde_yaml), every field defaulted, unknown
+//! fields refused so that a typo does not silently keep a default.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The miner's hotkey (SS58): requests must be signed for it.
+    pub hotkey: String,
+    /// HTTPS with the attested key (RA-TLS). Validators try 8080, then 8980.
+    pub listen: SocketAddr,
+    /// Plain HTTP as well, for validators that do not speak RA-TLS yet.
+    pub plain_http: Option<SocketAddr>,
+    /// Prometheus `/metrics`; loopback by default (it is unsigned).
+    pub metrics: Option<SocketAddr>,
+    /// Names in the self-signed certificate (the CVM's IPs or host names).
+    pub tls_names: Vec<String>,
+    pub access: AccessConfig,
+    pub tee: TeeChoice,
+    pub gpus: GpuChoice,
+    /// Set the GPUs ready to accept confidential work at start (NVML).
+    pub set_gpus_ready: bool,
+    /// SEV-SNP: the VMPL reports are requested at.
+    pub snp_vmpl: u32,
+    pub sim: SimConfig,
+    pub runtime: RuntimeConfig,
+    /// Keep the CVM key here (a tmpfs such as /run) so that an agent restart
+    /// keeps the CVM id; absent: a new id every start.
+    pub cvm_key_file: Option<PathBuf>,
+    pub log: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            hotkey: String::new(),
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            plain_http: None,
+            metrics: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            tls_names: vec!["localhost".into()],
+            access: AccessConfig::default(),
+            tee: TeeChoice::Auto,
+            gpus: GpuChoice::Auto,
+            set_gpus_ready: true,
+            snp_vmpl: 0,
+            sim: SimConfig::default(),
+            runtime: RuntimeConfig::default(),
+            cvm_key_file: None,
+            log: LogFormat::Json,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum TeeChoice {
+    /// configfs-tsm, then /dev/tdx_guest, then /dev/sev-guest.
+    Auto,
+    Tsm,
+    TdxGuest,
+    SevGuest,
+    /// The simulated TDX: development and devnet only; says SIMULATED everywhere.
+    Sim,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum GpuChoice {
+    /// NVML when a driver is present, else none.
+    Auto,
+    Nvml,
+    /// A CPU-only node.
+    None,
+    Sim,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Allow {
+    /// Hotkeys listed in `allowlist` (one SS58 per line; re-read when it changes).
+    Allowlist,
+    /// Any hotkey with a valid signature for this miner.
+    AnySigner,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccessConfig {
+    pub allow: Allow,
+    pub allowlist: Option<PathBuf>,
+    /// Requests a signer may make per minute (token bucket)...
+    pub per_signer_per_minute: u32,
+    /// ...and in one burst.
+    pub per_signer_burst: u32,
+    /// Evidence requests produced at once; hardware calls are serial-ish.
+    pub max_concurrent_evidence: usize,
+    /// Evidence requests waiting beyond those; more get 503.
+    pub max_queued_evidence: usize,
+    /// Epistula freshness window.
+    pub window_ms: u64,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        AccessConfig {
+            allow: Allow::Allowlist,
+            allowlist: None,
+            per_signer_per_minute: 120,
+            per_signer_burst: 20,
+            max_concurrent_evidence: 4,
+            max_queued_evidence: 32,
+            window_ms: tvm_protocol::epistula::DEFAULT_WINDOW_MS,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimConfig {
+    /// The simulated hierarchy (made there on first use; `tvm-agent sim-init`).
+    pub dir: PathBuf,
+    pub gpus: usize,
+    pub switches: usize,
+    /// Modelled time one simulated GPU takes to produce its report
+    /// (real H100s take tens to hundreds of milliseconds).
+    pub gpu_latency_ms: u64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            dir: PathBuf::from("tvm-sim"),
+            gpus: 8,
+            switches: 0,
+            gpu_latency_ms: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// The local inference server (vLLM's OpenAI-compatible API).
+    pub upstream: Option<String>,
+    /// Models served, each to the default upstream or its own.
+    pub models: BTreeMap<String, ModelRoute>,
+    /// The VM image digest (bound into the claims).
+    pub image_digest: Option<String>,
+    /// Whole-request timeout towards the upstream, in seconds (streams included).
+    pub upstream_timeout_s: u64,
+    /// Largest inference request body accepted.
+    pub max_body_bytes: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            upstream: None,
+            models: BTreeMap::new(),
+            image_digest: None,
+            upstream_timeout_s: 600,
+            max_body_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelRoute {
+    /// Another upstream for this model; absent: `runtime.upstream`.
+    pub upstream: Option<String>,
+    /// The name the upstream knows the model by; absent: the same name.
+    pub served_as: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    pub fn from_yaml(text: &str, path: &str) -> Result<Self, ConfigError> {
+        let c: Config = serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_string(),
+            message: e.to_string(),
+        })?;
+        Ok(c)
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_yaml(&text, &path.display().to_string())
+    }
+
+    /// What cannot work, said before anything starts.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.hotkey.is_empty() {
+            return Err(ConfigError::Invalid(
+                "hotkey is not set: give the miner's hotkey (SS58) with --hotkey or `hotkey:`"
+                    .into(),
+            ));
+        }
+        tvm_protocol::keys::AccountId::from_ss58(&self.hotkey).map_err(|e| {
+            ConfigError::Invalid(format!(
+                "hotkey {:?} is not an SS58 address: {e}",
+                self.hotkey
+            ))
+        })?;
+        if self.access.allow == Allow::Allowlist && self.access.allowlist.is_none() {
+            return Err(ConfigError::Invalid(
+                "access.allow is allowlist but access.allowlist names no file: list the validator hotkeys there, or set access.allow: any-signer".into(),
+            ));
+        }
+        if self.access.max_concurrent_evidence == 0 || self.access.per_signer_burst == 0 {
+            return Err(ConfigError::Invalid(
+                "access.max_concurrent_evidence and access.per_signer_burst must be at least 1"
+                    .into(),
+            ));
+        }
+        if !self.runtime.models.is_empty() && self.runtime.upstream.is_none() {
+            if let Some((m, _)) = self
+                .runtime
+                .models
+                .iter()
+                .find(|(_, r)| r.upstream.is_none())
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "model {m} has no upstream and runtime.upstream is not set"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses_and_typos_are_refused() {
+        let c = Config::from_yaml(
+            r#"
+hotkey: 5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY
+listen: 0.0.0.0:8080
+plain_http: 0.0.0.0:8980
+access:
+  allow: allowlist
+  allowlist: /etc/tvm/validators.txt
+tee: auto
+gpus: nvml
+runtime:
+  upstream: http://127.0.0.1:8000
+  models:
+    meta-llama/Llama-3.1-8B-Instruct: {}
+"#,
+            "agent.yaml",
+        )
+        .unwrap();
+        assert_eq!(c.plain_http, Some("0.0.0.0:8980".parse().unwrap()));
+        assert_eq!(c.gpus, GpuChoice::Nvml);
+        c.validate().unwrap();
+        let e = Config::from_yaml("hotkey: x\nlisten_port: 1\n", "a.yaml").unwrap_err();
+        assert!(e.to_string().contains("listen_port"), "{e}");
+        let e = Config::from_yaml("hotkey: x\n", "a.yaml")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("SS58"), "{e}");
+    }
+}

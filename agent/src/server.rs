@@ -1,0 +1,261 @@
+//! The agent's HTTP API. `GET /health` is open; everything else needs an
+//! Epistula signature for this miner (see `auth`). Served over RA-TLS and,
+//! when configured, plain HTTP; metrics on their own (loopback) listener.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::sync::Semaphore;
+use tvm_protocol::evidence::EvidenceRequest;
+
+use crate::auth::Access;
+use crate::backend::{BackendError, Readiness};
+use crate::evidence::{EvidenceSource, AGENT_VERSION};
+use crate::metrics::Metrics;
+use crate::proxy::{self, Proxy};
+
+/// `{"nonce": "<64 hex>"}` is 77 bytes; leave room for whitespace.
+pub const MAX_EVIDENCE_REQUEST: usize = 1024;
+
+pub struct AppState {
+    pub source: Arc<EvidenceSource>,
+    pub access: Access,
+    pub metrics: Metrics,
+    pub proxy: Option<Proxy>,
+    pub max_body: usize,
+    slots: Semaphore,
+    in_flight: AtomicUsize,
+    max_in_flight: usize,
+}
+
+impl AppState {
+    pub fn new(
+        source: Arc<EvidenceSource>,
+        access: Access,
+        proxy: Option<Proxy>,
+        max_body: usize,
+        max_concurrent: usize,
+        max_queued: usize,
+    ) -> Self {
+        AppState {
+            source,
+            access,
+            metrics: Metrics::default(),
+            proxy,
+            max_body,
+            slots: Semaphore::new(max_concurrent),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: max_concurrent + max_queued,
+        }
+    }
+}
+
+type St = State<Arc<AppState>>;
+
+fn err(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({"error": message.into()}))).into_response()
+}
+
+/// The API router (health, evidence, info, inference).
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/api/v1/evidence", post(evidence))
+        .route("/api/v1/info", get(info))
+        .route("/v1/chat/completions", post(inference))
+        .route("/v1/completions", post(inference))
+        .route("/v1/models", get(inference))
+        .with_state(state)
+}
+
+/// The metrics router, for a separate listener.
+pub fn metrics_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn health(State(s): St) -> Response {
+    let ready = s.source.devices.readiness();
+    s.metrics.request("health", 200);
+    Json(json!({
+        "status": "ok",
+        "ready": ready == Readiness::Ready,
+        "simulated": s.source.simulated(),
+    }))
+    .into_response()
+}
+
+async fn metrics(State(s): St) -> Response {
+    let ready = s.source.devices.readiness() == Readiness::Ready;
+    let text = s
+        .metrics
+        .render(ready, s.source.simulated(), s.source.devices.gpu_count());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// Read at most `limit` bytes of body, then check the signature over them.
+async fn signed(
+    s: &AppState,
+    route: &'static str,
+    req: Request,
+    limit: usize,
+) -> Result<(Method, HeaderMap, Bytes), Response> {
+    let (parts, body) = req.into_parts();
+    let body = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(_) => {
+            s.metrics.request(route, 413);
+            s.metrics.denied("too_large");
+            return Err(err(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body over {limit} bytes"),
+            ));
+        }
+    };
+    if let Err(d) = s.access.check(&parts.headers, &body) {
+        let status = d.status();
+        s.metrics.request(route, status.as_u16());
+        s.metrics.denied(d.reason());
+        tracing::info!(route, reason = d.reason(), detail = %d, "request refused");
+        return Err(err(status, d.to_string()));
+    }
+    Ok((parts.method, parts.headers, body))
+}
+
+async fn evidence(State(s): St, req: Request) -> Response {
+    const ROUTE: &str = "evidence";
+    let (_, _, body) = match signed(&s, ROUTE, req, MAX_EVIDENCE_REQUEST).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let nonce = match serde_json::from_slice::<EvidenceRequest>(&body) {
+        Ok(r) => r.nonce,
+        Err(e) => {
+            s.metrics.request(ROUTE, 400);
+            return err(
+                StatusCode::BAD_REQUEST,
+                format!("body must be {{\"nonce\": \"<64 hex>\"}}: {e}"),
+            );
+        }
+    };
+    // Bounded queue: the hardware answers a few requests at a time.
+    if s.in_flight.fetch_add(1, Ordering::AcqRel) >= s.max_in_flight {
+        s.in_flight.fetch_sub(1, Ordering::AcqRel);
+        s.metrics.busy();
+        s.metrics.request(ROUTE, 503);
+        let mut r = err(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "busy: {} evidence requests in progress; retry shortly",
+                s.max_in_flight
+            ),
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
+    }
+    let started = Instant::now();
+    let result = match s.slots.acquire().await {
+        Ok(_permit) => {
+            let src = s.source.clone();
+            tokio::task::spawn_blocking(move || src.produce(nonce)).await
+        }
+        Err(_) => {
+            s.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return err(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+        }
+    };
+    s.in_flight.fetch_sub(1, Ordering::AcqRel);
+    let secs = started.elapsed().as_secs_f64();
+    let (status, response) = match result {
+        Ok(Ok(p)) => {
+            tracing::info!(nonce = %nonce.to_hex(), gpus = p.bundle.gpus.len(), devices_ms = p.devices_ms, tee_ms = p.tee_ms, "evidence produced");
+            let r = (
+                [(header::CONTENT_TYPE, "application/json")],
+                p.bundle.to_json(),
+            )
+                .into_response();
+            (200, r)
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "evidence failed");
+            let status = match e {
+                BackendError::NotConfidential(_) => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            (status.as_u16(), err(status, e.to_string()))
+        }
+        Err(e) => (
+            500,
+            err(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("evidence task failed: {e}"),
+            ),
+        ),
+    };
+    s.metrics.evidence(status == 200, secs);
+    s.metrics.request(ROUTE, status);
+    response
+}
+
+async fn info(State(s): St, req: Request) -> Response {
+    if let Err(r) = signed(&s, "info", req, 0).await {
+        return r;
+    }
+    s.metrics.request("info", 200);
+    let src = &s.source;
+    let ready = src.devices.readiness();
+    Json(json!({
+        "agent_version": AGENT_VERSION,
+        "cvm_id": src.cvm.id(),
+        "cvm_public_key": hex::encode(src.cvm.public_key()),
+        "node_type": src.node_type(),
+        "simulated": src.simulated(),
+        "tee": {"kind": src.tee.kind(), "backend": src.tee.describe()},
+        "gpus": {"count": src.devices.gpu_count(), "backend": src.devices.describe(), "readiness": ready},
+        "tls_spki_sha256": hex::encode(src.tls_spki_sha256),
+        "runtime": src.runtime,
+    }))
+    .into_response()
+}
+
+async fn inference(State(s): St, req: Request) -> Response {
+    const ROUTE: &str = "inference";
+    let path = req.uri().path().to_string();
+    let (method, headers, body) = match signed(&s, ROUTE, req, s.max_body).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let Some(proxy) = &s.proxy else {
+        s.metrics.request(ROUTE, 503);
+        return proxy::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_upstream",
+            "this node serves no inference (runtime.upstream is not set)",
+        );
+    };
+    // Sealed: no inference until the GPUs are in CC mode and ready.
+    if let Readiness::NotReady(why) = s.source.devices.readiness() {
+        s.metrics.request(ROUTE, 503);
+        return proxy::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            format!("GPUs not ready for confidential work: {why}"),
+        );
+    }
+    let f = proxy.forward(method, &path, &headers, body).await;
+    if f.upstream_error {
+        s.metrics.upstream_error();
+    }
+    s.metrics.request(ROUTE, f.response.status().as_u16());
+    f.response
+}
