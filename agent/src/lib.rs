@@ -162,3 +162,36 @@ impl Agent {
 pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, StartError> {
     std::net::TcpListener::bind(addr).map_err(|source| StartError::Listen { addr, source })
 }
+
+/// An agent serving on loopback ports chosen by the system (tests, the devnet).
+pub struct Running {
+    pub https: SocketAddr,
+    pub http: SocketAddr,
+    pub metrics: SocketAddr,
+    pub state: Arc<AppState>,
+    pub tls_spki_sha256: [u8; 32],
+    pub task: tokio::task::JoinHandle<Result<(), StartError>>,
+}
+
+impl Agent {
+    /// Serve on 127.0.0.1 (RA-TLS, plain HTTP and metrics, each on a free port).
+    pub fn start_local(self) -> Result<Running, StartError> {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let (https, http, metrics) = (bind(any)?, bind(any)?, bind(any)?);
+        let addr = |l: &std::net::TcpListener| {
+            l.local_addr().map_err(|e| StartError::Other(e.to_string()))
+        };
+        let (a, b, c) = (addr(&https)?, addr(&http)?, addr(&metrics)?);
+        let state = self.state.clone();
+        let tls_spki_sha256 = self.tls.spki_sha256;
+        let task = tokio::spawn(self.serve(https, Some(http), Some(metrics)));
+        Ok(Running {
+            https: a,
+            http: b,
+            metrics: c,
+            state,
+            tls_spki_sha256,
+            task,
+        })
+    }
+}

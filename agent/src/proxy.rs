@@ -35,7 +35,16 @@ struct ModelField {
 
 impl Proxy {
     pub fn new(cfg: &RuntimeConfig) -> Result<Self, String> {
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("cannot set up TLS towards the upstream: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
         let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
             // The upstream is local: never route it through an HTTP proxy from the environment.
             .no_proxy()
             .connect_timeout(Duration::from_secs(5))

@@ -3,6 +3,7 @@
 
 pub mod appraise;
 pub mod bundle;
+pub mod ratls;
 pub mod facts;
 pub mod gpu;
 pub mod gpu_appraise;

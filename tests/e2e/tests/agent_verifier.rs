@@ -1,0 +1,194 @@
+//! The agent in sim mode and the verifier library, over real sockets: a
+//! validator asks for evidence over RA-TLS and appraises the bundle; replays,
+//! swapped GPU reports and a different TLS key fail with the right check.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tvm_agent::config::{Allow, Config, GpuChoice, TeeChoice};
+use tvm_agent::{Agent, Running};
+use tvm_certs::sim::intel::SimIntel;
+use tvm_protocol::epistula;
+use tvm_protocol::evidence::{EvidenceBundle, EvidenceRequest};
+use tvm_protocol::hexbytes::Digest32;
+use tvm_protocol::keys::Hotkey;
+use tvm_protocol::nonce::Nonce;
+use tvm_verifier::bundle::{appraise_bundle, check, BundleInput, BundleVerdict, TeeCollateral};
+use tvm_verifier::policy::Policy;
+use tvm_verifier::tdx::TdxCollateral;
+
+fn now() -> (i64, u64) {
+    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    (d.as_secs() as i64, d.as_millis() as u64)
+}
+
+fn miner() -> Hotkey {
+    Hotkey::from_uri("//Miner").unwrap()
+}
+
+fn validator() -> Hotkey {
+    Hotkey::from_uri("//Alice").unwrap()
+}
+
+fn start(sim_dir: &std::path::Path, gpus: usize) -> Running {
+    let mut cfg = Config {
+        hotkey: miner().account_id().to_ss58(),
+        tee: TeeChoice::Sim,
+        gpus: GpuChoice::Sim,
+        ..Config::default()
+    };
+    cfg.sim.dir = sim_dir.to_path_buf();
+    cfg.sim.gpus = gpus;
+    cfg.access.allow = Allow::AnySigner;
+    cfg.tls_names = vec!["127.0.0.1".into()];
+    Agent::build(&cfg).unwrap().start_local().unwrap()
+}
+
+/// What a validator does: a fresh nonce, a signed request over RA-TLS, the
+/// bundle and the TLS key the connection presented.
+async fn fetch(agent: &Running, nonce: &Nonce) -> (EvidenceBundle, [u8; 32]) {
+    let client = tvm_verifier::ratls::client(Duration::from_secs(20)).unwrap();
+    let body = serde_json::to_vec(&EvidenceRequest { nonce: *nonce }).unwrap();
+    let h = epistula::sign(&validator(), &body, Some(&miner().account_id()), now().1);
+    let mut req = client
+        .post(format!(
+            "https://127.0.0.1:{}/api/v1/evidence",
+            agent.https.port()
+        ))
+        .header("content-type", "application/json")
+        .body(body);
+    for (k, v) in h.to_pairs() {
+        req = req.header(k, v);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let spki = tvm_verifier::ratls::tls_spki_sha256(&resp)
+        .expect("served over TLS")
+        .unwrap();
+    let bytes = resp.bytes().await.unwrap();
+    (EvidenceBundle::from_json(&bytes).unwrap(), spki)
+}
+
+struct Validator {
+    policy: Policy,
+    collateral: TdxCollateral,
+}
+
+impl Validator {
+    fn for_devnet(sim_dir: &std::path::Path) -> Self {
+        let text =
+            std::fs::read_to_string(sim_dir.join(tvm_agent::backend::sim::POLICY_FILE)).unwrap();
+        let policy = Policy::from_yaml(&text).unwrap();
+        let intel = SimIntel::load(sim_dir).unwrap();
+        let collateral =
+            TdxCollateral::prepare(intel.collateral(now().0).unwrap(), intel.root_der());
+        Validator { policy, collateral }
+    }
+
+    fn appraise(
+        &self,
+        bundle: &EvidenceBundle,
+        nonce: &Nonce,
+        spki: Option<[u8; 32]>,
+    ) -> BundleVerdict {
+        appraise_bundle(&BundleInput {
+            bundle,
+            nonce,
+            tls_spki_sha256: spki,
+            tee_collateral: TeeCollateral::Tdx(&self.collateral),
+            rims: &[],
+            revocation: &[],
+            policy: &self.policy,
+            at: now().0,
+        })
+    }
+}
+
+fn names(v: &BundleVerdict) -> Vec<&'static str> {
+    v.failures().iter().map(|c| c.name).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sim_agent_evidence_is_genuine_and_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = dir.path().join("sim");
+    let a = start(&sim, 2);
+    let b = start(&sim, 2);
+    let v = Validator::for_devnet(&sim);
+
+    let nonce = Nonce::generate(&validator().account_id());
+    let (bundle, spki) = fetch(&a, &nonce).await;
+    assert_eq!(spki, a.tls_spki_sha256);
+    let verdict = v.appraise(&bundle, &nonce, Some(spki));
+    assert!(verdict.accepted, "{}", verdict.render());
+    assert!(verdict.simulated);
+    assert!(verdict.render().contains("SIMULATED"));
+    for name in ["report_data", "quote.signature", "pck.chain"] {
+        let c = verdict.tee.check(name).unwrap();
+        assert_eq!(
+            c.status,
+            tvm_verifier::verdict::Status::Pass,
+            "{name}: {}",
+            c.detail
+        );
+    }
+    for name in [check::TLS_KEY, check::CLAIMS_DEVICES, check::SIMULATED] {
+        assert!(
+            verdict
+                .checks
+                .iter()
+                .any(|c| c.name == name && c.status == tvm_verifier::verdict::Status::Pass),
+            "{name}"
+        );
+    }
+    let gpus = verdict.gpus.as_ref().unwrap();
+    assert_eq!(
+        gpus.gpu_ids().len(),
+        2,
+        "two distinct NVIDIA-style identities"
+    );
+
+    // Replayed for another nonce: the quote and every GPU answer the old one.
+    let other = Nonce::generate(&validator().account_id());
+    let replay = v.appraise(&bundle, &other, Some(spki));
+    assert!(!replay.accepted);
+    let failed = names(&replay);
+    assert!(failed.contains(&"report_data"), "{failed:?}");
+    assert!(failed.contains(&"spdm.nonce"), "{failed:?}");
+
+    // A GPU report from another agent, answering the same nonce.
+    let (b_bundle, b_spki) = fetch(&b, &nonce).await;
+    let mut swapped = bundle.clone();
+    swapped.gpus[1] = b_bundle.gpus[1].clone();
+    let s = v.appraise(&swapped, &nonce, Some(spki));
+    assert!(!s.accepted);
+    assert!(
+        names(&s).contains(&check::CLAIMS_DEVICES),
+        "{:?}",
+        names(&s)
+    );
+    // ...and with the claims rewritten to match: the quote no longer vouches.
+    swapped.claims.gpu_reports_sha256[1] = Digest32::sha256(&swapped.gpus[1].report.0);
+    let s = v.appraise(&swapped, &nonce, Some(spki));
+    assert_eq!(names(&s), vec!["report_data"], "{}", s.render());
+
+    // A's evidence, but the TLS connection ended at B (a relay).
+    let relayed = v.appraise(&bundle, &nonce, Some(b_spki));
+    assert_eq!(
+        names(&relayed),
+        vec![check::TLS_KEY],
+        "{}",
+        relayed.render()
+    );
+
+    // A validator whose policy does not trust the simulated roots.
+    let strict = Validator {
+        policy: Policy::default(),
+        collateral: TdxCollateral::prepare(
+            SimIntel::load(&sim).unwrap().collateral(now().0).unwrap(),
+            tvm_certs::anchors::intel_sgx_root().unwrap(),
+        ),
+    };
+    let r = strict.appraise(&bundle, &nonce, Some(spki));
+    assert!(!r.accepted);
+    assert!(names(&r).contains(&check::SIMULATED), "{:?}", names(&r));
+}

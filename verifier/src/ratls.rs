@@ -1,0 +1,95 @@
+//! The validator's side of RA-TLS. An agent's certificate is self-signed:
+//! what vouches for its key is the TEE quote, whose claims carry the SHA-256
+//! of the key's SubjectPublicKeyInfo. So the client accepts any certificate
+//! *but* still checks the handshake signature (the server holds the key), and
+//! hands the key's hash to `bundle::appraise_bundle`, which compares it with
+//! the attested one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+
+#[derive(Debug)]
+struct AttestedKeyVerifier {
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for AttestedKeyVerifier {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        // Deferred: the key is checked against the quote's claims.
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// An HTTP client for agents: RA-TLS as above, the given per-request
+/// timeout, TLS details kept on each response (`tls_spki_sha256`).
+pub fn client(timeout: Duration) -> Result<reqwest::Client, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AttestedKeyVerifier { provider }))
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .tls_info(true)
+        .no_proxy()
+        .connect_timeout(timeout.min(Duration::from_secs(5)))
+        .timeout(timeout)
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+/// SHA-256 of the SubjectPublicKeyInfo the server presented, if the
+/// response came over TLS.
+pub fn tls_spki_sha256(resp: &reqwest::Response) -> Option<Result<[u8; 32], String>> {
+    let info = resp.extensions().get::<reqwest::tls::TlsInfo>()?;
+    let cert = info.peer_certificate()?;
+    Some(crate::bundle::spki_sha256(cert))
+}
