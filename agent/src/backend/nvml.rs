@@ -513,3 +513,19 @@ mod tests {
         assert!(split_chain(b"").is_err());
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the driver hands back, splitting it never panics.
+        #[test]
+        fn split_chain_never_panics(raw in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = super::split_chain(&raw);
+            let mut pem = b"-----BEGIN CERTIFICATE-----\n".to_vec();
+            pem.extend_from_slice(&raw);
+            let _ = super::split_chain(&pem);
+        }
+    }
+}

@@ -261,3 +261,19 @@ mod tests {
         assert!(matches!(e, BackendError::Unavailable { .. }));
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A malformed answer from the kernel or the host is an error, never a panic.
+        #[test]
+        fn quote_response_never_panics(mut raw in proptest::collection::vec(any::<u8>(), 0..300), status in 0u64..3, len in any::<u32>()) {
+            raw.resize(raw.len().max(24), 0);
+            raw[8..16].copy_from_slice(&status.to_le_bytes());
+            raw[20..24].copy_from_slice(&len.to_le_bytes());
+            let _ = super::quote_response(&raw);
+        }
+    }
+}
