@@ -159,7 +159,7 @@ pub struct RuntimeConfig {
     pub models: BTreeMap<String, ModelRoute>,
     /// The VM image digest (bound into the claims).
     pub image_digest: Option<String>,
-    /// Whole-request timeout towards the upstream, in seconds (streams included).
+    /// Longest silence from the upstream, in seconds, before the request is abandoned (a stream may run longer in all).
     pub upstream_timeout_s: u64,
     /// Largest inference request body accepted.
     pub max_body_bytes: usize,

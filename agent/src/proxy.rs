@@ -33,6 +33,14 @@ struct ModelField {
     model: Option<String>,
 }
 
+/// The `model` of a JSON object body (a JSON array also fits the struct: refused).
+fn body_model(body: &[u8]) -> Option<String> {
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return None;
+    }
+    serde_json::from_slice::<ModelField>(body).ok()?.model
+}
+
 impl Proxy {
     pub fn new(cfg: &RuntimeConfig) -> Result<Self, String> {
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
@@ -48,7 +56,8 @@ impl Proxy {
             // The upstream is local: never route it through an HTTP proxy from the environment.
             .no_proxy()
             .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(cfg.upstream_timeout_s))
+            // Between reads, not in all: a long generation may stream for minutes.
+            .read_timeout(Duration::from_secs(cfg.upstream_timeout_s))
             .pool_max_idle_per_host(256)
             .tcp_nodelay(true)
             .build()
@@ -69,15 +78,12 @@ impl Proxy {
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<(String, Option<String>), Box<Response>> {
-        let named = headers
-            .get(TARGON_MODEL)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .or_else(|| {
-                serde_json::from_slice::<ModelField>(body)
-                    .ok()
-                    .and_then(|m| m.model)
-            });
+        // With no model map every request goes to one upstream: skip the parse.
+        let named = match headers.get(TARGON_MODEL).and_then(|v| v.to_str().ok()) {
+            Some(m) => Some(m.to_string()),
+            None if self.models.is_empty() => None,
+            None => body_model(body),
+        };
         let no_upstream = || {
             error(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -133,11 +139,20 @@ impl Proxy {
         };
         let body = match served_as {
             Some(name) => match serde_json::from_slice::<serde_json::Value>(&body) {
-                Ok(mut v) => {
-                    v["model"] = json!(name);
-                    Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
+                Ok(serde_json::Value::Object(mut o)) => {
+                    o.insert("model".into(), json!(name));
+                    Bytes::from(serde_json::to_vec(&o).unwrap_or_default())
                 }
-                Err(_) => body,
+                _ => {
+                    return Forwarded {
+                        response: error(
+                            StatusCode::BAD_REQUEST,
+                            "invalid_request",
+                            "the body must be a JSON object (an OpenAI-style request)",
+                        ),
+                        upstream_error: false,
+                    }
+                }
             },
             None => body,
         };
@@ -179,7 +194,11 @@ impl Proxy {
         let status =
             StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
         let mut out = Response::builder().status(status);
-        for h in [header::CONTENT_TYPE, header::CACHE_CONTROL] {
+        for h in [
+            header::CONTENT_TYPE,
+            header::CONTENT_LENGTH,
+            header::CACHE_CONTROL,
+        ] {
             if let Some(v) = resp.headers().get(h.as_str()) {
                 out = out.header(h, v.as_bytes());
             }

@@ -230,7 +230,10 @@ async fn info(State(s): St, req: Request) -> Response {
 
 async fn inference(State(s): St, req: Request) -> Response {
     const ROUTE: &str = "inference";
-    let path = req.uri().path().to_string();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| req.uri().path().to_string(), |p| p.as_str().to_string());
     let (method, headers, body) = match signed(&s, ROUTE, req, s.max_body).await {
         Ok(r) => r,
         Err(r) => return r,
