@@ -100,7 +100,16 @@ impl Buckets {
 pub struct Access {
     verifier: Verifier,
     allowed: Allowed,
-    buckets: Buckets,
+    evidence: Buckets,
+    inference: Buckets,
+}
+
+/// Which rate limit a request counts against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// Evidence and node information.
+    Attestation,
+    Inference,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,9 +167,14 @@ impl Access {
                 .with_window_ms(cfg.window_ms)
                 .with_replay_guard(Arc::new(ReplayGuard::new(DEFAULT_CAPACITY))),
             allowed,
-            buckets: Buckets {
+            evidence: Buckets {
                 per_minute: cfg.per_signer_per_minute,
                 burst: cfg.per_signer_burst,
+                map: Mutex::new(HashMap::new()),
+            },
+            inference: Buckets {
+                per_minute: cfg.inference_per_signer_per_minute,
+                burst: cfg.inference_per_signer_burst,
                 map: Mutex::new(HashMap::new()),
             },
         })
@@ -187,7 +201,12 @@ impl Access {
     }
 
     /// Check a request: headers and the exact body bytes.
-    pub fn check(&self, headers: &HeaderMap, body: &[u8]) -> Result<AccountId, Denied> {
+    pub fn check(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        limit: Limit,
+    ) -> Result<AccountId, Denied> {
         let h = SignedHeaders::parse(|name| headers.get(name).and_then(|v| v.to_str().ok()))?;
         let now_ms = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -203,11 +222,12 @@ impl Access {
                 return Err(Denied::NotAllowed(v.signer.to_ss58()));
             }
         }
-        if !self.buckets.take(v.signer, Instant::now()) {
-            return Err(Denied::RateLimited(
-                v.signer.to_ss58(),
-                self.buckets.per_minute,
-            ));
+        let buckets = match limit {
+            Limit::Attestation => &self.evidence,
+            Limit::Inference => &self.inference,
+        };
+        if !buckets.take(v.signer, Instant::now()) {
+            return Err(Denied::RateLimited(v.signer.to_ss58(), buckets.per_minute));
         }
         Ok(v.signer)
     }

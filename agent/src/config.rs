@@ -105,6 +105,10 @@ pub struct AccessConfig {
     pub per_signer_per_minute: u32,
     /// ...and in one burst.
     pub per_signer_burst: u32,
+    /// Inference requests a signer may make per minute, and in one burst
+    /// (a bucket of its own: evidence polling does not eat into it).
+    pub inference_per_signer_per_minute: u32,
+    pub inference_per_signer_burst: u32,
     /// Evidence requests produced at once; hardware calls are serial-ish.
     pub max_concurrent_evidence: usize,
     /// Evidence requests waiting beyond those; more get 503.
@@ -120,6 +124,8 @@ impl Default for AccessConfig {
             allowlist: None,
             per_signer_per_minute: 120,
             per_signer_burst: 20,
+            inference_per_signer_per_minute: 6000,
+            inference_per_signer_burst: 200,
             max_concurrent_evidence: 4,
             max_queued_evidence: 32,
             window_ms: tvm_protocol::epistula::DEFAULT_WINDOW_MS,
@@ -235,10 +241,24 @@ impl Config {
                 "access.allow is allowlist but access.allowlist names no file: list the validator hotkeys there, or set access.allow: any-signer".into(),
             ));
         }
-        if self.access.max_concurrent_evidence == 0 || self.access.per_signer_burst == 0 {
+        let a = &self.access;
+        let limits = [
+            a.max_concurrent_evidence as u64,
+            a.per_signer_burst.into(),
+            a.per_signer_per_minute.into(),
+            a.inference_per_signer_burst.into(),
+            a.inference_per_signer_per_minute.into(),
+        ];
+        if limits.contains(&0) {
             return Err(ConfigError::Invalid(
-                "access.max_concurrent_evidence and access.per_signer_burst must be at least 1"
-                    .into(),
+                "access: max_concurrent_evidence and every per-signer rate and burst must be at least 1".into(),
+            ));
+        }
+        if self.gpus != GpuChoice::None
+            && (self.tee == TeeChoice::Sim) != (self.gpus == GpuChoice::Sim)
+        {
+            return Err(ConfigError::Invalid(
+                "tee and gpus must both be sim or both be real: no policy accepts a simulated TEE vouching for real GPUs, or the reverse".into(),
             ));
         }
         if !self.runtime.models.is_empty() && self.runtime.upstream.is_none() {
@@ -286,6 +306,13 @@ runtime:
         c.validate().unwrap();
         let e = Config::from_yaml("hotkey: x\nlisten_port: 1\n", "a.yaml").unwrap_err();
         assert!(e.to_string().contains("listen_port"), "{e}");
+        let mut mixed = c.clone();
+        mixed.tee = TeeChoice::Sim;
+        let e = mixed.validate().unwrap_err();
+        assert!(e.to_string().contains("both be sim"), "{e}");
+        let mut zero = c.clone();
+        zero.access.per_signer_per_minute = 0;
+        assert!(zero.validate().is_err());
         let e = Config::from_yaml("hotkey: x\n", "a.yaml")
             .unwrap()
             .validate()

@@ -10,6 +10,7 @@ pub mod backend;
 pub mod config;
 pub mod evidence;
 pub mod identity;
+pub mod listener;
 pub mod metrics;
 pub mod proxy;
 pub mod server;
@@ -102,8 +103,9 @@ impl Agent {
         Ok(Agent { state, tls })
     }
 
-    /// Serve on already-bound listeners until the process ends: RA-TLS, and
-    /// optionally plain HTTP and metrics. Also re-reads the allowlist every
+    /// Serve on already-bound listeners until the process ends: RA-TLS (and
+    /// plain HTTP, told apart by the first byte) on the main port, optionally
+    /// plain HTTP on a second one, and metrics. Also re-reads the allowlist every
     /// few seconds.
     pub async fn serve(
         self,
@@ -146,15 +148,15 @@ impl Agent {
                 }
             });
         }
-        let tls = axum_server::tls_rustls::RustlsConfig::from_config(self.tls.server_config()?);
+        let tls = self.tls.server_config()?;
         https
             .set_nonblocking(true)
             .map_err(|e| StartError::Other(e.to_string()))?;
-        axum_server::from_tcp_rustls(https, tls)
-            .map_err(|e| StartError::Other(e.to_string()))?
-            .serve(app.into_make_service())
+        let https = tokio::net::TcpListener::from_std(https)
+            .map_err(|e| StartError::Other(e.to_string()))?;
+        listener::serve(https, app, tls)
             .await
-            .map_err(|e| StartError::Other(format!("RA-TLS server stopped: {e}")))
+            .map_err(|e| StartError::Other(format!("server stopped: {e}")))
     }
 }
 

@@ -72,6 +72,21 @@ impl Proxy {
         })
     }
 
+    /// `/v1/models` as this node attests it: the configured model names
+    /// (the runtime claims), not whatever the upstream calls them. `None`
+    /// when no model map is configured (then the upstream answers).
+    pub fn model_list(&self) -> Option<serde_json::Value> {
+        if self.models.is_empty() {
+            return None;
+        }
+        let data: Vec<_> = self
+            .models
+            .keys()
+            .map(|m| json!({"id": m, "object": "model", "owned_by": "tvm"}))
+            .collect();
+        Some(json!({"object": "list", "data": data}))
+    }
+
     /// Which upstream (base URL) and model name a request goes to.
     fn route(
         &self,

@@ -16,7 +16,7 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 use tvm_protocol::evidence::EvidenceRequest;
 
-use crate::auth::Access;
+use crate::auth::{Access, Limit};
 use crate::backend::{BackendError, Readiness};
 use crate::evidence::{EvidenceSource, AGENT_VERSION};
 use crate::metrics::Metrics;
@@ -108,6 +108,7 @@ async fn signed(
     route: &'static str,
     req: Request,
     limit: usize,
+    kind: Limit,
 ) -> Result<(Method, HeaderMap, Bytes), Response> {
     let (parts, body) = req.into_parts();
     let body = match axum::body::to_bytes(body, limit).await {
@@ -121,7 +122,7 @@ async fn signed(
             ));
         }
     };
-    if let Err(d) = s.access.check(&parts.headers, &body) {
+    if let Err(d) = s.access.check(&parts.headers, &body, kind) {
         let status = d.status();
         s.metrics.request(route, status.as_u16());
         s.metrics.denied(d.reason());
@@ -133,7 +134,8 @@ async fn signed(
 
 async fn evidence(State(s): St, req: Request) -> Response {
     const ROUTE: &str = "evidence";
-    let (_, _, body) = match signed(&s, ROUTE, req, MAX_EVIDENCE_REQUEST).await {
+    let (_, _, body) = match signed(&s, ROUTE, req, MAX_EVIDENCE_REQUEST, Limit::Attestation).await
+    {
         Ok(r) => r,
         Err(r) => return r,
     };
@@ -208,7 +210,7 @@ async fn evidence(State(s): St, req: Request) -> Response {
 }
 
 async fn info(State(s): St, req: Request) -> Response {
-    if let Err(r) = signed(&s, "info", req, 0).await {
+    if let Err(r) = signed(&s, "info", req, 0, Limit::Attestation).await {
         return r;
     }
     s.metrics.request("info", 200);
@@ -234,7 +236,7 @@ async fn inference(State(s): St, req: Request) -> Response {
         .uri()
         .path_and_query()
         .map_or_else(|| req.uri().path().to_string(), |p| p.as_str().to_string());
-    let (method, headers, body) = match signed(&s, ROUTE, req, s.max_body).await {
+    let (method, headers, body) = match signed(&s, ROUTE, req, s.max_body, Limit::Inference).await {
         Ok(r) => r,
         Err(r) => return r,
     };
@@ -254,6 +256,12 @@ async fn inference(State(s): St, req: Request) -> Response {
             "not_ready",
             format!("GPUs not ready for confidential work: {why}"),
         );
+    }
+    if path == "/v1/models" {
+        if let Some(list) = proxy.model_list() {
+            s.metrics.request(ROUTE, 200);
+            return Json(list).into_response();
+        }
     }
     let f = proxy.forward(method, &path, &headers, body).await;
     if f.upstream_error {

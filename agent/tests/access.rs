@@ -248,10 +248,11 @@ async fn a_flood_from_one_signer_is_limited_while_another_is_served() {
         .post(body, Some(f.sign("//Patient", body, now_ms())))
         .await;
     assert_eq!(s, 200, "another signer must still be served: {msg}");
-    // The health check needs no signature.
+    // The health check needs no signature; the main (RA-TLS) port also
+    // answers plain HTTP, as Targon's validators speak it.
     let r = f
         .http
-        .get(format!("http://{}/health", f.agent.http))
+        .get(format!("http://{}/health", f.agent.https))
         .send()
         .await
         .unwrap();

@@ -568,11 +568,17 @@ async fn models_route_to_their_own_upstreams() {
         .await;
     assert_eq!((s, v["upstream"].as_str()), (200, Some("a")), "{v}");
 
-    // No model named: the default upstream.
+    // The model list is the attested one, answered by the agent itself.
     let (s, v) = f.call("/v1/models", &json!({}), None).await;
-    assert_eq!((s, v["upstream"].as_str()), (200, Some("a")), "{v}");
-    assert_eq!(v["path"], "/v1/models", "{v}");
-    assert_eq!((a.seen.hits(), b.seen.hits()), (3, 2));
+    assert_eq!(s, 200, "{v}");
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["model-a", "model-b"], "{v}");
+    assert_eq!((a.seen.hits(), b.seen.hits()), (2, 2));
 
     // A model this node does not serve, by body or by header.
     let (s, v) = f.call("/v1/chat/completions", &chat("gpt-5"), None).await;
@@ -585,7 +591,7 @@ async fn models_route_to_their_own_upstreams() {
     assert_eq!((s, error_kind(&v)), (404, "model_not_found"), "{v}");
     assert_eq!(
         (a.seen.hits(), b.seen.hits()),
-        (3, 2),
+        (2, 2),
         "an unknown model reached an upstream"
     );
 }

@@ -3,7 +3,6 @@
 
 pub mod appraise;
 pub mod bundle;
-pub mod ratls;
 pub mod facts;
 pub mod gpu;
 pub mod gpu_appraise;
@@ -11,6 +10,7 @@ pub mod gpu_collateral;
 pub mod gpu_input;
 pub mod input;
 pub mod policy;
+pub mod ratls;
 pub mod rim;
 pub mod snp;
 pub mod spdm;

@@ -49,7 +49,8 @@ pub struct Policy {
     pub dangerous_trust_simulated: Option<SimulatedRoots>,
 }
 
-/// The roots of a simulated hierarchy (`tvm-agent sim-init` prints them).
+/// The roots of a simulated hierarchy (`tvm-agent sim-init` writes them into
+/// `policy-devnet.yaml`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimulatedRoots {
@@ -213,6 +214,8 @@ pub enum PolicyError {
     Yaml(String),
     #[error("policy image {name:?}: {reason}")]
     BadImage { name: String, reason: String },
+    #[error("policy: {0}")]
+    BadSimulatedRoots(String),
 }
 
 impl Policy {
@@ -233,6 +236,11 @@ impl Policy {
 
     /// Catch typos in measurements when the policy loads, not when a node fails.
     fn validate(&self) -> Result<(), PolicyError> {
+        if let Some(r) = &self.dangerous_trust_simulated {
+            r.intel_root_der().map_err(PolicyError::BadSimulatedRoots)?;
+            r.nvidia_root_der()
+                .map_err(PolicyError::BadSimulatedRoots)?;
+        }
         for img in &self.images {
             let bad = |reason: String| PolicyError::BadImage {
                 name: img.name.clone(),

@@ -134,9 +134,10 @@ pub type Backends = (Box<dyn Tee>, Box<dyn Devices>);
 /// The backends the configuration asks for. `auto` tries the real interfaces
 /// in order and names each one that failed; it never falls back to `sim`.
 pub fn select(cfg: &Config) -> Result<Backends, BackendError> {
+    use self::nvml::NvmlApi as _;
     let tee: Box<dyn Tee> = match cfg.tee {
         TeeChoice::Sim => Box::new(sim::SimTee::open(&cfg.sim)?),
-        TeeChoice::Tsm => Box::new(tsm::Tsm::open_default()?),
+        TeeChoice::Tsm => Box::new(tsm::Tsm::open_default(cfg.snp_vmpl)?),
         TeeChoice::TdxGuest => Box::new(tdx_guest::TdxGuest::open(Path::new(tdx_guest::DEVICE))?),
         TeeChoice::SevGuest => Box::new(sev_guest::SevGuest::open(cfg.snp_vmpl)?),
         TeeChoice::Auto => {
@@ -179,7 +180,13 @@ pub fn select(cfg: &Config) -> Result<Backends, BackendError> {
             cfg.set_gpus_ready,
         )?),
         GpuChoice::Auto => match nvml::RealNvml::init() {
-            Ok(api) => Box::new(nvml::NvmlDevices::new(api, cfg.set_gpus_ready)?),
+            Ok(api) if api.gpu_count().unwrap_or(0) > 0 => {
+                Box::new(nvml::NvmlDevices::new(api, cfg.set_gpus_ready)?)
+            }
+            Ok(_) => {
+                tracing::info!("NVML loaded but sees no GPU: serving as a CPU node");
+                Box::new(NoDevices)
+            }
             Err(e) => {
                 tracing::info!(reason = %e, "no NVML: serving as a CPU node");
                 Box::new(NoDevices)

@@ -305,7 +305,7 @@ impl<A: NvmlApi> NvmlDevices<A> {
             Readiness::Ready => match self.api.gpus_ready() {
                 Ok(true) => Readiness::Ready,
                 Ok(false) => Readiness::NotReady(
-                    "CC mode on but the GPUs are not set ready to accept work (the agent sets them ready at start with gpus.set_ready)".into(),
+                    "CC mode on but the GPUs are not set ready to accept work (the agent sets them ready at start when set_gpus_ready is true)".into(),
                 ),
                 Err(e) => Readiness::NotReady(format!("cannot read the GPUs-ready state: {e}")),
             },

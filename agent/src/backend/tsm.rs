@@ -79,9 +79,9 @@ pub struct Tsm<F: TsmFs = RealFs> {
 }
 
 impl Tsm<RealFs> {
-    /// Open the interface at its usual place.
-    pub fn open_default() -> Result<Self, BackendError> {
-        Tsm::open(RealFs, Path::new(DEFAULT_ROOT), None)
+    /// Open the interface at its usual place; `vmpl` applies to SEV-SNP only.
+    pub fn open_default(vmpl: u32) -> Result<Self, BackendError> {
+        Tsm::open(RealFs, Path::new(DEFAULT_ROOT), Some(vmpl))
     }
 }
 
@@ -159,7 +159,8 @@ impl<F: TsmFs> Tsm<F> {
         for _ in 0..MAX_RACES {
             let entry = self.entry()?;
             let dir = &entry.dir;
-            if let Some(level) = self.privlevel {
+            // TDX kernels hide `privlevel` (VMPLs are SEV-SNP's): write it for SNP only.
+            if let (Some(level), "sev_guest") = (self.privlevel, self.provider.as_str()) {
                 let p = dir.join("privlevel");
                 self.fs
                     .write(&p, level.to_string().as_bytes())
@@ -322,6 +323,10 @@ mod tests {
             if !f.contains_key(&dir.join("generation")) {
                 return Err(io::ErrorKind::NotFound.into());
             }
+            // TDX kernels have no privlevel attribute.
+            if path.ends_with("privlevel") && self.provider == "tdx_guest" {
+                return Err(io::ErrorKind::NotFound.into());
+            }
             if path.ends_with("inblob") && data.len() > 64 {
                 return Err(io::Error::from_raw_os_error(libc::EINVAL));
             }
@@ -394,7 +399,8 @@ mod tests {
     #[test]
     fn tdx_quote_carries_report_data_and_the_entry_is_removed() {
         let k = FakeKernel::new("tdx_guest", tdx_quote);
-        let tsm = Tsm::open(&k, &k.root, None).unwrap();
+        // A VMPL is configured (as `tee: auto` does) but TDX must not be asked for it.
+        let tsm = Tsm::open(&k, &k.root, Some(0)).unwrap();
         assert_eq!(tsm.kind(), TeeKind::Tdx);
         assert_eq!(tsm.describe(), "configfs-tsm (tdx_guest)");
         let r = tsm.report(&RD).unwrap();
