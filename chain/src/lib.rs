@@ -5,3 +5,4 @@
 
 pub mod calls;
 pub mod metadata;
+pub mod neurons;
