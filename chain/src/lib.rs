@@ -4,5 +4,6 @@
 //! `metadata/`; at run time the live node's metadata is used.
 
 pub mod calls;
+pub mod hyperparams;
 pub mod metadata;
 pub mod neurons;
