@@ -20,3 +20,31 @@ pub fn decode(bytes: &[u8]) -> Result<Metadata, MetadataError> {
 pub fn finney() -> Result<Metadata, MetadataError> {
     decode(FINNEY)
 }
+
+/// The transaction extensions this runtime wants on a signed extrinsic, by
+/// identifier and in order: read from the metadata, never assumed.
+pub fn transaction_extensions(md: &Metadata) -> Vec<String> {
+    md.extrinsic()
+        .transaction_extensions_to_use_for_encoding()
+        .map(|e| e.identifier().to_string())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finney_decodes_and_lists_its_extensions() {
+        let md = finney().unwrap();
+        let ext = transaction_extensions(&md);
+        println!("{ext:?}");
+        for wanted in ["CheckNonce", "CheckGenesis", "CheckMortality"] {
+            assert!(
+                ext.iter().any(|e| e == wanted),
+                "{wanted} missing from {ext:?}"
+            );
+        }
+        assert!(decode(&FINNEY[..1000]).is_err());
+    }
+}
