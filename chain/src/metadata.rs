@@ -38,7 +38,6 @@ mod tests {
     fn finney_decodes_and_lists_its_extensions() {
         let md = finney().unwrap();
         let ext = transaction_extensions(&md);
-        println!("{ext:?}");
         for wanted in ["CheckNonce", "CheckGenesis", "CheckMortality"] {
             assert!(
                 ext.iter().any(|e| e == wanted),
