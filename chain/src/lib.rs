@@ -8,3 +8,4 @@ pub mod extrinsic;
 pub mod hyperparams;
 pub mod metadata;
 pub mod neurons;
+pub mod testchain;
