@@ -5,3 +5,4 @@
 //! finney metadata rather than trusting its callers.
 
 pub mod rules;
+pub mod server;
