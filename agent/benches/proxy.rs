@@ -132,7 +132,7 @@ fn start_agent(rt: &Runtime, upstream: SocketAddr, sim_dir: &Path) -> Result<Soc
     cfg.access.allow = Allow::AnySigner;
     cfg.access.per_signer_burst = u32::MAX;
     cfg.access.per_signer_per_minute = u32::MAX;
-    cfg.access.window_ms = 3_600_000;
+    cfg.access.window_ms = 60_000;
     cfg.runtime.upstream = Some(format!("http://{upstream}"));
     let _enter = rt.enter();
     let running = Agent::build(&cfg)?.start_local()?;

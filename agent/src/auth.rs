@@ -1,12 +1,13 @@
-//! Who may call the agent: an Epistula v2 signature for this miner's hotkey,
-//! fresh and not replayed; then the allowlist (or any valid signer, by
-//! config); then a per-signer token bucket. Order matters: nothing but a
-//! valid signature can touch the replay guard or the buckets, so forged
-//! floods cost us one sr25519 verification each and no memory.
+//! Who may call the agent: before the body is read, the headers' recipient,
+//! freshness and (for an allowlist) the claimed signer; then the sr25519
+//! signature over the body; then a per-signer token bucket; then the replay
+//! guard. Order matters: only an allowed signer with a valid signature,
+//! within its rate, can take memory in the replay guard, and strangers'
+//! bodies are never buffered.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::http::{HeaderMap, StatusCode};
@@ -84,6 +85,10 @@ impl Buckets {
             map.retain(|_, (tokens, at)| {
                 (*tokens + now.duration_since(*at).as_secs_f64() * rate) < burst
             });
+            // Still full of active signers: a newcomer waits, the map stays bounded.
+            if map.len() >= MAX_BUCKETS {
+                return false;
+            }
         }
         let (tokens, at) = map.entry(who).or_insert((burst, now));
         *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(burst);
@@ -98,7 +103,9 @@ impl Buckets {
 }
 
 pub struct Access {
+    miner: AccountId,
     verifier: Verifier,
+    replay: ReplayGuard,
     allowed: Allowed,
     evidence: Buckets,
     inference: Buckets,
@@ -163,9 +170,10 @@ impl Access {
             }
         };
         Ok(Access {
-            verifier: Verifier::new(Recipient::Hotkey(miner))
-                .with_window_ms(cfg.window_ms)
-                .with_replay_guard(Arc::new(ReplayGuard::new(DEFAULT_CAPACITY))),
+            miner,
+            // Replays are checked by `check` itself, after the allowlist and rate limit.
+            verifier: Verifier::new(Recipient::Hotkey(miner)).with_window_ms(cfg.window_ms),
+            replay: ReplayGuard::new(DEFAULT_CAPACITY),
             allowed,
             evidence: Buckets {
                 per_minute: cfg.per_signer_per_minute,
@@ -193,6 +201,13 @@ impl Access {
         }
         let fresh = read_allowlist(path)?;
         let n = fresh.0.len();
+        if n == 0 {
+            // Most likely a file caught mid-rewrite: replace it by renaming a new one into place.
+            return Err(AllowlistError {
+                path: path.display().to_string(),
+                reason: "the new list is empty; keeping the previous one (to refuse everyone, stop the agent)".into(),
+            });
+        }
         if let Ok(mut k) = keys.write() {
             *k = fresh;
         }
@@ -200,28 +215,56 @@ impl Access {
         Ok(true)
     }
 
-    /// Check a request: headers and the exact body bytes.
-    pub fn check(
-        &self,
-        headers: &HeaderMap,
-        body: &[u8],
-        limit: Limit,
-    ) -> Result<AccountId, Denied> {
+    /// What can be checked before reading the body: the headers' form, the
+    /// recipient, freshness and (for an allowlist) the claimed signer. Lets
+    /// the server refuse strangers without buffering their bodies.
+    pub fn precheck(&self, headers: &HeaderMap) -> Result<SignedHeaders, Denied> {
         let h = SignedHeaders::parse(|name| headers.get(name).and_then(|v| v.to_str().ok()))?;
-        let now_ms = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO)
-            .as_millis() as u64;
-        let v = self.verifier.verify(&h, body, now_ms)?;
+        if h.signed_for != Some(self.miner) {
+            return Err(Denied::Epistula(EpistulaError::WrongRecipient {
+                expected: self.miner.to_ss58(),
+                got: h
+                    .signed_for
+                    .map(|a| a.to_ss58())
+                    .unwrap_or_else(|| "nobody".into()),
+            }));
+        }
+        let now = now_ms();
+        let window = self.verifier.window_ms();
+        if now > h.timestamp_ms.saturating_add(window) {
+            return Err(Denied::Epistula(EpistulaError::Stale {
+                age_ms: now - h.timestamp_ms,
+                window_ms: window,
+                hint: "",
+            }));
+        }
+        if h.timestamp_ms > now.saturating_add(window) {
+            return Err(Denied::Epistula(EpistulaError::FromFuture {
+                ahead_ms: h.timestamp_ms - now,
+                window_ms: window,
+            }));
+        }
+        self.allowed_or_refuse(&h.signed_by)?;
+        Ok(h)
+    }
+
+    fn allowed_or_refuse(&self, who: &AccountId) -> Result<(), Denied> {
         if let Allowed::List { keys, .. } = &self.allowed {
-            let ok = keys
-                .read()
-                .map(|k| k.0.contains(&v.signer))
-                .unwrap_or(false);
+            let ok = keys.read().map(|k| k.0.contains(who)).unwrap_or(false);
             if !ok {
-                return Err(Denied::NotAllowed(v.signer.to_ss58()));
+                return Err(Denied::NotAllowed(who.to_ss58()));
             }
         }
+        Ok(())
+    }
+
+    /// Check a request: its headers and the exact body bytes. The replay
+    /// guard is consulted last, so that only allowed signers within their
+    /// rate can take its memory.
+    pub fn check(&self, h: &SignedHeaders, body: &[u8], limit: Limit) -> Result<AccountId, Denied> {
+        let now = now_ms();
+        let v = self.verifier.verify(h, body, now)?;
+        self.allowed_or_refuse(&v.signer)?;
         let buckets = match limit {
             Limit::Attestation => &self.evidence,
             Limit::Inference => &self.inference,
@@ -229,8 +272,21 @@ impl Access {
         if !buckets.take(v.signer, Instant::now()) {
             return Err(Denied::RateLimited(v.signer.to_ss58(), buckets.per_minute));
         }
+        self.replay.admit(
+            v.signer,
+            v.uuid,
+            v.timestamp_ms.saturating_add(self.verifier.window_ms()),
+            now,
+        )?;
         Ok(v.signer)
     }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as u64
 }
 
 #[cfg(test)]

@@ -163,7 +163,9 @@ pub struct RuntimeConfig {
     pub upstream: Option<String>,
     /// Models served, each to the default upstream or its own.
     pub models: BTreeMap<String, ModelRoute>,
-    /// The VM image digest (bound into the claims).
+    /// The VM image digest, copied into the claims. Like `upstream` and the
+    /// model names it is what this config says: attested only as far as the
+    /// config file is part of the measured image.
     pub image_digest: Option<String>,
     /// Longest silence from the upstream, in seconds, before the request is abandoned (a stream may run longer in all).
     pub upstream_timeout_s: u64,
@@ -224,6 +226,17 @@ impl Config {
 
     /// What cannot work, said before anything starts.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(1_000..=60_000).contains(&self.access.window_ms) {
+            return Err(ConfigError::Invalid(format!(
+                "access.window_ms is {}: between 1000 and 60000 (Epistula's is 8000)",
+                self.access.window_ms
+            )));
+        }
+        if self.runtime.upstream_timeout_s == 0 {
+            return Err(ConfigError::Invalid(
+                "runtime.upstream_timeout_s must be at least 1".into(),
+            ));
+        }
         if self.hotkey.is_empty() {
             return Err(ConfigError::Invalid(
                 "hotkey is not set: give the miner's hotkey (SS58) with --hotkey or `hotkey:`"

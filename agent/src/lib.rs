@@ -85,12 +85,10 @@ impl Agent {
             gather: Gather::Parallel,
         });
         let access = auth::Access::new(miner, &cfg.access)?;
-        let proxy = match &cfg.runtime.upstream {
-            Some(_) => Some(proxy::Proxy::new(&cfg.runtime).map_err(StartError::Other)?),
-            None if !cfg.runtime.models.is_empty() => {
-                Some(proxy::Proxy::new(&cfg.runtime).map_err(StartError::Other)?)
-            }
-            None => None,
+        let serves = cfg.runtime.upstream.is_some() || !cfg.runtime.models.is_empty();
+        let proxy = match serves {
+            true => Some(proxy::Proxy::new(&cfg.runtime).map_err(StartError::Other)?),
+            false => None,
         };
         let state = Arc::new(AppState::new(
             source,
@@ -131,7 +129,7 @@ impl Agent {
                 .map_err(|e| StartError::Other(e.to_string()))?;
             let app = app.clone();
             tokio::spawn(async move {
-                if let Err(e) = axum::serve(l, app).await {
+                if let Err(e) = listener::serve(l, app, None).await {
                     tracing::error!(error = %e, "plain HTTP server stopped");
                 }
             });
@@ -154,7 +152,7 @@ impl Agent {
             .map_err(|e| StartError::Other(e.to_string()))?;
         let https = tokio::net::TcpListener::from_std(https)
             .map_err(|e| StartError::Other(e.to_string()))?;
-        listener::serve(https, app, tls)
+        listener::serve(https, app, Some(tls))
             .await
             .map_err(|e| StartError::Other(format!("server stopped: {e}")))
     }

@@ -107,7 +107,15 @@ impl Proxy {
             )
         };
         match (&named, self.models.is_empty()) {
-            (_, true) | (None, false) => {
+            (None, false) => Err(Box::new(error(
+                StatusCode::BAD_REQUEST,
+                "model_required",
+                format!(
+                    "name the model (X-Targon-Model, or the body's model); this node serves: {}",
+                    self.models.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            ))),
+            (_, true) => {
                 let up = self
                     .upstream
                     .clone()
@@ -121,7 +129,10 @@ impl Proxy {
                         .clone()
                         .or_else(|| self.upstream.clone())
                         .ok_or_else(|| Box::new(no_upstream()))?;
-                    Ok((up.trim_end_matches('/').to_string(), r.served_as.clone()))
+                    // The upstream gets exactly the attested model (or its
+                    // served name), whatever else the body asked for.
+                    let target = r.served_as.clone().unwrap_or_else(|| m.clone());
+                    Ok((up.trim_end_matches('/').to_string(), Some(target)))
                 }
                 None => Err(Box::new(error(
                     StatusCode::NOT_FOUND,
@@ -153,6 +164,7 @@ impl Proxy {
             }
         };
         let body = match served_as {
+            Some(name) if body_model(&body).as_deref() == Some(name.as_str()) => body,
             Some(name) => match serde_json::from_slice::<serde_json::Value>(&body) {
                 Ok(serde_json::Value::Object(mut o)) => {
                     o.insert("model".into(), json!(name));

@@ -31,7 +31,7 @@ pub struct AppState {
     pub metrics: Metrics,
     pub proxy: Option<Proxy>,
     pub max_body: usize,
-    slots: Semaphore,
+    slots: Arc<Semaphore>,
     in_flight: AtomicUsize,
     max_in_flight: usize,
 }
@@ -51,7 +51,7 @@ impl AppState {
             metrics: Metrics::default(),
             proxy,
             max_body,
-            slots: Semaphore::new(max_concurrent),
+            slots: Arc::new(Semaphore::new(max_concurrent)),
             in_flight: AtomicUsize::new(0),
             max_in_flight: max_concurrent + max_queued,
         }
@@ -102,7 +102,20 @@ async fn metrics(State(s): St) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
-/// Read at most `limit` bytes of body, then check the signature over them.
+/// How long a client may take to send its body.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn refuse(s: &AppState, route: &'static str, d: &crate::auth::Denied) -> Response {
+    let status = d.status();
+    s.metrics.request(route, status.as_u16());
+    s.metrics.denied(d.reason());
+    tracing::info!(route, reason = d.reason(), detail = %d, "request refused");
+    err(status, d.to_string())
+}
+
+/// Check the headers (form, recipient, freshness, allowlist) before reading
+/// anything; then read at most `limit` bytes of body in bounded time; then
+/// check the signature over them.
 async fn signed(
     s: &AppState,
     route: &'static str,
@@ -111,23 +124,44 @@ async fn signed(
     kind: Limit,
 ) -> Result<(Method, HeaderMap, Bytes), Response> {
     let (parts, body) = req.into_parts();
-    let body = match axum::body::to_bytes(body, limit).await {
-        Ok(b) => b,
+    let h = s
+        .access
+        .precheck(&parts.headers)
+        .map_err(|d| refuse(s, route, &d))?;
+    let body = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|c| c.is::<http_body_util::LengthLimitError>())
+                || e.to_string().contains("length limit");
+            let (status, reason, msg) = if too_large {
+                (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    format!("request body over {limit} bytes"),
+                )
+            } else {
+                (
+                    StatusCode::BAD_REQUEST,
+                    "body_error",
+                    format!("the request body could not be read: {e}"),
+                )
+            };
+            s.metrics.request(route, status.as_u16());
+            s.metrics.denied(reason);
+            return Err(err(status, msg));
+        }
         Err(_) => {
-            s.metrics.request(route, 413);
-            s.metrics.denied("too_large");
+            s.metrics.request(route, 408);
+            s.metrics.denied("body_timeout");
             return Err(err(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body over {limit} bytes"),
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body took too long",
             ));
         }
     };
-    if let Err(d) = s.access.check(&parts.headers, &body, kind) {
-        let status = d.status();
-        s.metrics.request(route, status.as_u16());
-        s.metrics.denied(d.reason());
-        tracing::info!(route, reason = d.reason(), detail = %d, "request refused");
-        return Err(err(status, d.to_string()));
+    if let Err(d) = s.access.check(&h, &body, kind) {
+        return Err(refuse(s, route, &d));
     }
     Ok((parts.method, parts.headers, body))
 }
@@ -149,9 +183,17 @@ async fn evidence(State(s): St, req: Request) -> Response {
             );
         }
     };
-    // Bounded queue: the hardware answers a few requests at a time.
+    // Bounded queue: the hardware answers a few requests at a time. The
+    // guard gives the place back however the request ends (a client that
+    // hangs up drops this future midway).
+    struct Place<'a>(&'a AtomicUsize);
+    impl Drop for Place<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+    let place = Place(&s.in_flight);
     if s.in_flight.fetch_add(1, Ordering::AcqRel) >= s.max_in_flight {
-        s.in_flight.fetch_sub(1, Ordering::AcqRel);
         s.metrics.busy();
         s.metrics.request(ROUTE, 503);
         let mut r = err(
@@ -166,17 +208,20 @@ async fn evidence(State(s): St, req: Request) -> Response {
         return r;
     }
     let started = Instant::now();
-    let result = match s.slots.acquire().await {
-        Ok(_permit) => {
+    let result = match s.slots.clone().acquire_owned().await {
+        Ok(permit) => {
             let src = s.source.clone();
-            tokio::task::spawn_blocking(move || src.produce(nonce)).await
+            // The permit goes with the hardware call: a caller that hangs up
+            // does not free the slot before the devices are done.
+            tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                src.produce(nonce)
+            })
+            .await
         }
-        Err(_) => {
-            s.in_flight.fetch_sub(1, Ordering::AcqRel);
-            return err(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
-        }
+        Err(_) => return err(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
     };
-    s.in_flight.fetch_sub(1, Ordering::AcqRel);
+    drop(place);
     let secs = started.elapsed().as_secs_f64();
     let (status, response) = match result {
         Ok(Ok(p)) => {

@@ -293,3 +293,39 @@ async fn a_full_queue_answers_503() {
         "one slot, no queue: the others must get 503: {s:?}"
     );
 }
+
+#[tokio::test]
+async fn a_caller_that_hangs_up_gives_its_place_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&dir.path().join("sim"), None);
+    cfg.access.max_concurrent_evidence = 1;
+    cfg.access.max_queued_evidence = 0;
+    cfg.sim.gpu_latency_ms = 200;
+    let agent = Agent::build(&cfg).unwrap().start_local().unwrap();
+    let miner = key("//Miner").account_id();
+    let url = format!("http://{}/api/v1/evidence", agent.http);
+    let post = |timeout_ms: u64, who: &'static str| {
+        let (url, http) = (url.clone(), client());
+        async move {
+            let h = epistula::sign(&key(who), BODY.as_bytes(), Some(&miner), now_ms());
+            let mut req = http
+                .post(url)
+                .body(BODY)
+                .timeout(std::time::Duration::from_millis(timeout_ms));
+            for (k, v) in h.to_pairs() {
+                req = req.header(k, v);
+            }
+            req.send().await.map(|r| r.status().as_u16())
+        }
+    };
+    // Three callers give up before the answer.
+    for who in ["//A", "//B", "//C"] {
+        assert!(post(50, who).await.is_err());
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        post(5_000, "//D").await.unwrap(),
+        200,
+        "places leaked by callers that hung up"
+    );
+}

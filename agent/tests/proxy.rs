@@ -557,12 +557,13 @@ async fn models_route_to_their_own_upstreams() {
     assert_eq!((s, v["upstream"].as_str()), (200, Some("b")), "{v}");
     assert_eq!(v["path"], "/v1/completions", "{v}");
 
-    // X-Targon-Model wins over the body; the body is not rewritten.
+    // X-Targon-Model wins over the body, and the upstream is asked for the
+    // routed model: a body cannot reach a model the node does not attest.
     let (s, v) = f
         .call("/v1/chat/completions", &chat("model-a"), Some("model-b"))
         .await;
     assert_eq!((s, v["upstream"].as_str()), (200, Some("b")), "{v}");
-    assert_eq!(v["model"], "model-a", "{v}");
+    assert_eq!(v["model"], "model-b", "{v}");
     let (s, v) = f
         .call("/v1/chat/completions", &chat("model-b"), Some("model-a"))
         .await;

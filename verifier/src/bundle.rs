@@ -222,6 +222,15 @@ pub fn appraise_bundle(input: &BundleInput<'_>) -> BundleVerdict {
                 Err(e) => Verdict::new(vec![Check::fail(check::TEE_COLLATERAL, e.to_string())], None),
             }
         }
+        // The simulated TEE is TDX: an SEV-SNP report claiming to be
+        // simulated would let real-hardware evidence vouch for simulated GPUs.
+        (TeeEvidence::SevSnp { .. }, _) if b.claims.simulated => Verdict::new(
+            vec![Check::fail(
+                check::TEE_COLLATERAL,
+                "an SEV-SNP report in evidence that claims to be SIMULATED: there is no simulated SEV-SNP",
+            )],
+            None,
+        ),
         (TeeEvidence::SevSnp { report, .. }, TeeCollateral::Snp(e)) => {
             let v = snp::verify(&snp::SnpInput {
                 report: &report.0,

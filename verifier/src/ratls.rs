@@ -79,6 +79,9 @@ pub fn client(timeout: Duration) -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .tls_info(true)
+        // A redirect could move the request off the attested connection
+        // (e.g. to plain HTTP, where the key is not compared): follow none.
+        .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         .timeout(timeout)

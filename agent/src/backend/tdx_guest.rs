@@ -35,8 +35,11 @@ const IOC_WRITE: u64 = 1;
 const IOC_READ: u64 = 2;
 /// `_IOWR('T', 1, struct tdx_report_req)`: 64 bytes in, 1024 out.
 pub const TDX_CMD_GET_REPORT0: u64 = ioc(IOC_READ | IOC_WRITE, 1, 64 + REPORT_LEN as u64);
-/// `_IOR('T', 2, struct tdx_quote_req)`: a pointer and a length.
-pub const TDX_CMD_GET_QUOTE: u64 = ioc(IOC_READ, 2, 16);
+/// `_IOR('T', 4, struct tdx_quote_req)` (Intel's TDX kernels and
+/// libtdx_attest), and `_IOR('T', 2, …)` of earlier kernels: a pointer and a
+/// length. Tried in that order.
+pub const TDX_CMD_GET_QUOTE: u64 = ioc(IOC_READ, 4, 16);
+pub const TDX_CMD_GET_QUOTE_OLD: u64 = ioc(IOC_READ, 2, 16);
 
 pub struct TdxGuest {
     file: std::fs::File,
@@ -93,15 +96,22 @@ impl TdxGuest {
             buf: buf.as_mut_ptr() as u64,
             len: buf.len() as u64,
         };
-        // SAFETY: `req` points at `buf`, which outlives the call and is as
-        // long as `req.len` says; the kernel writes the answer into it.
-        let rc = unsafe {
-            libc::ioctl(
-                self.file.as_raw_fd(),
-                TDX_CMD_GET_QUOTE as libc::c_ulong,
-                &mut req as *mut QuoteReq,
-            )
-        };
+        let mut rc = -1;
+        for cmd in [TDX_CMD_GET_QUOTE, TDX_CMD_GET_QUOTE_OLD] {
+            // SAFETY: `req` points at `buf`, which outlives the call and is as
+            // long as `req.len` says; the kernel writes the answer into it.
+            rc = unsafe {
+                libc::ioctl(
+                    self.file.as_raw_fd(),
+                    cmd as libc::c_ulong,
+                    &mut req as *mut QuoteReq,
+                )
+            };
+            // ENOTTY: this kernel numbers the call the other way.
+            if rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOTTY) {
+                break;
+            }
+        }
         if rc != 0 {
             return Err(BackendError::Failed {
                 what: WHAT,
@@ -201,7 +211,8 @@ mod tests {
     fn ioctl_numbers_match_the_kernel_uapi() {
         // linux/tdx-guest.h: _IOWR('T', 1, struct tdx_report_req), as go-tdx-guest uses.
         assert_eq!(TDX_CMD_GET_REPORT0, 0xc440_5401);
-        assert_eq!(TDX_CMD_GET_QUOTE, 0x8010_5402);
+        assert_eq!(TDX_CMD_GET_QUOTE, 0x8010_5404);
+        assert_eq!(TDX_CMD_GET_QUOTE_OLD, 0x8010_5402);
     }
 
     /// What the host writes back: status, out_len, length-prefixed QGS response.
