@@ -4,6 +4,7 @@
 //! `metadata/`; at run time the live node's metadata is used.
 
 pub mod calls;
+pub mod client;
 pub mod extrinsic;
 pub mod hyperparams;
 pub mod metadata;

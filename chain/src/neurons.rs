@@ -12,6 +12,8 @@ use tvm_protocol::keys::AccountId;
 
 pub const RUNTIME_API: &str = "NeuronInfoRuntimeApi";
 pub const METHOD: &str = "get_neurons_lite";
+/// The `state_call` name of the runtime API method.
+pub const METHOD_CALL: &str = "NeuronInfoRuntimeApi_get_neurons_lite";
 
 /// `pallet_subtensor::AxonInfo`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Encode, Decode)]

@@ -157,3 +157,111 @@ async fn serves_the_metagraph_and_applies_signed_weights() {
     assert!(e.to_string().contains("Invalid Transaction"), "{e}");
     chain.stop();
 }
+
+#[tokio::test]
+async fn the_client_reads_sets_weights_and_refuses_commit_reveal() {
+    let chain = TestChain::start(
+        Fixture::from_yaml(FIXTURE).unwrap(),
+        tvm_chain::metadata::FINNEY,
+        0,
+        Duration::from_millis(50),
+    )
+    .await
+    .unwrap();
+    let c = tvm_chain::client::Client::connect(&chain.url())
+        .await
+        .unwrap();
+    assert_eq!(c.chain_state(), chain.chain_state());
+    let ns = c.neurons(4).await.unwrap();
+    assert_eq!(ns.len(), 3);
+    assert_eq!(
+        ns[0].hotkey,
+        Hotkey::from_uri("//Validator").unwrap().account_id()
+    );
+    assert_eq!(c.hyperparams(4).await.unwrap().weights_version_key, 7);
+
+    // A mortal transaction, signed against the live head, lands.
+    let validator = Hotkey::from_uri("//Validator").unwrap();
+    let tx = c
+        .set_weights(
+            &validator,
+            SetWeights {
+                netuid: 4,
+                dests: vec![1],
+                weights: vec![65535],
+                version_key: 7,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(wait_for(&chain, &tx).await.result, Ok(()));
+    let tx = c
+        .set_weights(
+            &validator,
+            SetWeights {
+                netuid: 4,
+                dests: vec![1],
+                weights: vec![65535],
+                version_key: 6,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        wait_for(&chain, &tx).await.result,
+        Err(DispatchError("IncorrectWeightVersionKey"))
+    );
+    let miner = Hotkey::from_uri("//Miner2").unwrap();
+    let tx = c
+        .set_weights(
+            &miner,
+            SetWeights {
+                netuid: 4,
+                dests: vec![1],
+                weights: vec![1],
+                version_key: 7,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        wait_for(&chain, &tx).await.result,
+        Err(DispatchError("NeuronNoValidatorPermit"))
+    );
+    chain.stop();
+
+    // Commit-reveal on: a clear error, and nothing is sent.
+    let mut f = Fixture::from_yaml(FIXTURE).unwrap();
+    f.commit_reveal = true;
+    let chain = TestChain::start(f, tvm_chain::metadata::FINNEY, 0, Duration::from_millis(50))
+        .await
+        .unwrap();
+    let c = tvm_chain::client::Client::connect(&chain.url())
+        .await
+        .unwrap();
+    let e = c
+        .set_weights(
+            &validator,
+            SetWeights {
+                netuid: 4,
+                dests: vec![1],
+                weights: vec![1],
+                version_key: 7,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("commit-reveal is enabled"), "{e}");
+    assert_eq!(
+        c.nonce(&validator.account_id()).await.unwrap(),
+        0,
+        "something was sent"
+    );
+    chain.stop();
+
+    let e = tvm_chain::client::Client::connect("ws://127.0.0.1:9")
+        .await
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("cannot reach the chain"), "{e}");
+}

@@ -1,0 +1,210 @@
+//! The online client: subxt's RPC layer (legacy Substrate methods) with the
+//! live node's metadata and runtime version, read at connect time — never a
+//! compiled-in extension list. Every call has a timeout.
+
+use std::time::Duration;
+
+use subxt::config::RpcConfigFor;
+use subxt::rpcs::{LegacyRpcMethods, RpcClient};
+use subxt::{Metadata, SubstrateConfig};
+use tvm_protocol::keys::{AccountId, Hotkey};
+
+use crate::calls::{Call, ServeAxon, SetWeights};
+use crate::extrinsic::{self, ChainState, Mortality, TxParams};
+use crate::hyperparams::{self, Hyperparams, Item};
+use crate::neurons::{self, Neuron};
+
+type Rpc = LegacyRpcMethods<RpcConfigFor<SubstrateConfig>>;
+
+/// How long one RPC may take.
+pub const RPC_TIMEOUT: Duration = Duration::from_secs(30);
+/// Transactions are valid for this many blocks (~12.8 minutes on finney).
+pub const MORTALITY_PERIOD: u64 = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the chain at {url}: {reason} (check the endpoint, e.g. wss://entrypoint-finney.opentensor.ai:443)")]
+    Connect { url: String, reason: String },
+    #[error("the chain did not answer {what} within {RPC_TIMEOUT:?}")]
+    Timeout { what: &'static str },
+    #[error("the chain refused or failed {what}: {reason}")]
+    Rpc { what: &'static str, reason: String },
+    #[error(transparent)]
+    Metadata(#[from] crate::metadata::MetadataError),
+    #[error(transparent)]
+    Neurons(#[from] neurons::NeuronsError),
+    #[error(transparent)]
+    Hyperparams(#[from] hyperparams::HyperparamError),
+    #[error(transparent)]
+    Call(#[from] crate::calls::CallError),
+    #[error(transparent)]
+    Extrinsic(#[from] extrinsic::ExtrinsicError),
+    #[error("commit-reveal is enabled on subnet {netuid}: weights must be committed and revealed, which tvm does not do yet; no weights were sent")]
+    CommitRevealRequired { netuid: u16 },
+}
+
+async fn timed<T, E: std::fmt::Display>(
+    what: &'static str,
+    f: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, ClientError> {
+    match tokio::time::timeout(RPC_TIMEOUT, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(ClientError::Rpc {
+            what,
+            reason: e.to_string(),
+        }),
+        Err(_) => Err(ClientError::Timeout { what }),
+    }
+}
+
+/// A connection to a subtensor node (or the test chain).
+pub struct Client {
+    rpc: Rpc,
+    md: Metadata,
+    chain: ChainState,
+}
+
+impl Client {
+    /// Connect and read the node's metadata, runtime version and genesis.
+    /// `ws://` is accepted for loopback and private endpoints.
+    pub async fn connect(url: &str) -> Result<Self, ClientError> {
+        let connect = async {
+            match url.starts_with("wss://") {
+                true => RpcClient::from_url(url).await,
+                false => RpcClient::from_insecure_url(url).await,
+            }
+        };
+        let client = match tokio::time::timeout(RPC_TIMEOUT, connect).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                return Err(ClientError::Connect {
+                    url: url.into(),
+                    reason: e.to_string(),
+                })
+            }
+            Err(_) => {
+                return Err(ClientError::Connect {
+                    url: url.into(),
+                    reason: "timed out".into(),
+                })
+            }
+        };
+        let rpc = Rpc::new(client);
+        let md_bytes = timed("state_getMetadata", rpc.state_get_metadata(None)).await?;
+        let md = crate::metadata::decode(&md_bytes.into_raw())?;
+        neurons::check_layout(&md)?;
+        let version = timed(
+            "state_getRuntimeVersion",
+            rpc.state_get_runtime_version(None),
+        )
+        .await?;
+        let genesis = timed("chain_getBlockHash(0)", rpc.genesis_hash()).await?;
+        let chain = ChainState {
+            genesis_hash: genesis.0,
+            spec_version: version.spec_version,
+            transaction_version: version.transaction_version,
+        };
+        Ok(Client { rpc, md, chain })
+    }
+
+    pub fn metadata(&self) -> &Metadata {
+        &self.md
+    }
+
+    pub fn chain_state(&self) -> ChainState {
+        self.chain
+    }
+
+    pub async fn neurons(&self, netuid: u16) -> Result<Vec<Neuron>, ClientError> {
+        let raw = timed(
+            "NeuronInfoRuntimeApi_get_neurons_lite",
+            self.rpc
+                .state_call(neurons::METHOD_CALL, Some(&neurons::request(netuid)), None),
+        )
+        .await?;
+        Ok(neurons::decode(&raw)?)
+    }
+
+    pub async fn hyperparams(&self, netuid: u16) -> Result<Hyperparams, ClientError> {
+        let mut stored: Vec<Option<Vec<u8>>> = Vec::new();
+        for item in Item::ALL {
+            let key = hyperparams::storage_key(&self.md, item, netuid)?;
+            stored.push(timed("state_getStorage", self.rpc.state_get_storage(&key, None)).await?);
+        }
+        let s: Vec<Option<&[u8]>> = stored.iter().map(|o| o.as_deref()).collect();
+        Ok(Hyperparams::from_storage(
+            &self.md,
+            [s[0], s[1], s[2], s[3], s[4]],
+        )?)
+    }
+
+    /// Sign `call` for the current chain state and submit it; returns its hash.
+    async fn submit(&self, signer: &Hotkey, call: Vec<u8>) -> Result<[u8; 32], ClientError> {
+        let who = subxt::utils::AccountId32(signer.account_id().0);
+        let nonce = timed(
+            "system_accountNextIndex",
+            self.rpc.system_account_next_index(&who),
+        )
+        .await?;
+        let head = timed(
+            "chain_getFinalizedHead",
+            self.rpc.chain_get_finalized_head(),
+        )
+        .await?;
+        let header = timed("chain_getHeader", self.rpc.chain_get_header(Some(head))).await?;
+        let mortality = match header {
+            Some(h) => Mortality::Mortal {
+                period: MORTALITY_PERIOD,
+                block: h.number,
+                block_hash: head.0,
+            },
+            None => Mortality::Immortal,
+        };
+        let x = extrinsic::sign(
+            &self.md,
+            &self.chain,
+            &TxParams {
+                nonce,
+                tip: 0,
+                mortality,
+            },
+            &call,
+            signer,
+        )?;
+        let hash = timed(
+            "author_submitExtrinsic",
+            self.rpc.author_submit_extrinsic(&x),
+        )
+        .await?;
+        Ok(hash.0)
+    }
+
+    /// `set_weights` — refused up front, with nothing sent, when the subnet
+    /// runs commit-reveal.
+    pub async fn set_weights(
+        &self,
+        signer: &Hotkey,
+        w: SetWeights,
+    ) -> Result<[u8; 32], ClientError> {
+        if self.hyperparams(w.netuid).await?.commit_reveal {
+            return Err(ClientError::CommitRevealRequired { netuid: w.netuid });
+        }
+        let call = w.call_data(&self.md)?;
+        self.submit(signer, call).await
+    }
+
+    pub async fn serve_axon(&self, signer: &Hotkey, a: ServeAxon) -> Result<[u8; 32], ClientError> {
+        let call = a.call_data(&self.md)?;
+        self.submit(signer, call).await
+    }
+
+    /// The next index the chain expects from `who`.
+    pub async fn nonce(&self, who: &AccountId) -> Result<u64, ClientError> {
+        timed(
+            "system_accountNextIndex",
+            self.rpc
+                .system_account_next_index(&subxt::utils::AccountId32(who.0)),
+        )
+        .await
+    }
+}
