@@ -39,6 +39,10 @@ pub enum ClientError {
     Call(#[from] crate::calls::CallError),
     #[error(transparent)]
     Extrinsic(#[from] extrinsic::ExtrinsicError),
+    #[error("the chain refused {call}: {error}")]
+    Dispatch { call: &'static str, error: String },
+    #[error("the transaction was dropped from the pool ({0}): resubmit")]
+    Dropped(String),
     #[error("commit-reveal is enabled on subnet {netuid}: weights must be committed and revealed, which tvm does not do yet; no weights were sent")]
     CommitRevealRequired { netuid: u16 },
 }
@@ -55,6 +59,12 @@ async fn timed<T, E: std::fmt::Display>(
         }),
         Err(_) => Err(ClientError::Timeout { what }),
     }
+}
+
+/// An extrinsic the chain applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Included {
+    pub block_hash: [u8; 32],
 }
 
 /// A connection to a subtensor node (or the test chain).
@@ -138,8 +148,8 @@ impl Client {
         )?)
     }
 
-    /// Sign `call` for the current chain state and submit it; returns its hash.
-    async fn submit(&self, signer: &Hotkey, call: Vec<u8>) -> Result<[u8; 32], ClientError> {
+    /// Sign `call` for the current chain state (nonce, mortal against the head).
+    async fn signed(&self, signer: &Hotkey, call: Vec<u8>) -> Result<Vec<u8>, ClientError> {
         let who = subxt::utils::AccountId32(signer.account_id().0);
         let nonce = timed(
             "system_accountNextIndex",
@@ -160,7 +170,7 @@ impl Client {
             },
             None => Mortality::Immortal,
         };
-        let x = extrinsic::sign(
+        Ok(extrinsic::sign(
             &self.md,
             &self.chain,
             &TxParams {
@@ -170,32 +180,100 @@ impl Client {
             },
             &call,
             signer,
-        )?;
-        let hash = timed(
-            "author_submitExtrinsic",
-            self.rpc.author_submit_extrinsic(&x),
-        )
-        .await?;
-        Ok(hash.0)
+        )?)
     }
 
-    /// `set_weights` — refused up front, with nothing sent, when the subnet
-    /// runs commit-reveal.
+    /// Sign, submit and watch until the extrinsic is in a block; then read
+    /// how it ended from that block's events.
+    async fn submit_and_watch(
+        &self,
+        what: &'static str,
+        signer: &Hotkey,
+        call: Vec<u8>,
+    ) -> Result<Included, ClientError> {
+        use subxt::rpcs::methods::legacy::TransactionStatus;
+        let x = self.signed(signer, call).await?;
+        let mut sub = timed(
+            "author_submitAndWatchExtrinsic",
+            self.rpc.author_submit_and_watch_extrinsic(&x),
+        )
+        .await?;
+        let block = loop {
+            let status = match tokio::time::timeout(RPC_TIMEOUT * 4, sub.next()).await {
+                Err(_) => {
+                    return Err(ClientError::Timeout {
+                        what: "inclusion in a block",
+                    })
+                }
+                Ok(None) => return Err(ClientError::Dropped("the watch ended".into())),
+                Ok(Some(Err(e))) => {
+                    return Err(ClientError::Rpc {
+                        what: "author_extrinsicUpdate",
+                        reason: e.to_string(),
+                    })
+                }
+                Ok(Some(Ok(s))) => s,
+            };
+            match status {
+                TransactionStatus::InBlock(h) | TransactionStatus::Finalized(h) => break h,
+                TransactionStatus::Dropped
+                | TransactionStatus::Invalid
+                | TransactionStatus::Usurped(_) => {
+                    return Err(ClientError::Dropped(format!("{status:?}")))
+                }
+                _ => continue,
+            }
+        };
+        let details = timed("chain_getBlock", self.rpc.chain_get_block(Some(block))).await?;
+        let index = details
+            .and_then(|d| d.block.extrinsics.iter().position(|e| e.0 == x))
+            .ok_or_else(|| ClientError::Rpc {
+                what: "chain_getBlock",
+                reason: "the block does not hold the extrinsic".into(),
+            })?;
+        let events = timed(
+            "state_getStorage(System.Events)",
+            self.rpc
+                .state_get_storage(&crate::events::key(), Some(block)),
+        )
+        .await?
+        .unwrap_or_default();
+        match crate::events::dispatch_of(&self.md, &events, index as u32) {
+            Ok(Some(crate::events::Dispatch::Success)) => Ok(Included {
+                block_hash: block.0,
+            }),
+            Ok(Some(crate::events::Dispatch::Failed(error))) => {
+                Err(ClientError::Dispatch { call: what, error })
+            }
+            Ok(None) => Err(ClientError::Rpc {
+                what: "System.Events",
+                reason: "no result for the extrinsic".into(),
+            }),
+            Err(e) => Err(ClientError::Rpc {
+                what: "System.Events",
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// `set_weights`, waiting for its block — refused up front, with nothing
+    /// sent, when the subnet runs commit-reveal. A refusal by the chain names
+    /// its error, e.g. `SubtensorModule.SettingWeightsTooFast`.
     pub async fn set_weights(
         &self,
         signer: &Hotkey,
         w: SetWeights,
-    ) -> Result<[u8; 32], ClientError> {
+    ) -> Result<Included, ClientError> {
         if self.hyperparams(w.netuid).await?.commit_reveal {
             return Err(ClientError::CommitRevealRequired { netuid: w.netuid });
         }
         let call = w.call_data(&self.md)?;
-        self.submit(signer, call).await
+        self.submit_and_watch("set_weights", signer, call).await
     }
 
-    pub async fn serve_axon(&self, signer: &Hotkey, a: ServeAxon) -> Result<[u8; 32], ClientError> {
+    pub async fn serve_axon(&self, signer: &Hotkey, a: ServeAxon) -> Result<Included, ClientError> {
         let call = a.call_data(&self.md)?;
-        self.submit(signer, call).await
+        self.submit_and_watch("serve_axon", signer, call).await
     }
 
     /// The next index the chain expects from `who`.

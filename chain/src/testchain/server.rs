@@ -81,6 +81,8 @@ struct Inner {
     runtime_version: Value,
     chain: ChainState,
     headers: Vec<Header>,
+    /// Per block: its extrinsics and its encoded `System.Events`.
+    bodies: Vec<(Vec<Vec<u8>>, Vec<u8>)>,
     subnet: Subnet,
     nonces: HashMap<AccountId, u64>,
     pool: Vec<(Vec<u8>, extrinsic::Verified)>,
@@ -171,6 +173,7 @@ impl TestChain {
             runtime_version,
             chain,
             headers: vec![genesis],
+            bodies: vec![(Vec::new(), vec![0])],
             subnet: Subnet::new(fixture)?,
             nonces: HashMap::new(),
             pool: Vec::new(),
@@ -264,9 +267,12 @@ fn produce_block(inner: &Mutex<Inner>) -> Header {
         digest: vec![],
     };
     let hash = header.hash();
-    for (bytes, v) in pool {
+    let mut extrinsics = Vec::new();
+    let mut results = Vec::new();
+    for (i, (bytes, v)) in pool.into_iter().enumerate() {
         let result = g.subnet.apply(&v, u64::from(number));
         let tx: [u8; 32] = Blake2b::<U32>::digest(&bytes).into();
+        results.push((i as u32, result.err().map(|e| e.to_string())));
         g.outcomes.insert(
             tx,
             Outcome {
@@ -277,8 +283,15 @@ fn produce_block(inner: &Mutex<Inner>) -> Header {
                 result,
             },
         );
+        extrinsics.push(bytes);
     }
+    let events = crate::events::encode(&g.md, &results).unwrap_or_else(|e| {
+        // The test chain has no logger of its own.
+        eprintln!("tvm test chain: cannot encode the block's events: {e}");
+        vec![0]
+    });
     g.headers.push(header.clone());
+    g.bodies.push((extrinsics, events));
     header
 }
 
@@ -423,15 +436,25 @@ fn rpc_module(
             Ok(hex0x(&out))
         },
     )?;
+    m.register_method("chain_getBlock", |p, ctx, _| -> Result<Value, ErrorObjectOwned> {
+        let h: Option<String> = p.sequence().optional_next().unwrap_or(None);
+        let g = lock(ctx);
+        let i = block_at(&g, h)?;
+        let extrinsics: Vec<String> = g.bodies[i].0.iter().map(|x| hex0x(x)).collect();
+        Ok(json!({"block": {"header": g.headers[i].json(), "extrinsics": extrinsics}, "justifications": null}))
+    })?;
     m.register_method(
         "state_getStorage",
         |p, ctx, _| -> Result<Value, ErrorObjectOwned> {
-            let key: String = p
-                .sequence()
-                .next()
-                .map_err(|e| rpc_error(-32602, e.to_string()))?;
+            let mut seq = p.sequence();
+            let key: String = seq.next().map_err(|e| rpc_error(-32602, e.to_string()))?;
+            let at: Option<String> = seq.optional_next().unwrap_or(None);
             let key = unhex(&key)?;
             let g = lock(ctx);
+            if key[..] == crate::events::key()[..] {
+                let i = block_at(&g, at)?;
+                return Ok(json!(hex0x(&g.bodies[i].1)));
+            }
             let f = &g.subnet.fixture;
             let netuid = f.netuid;
             for item in Item::ALL {
