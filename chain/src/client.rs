@@ -117,6 +117,47 @@ impl Client {
         Ok(Client { rpc, md, chain })
     }
 
+    /// Connect, retrying with exponential backoff (1 s doubling to 30 s)
+    /// until `give_up_after` has passed; each failure is logged to stderr by
+    /// the caller's choice of `on_retry`.
+    pub async fn connect_with_backoff(
+        url: &str,
+        give_up_after: Duration,
+        mut on_retry: impl FnMut(&ClientError, Duration),
+    ) -> Result<Self, ClientError> {
+        let start = tokio::time::Instant::now();
+        let mut wait = Duration::from_secs(1);
+        loop {
+            match Self::connect(url).await {
+                Ok(c) => return Ok(c),
+                Err(e) if start.elapsed() + wait < give_up_after => {
+                    on_retry(&e, wait);
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(30));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// New best blocks, by number, as the node announces them.
+    pub async fn new_blocks(
+        &self,
+    ) -> Result<impl futures_util::Stream<Item = Result<u64, ClientError>>, ClientError> {
+        use futures_util::StreamExt;
+        let sub = timed(
+            "chain_subscribeNewHeads",
+            self.rpc.chain_subscribe_new_heads(),
+        )
+        .await?;
+        Ok(sub.map(|h| {
+            h.map(|h| h.number).map_err(|e| ClientError::Rpc {
+                what: "chain_newHead",
+                reason: e.to_string(),
+            })
+        }))
+    }
+
     pub fn metadata(&self) -> &Metadata {
         &self.md
     }

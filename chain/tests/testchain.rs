@@ -260,3 +260,49 @@ async fn the_client_reads_sets_weights_and_refuses_commit_reveal() {
         .unwrap();
     assert!(e.to_string().contains("cannot reach the chain"), "{e}");
 }
+
+#[tokio::test]
+async fn the_client_waits_for_a_chain_that_starts_late_and_follows_its_blocks() {
+    use futures_util::StreamExt;
+    // Reserve a port, then start the chain on it a little later.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("ws://127.0.0.1:{port}");
+    let starter = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        TestChain::start(
+            Fixture::from_yaml(FIXTURE).unwrap(),
+            tvm_chain::metadata::FINNEY,
+            port,
+            Duration::from_millis(50),
+        )
+        .await
+        .unwrap()
+    });
+    let mut retries = 0;
+    let c =
+        tvm_chain::client::Client::connect_with_backoff(&url, Duration::from_secs(20), |_, _| {
+            retries += 1
+        })
+        .await
+        .unwrap();
+    assert!(retries >= 1, "connected before the chain started?");
+    let chain = starter.await.unwrap();
+    let mut blocks = c.new_blocks().await.unwrap();
+    let a = blocks.next().await.unwrap().unwrap();
+    let b = blocks.next().await.unwrap().unwrap();
+    assert_eq!(b, a + 1);
+    chain.stop();
+    let e = tvm_chain::client::Client::connect_with_backoff(
+        "ws://127.0.0.1:9",
+        Duration::from_millis(10),
+        |_, _| {},
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("cannot reach"), "{e}");
+}
