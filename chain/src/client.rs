@@ -25,8 +25,8 @@ pub const MORTALITY_PERIOD: u64 = 64;
 pub enum ClientError {
     #[error("cannot reach the chain at {url}: {reason} (check the endpoint, e.g. wss://entrypoint-finney.opentensor.ai:443)")]
     Connect { url: String, reason: String },
-    #[error("the chain did not answer {what} within {RPC_TIMEOUT:?}")]
-    Timeout { what: &'static str },
+    #[error("the chain did not answer {what} within {after:?}")]
+    Timeout { what: &'static str, after: Duration },
     #[error("the chain refused or failed {what}: {reason}")]
     Rpc { what: &'static str, reason: String },
     #[error(transparent)]
@@ -57,7 +57,10 @@ async fn timed<T, E: std::fmt::Display>(
             what,
             reason: e.to_string(),
         }),
-        Err(_) => Err(ClientError::Timeout { what }),
+        Err(_) => Err(ClientError::Timeout {
+            what,
+            after: RPC_TIMEOUT,
+        }),
     }
 }
 
@@ -244,6 +247,7 @@ impl Client {
                 Err(_) => {
                     return Err(ClientError::Timeout {
                         what: "inclusion in a block",
+                        after: RPC_TIMEOUT * 4,
                     })
                 }
                 Ok(None) => return Err(ClientError::Dropped("the watch ended".into())),

@@ -72,20 +72,27 @@ pub fn encode(md: &Metadata, outcomes: &[(u32, Option<String>)]) -> Result<Vec<u
             None => Value::named_variant("ExtrinsicSuccess", [("dispatch_info", info())]),
             Some(name) => {
                 let (pallet, error) = name.split_once('.').unwrap_or(("", name.as_str()));
-                let (pi, ei) = find_error_index(md, pallet, error).ok_or_else(|| {
-                    EventsError::Encode(format!("no error {name} in the runtime"))
-                })?;
-                let module = Value::named_composite([
-                    ("index", Value::u128(u128::from(pi))),
-                    (
-                        "error",
-                        Value::unnamed_composite([ei, 0, 0, 0].map(|b| Value::u128(u128::from(b)))),
-                    ),
-                ]);
+                // A name the runtime does not know is reported as `Other`
+                // rather than losing the whole block's events.
+                let dispatch_error = match find_error_index(md, pallet, error) {
+                    Some((pi, ei)) => {
+                        let module = Value::named_composite([
+                            ("index", Value::u128(u128::from(pi))),
+                            (
+                                "error",
+                                Value::unnamed_composite(
+                                    [ei, 0, 0, 0].map(|b| Value::u128(u128::from(b))),
+                                ),
+                            ),
+                        ]);
+                        Value::unnamed_variant("Module", [module])
+                    }
+                    None => Value::unnamed_variant("Other", []),
+                };
                 Value::named_variant(
                     "ExtrinsicFailed",
                     [
-                        ("dispatch_error", Value::unnamed_variant("Module", [module])),
+                        ("dispatch_error", dispatch_error),
                         ("dispatch_info", info()),
                     ],
                 )
@@ -228,6 +235,10 @@ mod tests {
         );
         assert_eq!(dispatch_of(&md, &bytes, 3).unwrap(), None);
         assert!(dispatch_of(&md, &bytes[..bytes.len() - 2], 0).is_err());
-        assert!(encode(&md, &[(0, Some("SubtensorModule.NoSuchError".into()))]).is_err());
+        let other = encode(&md, &[(0, Some("SubtensorModule.NoSuchError".into()))]).unwrap();
+        assert_eq!(
+            dispatch_of(&md, &other, 0).unwrap(),
+            Some(Dispatch::Failed("Other".into()))
+        );
     }
 }

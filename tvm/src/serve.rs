@@ -197,6 +197,10 @@ impl Axon {
         Ok(self.nodes.read().map(|n| n.clone()).unwrap_or_default())
     }
 
+    pub fn has_metagraph(&self) -> bool {
+        self.validators.read().map(|v| v.is_some()).unwrap_or(false)
+    }
+
     pub fn miner(&self) -> AccountId {
         self.miner
     }
@@ -213,23 +217,25 @@ async fn cvm(State(axon): State<Arc<Axon>>, headers: HeaderMap) -> Response {
 }
 
 /// Announce the axon when the chain holds another address for this hotkey.
+/// `Ok(true)` when nothing is left to do (announced, already right, or no
+/// `external_ip` configured); `Ok(false)` to try again at the next refresh.
 async fn announce(
     client: &Client,
     cfg: &ServeConfig,
     hotkey: &Hotkey,
     neurons: &[Neuron],
-) -> Result<(), ServeError> {
+) -> Result<bool, ServeError> {
     let Some(ip) = cfg.external_ip else {
         tracing::warn!("external_ip is not set: the axon is not announced on chain");
-        return Ok(());
+        return Ok(true);
     };
     let me = hotkey.account_id();
     let Some(n) = neurons.iter().find(|n| n.hotkey == me) else {
-        tracing::warn!(hotkey = %me.to_ss58(), netuid = cfg.netuid, "this hotkey is not registered on the subnet: register it (btcli subnet register) before validators can find the axon");
-        return Ok(());
+        tracing::warn!(hotkey = %me.to_ss58(), netuid = cfg.netuid, "this hotkey is not registered on the subnet: register it (btcli subnet register); the axon is announced at the next refresh after that");
+        return Ok(false);
     };
     if n.axon == Some((ip, cfg.port)) {
-        return Ok(());
+        return Ok(true);
     }
     let (num, ip_type) = ip_number(ip);
     client
@@ -248,7 +254,7 @@ async fn announce(
         )
         .await?;
     tracing::info!(%ip, port = cfg.port, "axon announced on chain");
-    Ok(())
+    Ok(true)
 }
 
 /// Run the axon until the process ends.
@@ -256,7 +262,14 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
     let hotkey = cfg.hotkey()?;
     let nodes = match &cfg.nodes_file {
         Some(p) => read_nodes(p)?,
-        None => cfg.nodes.clone(),
+        // The same checks as a file (count, no empty address).
+        None => {
+            let json = serde_json::to_vec(&cfg.nodes).unwrap_or_default();
+            parse_node_list(&json).map_err(|e| ServeError::Nodes {
+                path: "nodes (config)".into(),
+                reason: e.to_string(),
+            })?
+        }
     };
     let axon = Arc::new(Axon::new(
         hotkey.account_id(),
@@ -299,11 +312,13 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
         });
     }
 
-    let client =
-        Client::connect_with_backoff(&cfg.chain_endpoint, Duration::from_secs(3600), |e, wait| {
+    let connect = |url: String| async move {
+        Client::connect_with_backoff(&url, Duration::from_secs(3600), |e, wait| {
             tracing::warn!(error = %e, retry_in = ?wait, "chain not reachable yet");
         })
-        .await?;
+        .await
+    };
+    let mut client = connect(cfg.chain_endpoint.clone()).await?;
     let mut announced = false;
     loop {
         match client.neurons(cfg.netuid).await {
@@ -311,7 +326,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
                 axon.set_metagraph(&neurons);
                 if !announced {
                     match announce(&client, &cfg, &hotkey, &neurons).await {
-                        Ok(()) => announced = true,
+                        Ok(done) => announced = done,
                         Err(e) => {
                             tracing::error!(error = %e, "serve_axon failed; retrying at the next refresh")
                         }
@@ -319,7 +334,12 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "metagraph not refreshed; keeping the previous one")
+                tracing::warn!(error = %e, "metagraph not refreshed; keeping the previous one and reconnecting");
+                // A dropped connection is not rebuilt by the RPC client itself.
+                match connect(cfg.chain_endpoint.clone()).await {
+                    Ok(c) => client = c,
+                    Err(e) => tracing::error!(error = %e, "chain still unreachable"),
+                }
             }
         }
         if server.is_finished() {
@@ -328,6 +348,11 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
                 reason: "the server stopped".into(),
             });
         }
-        tokio::time::sleep(Duration::from_secs(cfg.refresh_seconds.max(1))).await;
+        // Until the first metagraph is in, validators get 500: retry soon.
+        let wait = match axon.has_metagraph() {
+            false => cfg.refresh_seconds.clamp(1, 10),
+            true => cfg.refresh_seconds.max(1),
+        };
+        tokio::time::sleep(Duration::from_secs(wait)).await;
     }
 }
