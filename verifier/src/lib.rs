@@ -12,6 +12,7 @@ pub mod input;
 pub mod policy;
 pub mod ratls;
 pub mod rim;
+pub mod scoring;
 pub mod snp;
 pub mod spdm;
 pub mod tdx;

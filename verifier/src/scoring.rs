@@ -1,0 +1,331 @@
+//! From a round's node verdicts to weights. Every real GPU counts once:
+//! GPUs are deduplicated by their NVIDIA-signed identity and CVMs by CVM id
+//! across all miners, and a duplicate scores zero for every claimant (so
+//! relaying someone else's node can never pay). Missing evidence scores like
+//! failing evidence: zero. Verified GPUs score by model (v6), combined with
+//! the v5 (inference) score: 70 % / 30 % by default.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+/// One GPU the verifier accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GpuSeen {
+    /// The NVIDIA-signed device identity.
+    pub id: String,
+    /// e.g. "H100 (GH100-882)".
+    pub model: String,
+}
+
+/// What the round learned about one node a miner listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeResult {
+    pub miner_uid: u16,
+    /// The address the miner listed.
+    pub node: String,
+    /// `None`: no evidence (unreachable, timed out, malformed).
+    pub accepted: Option<bool>,
+    pub cvm_id: Option<String>,
+    pub gpus: Vec<GpuSeen>,
+}
+
+/// How a node counted.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum NodeScore {
+    /// Verified and unique: its GPUs' points.
+    Counted {
+        points: f64,
+    },
+    /// Verified, but its CVM or a GPU is also claimed elsewhere.
+    Duplicate {
+        shared_with: Vec<String>,
+    },
+    Failed,
+    NoEvidence,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScoringConfig {
+    /// Share of the weights for verified confidential compute (v6)...
+    pub v6_share: f64,
+    /// ...and for verified inference (v5).
+    pub v5_share: f64,
+    /// Receives what is not earned (the v5 share until v5 scoring exists).
+    pub burn_uid: u16,
+    /// Points per verified GPU by model prefix ("H100", "H200", "B200").
+    /// A model not listed scores zero.
+    pub model_points: BTreeMap<String, f64>,
+}
+
+impl Default for ScoringConfig {
+    fn default() -> Self {
+        ScoringConfig {
+            v6_share: 0.7,
+            v5_share: 0.3,
+            burn_uid: 0,
+            model_points: BTreeMap::from([("H100".to_string(), 1.0), ("H200".to_string(), 2.0)]),
+        }
+    }
+}
+
+impl ScoringConfig {
+    fn points(&self, model: &str) -> f64 {
+        self.model_points
+            .iter()
+            .filter(|(prefix, _)| model.starts_with(prefix.as_str()))
+            .map(|(_, p)| *p)
+            .fold(0.0, f64::max)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RoundScores {
+    /// Per node, in input order.
+    pub nodes: Vec<(NodeResult, NodeScore)>,
+    /// v6 points per miner uid.
+    pub v6: BTreeMap<u16, f64>,
+    /// The weight vector: (uid, u16 weight), summing to 65535, zeros left out.
+    pub weights: Vec<(u16, u16)>,
+    /// Why the split is what it is, in words.
+    pub notes: Vec<String>,
+}
+
+/// Score a round. `v5`: inference scores per uid when v5 scoring runs;
+/// `None` burns the v5 share (said in the notes).
+pub fn score(
+    nodes: &[NodeResult],
+    v5: Option<&BTreeMap<u16, f64>>,
+    cfg: &ScoringConfig,
+) -> RoundScores {
+    // Who claims each CVM id and GPU id, among verified nodes.
+    let mut claims: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, n) in nodes.iter().enumerate() {
+        if n.accepted != Some(true) {
+            continue;
+        }
+        if let Some(c) = &n.cvm_id {
+            claims.entry(format!("cvm:{c}")).or_default().push(i);
+        }
+        let mut ids: Vec<&str> = n.gpus.iter().map(|g| g.id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        for id in ids {
+            claims.entry(format!("gpu:{id}")).or_default().push(i);
+        }
+    }
+    let mut scored = Vec::with_capacity(nodes.len());
+    let mut v6: BTreeMap<u16, f64> = BTreeMap::new();
+    for (i, n) in nodes.iter().enumerate() {
+        let s = match n.accepted {
+            None => NodeScore::NoEvidence,
+            Some(false) => NodeScore::Failed,
+            Some(true) => {
+                let mut others: Vec<String> = claims
+                    .values()
+                    .filter(|c| c.len() > 1 && c.contains(&i))
+                    .flatten()
+                    .filter(|&&j| j != i)
+                    .map(|&j| nodes[j].node.clone())
+                    .collect();
+                // A node listing one GPU twice is its own duplicate.
+                let twice = n.gpus.len() != {
+                    let mut ids: Vec<&str> = n.gpus.iter().map(|g| g.id.as_str()).collect();
+                    ids.sort_unstable();
+                    ids.dedup();
+                    ids.len()
+                };
+                if twice {
+                    others.push(n.node.clone());
+                }
+                others.sort();
+                others.dedup();
+                if others.is_empty() {
+                    let points: f64 = n.gpus.iter().map(|g| cfg.points(&g.model)).sum();
+                    *v6.entry(n.miner_uid).or_default() += points;
+                    NodeScore::Counted { points }
+                } else {
+                    NodeScore::Duplicate {
+                        shared_with: others,
+                    }
+                }
+            }
+        };
+        scored.push((n.clone(), s));
+    }
+    v6.retain(|_, p| *p > 0.0);
+
+    let mut notes = Vec::new();
+    let mut shares: BTreeMap<u16, f64> = BTreeMap::new();
+    let v6_total: f64 = v6.values().sum();
+    let (mut v6_share, mut v5_share) = (cfg.v6_share.max(0.0), cfg.v5_share.max(0.0));
+    let total = v6_share + v5_share;
+    if total > 0.0 {
+        v6_share /= total;
+        v5_share /= total;
+    }
+    if v6_total <= 0.0 {
+        notes.push("no node passed v6 this round: its share goes to v5".into());
+        v5_share += v6_share;
+    } else {
+        for (uid, p) in &v6 {
+            *shares.entry(*uid).or_default() += v6_share * p / v6_total;
+        }
+    }
+    match v5.filter(|m| m.values().any(|v| *v > 0.0)) {
+        Some(m) => {
+            let t: f64 = m.values().filter(|v| **v > 0.0).sum();
+            for (uid, v) in m.iter().filter(|(_, v)| **v > 0.0) {
+                *shares.entry(*uid).or_default() += v5_share * v / t;
+            }
+        }
+        None => {
+            notes.push(format!(
+                "v5 (verified inference) scoring is not implemented yet: its {:.0} % goes to the burn uid {}",
+                v5_share * 100.0,
+                cfg.burn_uid
+            ));
+            *shares.entry(cfg.burn_uid).or_default() += v5_share;
+        }
+    }
+    RoundScores {
+        nodes: scored,
+        v6,
+        weights: to_u16(&shares, cfg.burn_uid),
+        notes,
+    }
+}
+
+/// Shares (summing to 1) as u16 weights summing to 65535; rounding goes to the burn uid.
+fn to_u16(shares: &BTreeMap<u16, f64>, burn: u16) -> Vec<(u16, u16)> {
+    let total: f64 = shares.values().sum();
+    if total <= 0.0 {
+        return vec![(burn, u16::MAX)];
+    }
+    let mut out: BTreeMap<u16, u32> = shares
+        .iter()
+        .map(|(u, s)| (*u, (f64::from(u16::MAX) * s / total).floor() as u32))
+        .collect();
+    let sum: u32 = out.values().sum();
+    *out.entry(burn).or_default() += u32::from(u16::MAX).saturating_sub(sum);
+    out.into_iter()
+        .filter(|(_, w)| *w > 0)
+        .map(|(u, w)| (u, w.min(u32::from(u16::MAX)) as u16))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(
+        uid: u16,
+        name: &str,
+        accepted: Option<bool>,
+        cvm: &str,
+        gpus: &[(&str, &str)],
+    ) -> NodeResult {
+        NodeResult {
+            miner_uid: uid,
+            node: name.into(),
+            accepted,
+            cvm_id: Some(cvm.into()),
+            gpus: gpus
+                .iter()
+                .map(|(id, m)| GpuSeen {
+                    id: (*id).into(),
+                    model: (*m).into(),
+                })
+                .collect(),
+        }
+    }
+
+    const H100: &str = "H100 (GH100-882)";
+    const H200: &str = "H200";
+
+    #[test]
+    fn each_gpu_counts_once_and_duplicates_score_zero_for_all_claimants() {
+        let nodes = vec![
+            node(1, "a", Some(true), "c1", &[("g1", H100), ("g2", H100)]),
+            node(2, "b", Some(true), "c2", &[("g3", H200)]),
+            // Relays c1's GPU g1 under another CVM: both lose.
+            node(3, "c", Some(true), "c3", &[("g1", H100)]),
+            // Same CVM listed by two miners: both lose.
+            node(4, "d", Some(true), "c4", &[("g5", H100)]),
+            node(5, "e", Some(true), "c4", &[("g6", H100)]),
+            node(6, "f", Some(false), "c6", &[]),
+            node(7, "g", None, "c7", &[]),
+        ];
+        let r = score(&nodes, None, &ScoringConfig::default());
+        let outcome = |i: usize| r.nodes[i].1.clone();
+        assert!(
+            matches!(outcome(0), NodeScore::Duplicate { ref shared_with } if shared_with == &["c".to_string()])
+        );
+        assert_eq!(outcome(1), NodeScore::Counted { points: 2.0 });
+        assert!(matches!(outcome(2), NodeScore::Duplicate { .. }));
+        assert!(matches!(outcome(3), NodeScore::Duplicate { .. }));
+        assert!(matches!(outcome(4), NodeScore::Duplicate { .. }));
+        assert_eq!(outcome(5), NodeScore::Failed);
+        assert_eq!(outcome(6), NodeScore::NoEvidence);
+        assert_eq!(r.v6, BTreeMap::from([(2, 2.0)]));
+        // 70 % to uid 2, 30 % burned (no v5 yet), summing to 65535.
+        assert_eq!(r.weights, vec![(0, 19661), (2, 45874)]);
+        assert_eq!(
+            r.weights.iter().map(|(_, w)| u32::from(*w)).sum::<u32>(),
+            65535
+        );
+        assert!(r.notes.iter().any(|n| n.contains("not implemented yet")));
+    }
+
+    #[test]
+    fn all_to_v5_until_a_node_passes_and_v5_scores_split_when_present() {
+        let failed = vec![node(1, "a", Some(false), "c1", &[])];
+        let r = score(&failed, None, &ScoringConfig::default());
+        assert_eq!(
+            r.weights,
+            vec![(0, 65535)],
+            "everything burned: no v6, no v5"
+        );
+        let v5 = BTreeMap::from([(3, 1.0), (4, 3.0)]);
+        let r = score(&failed, Some(&v5), &ScoringConfig::default());
+        assert_eq!(r.weights, vec![(0, 1), (3, 16383), (4, 49151)]);
+        let ok = vec![
+            node(1, "a", Some(true), "c1", &[("g1", H100)]),
+            node(2, "b", Some(true), "c2", &[("g2", H200)]),
+        ];
+        let r = score(&ok, Some(&v5), &ScoringConfig::default());
+        let w: BTreeMap<u16, u16> = r.weights.into_iter().collect();
+        assert_eq!(w[&1], (65535.0 * 0.7 / 3.0) as u16);
+        assert_eq!(w[&2], (65535.0 * 0.7 * 2.0 / 3.0) as u16);
+        assert_eq!(w[&4], (65535.0 * 0.3 * 0.75) as u16);
+    }
+
+    #[test]
+    fn models_not_listed_score_zero_and_b200_is_configurable() {
+        let nodes = vec![node(
+            1,
+            "a",
+            Some(true),
+            "c1",
+            &[("g1", "Blackwell (GB100-xyz)")],
+        )];
+        let r = score(&nodes, None, &ScoringConfig::default());
+        assert!(r.v6.is_empty());
+        let mut cfg = ScoringConfig::default();
+        cfg.model_points.insert("Blackwell".into(), 4.0);
+        assert_eq!(score(&nodes, None, &cfg).v6, BTreeMap::from([(1, 4.0)]));
+        let twice = vec![node(
+            1,
+            "a",
+            Some(true),
+            "c1",
+            &[("g1", H100), ("g1", H100)],
+        )];
+        assert!(matches!(
+            score(&twice, None, &cfg).nodes[0].1,
+            NodeScore::Duplicate { .. }
+        ));
+    }
+}
