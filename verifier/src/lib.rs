@@ -2,6 +2,7 @@
 //! meet my policy (`appraise`)? Time is always an explicit input.
 
 pub mod appraise;
+pub mod attest;
 pub mod bundle;
 pub mod facts;
 pub mod gpu;

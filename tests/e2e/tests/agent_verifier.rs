@@ -192,3 +192,48 @@ async fn sim_agent_evidence_is_genuine_and_bound() {
     assert!(!r.accepted);
     assert!(names(&r).contains(&check::SIMULATED), "{:?}", names(&r));
 }
+
+/// The validator's fetch: RA-TLS first, plain HTTP second, the next port on
+/// a refused connection; the bundle it gets appraises as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attester_falls_back_across_ports_and_schemes() {
+    use tvm_verifier::attest::Attester;
+    let dir = tempfile::tempdir().unwrap();
+    let sim = dir.path().join("sim");
+    let a = start(&sim, 1);
+    let v = Validator::for_devnet(&sim);
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let node = tvm_protocol::nodes::NodeEntry {
+        ip: "127.0.0.1".into(),
+        price: None,
+    };
+    let miner = miner().account_id();
+
+    let mut att = Attester::new(validator(), Duration::from_secs(20)).unwrap();
+    att.ports = vec![dead, a.https.port()];
+    let nonce = Nonce::generate(&validator().account_id());
+    let f = att.evidence(&node, &miner, &nonce).await.unwrap();
+    assert!(
+        f.url.starts_with("https://") && f.url.contains(&a.https.port().to_string()),
+        "{}",
+        f.url
+    );
+    assert_eq!(f.tls_spki_sha256, Some(a.tls_spki_sha256));
+    assert!(v.appraise(&f.bundle, &nonce, f.tls_spki_sha256).accepted);
+
+    // A plain-HTTP-only port: RA-TLS fails, plain HTTP answers, the key is not compared.
+    att.ports = vec![a.http.port()];
+    let f = att.evidence(&node, &miner, &nonce).await.unwrap();
+    assert!(f.url.starts_with("http://"), "{}", f.url);
+    assert_eq!(f.tls_spki_sha256, None);
+    let verdict = v.appraise(&f.bundle, &nonce, None);
+    assert!(verdict.accepted, "{}", verdict.render());
+
+    att.ports = vec![dead];
+    let e = att.evidence(&node, &miner, &nonce).await.unwrap_err();
+    assert!(e.to_string().contains("cannot reach"), "{e}");
+}
