@@ -176,8 +176,15 @@ pub struct Running {
 impl Agent {
     /// Serve on 127.0.0.1 (RA-TLS, plain HTTP and metrics, each on a free port).
     pub fn start_local(self) -> Result<Running, StartError> {
-        let any = SocketAddr::from(([127, 0, 0, 1], 0));
-        let (https, http, metrics) = (bind(any)?, bind(any)?, bind(any)?);
+        self.start_at(SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Serve the main port at `main` (several agents can share one port
+    /// number on different loopback addresses, as CVMs on different hosts
+    /// do); plain HTTP and metrics on free ports of the same address.
+    pub fn start_at(self, main: SocketAddr) -> Result<Running, StartError> {
+        let any = SocketAddr::new(main.ip(), 0);
+        let (https, http, metrics) = (bind(main)?, bind(any)?, bind(any)?);
         let addr = |l: &std::net::TcpListener| {
             l.local_addr().map_err(|e| StartError::Other(e.to_string()))
         };

@@ -13,6 +13,7 @@ pub mod input;
 pub mod policy;
 pub mod ratls;
 pub mod rim;
+pub mod round;
 pub mod scoring;
 pub mod snp;
 pub mod spdm;
