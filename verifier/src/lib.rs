@@ -4,6 +4,7 @@
 pub mod appraise;
 pub mod attest;
 pub mod bundle;
+pub mod db;
 pub mod facts;
 pub mod gpu;
 pub mod gpu_appraise;

@@ -1,0 +1,231 @@
+//! What the validator keeps: every round, every node's verdict as soon as it
+//! is known, and the weights. SQLite in WAL mode, one transaction per
+//! write: a crash loses at most the node being appraised, and a restarted
+//! round skips the nodes it already finished.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::round::NodeReport;
+
+#[derive(Debug, thiserror::Error)]
+#[error("validator database: {0}")]
+pub struct DbError(String);
+
+impl From<rusqlite::Error> for DbError {
+    fn from(e: rusqlite::Error) -> Self {
+        DbError(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for DbError {
+    fn from(e: serde_json::Error) -> Self {
+        DbError(e.to_string())
+    }
+}
+
+pub struct Db {
+    conn: Mutex<Connection>,
+}
+
+/// A round as stored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RoundRow {
+    pub id: i64,
+    pub epoch: u64,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    /// JSON of the weights and notes, once finished.
+    pub result: Option<String>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS rounds (
+    id INTEGER PRIMARY KEY,
+    epoch INTEGER NOT NULL UNIQUE,
+    started_at INTEGER NOT NULL,
+    finished_at INTEGER,
+    result TEXT
+);
+CREATE TABLE IF NOT EXISTS nodes (
+    round_id INTEGER NOT NULL REFERENCES rounds(id),
+    miner_uid INTEGER NOT NULL,
+    node TEXT NOT NULL,
+    report TEXT NOT NULL,
+    PRIMARY KEY (round_id, miner_uid, node)
+);
+";
+
+impl Db {
+    pub fn open(path: &Path) -> Result<Self, DbError> {
+        let conn =
+            Connection::open(path).map_err(|e| DbError(format!("{}: {e}", path.display())))?;
+        Self::init(conn)
+    }
+
+    pub fn in_memory() -> Result<Self, DbError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<Self, DbError> {
+        // WAL: readers (the dashboard) never block the round; NORMAL sync is
+        // durable across a process crash.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Db {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The round of `epoch`: the unfinished one if a crash left it, or a new one.
+    pub fn begin_round(&self, epoch: u64, now: i64) -> Result<RoundRow, DbError> {
+        let c = self.conn();
+        c.execute(
+            "INSERT OR IGNORE INTO rounds (epoch, started_at) VALUES (?1, ?2)",
+            params![epoch as i64, now],
+        )?;
+        let row = c.query_row(
+            "SELECT id, epoch, started_at, finished_at, result FROM rounds WHERE epoch = ?1",
+            params![epoch as i64],
+            |r| {
+                Ok(RoundRow {
+                    id: r.get(0)?,
+                    epoch: r.get::<_, i64>(1)? as u64,
+                    started_at: r.get(2)?,
+                    finished_at: r.get(3)?,
+                    result: r.get(4)?,
+                })
+            },
+        )?;
+        Ok(row)
+    }
+
+    /// Keep one node's outcome (replacing an earlier one for the same node).
+    pub fn node_done(&self, round_id: i64, report: &NodeReport) -> Result<(), DbError> {
+        let json = serde_json::to_string(report)?;
+        self.conn().execute(
+            "INSERT OR REPLACE INTO nodes (round_id, miner_uid, node, report) VALUES (?1, ?2, ?3, ?4)",
+            params![round_id, i64::from(report.miner_uid), report.node, json],
+        )?;
+        Ok(())
+    }
+
+    /// The nodes a round already finished: (miner uid, node, stored report JSON).
+    pub fn finished_nodes(&self, round_id: i64) -> Result<Vec<(u16, String, String)>, DbError> {
+        let c = self.conn();
+        let mut st = c.prepare("SELECT miner_uid, node, report FROM nodes WHERE round_id = ?1 ORDER BY miner_uid, node")?;
+        let rows = st.query_map(params![round_id], |r| {
+            Ok((r.get::<_, i64>(0)? as u16, r.get(1)?, r.get(2)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn finish_round(&self, round_id: i64, now: i64, result_json: &str) -> Result<(), DbError> {
+        self.conn().execute(
+            "UPDATE rounds SET finished_at = ?2, result = ?3 WHERE id = ?1 AND finished_at IS NULL",
+            params![round_id, now, result_json],
+        )?;
+        Ok(())
+    }
+
+    pub fn rounds(&self, limit: usize) -> Result<Vec<RoundRow>, DbError> {
+        let c = self.conn();
+        let mut st = c.prepare("SELECT id, epoch, started_at, finished_at, result FROM rounds ORDER BY epoch DESC LIMIT ?1")?;
+        let rows = st.query_map(params![limit as i64], |r| {
+            Ok(RoundRow {
+                id: r.get(0)?,
+                epoch: r.get::<_, i64>(1)? as u64,
+                started_at: r.get(2)?,
+                finished_at: r.get(3)?,
+                result: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The latest finished round, if any.
+    pub fn last_finished(&self) -> Result<Option<RoundRow>, DbError> {
+        let c = self.conn();
+        Ok(c.query_row(
+            "SELECT id, epoch, started_at, finished_at, result FROM rounds WHERE finished_at IS NOT NULL ORDER BY epoch DESC LIMIT 1",
+            [],
+            |r| {
+                Ok(RoundRow {
+                    id: r.get(0)?,
+                    epoch: r.get::<_, i64>(1)? as u64,
+                    started_at: r.get(2)?,
+                    finished_at: r.get(3)?,
+                    result: r.get(4)?,
+                })
+            },
+        )
+        .optional()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(uid: u16, node: &str, error: Option<&str>) -> NodeReport {
+        NodeReport {
+            miner_uid: uid,
+            node: node.into(),
+            verdict: None,
+            error: error.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_reopened_database_resumes_the_unfinished_round() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("validator.db");
+        let id = {
+            let db = Db::open(&path).unwrap();
+            let r = db.begin_round(7, 100).unwrap();
+            db.node_done(r.id, &report(1, "10.0.0.1", Some("cannot reach")))
+                .unwrap();
+            db.node_done(r.id, &report(2, "10.0.0.2", None)).unwrap();
+            r.id
+            // dropped here without finishing: a crash
+        };
+        let db = Db::open(&path).unwrap();
+        let r = db.begin_round(7, 200).unwrap();
+        assert_eq!(
+            (r.id, r.started_at, r.finished_at),
+            (id, 100, None),
+            "the same round, not a new one"
+        );
+        let done = db.finished_nodes(r.id).unwrap();
+        assert_eq!(done.len(), 2);
+        assert!(done[0].2.contains("cannot reach"));
+        // Re-recording a node replaces it; finishing is once.
+        db.node_done(r.id, &report(2, "10.0.0.2", Some("later")))
+            .unwrap();
+        assert_eq!(db.finished_nodes(r.id).unwrap().len(), 2);
+        db.finish_round(r.id, 300, "{\"weights\":[[0,65535]]}")
+            .unwrap();
+        db.finish_round(r.id, 400, "{}").unwrap();
+        let last = db.last_finished().unwrap().unwrap();
+        assert_eq!(
+            (last.finished_at, last.result.as_deref()),
+            (Some(300), Some("{\"weights\":[[0,65535]]}"))
+        );
+        assert_eq!(db.begin_round(8, 500).unwrap().epoch, 8);
+        assert_eq!(
+            db.rounds(10)
+                .unwrap()
+                .iter()
+                .map(|r| r.epoch)
+                .collect::<Vec<_>>(),
+            vec![8, 7]
+        );
+    }
+}
