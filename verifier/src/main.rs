@@ -35,6 +35,11 @@ enum Command {
     ///
     /// Exit status: 0 accepted, 1 rejected, 2 unusable input.
     Verify(Box<VerifyArgs>),
+    /// Attest one node now, as a validator would, and print every check:
+    /// the command to see why a node fails.
+    ///
+    /// Exit status: 0 accepted, 1 rejected, 2 could not attest.
+    Check(Box<CheckArgs>),
     /// Share collateral between validators as one file (checked on import).
     Collateral {
         #[command(subcommand)]
@@ -119,6 +124,29 @@ impl StoreArgs {
         };
         CollateralStore::open(cfg, &roots).map_err(|e| e.to_string())
     }
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// The node: `http://HOST:PORT`, `HOST:PORT` or `HOST` (then ports 8080 and 8980).
+    node: String,
+    /// The miner hotkey the node answers for (SS58).
+    #[arg(long)]
+    miner_hotkey: String,
+    /// Sign as this hotkey (secret URI); default a throwaway key, which only
+    /// agents with `allow: any-signer` accept.
+    #[arg(long)]
+    signer: Option<String>,
+    /// Policy file (YAML); defaults apply without one.
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// TDX collateral (JSON) instead of the store.
+    #[arg(long)]
+    collateral: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 #[derive(Args)]
@@ -458,9 +486,138 @@ fn collateral(action: &CollateralAction) -> Result<String, String> {
     }
 }
 
+/// `check`: fetch the node's evidence for a fresh nonce and appraise it.
+fn check(args: &CheckArgs) -> Result<tvm_verifier::bundle::BundleVerdict, String> {
+    use tvm_protocol::keys::{AccountId, Hotkey};
+    use tvm_protocol::nodes::NodeEntry;
+    let policy = match &args.policy {
+        Some(p) => Policy::load(p).map_err(|e| e.to_string())?,
+        None => Policy::default(),
+    };
+    let miner =
+        AccountId::from_ss58(&args.miner_hotkey).map_err(|e| format!("--miner-hotkey: {e}"))?;
+    let signer = match &args.signer {
+        Some(uri) => Hotkey::from_uri(uri).map_err(|e| format!("--signer: {e}"))?,
+        None => {
+            let mut seed = [0u8; 32];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed)
+                .map_err(|_| "no system randomness".to_string())?;
+            Hotkey::from_mini_secret(&seed).map_err(|e| e.to_string())?
+        }
+    };
+    // Host and, when given, the one port to try.
+    let bare = args
+        .node
+        .trim_start_matches("http://")
+        .trim_start_matches("https://");
+    let bare = bare.split('/').next().unwrap_or(bare);
+    let (host, port) = match bare.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') || h.ends_with(']') => match p.parse::<u16>() {
+            Ok(p) => (
+                h.trim_matches(|c| c == '[' || c == ']').to_string(),
+                Some(p),
+            ),
+            Err(_) => (bare.to_string(), None),
+        },
+        _ => (bare.to_string(), None),
+    };
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let rt = runtime()?;
+    let mut attester =
+        tvm_verifier::attest::Attester::new(signer.clone(), std::time::Duration::from_secs(120))
+            .map_err(|e| e.to_string())?;
+    if let Some(p) = port {
+        attester.ports = vec![p];
+    }
+    let nonce = tvm_protocol::nonce::Nonce::generate(&signer.account_id());
+    let node = NodeEntry {
+        ip: host,
+        price: None,
+    };
+    let fetched = rt
+        .block_on(attester.evidence(&node, &miner, &nonce))
+        .map_err(|e| e.to_string())?;
+    eprintln!(
+        "evidence from {}{}",
+        fetched.url,
+        if fetched.tls_spki_sha256.is_some() {
+            " (RA-TLS)"
+        } else {
+            " (plain HTTP)"
+        }
+    );
+    let b = &fetched.bundle;
+    let tdx = match &b.tee {
+        tvm_protocol::evidence::TeeEvidence::Tdx { quote, .. } => {
+            let raw = match &args.collateral {
+                Some(c) => tdx::parse_collateral(&read(c, "collateral")?)
+                    .map_err(|e| format!("{}: {e}", c.display()))?,
+                None => {
+                    let (fmspc, ca) = tdx::platform_of(&quote.0)?;
+                    let store = args.store.open()?;
+                    rt.block_on(store.tdx(&fmspc, ca, at))
+                        .map_err(|e| format!("no collateral for FMSPC {fmspc}: {e}"))?
+                        .0
+                }
+            };
+            let root = match (&policy.dangerous_trust_simulated, b.claims.simulated) {
+                (Some(r), true) => r.intel_root_der()?,
+                _ => tvm_certs::anchors::intel_sgx_root()
+                    .map_err(|e| e.to_string())?
+                    .to_vec(),
+            };
+            Some(tdx::TdxCollateral::prepare(raw, &root))
+        }
+        tvm_protocol::evidence::TeeEvidence::SevSnp { .. } => None,
+    };
+    let tee_collateral = match &tdx {
+        Some(c) => tvm_verifier::bundle::TeeCollateral::Tdx(c),
+        None => tvm_verifier::bundle::TeeCollateral::None,
+    };
+    Ok(tvm_verifier::bundle::appraise_bundle(
+        &tvm_verifier::bundle::BundleInput {
+            bundle: b,
+            nonce: &nonce,
+            tls_spki_sha256: fetched.tls_spki_sha256,
+            tee_collateral,
+            rims: &[],
+            revocation: &[],
+            policy: &policy,
+            at,
+        },
+    ))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Check(args) => match check(&args) {
+            Ok(v) => {
+                if args.json {
+                    match serde_json::to_string_pretty(&v) {
+                        Ok(s) => println!("{s}"),
+                        Err(e) => {
+                            eprintln!("error: cannot print the verdict as JSON: {e}");
+                            return ExitCode::from(UNUSABLE);
+                        }
+                    }
+                } else {
+                    print!("{}", v.render());
+                }
+                if v.accepted {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(REJECTED)
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(UNUSABLE)
+            }
+        },
         Command::Collateral { action } => match collateral(&action) {
             Ok(msg) => {
                 println!("{msg}");
