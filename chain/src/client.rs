@@ -321,6 +321,15 @@ impl Client {
         self.submit_and_watch("serve_axon", signer, call).await
     }
 
+    /// The best block's number.
+    pub async fn best_block(&self) -> Result<u64, ClientError> {
+        let h = timed("chain_getHeader", self.rpc.chain_get_header(None)).await?;
+        h.map(|h| h.number).ok_or(ClientError::Rpc {
+            what: "chain_getHeader",
+            reason: "no best block".into(),
+        })
+    }
+
     /// The next index the chain expects from `who`.
     pub async fn nonce(&self, who: &AccountId) -> Result<u64, ClientError> {
         timed(

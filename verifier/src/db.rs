@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::round::NodeReport;
+use crate::scoring::NodeResult;
 
 #[derive(Debug, thiserror::Error)]
 #[error("validator database: {0}")]
@@ -54,6 +55,7 @@ CREATE TABLE IF NOT EXISTS nodes (
     miner_uid INTEGER NOT NULL,
     node TEXT NOT NULL,
     report TEXT NOT NULL,
+    result TEXT NOT NULL,
     PRIMARY KEY (round_id, miner_uid, node)
 );
 ";
@@ -108,13 +110,32 @@ impl Db {
     }
 
     /// Keep one node's outcome (replacing an earlier one for the same node).
-    pub fn node_done(&self, round_id: i64, report: &NodeReport) -> Result<(), DbError> {
+    pub fn node_done(
+        &self,
+        round_id: i64,
+        report: &NodeReport,
+        result: &NodeResult,
+    ) -> Result<(), DbError> {
         let json = serde_json::to_string(report)?;
+        let result = serde_json::to_string(result)?;
         self.conn().execute(
-            "INSERT OR REPLACE INTO nodes (round_id, miner_uid, node, report) VALUES (?1, ?2, ?3, ?4)",
-            params![round_id, i64::from(report.miner_uid), report.node, json],
+            "INSERT OR REPLACE INTO nodes (round_id, miner_uid, node, report, result) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![round_id, i64::from(report.miner_uid), report.node, json, result],
         )?;
         Ok(())
+    }
+
+    /// The scoring inputs of the nodes a round already finished.
+    pub fn finished_results(&self, round_id: i64) -> Result<Vec<NodeResult>, DbError> {
+        let c = self.conn();
+        let mut st =
+            c.prepare("SELECT result FROM nodes WHERE round_id = ?1 ORDER BY miner_uid, node")?;
+        let rows = st.query_map(params![round_id], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for json in rows {
+            out.push(serde_json::from_str(&json?)?);
+        }
+        Ok(out)
     }
 
     /// The nodes a round already finished: (miner uid, node, stored report JSON).
@@ -174,13 +195,26 @@ impl Db {
 mod tests {
     use super::*;
 
-    fn report(uid: u16, node: &str, error: Option<&str>) -> NodeReport {
-        NodeReport {
-            miner_uid: uid,
-            node: node.into(),
-            verdict: None,
-            error: error.map(str::to_string),
-        }
+    fn report(uid: u16, node: &str, error: Option<&str>) -> (NodeReport, NodeResult) {
+        (
+            NodeReport {
+                miner_uid: uid,
+                node: node.into(),
+                verdict: None,
+                error: error.map(str::to_string),
+            },
+            NodeResult {
+                miner_uid: uid,
+                node: node.into(),
+                accepted: None,
+                cvm_id: None,
+                gpus: Vec::new(),
+            },
+        )
+    }
+
+    fn done(db: &Db, id: i64, (r, n): (NodeReport, NodeResult)) {
+        db.node_done(id, &r, &n).unwrap();
     }
 
     #[test]
@@ -190,9 +224,8 @@ mod tests {
         let id = {
             let db = Db::open(&path).unwrap();
             let r = db.begin_round(7, 100).unwrap();
-            db.node_done(r.id, &report(1, "10.0.0.1", Some("cannot reach")))
-                .unwrap();
-            db.node_done(r.id, &report(2, "10.0.0.2", None)).unwrap();
+            done(&db, r.id, report(1, "10.0.0.1", Some("cannot reach")));
+            done(&db, r.id, report(2, "10.0.0.2", None));
             r.id
             // dropped here without finishing: a crash
         };
@@ -203,12 +236,12 @@ mod tests {
             (id, 100, None),
             "the same round, not a new one"
         );
-        let done = db.finished_nodes(r.id).unwrap();
-        assert_eq!(done.len(), 2);
-        assert!(done[0].2.contains("cannot reach"));
+        let finished = db.finished_nodes(r.id).unwrap();
+        assert_eq!(finished.len(), 2);
+        assert!(finished[0].2.contains("cannot reach"));
         // Re-recording a node replaces it; finishing is once.
-        db.node_done(r.id, &report(2, "10.0.0.2", Some("later")))
-            .unwrap();
+        done(&db, r.id, report(2, "10.0.0.2", Some("later")));
+        assert_eq!(db.finished_results(r.id).unwrap().len(), 2);
         assert_eq!(db.finished_nodes(r.id).unwrap().len(), 2);
         db.finish_round(r.id, 300, "{\"weights\":[[0,65535]]}")
             .unwrap();

@@ -16,6 +16,7 @@ pub mod ratls;
 pub mod rim;
 pub mod round;
 pub mod scoring;
+pub mod service;
 pub mod snp;
 pub mod spdm;
 pub mod tdx;

@@ -91,6 +91,45 @@ pub async fn run(
     cfg: &RoundConfig,
     at: i64,
 ) -> RoundReport {
+    run_resumable(
+        miners,
+        attester,
+        validator,
+        policy,
+        collateral,
+        cfg,
+        at,
+        Vec::new(),
+        &|_, _| {},
+    )
+    .await
+}
+
+fn result_of(r: &NodeReport) -> NodeResult {
+    NodeResult {
+        miner_uid: r.miner_uid,
+        node: r.node.clone(),
+        accepted: r.verdict.as_ref().map(|v| v.accepted),
+        cvm_id: r.verdict.as_ref().map(|v| v.cvm_id.clone()),
+        gpus: r.verdict.as_ref().map(gpus_of).unwrap_or_default(),
+    }
+}
+
+/// A round that may be a restart: nodes in `prior` (finished before) are not
+/// attested again but scored as they were; `on_node` sees each new node as
+/// soon as it is appraised (to store it).
+#[allow(clippy::too_many_arguments)]
+pub async fn run_resumable(
+    miners: &[Miner],
+    attester: &Attester,
+    validator: &AccountId,
+    policy: &Policy,
+    collateral: &dyn Collateral,
+    cfg: &RoundConfig,
+    at: i64,
+    prior: Vec<NodeResult>,
+    on_node: &(dyn Fn(&NodeReport, &NodeResult) + Sync),
+) -> RoundReport {
     // Node lists, miners in parallel.
     let lists: Vec<(Miner, Result<Vec<tvm_protocol::nodes::NodeEntry>, String>)> =
         stream::iter(miners.iter().cloned())
@@ -116,79 +155,92 @@ pub async fn run(
     let mut miner_errors = Vec::new();
     for (m, list) in lists {
         match list {
-            Ok(nodes) => jobs.extend(nodes.into_iter().map(|n| (m.clone(), n))),
+            Ok(nodes) => jobs.extend(
+                nodes
+                    .into_iter()
+                    .filter(|n| !prior.iter().any(|p| p.miner_uid == m.uid && p.node == n.ip))
+                    .map(|n| (m.clone(), n)),
+            ),
             Err(e) => miner_errors.push((m.uid, e)),
         }
     }
     let reports: Vec<NodeReport> = stream::iter(jobs)
         .map(|(m, node)| async move {
-            let nonce = Nonce::generate(validator);
-            let fetched = match tokio::time::timeout(
-                cfg.node_timeout,
-                attester.evidence(&node, &m.hotkey, &nonce),
-            )
-            .await
-            {
-                Ok(Ok(f)) => f,
-                Ok(Err(e)) => {
-                    return NodeReport {
-                        miner_uid: m.uid,
-                        node: node.ip,
-                        verdict: None,
-                        error: Some(e.to_string()),
-                    }
-                }
-                Err(_) => {
-                    return NodeReport {
-                        miner_uid: m.uid,
-                        node: node.ip,
-                        verdict: None,
-                        error: Some(format!("no evidence within {:?}", cfg.node_timeout)),
-                    }
-                }
-            };
-            let tdx = match &fetched.bundle.tee {
-                TeeEvidence::Tdx { quote, .. } => collateral.tdx(&quote.0),
-                TeeEvidence::SevSnp { .. } => None,
-            };
-            let tee_collateral = match &tdx {
-                Some(c) => TeeCollateral::Tdx(c),
-                None => TeeCollateral::None,
-            };
-            let verdict = appraise_bundle(&BundleInput {
-                bundle: &fetched.bundle,
-                nonce: &nonce,
-                tls_spki_sha256: fetched.tls_spki_sha256,
-                tee_collateral,
-                rims: &[],
-                revocation: &[],
-                policy,
-                at,
-            });
-            NodeReport {
-                miner_uid: m.uid,
-                node: node.ip,
-                verdict: Some(verdict),
-                error: None,
-            }
+            let r = attest_one(&m, node, attester, validator, policy, collateral, cfg, at).await;
+            on_node(&r, &result_of(&r));
+            r
         })
         .buffered(cfg.concurrency.max(1))
         .collect()
         .await;
-    let results: Vec<NodeResult> = reports
-        .iter()
-        .map(|r| NodeResult {
-            miner_uid: r.miner_uid,
-            node: r.node.clone(),
-            accepted: r.verdict.as_ref().map(|v| v.accepted),
-            cvm_id: r.verdict.as_ref().map(|v| v.cvm_id.clone()),
-            gpus: r.verdict.as_ref().map(gpus_of).unwrap_or_default(),
-        })
-        .collect();
+    let mut results = prior;
+    results.extend(reports.iter().map(result_of));
     let scores = score(&results, None, &cfg.scoring);
     RoundReport {
         miner_errors,
         nodes: reports,
         scores,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn attest_one(
+    m: &Miner,
+    node: tvm_protocol::nodes::NodeEntry,
+    attester: &Attester,
+    validator: &AccountId,
+    policy: &Policy,
+    collateral: &dyn Collateral,
+    cfg: &RoundConfig,
+    at: i64,
+) -> NodeReport {
+    let nonce = Nonce::generate(validator);
+    let fetched = match tokio::time::timeout(
+        cfg.node_timeout,
+        attester.evidence(&node, &m.hotkey, &nonce),
+    )
+    .await
+    {
+        Ok(Ok(f)) => f,
+        Ok(Err(e)) => {
+            return NodeReport {
+                miner_uid: m.uid,
+                node: node.ip,
+                verdict: None,
+                error: Some(e.to_string()),
+            }
+        }
+        Err(_) => {
+            return NodeReport {
+                miner_uid: m.uid,
+                node: node.ip,
+                verdict: None,
+                error: Some(format!("no evidence within {:?}", cfg.node_timeout)),
+            }
+        }
+    };
+    let tdx = match &fetched.bundle.tee {
+        TeeEvidence::Tdx { quote, .. } => collateral.tdx(&quote.0),
+        TeeEvidence::SevSnp { .. } => None,
+    };
+    let tee_collateral = match &tdx {
+        Some(c) => TeeCollateral::Tdx(c),
+        None => TeeCollateral::None,
+    };
+    let verdict = appraise_bundle(&BundleInput {
+        bundle: &fetched.bundle,
+        nonce: &nonce,
+        tls_spki_sha256: fetched.tls_spki_sha256,
+        tee_collateral,
+        rims: &[],
+        revocation: &[],
+        policy,
+        at,
+    });
+    NodeReport {
+        miner_uid: m.uid,
+        node: node.ip,
+        verdict: Some(verdict),
+        error: None,
     }
 }

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 
 /// One GPU the verifier accepted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GpuSeen {
     /// The NVIDIA-signed device identity.
     pub id: String,
@@ -19,7 +19,7 @@ pub struct GpuSeen {
 }
 
 /// What the round learned about one node a miner listed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeResult {
     pub miner_uid: u16,
     /// The address the miner listed.
