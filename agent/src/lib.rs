@@ -86,9 +86,10 @@ impl Agent {
         });
         let access = auth::Access::new(miner, &cfg.access)?;
         let serves = cfg.runtime.upstream.is_some() || !cfg.runtime.models.is_empty();
-        let proxy = match serves {
-            true => Some(proxy::Proxy::new(&cfg.runtime).map_err(StartError::Other)?),
-            false => None,
+        let proxy = if serves {
+            Some(proxy::Proxy::new(&cfg.runtime).map_err(StartError::Other)?)
+        } else {
+            None
         };
         let state = Arc::new(AppState::new(
             source,

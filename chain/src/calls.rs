@@ -13,9 +13,12 @@ pub enum CallError {
     NoCall { pallet: String, call: String },
 }
 
-/// Where a call sits in this runtime: `[pallet index, call index]`, the first
-/// two bytes of its call data.
-pub fn call_index(md: &Metadata, pallet: &str, call: &str) -> Result<[u8; 2], CallError> {
+/// A call's pallet index and its variant in this runtime.
+fn lookup<'m>(
+    md: &'m Metadata,
+    pallet: &str,
+    call: &str,
+) -> Result<(u8, &'m scale_info::Variant<scale_info::form::PortableForm>), CallError> {
     let p = md
         .pallet_by_name(pallet)
         .ok_or_else(|| CallError::NoPallet(pallet.to_string()))?;
@@ -25,21 +28,20 @@ pub fn call_index(md: &Metadata, pallet: &str, call: &str) -> Result<[u8; 2], Ca
             pallet: pallet.to_string(),
             call: call.to_string(),
         })?;
-    Ok([p.call_index(), c.index])
+    Ok((p.call_index(), c))
+}
+
+/// Where a call sits in this runtime: `[pallet index, call index]`, the first
+/// two bytes of its call data.
+pub fn call_index(md: &Metadata, pallet: &str, call: &str) -> Result<[u8; 2], CallError> {
+    let (p, c) = lookup(md, pallet, call)?;
+    Ok([p, c.index])
 }
 
 /// The argument names of a call, in order (to check a runtime still takes
 /// what we send).
 pub fn call_fields(md: &Metadata, pallet: &str, call: &str) -> Result<Vec<String>, CallError> {
-    let p = md
-        .pallet_by_name(pallet)
-        .ok_or_else(|| CallError::NoPallet(pallet.to_string()))?;
-    let c = p
-        .call_variant_by_name(call)
-        .ok_or_else(|| CallError::NoCall {
-            pallet: pallet.to_string(),
-            call: call.to_string(),
-        })?;
+    let (_, c) = lookup(md, pallet, call)?;
     Ok(c.fields.iter().filter_map(|f| f.name.clone()).collect())
 }
 

@@ -12,6 +12,7 @@ pub mod keys;
 pub mod nodes;
 pub mod nonce;
 pub mod replay;
+pub mod spdm;
 pub mod wallet;
 
 pub use binding::report_data;

@@ -42,6 +42,18 @@ pub struct RoundRow {
     pub result: Option<String>,
 }
 
+const ROUND_COLUMNS: &str = "id, epoch, started_at, finished_at, result";
+
+fn round_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RoundRow> {
+    Ok(RoundRow {
+        id: r.get(0)?,
+        epoch: r.get::<_, i64>(1)? as u64,
+        started_at: r.get(2)?,
+        finished_at: r.get(3)?,
+        result: r.get(4)?,
+    })
+}
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS rounds (
     id INTEGER PRIMARY KEY,
@@ -94,17 +106,9 @@ impl Db {
             params![epoch as i64, now],
         )?;
         let row = c.query_row(
-            "SELECT id, epoch, started_at, finished_at, result FROM rounds WHERE epoch = ?1",
+            &format!("SELECT {ROUND_COLUMNS} FROM rounds WHERE epoch = ?1"),
             params![epoch as i64],
-            |r| {
-                Ok(RoundRow {
-                    id: r.get(0)?,
-                    epoch: r.get::<_, i64>(1)? as u64,
-                    started_at: r.get(2)?,
-                    finished_at: r.get(3)?,
-                    result: r.get(4)?,
-                })
-            },
+            round_row,
         )?;
         Ok(row)
     }
@@ -158,16 +162,10 @@ impl Db {
 
     pub fn rounds(&self, limit: usize) -> Result<Vec<RoundRow>, DbError> {
         let c = self.conn();
-        let mut st = c.prepare("SELECT id, epoch, started_at, finished_at, result FROM rounds ORDER BY epoch DESC LIMIT ?1")?;
-        let rows = st.query_map(params![limit as i64], |r| {
-            Ok(RoundRow {
-                id: r.get(0)?,
-                epoch: r.get::<_, i64>(1)? as u64,
-                started_at: r.get(2)?,
-                finished_at: r.get(3)?,
-                result: r.get(4)?,
-            })
-        })?;
+        let mut st = c.prepare(&format!(
+            "SELECT {ROUND_COLUMNS} FROM rounds ORDER BY epoch DESC LIMIT ?1"
+        ))?;
+        let rows = st.query_map(params![limit as i64], round_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -175,17 +173,9 @@ impl Db {
     pub fn last_finished(&self) -> Result<Option<RoundRow>, DbError> {
         let c = self.conn();
         Ok(c.query_row(
-            "SELECT id, epoch, started_at, finished_at, result FROM rounds WHERE finished_at IS NOT NULL ORDER BY epoch DESC LIMIT 1",
+            &format!("SELECT {ROUND_COLUMNS} FROM rounds WHERE finished_at IS NOT NULL ORDER BY epoch DESC LIMIT 1"),
             [],
-            |r| {
-                Ok(RoundRow {
-                    id: r.get(0)?,
-                    epoch: r.get::<_, i64>(1)? as u64,
-                    started_at: r.get(2)?,
-                    finished_at: r.get(3)?,
-                    result: r.get(4)?,
-                })
-            },
+            round_row,
         )
         .optional()?)
     }

@@ -591,33 +591,44 @@ fn check(args: &CheckArgs) -> Result<tvm_verifier::bundle::BundleVerdict, String
     ))
 }
 
+/// Print a verdict (text or JSON) and turn it into the exit status:
+/// 0 accepted, 1 rejected, 2 unusable input.
+fn finish(
+    result: Result<(bool, String, serde_json::Result<String>), String>,
+    json: bool,
+) -> ExitCode {
+    let (accepted, text, as_json) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(UNUSABLE);
+        }
+    };
+    if json {
+        match as_json {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("error: cannot print the verdict as JSON: {e}");
+                return ExitCode::from(UNUSABLE);
+            }
+        }
+    } else {
+        print!("{text}");
+    }
+    if accepted {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(REJECTED)
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check(args) => match check(&args) {
-            Ok(v) => {
-                if args.json {
-                    match serde_json::to_string_pretty(&v) {
-                        Ok(s) => println!("{s}"),
-                        Err(e) => {
-                            eprintln!("error: cannot print the verdict as JSON: {e}");
-                            return ExitCode::from(UNUSABLE);
-                        }
-                    }
-                } else {
-                    print!("{}", v.render());
-                }
-                if v.accepted {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(REJECTED)
-                }
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(UNUSABLE)
-            }
-        },
+        Command::Check(args) => finish(
+            check(&args).map(|v| (v.accepted, v.render(), serde_json::to_string_pretty(&v))),
+            args.json,
+        ),
         Command::Collateral { action } => match collateral(&action) {
             Ok(msg) => {
                 println!("{msg}");
@@ -628,29 +639,9 @@ fn main() -> ExitCode {
                 ExitCode::from(UNUSABLE)
             }
         },
-        Command::Verify(args) => match verify(&args) {
-            Ok(v) => {
-                if args.json {
-                    match v.json() {
-                        Ok(s) => println!("{s}"),
-                        Err(e) => {
-                            eprintln!("error: cannot print the verdict as JSON: {e}");
-                            return ExitCode::from(UNUSABLE);
-                        }
-                    }
-                } else {
-                    print!("{}", v.render());
-                }
-                if v.accepted() {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(REJECTED)
-                }
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(UNUSABLE)
-            }
-        },
+        Command::Verify(args) => finish(
+            verify(&args).map(|v| (v.accepted(), v.render(), v.json())),
+            args.json,
+        ),
     }
 }

@@ -202,21 +202,17 @@ async fn attest_one(
     .await
     {
         Ok(Ok(f)) => f,
-        Ok(Err(e)) => {
+        failed => {
+            let error = match failed {
+                Ok(Err(e)) => e.to_string(),
+                _ => format!("no evidence within {:?}", cfg.node_timeout),
+            };
             return NodeReport {
                 miner_uid: m.uid,
                 node: node.ip,
                 verdict: None,
-                error: Some(e.to_string()),
-            }
-        }
-        Err(_) => {
-            return NodeReport {
-                miner_uid: m.uid,
-                node: node.ip,
-                verdict: None,
-                error: Some(format!("no evidence within {:?}", cfg.node_timeout)),
-            }
+                error: Some(error),
+            };
         }
     };
     let tdx = match &fetched.bundle.tee {

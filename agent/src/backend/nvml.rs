@@ -11,8 +11,6 @@
 
 use std::sync::Mutex;
 
-use base64::Engine;
-
 use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::Nvml;
 use nvml_wrapper_sys::bindings as sys;
@@ -195,22 +193,8 @@ impl NvmlApi for RealNvml {
 
 /// Split NVML's chain into DER certificates: PEM blocks, or DER back to back.
 pub fn split_chain(raw: &[u8]) -> Result<Vec<Vec<u8>>, String> {
-    let text = String::from_utf8_lossy(raw);
-    if text.contains("-----BEGIN CERTIFICATE-----") {
-        let mut out = Vec::new();
-        for block in text.split("-----BEGIN CERTIFICATE-----").skip(1) {
-            let body = block
-                .split("-----END CERTIFICATE-----")
-                .next()
-                .unwrap_or_default();
-            let b64: String = body.chars().filter(|c| !c.is_whitespace()).collect();
-            out.push(
-                base64::engine::general_purpose::STANDARD
-                    .decode(b64)
-                    .map_err(|e| format!("a PEM certificate is not valid base64: {e}"))?,
-            );
-        }
-        return Ok(out);
+    if raw.windows(11).any(|w| w == b"-----BEGIN ") {
+        return tvm_certs::anchors::pem_certificates(raw);
     }
     let mut out = Vec::new();
     let mut rest = raw;
@@ -507,6 +491,10 @@ mod tests {
     fn chains_split_from_pem_and_der() {
         let pem = testdata("nvtrust_hopper_cert_chain.pem");
         let ders = split_chain(&pem).unwrap();
+        // NVML's buffer may carry NUL padding after the last certificate.
+        let mut padded = pem.clone();
+        padded.extend_from_slice(&[0; 64]);
+        assert_eq!(split_chain(&padded).unwrap(), ders);
         let joined: Vec<u8> = ders.concat();
         assert_eq!(split_chain(&joined).unwrap(), ders);
         assert!(split_chain(&joined[..joined.len() - 3]).is_err());

@@ -69,7 +69,7 @@ pub fn policy_snippet(intel: &SimIntel, nvidia: &SimNvidia) -> String {
             .map(|l| format!("    {l}\n"))
             .collect::<String>()
     };
-    let nvidia_pem = pem("CERTIFICATE", nvidia.root_der());
+    let nvidia_pem = tvm_certs::sim::pem("CERTIFICATE", nvidia.root_der());
     format!(
         "# DEVNET ONLY: trusts SIMULATED evidence signed by this hierarchy.\n\
          # Anyone with the keys in this folder can forge it; never use on a real validator.\n\
@@ -78,18 +78,6 @@ pub fn policy_snippet(intel: &SimIntel, nvidia: &SimNvidia) -> String {
         indent(intel.root_pem()),
         indent(&nvidia_pem)
     )
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(chunk));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
 }
 
 /// `tvm-agent sim-init`: make (or load) the hierarchy, write the devnet

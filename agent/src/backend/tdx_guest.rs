@@ -43,6 +43,7 @@ pub const TDX_CMD_GET_QUOTE_OLD: u64 = ioc(IOC_READ, 2, 16);
 
 pub struct TdxGuest {
     file: std::fs::File,
+    ccel: Option<HexBytes>,
 }
 
 impl TdxGuest {
@@ -58,7 +59,10 @@ impl TdxGuest {
                     path.display()
                 ),
             })?;
-        Ok(TdxGuest { file })
+        Ok(TdxGuest {
+            file,
+            ccel: super::tsm::read_ccel(),
+        })
     }
 
     fn tdreport(&self, report_data: &[u8; 64]) -> Result<[u8; REPORT_LEN], BackendError> {
@@ -198,7 +202,7 @@ impl Tee for TdxGuest {
     fn evidence(&self, report_data: &[u8; 64]) -> Result<TeeEvidence, BackendError> {
         Ok(TeeEvidence::Tdx {
             quote: HexBytes(self.quote(report_data)?),
-            event_log: std::fs::read(super::tsm::CCEL_PATH).ok().map(HexBytes),
+            event_log: self.ccel.clone(),
         })
     }
 }

@@ -21,6 +21,12 @@ pub const CCEL_PATH: &str = "/sys/firmware/acpi/tables/data/CCEL";
 const WHAT: &str = "configfs-tsm";
 /// A quote is ~5 KB, an SNP certificate table a few KB; anything bigger is not a report.
 const MAX_BLOB: usize = 1 << 20;
+/// The CC event log, read once: the firmware writes it before the kernel
+/// starts and it does not change while the VM runs.
+pub(crate) fn read_ccel() -> Option<HexBytes> {
+    std::fs::read(CCEL_PATH).ok().map(HexBytes)
+}
+
 /// Another writer raced ours this many times in a row: give up.
 const MAX_RACES: usize = 3;
 
@@ -76,6 +82,7 @@ pub struct Tsm<F: TsmFs = RealFs> {
     /// SEV-SNP VMPL to request (written to `privlevel`); TDX ignores it.
     privlevel: Option<u32>,
     seq: AtomicU64,
+    ccel: Option<HexBytes>,
 }
 
 impl Tsm<RealFs> {
@@ -109,6 +116,7 @@ impl<F: TsmFs> Tsm<F> {
             provider: String::new(),
             privlevel,
             seq: AtomicU64::new(0),
+            ccel: read_ccel(),
         };
         let entry = tsm.entry()?;
         let provider = tsm.read_text(&entry.dir.join("provider"))?;
@@ -241,7 +249,7 @@ impl<F: TsmFs> Tee for Tsm<F> {
         Ok(match r.provider.as_str() {
             "tdx_guest" => TeeEvidence::Tdx {
                 quote: HexBytes(r.outblob),
-                event_log: std::fs::read(CCEL_PATH).ok().map(HexBytes),
+                event_log: self.ccel.clone(),
             },
             "sev_guest" => TeeEvidence::SevSnp {
                 report: HexBytes(r.outblob),

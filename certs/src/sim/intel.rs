@@ -15,10 +15,8 @@
 
 use std::fmt;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use base64::Engine as _;
 use dcap_qvl::QuoteCollateralV3;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, CustomExtension,
@@ -426,7 +424,7 @@ impl SimIntel {
         let pck_cert_der = cert.der().to_vec();
         let pck_chain_pem = format!(
             "{}{}{}",
-            pem_encode(&pck_cert_der),
+            pem_cert(&pck_cert_der),
             self.platform_ca.cert_pem,
             self.root.cert_pem
         );
@@ -572,7 +570,7 @@ fn authority(
 ) -> Result<Authority, SimError> {
     let signer = ring_key(&key.serialize_der(), role.what())?;
     Ok(Authority {
-        cert_pem: pem_encode(&cert_der),
+        cert_pem: pem_cert(&cert_der),
         cert_der,
         issuer: Issuer::new(params, key),
         signer,
@@ -634,6 +632,13 @@ fn common_name(cert: &X509Certificate<'_>) -> Option<String> {
         .map(str::to_string)
 }
 
+fn write_file(path: &Path, data: &[u8], secret: bool) -> Result<(), SimError> {
+    super::write_file(path, data, secret).map_err(|source| SimError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 fn read_text(path: &Path) -> Result<String, SimError> {
     fs::read_to_string(path).map_err(|source| SimError::Read {
         path: path.to_path_buf(),
@@ -641,41 +646,8 @@ fn read_text(path: &Path) -> Result<String, SimError> {
     })
 }
 
-fn write_file(path: &Path, data: &[u8], secret: bool) -> Result<(), SimError> {
-    let err = |source| SimError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut opts = fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    if secret {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path).map_err(err)?;
-    // An existing file keeps its mode on open: narrow it.
-    #[cfg(unix)]
-    if secret {
-        use std::os::unix::fs::PermissionsExt;
-        f.set_permissions(fs::Permissions::from_mode(0o600))
-            .map_err(err)?;
-    }
-    #[cfg(not(unix))]
-    let _ = secret;
-    f.write_all(data).map_err(err)?;
-    f.sync_all().map_err(err)
-}
-
-fn pem_encode(der: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(line));
-        out.push('\n');
-    }
-    out.push_str("-----END CERTIFICATE-----\n");
-    out
+fn pem_cert(der: &[u8]) -> String {
+    super::pem("CERTIFICATE", der)
 }
 
 fn rfc3339(secs: i64) -> Result<String, SimError> {
@@ -786,20 +758,7 @@ fn qe_identity_json(issue_date: &str, next_update: &str) -> String {
 
 // --- DER for the SGX extension ---------------------------------------------
 
-fn der(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    let len = content.len();
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes = len.to_be_bytes();
-        let skip = bytes.iter().take_while(|b| **b == 0).count();
-        out.push(0x80 | (bytes.len() - skip) as u8);
-        out.extend_from_slice(&bytes[skip..]);
-    }
-    out.extend_from_slice(content);
-    out
-}
+use super::der;
 
 fn der_seq(items: &[Vec<u8>]) -> Vec<u8> {
     der(0x30, &items.concat())

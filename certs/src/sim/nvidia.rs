@@ -16,10 +16,8 @@
 
 use std::fmt;
 use std::fs;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use base64::Engine as _;
 use rcgen::string::PrintableString;
 use rcgen::PublicKeyData as _;
 use rcgen::{
@@ -32,6 +30,8 @@ use ring::signature::{EcdsaKeyPair, ECDSA_P384_SHA384_FIXED_SIGNING};
 use sha2::{Digest, Sha256};
 use time::{Date, Month, OffsetDateTime};
 use x509_parser::prelude::{FromDer, X509Certificate};
+
+use super::der;
 
 /// Common name of the simulated root (the `DeviceRoot::Simulated` anchor).
 pub const ROOT_CN: &str = "SIMULATED NVIDIA Device Identity CA";
@@ -242,22 +242,6 @@ fn random_serial<const N: usize>(rng: &SystemRandom) -> Result<[u8; N], SimNvidi
     Ok(s)
 }
 
-/// DER TLV with a definite length (contents under 64 KiB).
-fn der(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(body.len() + 4);
-    out.push(tag);
-    let len = body.len();
-    if len < 0x80 {
-        out.push(len as u8);
-    } else if len < 0x100 {
-        out.extend([0x81, len as u8]);
-    } else {
-        out.extend([0x82, (len >> 8) as u8, len as u8]);
-    }
-    out.extend_from_slice(body);
-    out
-}
-
 /// The legacy DICE extension as on NVIDIA's leaves:
 /// SEQUENCE { INTEGER 1, issuer's SubjectPublicKeyInfo,
 /// SEQUENCE { id-sha384, OCTET STRING fwid } }.
@@ -279,39 +263,11 @@ fn device_dn(serial: &str, cn: String) -> Result<DistinguishedName, SimNvidiaErr
     Ok(dn)
 }
 
-fn pem(label: &str, der: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(line));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
-}
-
 fn write_file(path: &Path, data: &[u8], secret: bool) -> Result<(), SimNvidiaError> {
-    let io = |source| SimNvidiaError::Io {
+    super::write_file(path, data, secret).map_err(|source| SimNvidiaError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let mut opts = fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    if secret {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path).map_err(io)?;
-    // The mode above applies only to a new file; tighten an existing one too.
-    #[cfg(unix)]
-    if secret {
-        use std::os::unix::fs::PermissionsExt as _;
-        f.set_permissions(fs::Permissions::from_mode(0o600))
-            .map_err(io)?;
-    }
-    f.write_all(data).map_err(io)?;
-    f.sync_all().map_err(io)
+    })
 }
 
 fn read_text(path: &Path) -> Result<String, SimNvidiaError> {
@@ -431,7 +387,7 @@ impl SimNvidia {
         for (ca, (cert_file, key_file)) in self.cas().into_iter().zip(FILES) {
             write_file(
                 &dir.join(cert_file),
-                pem("CERTIFICATE", &ca.der).as_bytes(),
+                super::pem("CERTIFICATE", &ca.der).as_bytes(),
                 false,
             )?;
             write_file(&dir.join(key_file), ca.key.serialize_pem().as_bytes(), true)?;

@@ -1,1 +1,80 @@
-//! End-to-end tests live in `tests/`; this crate has no code of its own.
+//! Support shared by the end-to-end tests in `tests/`: SIMULATED agents on
+//! loopback addresses, miners' axons (`tvm serve`'s handler) with a staked
+//! validator in their metagraph, and what a devnet validator trusts.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use tvm::serve::Axon;
+use tvm_agent::config::{Allow, Config, GpuChoice, TeeChoice};
+use tvm_agent::{Agent, Running};
+use tvm_certs::sim::intel::SimIntel;
+use tvm_chain::neurons::Neuron;
+use tvm_protocol::keys::Hotkey;
+use tvm_protocol::nodes::NodeEntry;
+use tvm_verifier::policy::Policy;
+use tvm_verifier::round::Collateral;
+use tvm_verifier::tdx::TdxCollateral;
+
+pub type Error = Box<dyn std::error::Error>;
+
+/// A development hotkey (`//Name`).
+pub fn key(uri: &str) -> Result<Hotkey, Error> {
+    Ok(Hotkey::from_uri(uri)?)
+}
+
+/// A SIMULATED agent for `miner` with `gpus` GPUs, its main port at `at`,
+/// open to any signer; the hierarchy lives in `sim`.
+pub fn sim_agent(sim: &Path, miner: &str, at: SocketAddr, gpus: usize) -> Result<Running, Error> {
+    let mut cfg = Config {
+        hotkey: key(miner)?.account_id().to_ss58(),
+        tee: TeeChoice::Sim,
+        gpus: GpuChoice::Sim,
+        ..Config::default()
+    };
+    cfg.sim.dir = sim.to_path_buf();
+    cfg.sim.gpus = gpus;
+    cfg.access.allow = Allow::AnySigner;
+    Ok(Agent::build(&cfg)?.start_at(at)?)
+}
+
+/// A miner's axon listing `nodes`, where `//Validator` (permit, 5000 alpha)
+/// may read them.
+pub async fn axon(miner: &str, nodes: Vec<NodeEntry>) -> Result<SocketAddr, Error> {
+    let a = Arc::new(Axon::new(key(miner)?.account_id(), nodes, 1000.0, false));
+    let validator = key("//Validator")?.account_id();
+    a.set_metagraph(&[Neuron {
+        uid: 0,
+        hotkey: validator,
+        coldkey: validator,
+        axon: None,
+        validator_permit: true,
+        stake: 5_000_000_000_000,
+        last_update: 0,
+    }]);
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = l.local_addr()?;
+    let app = a.router();
+    tokio::spawn(async move { axum::serve(l, app).await });
+    Ok(addr)
+}
+
+/// The simulated platform's TDX collateral, for every quote.
+pub struct SimCollateral(pub Arc<TdxCollateral>);
+
+impl Collateral for SimCollateral {
+    fn tdx(&self, _: &[u8]) -> Option<Arc<TdxCollateral>> {
+        Some(self.0.clone())
+    }
+}
+
+/// What a devnet validator trusts: the policy `sim-init` wrote, and fresh
+/// collateral from the simulated hierarchy.
+pub fn devnet_trust(sim: &Path, now: i64) -> Result<(Policy, SimCollateral), Error> {
+    let text = std::fs::read_to_string(sim.join(tvm_agent::backend::sim::POLICY_FILE))?;
+    let policy = Policy::from_yaml(&text)?;
+    let intel = SimIntel::load(sim)?;
+    let collateral = TdxCollateral::prepare(intel.collateral(now)?, intel.root_der());
+    Ok((policy, SimCollateral(Arc::new(collateral))))
+}

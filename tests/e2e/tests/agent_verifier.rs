@@ -70,18 +70,16 @@ async fn fetch(agent: &Running, nonce: &Nonce) -> (EvidenceBundle, [u8; 32]) {
 
 struct Validator {
     policy: Policy,
-    collateral: TdxCollateral,
+    collateral: std::sync::Arc<TdxCollateral>,
 }
 
 impl Validator {
     fn for_devnet(sim_dir: &std::path::Path) -> Self {
-        let text =
-            std::fs::read_to_string(sim_dir.join(tvm_agent::backend::sim::POLICY_FILE)).unwrap();
-        let policy = Policy::from_yaml(&text).unwrap();
-        let intel = SimIntel::load(sim_dir).unwrap();
-        let collateral =
-            TdxCollateral::prepare(intel.collateral(now().0).unwrap(), intel.root_der());
-        Validator { policy, collateral }
+        let (policy, collateral) = tvm_e2e::devnet_trust(sim_dir, now().0).unwrap();
+        Validator {
+            policy,
+            collateral: collateral.0,
+        }
     }
 
     fn appraise(
@@ -183,10 +181,10 @@ async fn sim_agent_evidence_is_genuine_and_bound() {
     // A validator whose policy does not trust the simulated roots.
     let strict = Validator {
         policy: Policy::default(),
-        collateral: TdxCollateral::prepare(
+        collateral: std::sync::Arc::new(TdxCollateral::prepare(
             SimIntel::load(&sim).unwrap().collateral(now().0).unwrap(),
             tvm_certs::anchors::intel_sgx_root().unwrap(),
-        ),
+        )),
     };
     let r = strict.appraise(&bundle, &nonce, Some(spki));
     assert!(!r.accepted);

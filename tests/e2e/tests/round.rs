@@ -5,63 +5,13 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tvm::serve::Axon;
-use tvm_agent::config::{Allow, Config, GpuChoice, TeeChoice};
-use tvm_agent::{Agent, Running};
-use tvm_certs::sim::intel::SimIntel;
-use tvm_chain::neurons::Neuron;
-use tvm_protocol::keys::Hotkey;
+use tvm_e2e::{axon, devnet_trust, key, sim_agent};
 use tvm_protocol::nodes::NodeEntry;
 use tvm_verifier::attest::Attester;
-use tvm_verifier::policy::Policy;
-use tvm_verifier::round::{self, Collateral, Miner, RoundConfig};
+use tvm_verifier::round::{self, Miner, RoundConfig};
 use tvm_verifier::scoring::NodeScore;
-use tvm_verifier::tdx::TdxCollateral;
-
-fn key(u: &str) -> Hotkey {
-    Hotkey::from_uri(u).unwrap()
-}
-
-fn agent(sim: &std::path::Path, miner: &str, at: SocketAddr, gpus: usize) -> Running {
-    let mut cfg = Config {
-        hotkey: key(miner).account_id().to_ss58(),
-        tee: TeeChoice::Sim,
-        gpus: GpuChoice::Sim,
-        ..Config::default()
-    };
-    cfg.sim.dir = sim.to_path_buf();
-    cfg.sim.gpus = gpus;
-    cfg.access.allow = Allow::AnySigner;
-    Agent::build(&cfg).unwrap().start_at(at).unwrap()
-}
-
-async fn axon(miner: &str, nodes: Vec<NodeEntry>) -> SocketAddr {
-    let a = Arc::new(Axon::new(key(miner).account_id(), nodes, 1000.0, false));
-    a.set_metagraph(&[Neuron {
-        uid: 0,
-        hotkey: key("//Validator").account_id(),
-        coldkey: key("//Validator").account_id(),
-        axon: None,
-        validator_permit: true,
-        stake: 5_000_000_000_000,
-        last_update: 0,
-    }]);
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let app = a.router();
-    tokio::spawn(async move { axum::serve(l, app).await });
-    addr
-}
-
-struct Sim(Arc<TdxCollateral>);
-impl Collateral for Sim {
-    fn tdx(&self, _: &[u8]) -> Option<Arc<TdxCollateral>> {
-        Some(self.0.clone())
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_round_scores_honest_duplicate_and_silent_nodes() {
@@ -75,8 +25,8 @@ async fn a_round_scores_honest_duplicate_and_silent_nodes() {
         .unwrap()
         .port();
     let at = |host: u8| SocketAddr::from(([127, 0, 0, host], port));
-    let _a = agent(&sim, "//Miner1", at(2), 2);
-    let _b = agent(&sim, "//Miner2", at(3), 1);
+    let _a = sim_agent(&sim, "//Miner1", at(2), 2).unwrap();
+    let _b = sim_agent(&sim, "//Miner2", at(3), 1).unwrap();
     let entry = |host: u8| NodeEntry {
         ip: format!("127.0.0.{host}"),
         price: Some(100),
@@ -84,36 +34,28 @@ async fn a_round_scores_honest_duplicate_and_silent_nodes() {
     let miners = vec![
         Miner {
             uid: 1,
-            hotkey: key("//Miner1").account_id(),
-            axon: axon("//Miner1", vec![entry(2)]).await,
+            hotkey: key("//Miner1").unwrap().account_id(),
+            axon: axon("//Miner1", vec![entry(2)]).await.unwrap(),
         },
         // Miner 2's honest node, and a silent one.
         Miner {
             uid: 2,
-            hotkey: key("//Miner2").account_id(),
-            axon: axon("//Miner2", vec![entry(3), entry(9)]).await,
+            hotkey: key("//Miner2").unwrap().account_id(),
+            axon: axon("//Miner2", vec![entry(3), entry(9)]).await.unwrap(),
         },
         // Miner 3 lists miner 1's node as its own.
         Miner {
             uid: 3,
-            hotkey: key("//Miner1").account_id(),
-            axon: axon("//Miner1", vec![entry(2)]).await,
+            hotkey: key("//Miner1").unwrap().account_id(),
+            axon: axon("//Miner1", vec![entry(2)]).await.unwrap(),
         },
     ];
-    let policy = Policy::from_yaml(
-        &std::fs::read_to_string(sim.join(tvm_agent::backend::sim::POLICY_FILE)).unwrap(),
-    )
-    .unwrap();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    let intel = SimIntel::load(&sim).unwrap();
-    let collateral = Sim(Arc::new(TdxCollateral::prepare(
-        intel.collateral(now).unwrap(),
-        intel.root_der(),
-    )));
-    let mut attester = Attester::new(key("//Validator"), Duration::from_secs(10)).unwrap();
+    let (policy, collateral) = devnet_trust(&sim, now).unwrap();
+    let mut attester = Attester::new(key("//Validator").unwrap(), Duration::from_secs(10)).unwrap();
     attester.ports = vec![port];
     let cfg = RoundConfig {
         node_timeout: Duration::from_secs(10),
@@ -122,7 +64,7 @@ async fn a_round_scores_honest_duplicate_and_silent_nodes() {
     let report = round::run(
         &miners,
         &attester,
-        &key("//Validator").account_id(),
+        &key("//Validator").unwrap().account_id(),
         &policy,
         &collateral,
         &cfg,

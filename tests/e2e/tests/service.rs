@@ -4,67 +4,17 @@
 //! nothing; the next epoch inside the rate limit sends nothing.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tvm::serve::Axon;
-use tvm_agent::config::{Allow, Config, GpuChoice, TeeChoice};
-use tvm_agent::{Agent, Running};
-use tvm_certs::sim::intel::SimIntel;
 use tvm_chain::client::Client;
-use tvm_chain::neurons::Neuron;
 use tvm_chain::testchain::rules::Fixture;
 use tvm_chain::testchain::server::TestChain;
-use tvm_protocol::keys::Hotkey;
+use tvm_e2e::{axon, devnet_trust, key, sim_agent};
 use tvm_protocol::nodes::NodeEntry;
 use tvm_verifier::attest::Attester;
 use tvm_verifier::db::Db;
-use tvm_verifier::policy::Policy;
-use tvm_verifier::round::{Collateral, RoundConfig};
+use tvm_verifier::round::RoundConfig;
 use tvm_verifier::service::{run_epoch, EpochOutcome, Service, WeightsSent};
-use tvm_verifier::tdx::TdxCollateral;
-
-fn key(u: &str) -> Hotkey {
-    Hotkey::from_uri(u).unwrap()
-}
-
-fn agent(sim: &std::path::Path, miner: &str, at: SocketAddr) -> Running {
-    let mut cfg = Config {
-        hotkey: key(miner).account_id().to_ss58(),
-        tee: TeeChoice::Sim,
-        gpus: GpuChoice::Sim,
-        ..Config::default()
-    };
-    cfg.sim.dir = sim.to_path_buf();
-    cfg.sim.gpus = 1;
-    cfg.access.allow = Allow::AnySigner;
-    Agent::build(&cfg).unwrap().start_at(at).unwrap()
-}
-
-async fn axon(miner: &str, nodes: Vec<NodeEntry>) -> SocketAddr {
-    let a = Arc::new(Axon::new(key(miner).account_id(), nodes, 1000.0, false));
-    a.set_metagraph(&[Neuron {
-        uid: 0,
-        hotkey: key("//Validator").account_id(),
-        coldkey: key("//Validator").account_id(),
-        axon: None,
-        validator_permit: true,
-        stake: 5_000_000_000_000,
-        last_update: 0,
-    }]);
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let app = a.router();
-    tokio::spawn(async move { axum::serve(l, app).await });
-    addr
-}
-
-struct Sim(Arc<TdxCollateral>);
-impl Collateral for Sim {
-    fn tdx(&self, _: &[u8]) -> Option<Arc<TdxCollateral>> {
-        Some(self.0.clone())
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_epoch_sets_weights_once_and_respects_the_rate_limit() {
@@ -76,12 +26,18 @@ async fn an_epoch_sets_weights_once_and_respects_the_rate_limit() {
         .local_addr()
         .unwrap()
         .port();
-    let _a = agent(&sim, "//Miner1", SocketAddr::from(([127, 0, 0, 4], port)));
+    let _a = sim_agent(
+        &sim,
+        "//Miner1",
+        SocketAddr::from(([127, 0, 0, 4], port)),
+        1,
+    )
+    .unwrap();
     let entry = NodeEntry {
         ip: "127.0.0.4".into(),
         price: Some(100),
     };
-    let ax1 = axon("//Miner1", vec![entry]).await;
+    let ax1 = axon("//Miner1", vec![entry]).await.unwrap();
     // Miner 2 lists only a node that does not answer.
     let ax2 = axon(
         "//Miner2",
@@ -90,7 +46,8 @@ async fn an_epoch_sets_weights_once_and_respects_the_rate_limit() {
             price: None,
         }],
     )
-    .await;
+    .await
+    .unwrap();
     let fixture = format!(
         r#"
 netuid: 4
@@ -116,26 +73,18 @@ neurons:
     .unwrap();
     let client = Client::connect(&chain.url()).await.unwrap();
     let db = Db::open(&dir.path().join("validator.db")).unwrap();
-    let policy = Policy::from_yaml(
-        &std::fs::read_to_string(sim.join(tvm_agent::backend::sim::POLICY_FILE)).unwrap(),
-    )
-    .unwrap();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    let intel = SimIntel::load(&sim).unwrap();
-    let collateral = Sim(Arc::new(TdxCollateral::prepare(
-        intel.collateral(now).unwrap(),
-        intel.root_der(),
-    )));
-    let mut attester = Attester::new(key("//Validator"), Duration::from_secs(10)).unwrap();
+    let (policy, collateral) = devnet_trust(&sim, now).unwrap();
+    let mut attester = Attester::new(key("//Validator").unwrap(), Duration::from_secs(10)).unwrap();
     attester.ports = vec![port];
     let round = RoundConfig {
         node_timeout: Duration::from_secs(10),
         ..RoundConfig::default()
     };
-    let validator = key("//Validator");
+    let validator = key("//Validator").unwrap();
     let service = Service {
         client: &client,
         db: &db,
