@@ -63,9 +63,18 @@ impl Agent {
     /// Pick the backends, make the CVM and TLS keys, load the allowlist.
     pub fn build(cfg: &Config) -> Result<Self, StartError> {
         cfg.validate()?;
+        Self::with_backends(cfg, backend::select(cfg)?)
+    }
+
+    /// An agent over backends the caller chose (the devnet shares one
+    /// simulated GPU between two agents to show a cloned device caught).
+    pub fn with_backends(
+        cfg: &Config,
+        (tee, devices): backend::Backends,
+    ) -> Result<Self, StartError> {
+        cfg.validate()?;
         let miner =
             AccountId::from_ss58(&cfg.hotkey).map_err(|e| StartError::Other(e.to_string()))?;
-        let (tee, devices) = backend::select(cfg)?;
         let cvm = match &cfg.cvm_key_file {
             Some(p) => CvmIdentity::load_or_generate(p)?,
             None => CvmIdentity::generate()?,

@@ -1,4 +1,6 @@
-//! `tvm`: the command miners, validators and operators type. So far: `tvm
-//! serve`, the miner's axon that lists its CVMs to validators.
+//! `tvm`: the command miners, validators and operators type: `tvm serve`,
+//! the miner's axon that lists its CVMs to validators, and `tvm devnet`, the
+//! whole network on one machine.
 
+pub mod devnet;
 pub mod serve;

@@ -1,5 +1,6 @@
 //! `tvm`: see the crate docs.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -24,16 +25,41 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// The whole network on this machine: a test chain, 3 miners, 6
+    /// SIMULATED agents and misbehaving nodes, a validator and its dashboard.
+    Devnet {
+        /// Exit after the first epoch (status 0 when the chain accepted its weights).
+        #[arg(long)]
+        once: bool,
+        /// Keep the simulated hierarchy and the validator's database here
+        /// (default: a temporary folder, removed at exit).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The dashboard's address (port 0: any free one).
+        #[arg(long, default_value = "127.0.0.1:9100")]
+        dashboard: SocketAddr,
+        /// Test chain block time, milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        block_ms: u64,
+        /// Blocks per epoch after the first.
+        #[arg(long, default_value_t = 60)]
+        epoch_blocks: u64,
+    },
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The devnet prints its own story; its parts log warnings only.
+    let level = match cli.command {
+        Command::Devnet { .. } => "warn",
+        _ => "info",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -42,13 +68,30 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Serve { config } => rt.block_on(async {
-            let cfg = tvm::serve::ServeConfig::load(&config)?;
-            tokio::select! {
-                r = tvm::serve::run(cfg) => r,
-                _ = tokio::signal::ctrl_c() => Ok(()),
-            }
-        }),
+        Command::Serve { config } => rt
+            .block_on(async {
+                let cfg = tvm::serve::ServeConfig::load(&config)?;
+                tokio::select! {
+                    r = tvm::serve::run(cfg) => r,
+                    _ = tokio::signal::ctrl_c() => Ok(()),
+                }
+            })
+            .map_err(|e: tvm::serve::ServeError| e.to_string()),
+        Command::Devnet {
+            once,
+            dir,
+            dashboard,
+            block_ms,
+            epoch_blocks,
+        } => rt
+            .block_on(tvm::devnet::run(tvm::devnet::DevnetOptions {
+                once,
+                dir,
+                dashboard,
+                block_time: std::time::Duration::from_millis(block_ms.max(50)),
+                epoch_blocks: epoch_blocks.max(2),
+            }))
+            .map_err(|e| e.to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -152,6 +152,16 @@ impl Db {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    pub fn round(&self, id: i64) -> Result<Option<RoundRow>, DbError> {
+        let c = self.conn();
+        Ok(c.query_row(
+            &format!("SELECT {ROUND_COLUMNS} FROM rounds WHERE id = ?1"),
+            params![id],
+            round_row,
+        )
+        .optional()?)
+    }
+
     pub fn finish_round(&self, round_id: i64, now: i64, result_json: &str) -> Result<(), DbError> {
         self.conn().execute(
             "UPDATE rounds SET finished_at = ?2, result = ?3 WHERE id = ?1 AND finished_at IS NULL",
@@ -190,6 +200,7 @@ mod tests {
             NodeReport {
                 miner_uid: uid,
                 node: node.into(),
+                bid: None,
                 verdict: None,
                 error: error.map(str::to_string),
             },
@@ -199,6 +210,9 @@ mod tests {
                 accepted: None,
                 cvm_id: None,
                 gpus: Vec::new(),
+                bid: None,
+                simulated: false,
+                reasons: Vec::new(),
             },
         )
     }

@@ -40,6 +40,16 @@ enum Command {
     ///
     /// Exit status: 0 accepted, 1 rejected, 2 could not attest.
     Check(Box<CheckArgs>),
+    /// The validator service: every epoch, attest every CVM each miner
+    /// lists, score, set weights; status API, dashboard and metrics.
+    Run {
+        /// YAML config (docs/validator.md).
+        #[arg(long)]
+        config: PathBuf,
+        /// Run the current epoch's round (or finish it) and exit.
+        #[arg(long)]
+        once: bool,
+    },
     /// Share collateral between validators as one file (checked on import).
     Collateral {
         #[command(subcommand)]
@@ -622,9 +632,61 @@ fn finish(
     }
 }
 
+/// `run`: the service until Ctrl-C (or one round with `--once`).
+fn run(config: &Path, once: bool) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cfg = tvm_verifier::run::RunConfig::load(config).map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Runtime::new()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    rt.block_on(async {
+        let v = tvm_verifier::run::Validator::start(cfg)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(addr) = v.cfg.status_listen {
+            let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                format!("cannot listen on {addr} for the status pages: {e} (change status_listen)")
+            })?;
+            let app = tvm_verifier::status::router(v.db.clone(), v.status_info());
+            tracing::info!(%addr, "status API, dashboard and /metrics");
+            tokio::spawn(async move {
+                if let Err(e) = tvm_verifier::status::serve(l, app).await {
+                    tracing::error!(error = %e, "status server stopped");
+                }
+            });
+        }
+        if once {
+            let epoch = v.current_epoch().await.map_err(|e| e.to_string())?;
+            let out = v.run_epoch(epoch).await.map_err(|e| e.to_string())?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?
+            );
+            return Ok(());
+        }
+        tokio::select! {
+            _ = v.run_forever() => Ok(()),
+            _ = tokio::signal::ctrl_c() => Ok(()),
+        }
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Run { config, once } => match run(&config, once) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(UNUSABLE)
+            }
+        },
         Command::Check(args) => finish(
             check(&args).map(|v| (v.accepted, v.render(), serde_json::to_string_pretty(&v))),
             args.json,

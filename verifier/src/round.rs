@@ -6,14 +6,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use futures_util::stream::{self, StreamExt};
 use tvm_protocol::evidence::TeeEvidence;
 use tvm_protocol::keys::AccountId;
 use tvm_protocol::nonce::Nonce;
 
-use crate::attest::Attester;
+use crate::attest::{AttestError, Attester};
 use crate::bundle::{appraise_bundle, BundleInput, BundleVerdict, TeeCollateral};
 use crate::facts::Facts;
+use crate::gpu_appraise::{Revocation, RimInput};
+use crate::gpu_input::DeviceEvidence;
 use crate::policy::Policy;
 use crate::scoring::{score, GpuSeen, NodeResult, RoundScores, ScoringConfig};
 use crate::tdx::TdxCollateral;
@@ -26,9 +29,28 @@ pub struct Miner {
     pub axon: std::net::SocketAddr,
 }
 
-/// Where TDX collateral comes from (the store, or the devnet's simulated PCS).
+/// Where a node's collateral comes from: the collateral store (Intel PCS,
+/// NVIDIA's RIM service and OCSP, cached), or the devnet's simulated PCS.
 pub trait Collateral: Send + Sync {
-    fn tdx(&self, quote: &[u8]) -> Option<Arc<TdxCollateral>>;
+    /// The TDX collateral for this quote's platform; `None` fails `tee.collateral`.
+    fn tdx<'a>(&'a self, quote: &'a [u8], at: i64) -> BoxFuture<'a, Option<Arc<TdxCollateral>>>;
+    /// The RIMs and OCSP answers for these devices (none: the RIM and
+    /// revocation checks say what is missing).
+    fn gpus<'a>(
+        &'a self,
+        _devices: &'a [DeviceEvidence],
+        _at: i64,
+    ) -> BoxFuture<'a, GpuCollateral> {
+        Box::pin(async { GpuCollateral::default() })
+    }
+}
+
+/// What the GPU appraisal needs beyond the evidence.
+#[derive(Default)]
+pub struct GpuCollateral {
+    pub rims: Vec<RimInput>,
+    /// Per device, GPUs then switches.
+    pub revocation: Vec<Revocation>,
 }
 
 /// One node's outcome in the round.
@@ -36,6 +58,8 @@ pub trait Collateral: Send + Sync {
 pub struct NodeReport {
     pub miner_uid: u16,
     pub node: String,
+    /// The miner's bid (cents per GPU-hour), from its node list.
+    pub bid: Option<u64>,
     /// The appraisal, when evidence came.
     pub verdict: Option<BundleVerdict>,
     /// Why there is no verdict (unreachable, refused, malformed).
@@ -52,7 +76,11 @@ pub struct RoundReport {
 
 pub struct RoundConfig {
     pub concurrency: usize,
+    /// Each try of a node (its node list, its evidence) gets this long.
     pub node_timeout: Duration,
+    /// Tries after the first for a node that could not be reached or timed
+    /// out (never for one that answered with evidence or a refusal).
+    pub retries: u32,
     pub scoring: ScoringConfig,
 }
 
@@ -61,6 +89,7 @@ impl Default for RoundConfig {
         RoundConfig {
             concurrency: 64,
             node_timeout: Duration::from_secs(60),
+            retries: 1,
             scoring: ScoringConfig::default(),
         }
     }
@@ -106,12 +135,24 @@ pub async fn run(
 }
 
 fn result_of(r: &NodeReport) -> NodeResult {
+    let reasons = match (&r.verdict, &r.error) {
+        (Some(v), _) => v
+            .failures()
+            .iter()
+            .map(|c| format!("{}: {}", c.name, c.detail))
+            .collect(),
+        (None, Some(e)) => vec![e.clone()],
+        (None, None) => Vec::new(),
+    };
     NodeResult {
         miner_uid: r.miner_uid,
         node: r.node.clone(),
         accepted: r.verdict.as_ref().map(|v| v.accepted),
         cvm_id: r.verdict.as_ref().map(|v| v.cvm_id.clone()),
         gpus: r.verdict.as_ref().map(gpus_of).unwrap_or_default(),
+        bid: r.bid,
+        simulated: r.verdict.as_ref().is_some_and(|v| v.simulated),
+        reasons,
     }
 }
 
@@ -155,12 +196,17 @@ pub async fn run_resumable(
     let mut miner_errors = Vec::new();
     for (m, list) in lists {
         match list {
-            Ok(nodes) => jobs.extend(
-                nodes
-                    .into_iter()
-                    .filter(|n| !prior.iter().any(|p| p.miner_uid == m.uid && p.node == n.ip))
-                    .map(|n| (m.clone(), n)),
-            ),
+            Ok(nodes) => {
+                let mut seen = std::collections::HashSet::new();
+                jobs.extend(
+                    nodes
+                        .into_iter()
+                        // A node listed twice by one miner is attested once.
+                        .filter(|n| seen.insert(n.ip.clone()))
+                        .filter(|n| !prior.iter().any(|p| p.miner_uid == m.uid && p.node == n.ip))
+                        .map(|n| (m.clone(), n)),
+                )
+            }
             Err(e) => miner_errors.push((m.uid, e)),
         }
     }
@@ -183,6 +229,16 @@ pub async fn run_resumable(
     }
 }
 
+fn no_evidence(m: &Miner, node: tvm_protocol::nodes::NodeEntry, error: String) -> NodeReport {
+    NodeReport {
+        miner_uid: m.uid,
+        bid: node.price,
+        node: node.ip,
+        verdict: None,
+        error: Some(error),
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn attest_one(
     m: &Miner,
@@ -194,30 +250,41 @@ async fn attest_one(
     cfg: &RoundConfig,
     at: i64,
 ) -> NodeReport {
-    let nonce = Nonce::generate(validator);
-    let fetched = match tokio::time::timeout(
-        cfg.node_timeout,
-        attester.evidence(&node, &m.hotkey, &nonce),
-    )
-    .await
-    {
-        Ok(Ok(f)) => f,
-        failed => {
-            let error = match failed {
-                Ok(Err(e)) => e.to_string(),
-                _ => format!("no evidence within {:?}", cfg.node_timeout),
+    let mut tries = 0;
+    let (nonce, fetched) = loop {
+        // A fresh nonce each try: an answer to an earlier one is never accepted.
+        let nonce = Nonce::generate(validator);
+        let error = match tokio::time::timeout(
+            cfg.node_timeout,
+            attester.evidence(&node, &m.hotkey, &nonce),
+        )
+        .await
+        {
+            Ok(Ok(f)) => break (nonce, f),
+            Ok(Err(e @ AttestError::Unreachable(_))) => e.to_string(),
+            Ok(Err(e)) => return no_evidence(m, node, e.to_string()),
+            Err(_) => format!("no evidence within {:?}", cfg.node_timeout),
+        };
+        tries += 1;
+        if tries > cfg.retries {
+            let error = if tries > 1 {
+                format!("{error} (tried {tries} times)")
+            } else {
+                error
             };
-            return NodeReport {
-                miner_uid: m.uid,
-                node: node.ip,
-                verdict: None,
-                error: Some(error),
-            };
+            return no_evidence(m, node, error);
         }
+        tokio::time::sleep(Duration::from_millis(500 * u64::from(tries))).await;
     };
     let tdx = match &fetched.bundle.tee {
-        TeeEvidence::Tdx { quote, .. } => collateral.tdx(&quote.0),
+        TeeEvidence::Tdx { quote, .. } => collateral.tdx(&quote.0, at).await,
         TeeEvidence::SevSnp { .. } => None,
+    };
+    let devices = crate::gpu_input::from_bundle(&fetched.bundle);
+    let gpu = if devices.is_empty() || fetched.bundle.claims.simulated {
+        GpuCollateral::default()
+    } else {
+        collateral.gpus(&devices, at).await
     };
     let tee_collateral = match &tdx {
         Some(c) => TeeCollateral::Tdx(c),
@@ -228,13 +295,14 @@ async fn attest_one(
         nonce: &nonce,
         tls_spki_sha256: fetched.tls_spki_sha256,
         tee_collateral,
-        rims: &[],
-        revocation: &[],
+        rims: &gpu.rims,
+        revocation: &gpu.revocation,
         policy,
         at,
     });
     NodeReport {
         miner_uid: m.uid,
+        bid: node.price,
         node: node.ip,
         verdict: Some(verdict),
         error: None,

@@ -28,6 +28,16 @@ pub struct NodeResult {
     pub accepted: Option<bool>,
     pub cvm_id: Option<String>,
     pub gpus: Vec<GpuSeen>,
+    /// The miner's bid for this node (cents per GPU-hour), when it gave one.
+    #[serde(default)]
+    pub bid: Option<u64>,
+    /// The evidence said SIMULATED.
+    #[serde(default)]
+    pub simulated: bool,
+    /// Why it failed, in words: each failed check (`name: reason`), or why
+    /// there was no evidence.
+    #[serde(default)]
+    pub reasons: Vec<String>,
 }
 
 /// How a node counted.
@@ -231,6 +241,9 @@ mod tests {
             miner_uid: uid,
             node: name.into(),
             accepted,
+            bid: None,
+            simulated: false,
+            reasons: Vec::new(),
             cvm_id: Some(cvm.into()),
             gpus: gpus
                 .iter()

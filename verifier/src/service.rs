@@ -2,6 +2,7 @@
 //! serving miner (resumed from the database after a restart), the weights
 //! set on chain when the rate limit allows, everything stored.
 
+use std::path::Path;
 use std::time::SystemTime;
 
 use tvm_chain::calls::SetWeights;
@@ -13,21 +14,34 @@ use crate::db::Db;
 use crate::policy::Policy;
 use crate::round::{self, Collateral, Miner, RoundConfig, RoundReport};
 
+/// Where the metagraph comes from and where the weights go.
+pub enum Network<'a> {
+    /// Subtensor: the metagraph from the chain, weights set on it.
+    Chain {
+        client: &'a Client,
+        netuid: u16,
+        /// The least version key to send (the chain's `WeightsVersionKey` wins when higher).
+        version_key: u64,
+    },
+    /// No chain: a fixed list of miners, weights written to a JSON file.
+    Offline {
+        miners: &'a [Miner],
+        weights_file: &'a Path,
+    },
+}
+
 pub struct Service<'a> {
-    pub client: &'a Client,
+    pub network: Network<'a>,
     pub db: &'a Db,
     pub attester: &'a Attester,
     pub validator: &'a Hotkey,
     pub policy: &'a Policy,
     pub collateral: &'a dyn Collateral,
     pub round: &'a RoundConfig,
-    pub netuid: u16,
-    /// The least version key to send (the chain's `WeightsVersionKey` wins when higher).
-    pub version_key: u64,
 }
 
 /// What became of the round's weights.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "weights", rename_all = "snake_case")]
 pub enum WeightsSent {
     Landed {
@@ -41,6 +55,23 @@ pub enum WeightsSent {
     Refused {
         reason: String,
     },
+    /// No chain configured: written to this file.
+    Written {
+        path: String,
+    },
+}
+
+impl std::fmt::Display for WeightsSent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WeightsSent::Landed { block_hash } => {
+                write!(f, "set on chain (block 0x{block_hash})")
+            }
+            WeightsSent::NotSent { reason } => write!(f, "not sent: {reason}"),
+            WeightsSent::Refused { reason } => write!(f, "refused by the chain: {reason}"),
+            WeightsSent::Written { path } => write!(f, "written to {path} (no chain)"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -60,8 +91,10 @@ pub enum ServiceError {
     Chain(#[from] tvm_chain::client::ClientError),
     #[error(transparent)]
     Db(#[from] crate::db::DbError),
-    #[error("the validator hotkey {0} is not registered on the subnet")]
-    NotRegistered(String),
+    #[error("the validator hotkey {0} is not registered on subnet {1}: register it (btcli subnets register) or check netuid")]
+    NotRegistered(String, u16),
+    #[error("cannot write the weights file {path}: {reason}")]
+    WeightsFile { path: String, reason: String },
 }
 
 fn now() -> i64 {
@@ -78,28 +111,36 @@ pub async fn run_epoch(s: &Service<'_>, epoch: u64) -> Result<EpochOutcome, Serv
         return Ok(EpochOutcome::AlreadyDone { epoch });
     }
     let me = s.validator.account_id();
-    let neurons = s.client.neurons(s.netuid).await?;
-    let my_uid = neurons
-        .iter()
-        .find(|n| n.hotkey == me)
-        .map(|n| n.uid)
-        .ok_or_else(|| ServiceError::NotRegistered(me.to_ss58()))?;
-    let miners: Vec<Miner> = neurons
-        .iter()
-        .filter(|n| n.hotkey != me)
-        .filter_map(|n| {
-            n.axon.map(|(ip, port)| Miner {
-                uid: n.uid,
-                hotkey: n.hotkey,
-                axon: std::net::SocketAddr::new(ip, port),
-            })
-        })
-        .collect();
+    let (miners, my_uid) = match &s.network {
+        Network::Chain { client, netuid, .. } => {
+            let neurons = client.neurons(*netuid).await?;
+            let my_uid = neurons
+                .iter()
+                .find(|n| n.hotkey == me)
+                .map(|n| n.uid)
+                .ok_or_else(|| ServiceError::NotRegistered(me.to_ss58(), *netuid))?;
+            let miners: Vec<Miner> = neurons
+                .iter()
+                .filter(|n| n.hotkey != me)
+                .filter_map(|n| {
+                    n.axon.map(|(ip, port)| Miner {
+                        uid: n.uid,
+                        hotkey: n.hotkey,
+                        axon: std::net::SocketAddr::new(ip, port),
+                    })
+                })
+                .collect();
+            (miners, Some(my_uid))
+        }
+        Network::Offline { miners, .. } => (miners.to_vec(), None),
+    };
     let prior = s.db.finished_results(row.id)?;
     let db = s.db;
     let store = |r: &round::NodeReport, n: &crate::scoring::NodeResult| {
         // A failed write only means this node is attested again after a restart.
-        let _ = db.node_done(row.id, r, n);
+        if let Err(e) = db.node_done(row.id, r, n) {
+            tracing::warn!(error = %e, node = %r.node, "verdict not stored");
+        }
     };
     let report = round::run_resumable(
         &miners,
@@ -114,16 +155,64 @@ pub async fn run_epoch(s: &Service<'_>, epoch: u64) -> Result<EpochOutcome, Serv
     )
     .await;
 
-    let hyper = s.client.hyperparams(s.netuid).await?;
-    let block = s.client.best_block().await?;
+    let weights = match (&s.network, my_uid) {
+        (
+            Network::Chain {
+                client,
+                netuid,
+                version_key,
+            },
+            Some(my_uid),
+        ) => set_on_chain(client, s.validator, *netuid, *version_key, my_uid, &report).await?,
+        (Network::Offline { weights_file, .. }, _) => {
+            write_weights(weights_file, epoch, &report)?;
+            WeightsSent::Written {
+                path: weights_file.display().to_string(),
+            }
+        }
+        (Network::Chain { .. }, None) => WeightsSent::NotSent {
+            reason: "the validator has no uid".into(),
+        },
+    };
+    let result = serde_json::json!({
+        "weights": report.scores.weights,
+        "v6": report.scores.v6,
+        "notes": report.scores.notes,
+        "set": weights,
+        "miner_errors": report.miner_errors,
+        "nodes": report.scores.nodes.iter().map(|(n, score)| serde_json::json!({
+            "miner_uid": n.miner_uid,
+            "node": n.node,
+            "score": score,
+        })).collect::<Vec<_>>(),
+    });
+    s.db.finish_round(row.id, now(), &result.to_string())?;
+    Ok(EpochOutcome::Done {
+        epoch,
+        report: Box::new(report),
+        weights,
+    })
+}
+
+/// Set the round's weights unless commit-reveal or the rate limit says no.
+async fn set_on_chain(
+    client: &Client,
+    validator: &Hotkey,
+    netuid: u16,
+    version_key: u64,
+    my_uid: u16,
+    report: &RoundReport,
+) -> Result<WeightsSent, ServiceError> {
+    let hyper = client.hyperparams(netuid).await?;
+    let block = client.best_block().await?;
     let last = hyper
         .last_update
         .get(usize::from(my_uid))
         .copied()
         .unwrap_or(0);
-    let weights = if hyper.commit_reveal {
+    Ok(if hyper.commit_reveal {
         WeightsSent::NotSent {
-            reason: format!("commit-reveal is enabled on subnet {}: not sent", s.netuid),
+            reason: format!("commit-reveal is enabled on subnet {netuid}: not sent"),
         }
     } else if last != 0 && block.saturating_sub(last) < hyper.weights_rate_limit {
         WeightsSent::NotSent {
@@ -135,12 +224,12 @@ pub async fn run_epoch(s: &Service<'_>, epoch: u64) -> Result<EpochOutcome, Serv
     } else {
         let (dests, weights): (Vec<u16>, Vec<u16>) = report.scores.weights.iter().copied().unzip();
         let w = SetWeights {
-            netuid: s.netuid,
+            netuid,
             dests,
             weights,
-            version_key: s.version_key.max(hyper.weights_version_key),
+            version_key: version_key.max(hyper.weights_version_key),
         };
-        match s.client.set_weights(s.validator, w).await {
+        match client.set_weights(validator, w).await {
             Ok(i) => WeightsSent::Landed {
                 block_hash: hex::encode(i.block_hash),
             },
@@ -148,16 +237,22 @@ pub async fn run_epoch(s: &Service<'_>, epoch: u64) -> Result<EpochOutcome, Serv
                 reason: e.to_string(),
             },
         }
-    };
-    let result = serde_json::json!({
-        "weights": report.scores.weights,
-        "notes": report.scores.notes,
-        "set": weights,
-    });
-    s.db.finish_round(row.id, now(), &result.to_string())?;
-    Ok(EpochOutcome::Done {
-        epoch,
-        report: Box::new(report),
-        weights,
     })
+}
+
+/// The weights as JSON, written whole (temporary file, then rename) so a
+/// reader never sees half a file.
+fn write_weights(path: &Path, epoch: u64, report: &RoundReport) -> Result<(), ServiceError> {
+    let bad = |e: std::io::Error| ServiceError::WeightsFile {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    let json = serde_json::json!({
+        "epoch": epoch,
+        "weights": report.scores.weights.iter().map(|(uid, w)| serde_json::json!({"uid": uid, "weight": w})).collect::<Vec<_>>(),
+        "notes": report.scores.notes,
+    });
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, format!("{json:#}\n")).map_err(bad)?;
+    std::fs::rename(&tmp, path).map_err(bad)
 }

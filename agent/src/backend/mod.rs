@@ -84,6 +84,26 @@ pub enum Gather {
     Sequential,
 }
 
+/// Devices shared between agents: the devnet's cloned GPU (one physical
+/// device claimed by two CVMs, which validators must catch).
+impl<T: Devices + ?Sized> Devices for std::sync::Arc<T> {
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+    fn simulated(&self) -> bool {
+        (**self).simulated()
+    }
+    fn gpu_count(&self) -> usize {
+        (**self).gpu_count()
+    }
+    fn readiness(&self) -> Readiness {
+        (**self).readiness()
+    }
+    fn evidence(&self, nonce: &[u8; 32], gather: Gather) -> Result<DeviceSet, BackendError> {
+        (**self).evidence(nonce, gather)
+    }
+}
+
 /// A CPU-only node: no devices, always ready.
 pub struct NoDevices;
 

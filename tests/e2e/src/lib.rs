@@ -9,13 +9,11 @@ use std::sync::Arc;
 use tvm::serve::Axon;
 use tvm_agent::config::{Allow, Config, GpuChoice, TeeChoice};
 use tvm_agent::{Agent, Running};
-use tvm_certs::sim::intel::SimIntel;
 use tvm_chain::neurons::Neuron;
 use tvm_protocol::keys::Hotkey;
 use tvm_protocol::nodes::NodeEntry;
 use tvm_verifier::policy::Policy;
-use tvm_verifier::round::Collateral;
-use tvm_verifier::tdx::TdxCollateral;
+use tvm_verifier::run::SimulatedPcs;
 
 pub type Error = Box<dyn std::error::Error>;
 
@@ -60,21 +58,10 @@ pub async fn axon(miner: &str, nodes: Vec<NodeEntry>) -> Result<SocketAddr, Erro
     Ok(addr)
 }
 
-/// The simulated platform's TDX collateral, for every quote.
-pub struct SimCollateral(pub Arc<TdxCollateral>);
-
-impl Collateral for SimCollateral {
-    fn tdx(&self, _: &[u8]) -> Option<Arc<TdxCollateral>> {
-        Some(self.0.clone())
-    }
-}
-
-/// What a devnet validator trusts: the policy `sim-init` wrote, and fresh
+/// What a devnet validator trusts: the policy `sim-init` wrote, and
 /// collateral from the simulated hierarchy.
-pub fn devnet_trust(sim: &Path, now: i64) -> Result<(Policy, SimCollateral), Error> {
+pub fn devnet_trust(sim: &Path) -> Result<(Policy, SimulatedPcs), Error> {
     let text = std::fs::read_to_string(sim.join(tvm_agent::backend::sim::POLICY_FILE))?;
     let policy = Policy::from_yaml(&text)?;
-    let intel = SimIntel::load(sim)?;
-    let collateral = TdxCollateral::prepare(intel.collateral(now)?, intel.root_der());
-    Ok((policy, SimCollateral(Arc::new(collateral))))
+    Ok((policy, SimulatedPcs::load(sim)?))
 }

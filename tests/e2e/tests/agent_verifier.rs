@@ -75,10 +75,10 @@ struct Validator {
 
 impl Validator {
     fn for_devnet(sim_dir: &std::path::Path) -> Self {
-        let (policy, collateral) = tvm_e2e::devnet_trust(sim_dir, now().0).unwrap();
+        let (policy, pcs) = tvm_e2e::devnet_trust(sim_dir).unwrap();
         Validator {
             policy,
-            collateral: collateral.0,
+            collateral: pcs.collateral(now().0).unwrap(),
         }
     }
 

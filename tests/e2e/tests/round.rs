@@ -54,7 +54,7 @@ async fn a_round_scores_honest_duplicate_and_silent_nodes() {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    let (policy, collateral) = devnet_trust(&sim, now).unwrap();
+    let (policy, collateral) = devnet_trust(&sim).unwrap();
     let mut attester = Attester::new(key("//Validator").unwrap(), Duration::from_secs(10)).unwrap();
     attester.ports = vec![port];
     let cfg = RoundConfig {

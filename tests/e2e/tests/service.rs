@@ -4,7 +4,7 @@
 //! nothing; the next epoch inside the rate limit sends nothing.
 
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tvm_chain::client::Client;
 use tvm_chain::testchain::rules::Fixture;
@@ -14,7 +14,7 @@ use tvm_protocol::nodes::NodeEntry;
 use tvm_verifier::attest::Attester;
 use tvm_verifier::db::Db;
 use tvm_verifier::round::RoundConfig;
-use tvm_verifier::service::{run_epoch, EpochOutcome, Service, WeightsSent};
+use tvm_verifier::service::{run_epoch, EpochOutcome, Network, Service, WeightsSent};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_epoch_sets_weights_once_and_respects_the_rate_limit() {
@@ -73,11 +73,7 @@ neurons:
     .unwrap();
     let client = Client::connect(&chain.url()).await.unwrap();
     let db = Db::open(&dir.path().join("validator.db")).unwrap();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let (policy, collateral) = devnet_trust(&sim, now).unwrap();
+    let (policy, collateral) = devnet_trust(&sim).unwrap();
     let mut attester = Attester::new(key("//Validator").unwrap(), Duration::from_secs(10)).unwrap();
     attester.ports = vec![port];
     let round = RoundConfig {
@@ -86,15 +82,17 @@ neurons:
     };
     let validator = key("//Validator").unwrap();
     let service = Service {
-        client: &client,
+        network: Network::Chain {
+            client: &client,
+            netuid: 4,
+            version_key: 1,
+        },
         db: &db,
         attester: &attester,
         validator: &validator,
         policy: &policy,
         collateral: &collateral,
         round: &round,
-        netuid: 4,
-        version_key: 1,
     };
 
     let EpochOutcome::Done {

@@ -1,0 +1,524 @@
+//! `tvm devnet`: the whole network on one machine, every part the real code.
+//! A loopback test chain (banner TEST CHAIN), three miners running `tvm
+//! serve` (each announces its axon with `serve_axon`), six SIMULATED agents
+//! and three misbehaving nodes, and a validator running the same service
+//! as `tvm-verifier run`. One epoch is run at once and its verdicts and the
+//! weights the chain accepted are printed; the dashboard stays up until
+//! Ctrl-C (or the command exits after one epoch with `--once`).
+//!
+//! The nodes (one port number, one loopback address per "machine"):
+//!
+//! uid 0 is the subnet owner (the burn uid), 1 the validator, 2–4 the miners.
+//!
+//! | address     | uid   | what it is                                                 |
+//! |-------------|-------|------------------------------------------------------------|
+//! | 127.0.0.11  | 2     | honest agent, 2 GPUs                                       |
+//! | 127.0.0.12  | 2     | honest agent, 1 GPU (relayed by .14)                       |
+//! | 127.0.0.13  | 3     | honest agent, 1 GPU (cloned by .16)                        |
+//! | 127.0.0.18  | 3     | honest agent, 1 GPU                                        |
+//! | 127.0.0.14  | 4     | relay: fetches .12's evidence for our nonce and passes it on |
+//! | 127.0.0.15  | 4     | answers with evidence for a nonce of its own (agent at .21)  |
+//! | 127.0.0.16  | 4     | agent presenting .13's GPU as its own                      |
+//! | 127.0.0.17  | 4     | listed, nothing listening                                  |
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use tvm_agent::backend::sim::{SimDevices, SimTee};
+use tvm_agent::config::{Allow, Config, GpuChoice, TeeChoice};
+use tvm_agent::{Agent, Running};
+use tvm_chain::client::Client;
+use tvm_chain::testchain::rules::{Fixture, FixtureNeuron};
+use tvm_chain::testchain::server::TestChain;
+use tvm_protocol::evidence::EvidenceRequest;
+use tvm_protocol::keys::{AccountId, Hotkey};
+use tvm_protocol::nodes::NodeEntry;
+use tvm_protocol::nonce::Nonce;
+use tvm_verifier::attest::Attester;
+use tvm_verifier::round::RoundReport;
+use tvm_verifier::run::{RunConfig, Validator};
+use tvm_verifier::scoring::NodeScore;
+use tvm_verifier::service::{EpochOutcome, WeightsSent};
+
+use crate::serve::ServeConfig;
+
+const NETUID: u16 = 4;
+const VALIDATOR: &str = "//Validator";
+const MINERS: [&str; 3] = ["//Miner1", "//Miner2", "//Miner3"];
+
+pub struct DevnetOptions {
+    /// Exit after the first epoch.
+    pub once: bool,
+    /// Where the simulated hierarchy and the validator's database live
+    /// (default: a fresh folder under the system's temporary directory).
+    pub dir: Option<PathBuf>,
+    /// The validator's dashboard, status API and metrics.
+    pub dashboard: SocketAddr,
+    /// Test chain block time.
+    pub block_time: Duration,
+    /// Blocks per epoch after the first.
+    pub epoch_blocks: u64,
+}
+
+impl Default for DevnetOptions {
+    fn default() -> Self {
+        DevnetOptions {
+            once: false,
+            dir: None,
+            dashboard: SocketAddr::from(([127, 0, 0, 1], 9100)),
+            block_time: Duration::from_secs(1),
+            epoch_blocks: 60,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DevnetError {
+    #[error("devnet: {0}")]
+    Setup(String),
+    #[error("devnet: the weights did not land: {0}")]
+    Weights(String),
+}
+
+fn setup<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> DevnetError {
+    move |e| DevnetError::Setup(format!("{what}: {e}"))
+}
+
+fn host(last: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
+}
+
+fn dev_key(uri: &str) -> Result<Hotkey, DevnetError> {
+    Hotkey::from_uri(uri).map_err(|e| DevnetError::Setup(format!("key {uri}: {e}")))
+}
+
+/// A SIMULATED agent's configuration for `miner`, open to any signer (the
+/// devnet's misbehaving nodes call agents themselves).
+fn agent_config(sim: &Path, miner: &str, gpus: usize) -> Result<Config, DevnetError> {
+    let mut cfg = Config {
+        hotkey: dev_key(miner)?.account_id().to_ss58(),
+        tee: TeeChoice::Sim,
+        gpus: GpuChoice::Sim,
+        ..Config::default()
+    };
+    cfg.sim.dir = sim.to_path_buf();
+    cfg.sim.gpus = gpus;
+    cfg.access.allow = Allow::AnySigner;
+    Ok(cfg)
+}
+
+fn start_agent(
+    sim: &Path,
+    miner: &str,
+    gpus: usize,
+    at: SocketAddr,
+) -> Result<Running, DevnetError> {
+    let cfg = agent_config(sim, miner, gpus)?;
+    Agent::build(&cfg)
+        .and_then(|a| a.start_at(at))
+        .map_err(setup("agent"))
+}
+
+/// Two agents sharing one simulated GPU: `victim` for `miner_a`, `clone` for `miner_b`.
+fn start_cloned_pair(
+    sim: &Path,
+    (miner_a, at_a): (&str, SocketAddr),
+    (miner_b, at_b): (&str, SocketAddr),
+) -> Result<(Running, Running), DevnetError> {
+    let (_, nvidia) = tvm_agent::backend::sim::hierarchy(sim).map_err(setup("sim hierarchy"))?;
+    let gpu = Arc::new(SimDevices::issue(&nvidia, 1, 0, Duration::ZERO).map_err(setup("sim GPU"))?);
+    let run = |miner: &str, at: SocketAddr| -> Result<Running, DevnetError> {
+        let cfg = agent_config(sim, miner, 1)?;
+        let tee = SimTee::open(&cfg.sim).map_err(setup("sim TDX"))?;
+        Agent::with_backends(&cfg, (Box::new(tee), Box::new(gpu.clone())))
+            .and_then(|a| a.start_at(at))
+            .map_err(setup("agent"))
+    };
+    Ok((run(miner_a, at_a)?, run(miner_b, at_b)?))
+}
+
+/// How a misbehaving node answers a validator.
+#[derive(Clone, Copy)]
+enum Trick {
+    /// Ask the victim agent for evidence on the validator's nonce, pass it on.
+    Relay,
+    /// Ask its agent with a nonce of its own (as a replay of old evidence would).
+    WrongNonce,
+}
+
+struct Rogue {
+    trick: Trick,
+    /// The agent it gets evidence from, and that agent's miner.
+    source: NodeEntry,
+    source_miner: AccountId,
+    attester: Attester,
+    me: AccountId,
+}
+
+async fn rogue_evidence(State(r): State<Arc<Rogue>>, body: axum::body::Bytes) -> Response {
+    // A cheat checks nothing: it takes the validator's nonce and goes.
+    let Ok(req) = serde_json::from_slice::<EvidenceRequest>(&body) else {
+        return (StatusCode::BAD_REQUEST, "expected {\"nonce\"}").into_response();
+    };
+    let nonce = match r.trick {
+        Trick::Relay => req.nonce,
+        Trick::WrongNonce => Nonce::generate(&r.me),
+    };
+    match r
+        .attester
+        .evidence(&r.source, &r.source_miner, &nonce)
+        .await
+    {
+        Ok(f) => match serde_json::to_vec(&f.bundle) {
+            Ok(json) => ([("content-type", "application/json")], json).into_response(),
+            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        },
+        Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    }
+}
+
+async fn start_rogue(
+    trick: Trick,
+    at: SocketAddr,
+    source: IpAddr,
+    source_miner: &str,
+    port: u16,
+) -> Result<(), DevnetError> {
+    let key = dev_key(&format!("//Rogue{}", at.ip()))?;
+    let mut attester =
+        Attester::new(key.clone(), Duration::from_secs(10)).map_err(setup("rogue client"))?;
+    attester.ports = vec![port];
+    let rogue = Arc::new(Rogue {
+        trick,
+        source: NodeEntry {
+            ip: source.to_string(),
+            price: None,
+        },
+        source_miner: dev_key(source_miner)?.account_id(),
+        attester,
+        me: key.account_id(),
+    });
+    let app = Router::new()
+        .route("/api/v1/evidence", post(rogue_evidence))
+        .with_state(rogue);
+    let l = tokio::net::TcpListener::bind(at)
+        .await
+        .map_err(setup("rogue listener"))?;
+    tokio::spawn(async move { axum::serve(l, app).await });
+    Ok(())
+}
+
+fn free_port(ip: IpAddr) -> Result<u16, DevnetError> {
+    std::net::TcpListener::bind(SocketAddr::new(ip, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(setup("no free loopback port"))
+}
+
+/// The network, up: what `run` keeps alive.
+struct Network {
+    chain: TestChain,
+    _agents: Vec<Running>,
+    validator_uid: u16,
+}
+
+async fn start_network(
+    opts: &DevnetOptions,
+    dir: &Path,
+) -> Result<(Network, RunConfig), DevnetError> {
+    let sim = dir.join("sim");
+    tvm_agent::backend::sim::init(&sim).map_err(setup("sim hierarchy"))?;
+    let port = free_port(host(11))?;
+    let at = |last: u8| SocketAddr::new(host(last), port);
+
+    let mut agents = vec![
+        start_agent(&sim, MINERS[0], 2, at(11))?,
+        start_agent(&sim, MINERS[0], 1, at(12))?,
+        start_agent(&sim, MINERS[1], 1, at(18))?,
+        // Not listed: the source of .15's stale evidence.
+        start_agent(&sim, MINERS[2], 1, at(21))?,
+    ];
+    let (victim, clone) = start_cloned_pair(&sim, (MINERS[1], at(13)), (MINERS[2], at(16)))?;
+    agents.extend([victim, clone]);
+    start_rogue(Trick::Relay, at(14), host(12), MINERS[0], port).await?;
+    start_rogue(Trick::WrongNonce, at(15), host(21), MINERS[2], port).await?;
+
+    let neuron = |uri: &str, stake: f64, permit: bool| FixtureNeuron {
+        hotkey: uri.to_string(),
+        coldkey: None,
+        stake,
+        validator_permit: permit,
+        axon: None,
+    };
+    // uid 0: the subnet owner (where unearned weight is burned), uid 1: the validator, 2–4: miners.
+    let mut neurons = vec![
+        neuron("//Owner", 0.0, false),
+        neuron(VALIDATOR, 5000.0, true),
+    ];
+    neurons.extend(MINERS.iter().map(|m| neuron(m, 0.0, false)));
+    let fixture = Fixture {
+        netuid: NETUID,
+        weights_rate_limit: opts.epoch_blocks / 2,
+        neurons,
+        ..Fixture::default()
+    };
+    let chain = TestChain::start(fixture, tvm_chain::metadata::FINNEY, 0, opts.block_time)
+        .await
+        .map_err(setup("test chain"))?;
+
+    let lists: [Vec<u8>; 3] = [vec![11, 12], vec![13, 18], vec![14, 15, 16, 17]];
+    let mut axon_ports = Vec::new();
+    for (miner, hosts) in MINERS.iter().zip(lists) {
+        let port = free_port(host(1))?;
+        axon_ports.push(port);
+        let cfg = ServeConfig {
+            hotkey_phrase: Some(miner.to_string()),
+            nodes: hosts
+                .iter()
+                .map(|h| NodeEntry {
+                    ip: host(*h).to_string(),
+                    price: Some(250),
+                })
+                .collect(),
+            port,
+            listen_ip: host(1),
+            chain_endpoint: chain.url(),
+            netuid: NETUID,
+            external_ip: Some(host(1)),
+            min_stake: 1000.0,
+            refresh_seconds: 5,
+            ..ServeConfig::default()
+        };
+        tokio::spawn(async move {
+            if let Err(e) = crate::serve::run(cfg).await {
+                tracing::error!(error = %e, "tvm serve stopped");
+            }
+        });
+    }
+
+    // Wait for the three axons to be on chain.
+    let client = Client::connect(&chain.url())
+        .await
+        .map_err(setup("chain"))?;
+    let mut validator_uid = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let neurons = client.neurons(NETUID).await.map_err(setup("metagraph"))?;
+        let served = neurons.iter().filter(|n| n.axon.is_some()).count();
+        if let Some(v) = neurons.iter().find(|n| n.validator_permit) {
+            validator_uid = v.uid;
+        }
+        if served == MINERS.len() {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(DevnetError::Setup(format!(
+                "only {served} of 3 miners announced their axon within 60 s"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let validator = RunConfig {
+        hotkey_phrase: Some(VALIDATOR.into()),
+        chain_endpoint: Some(chain.url()),
+        netuid: NETUID,
+        epoch_blocks: opts.epoch_blocks,
+        poll_seconds: 1,
+        database: dir.join("validator.db"),
+        status_listen: Some(opts.dashboard),
+        policy: Some(sim.join(tvm_agent::backend::sim::POLICY_FILE)),
+        evidence_ports: vec![port],
+        concurrency: 16,
+        node_timeout_seconds: 15,
+        retries: 0,
+        dangerous_simulated_pcs: Some(sim),
+        scoring: tvm_verifier::scoring::ScoringConfig {
+            burn_uid: 0,
+            ..Default::default()
+        },
+        ..RunConfig::default()
+    };
+    Ok((
+        Network {
+            chain,
+            _agents: agents,
+            validator_uid,
+        },
+        validator,
+    ))
+}
+
+/// The per-node verdicts, in words, one line each.
+pub fn verdict_table(report: &RoundReport) -> String {
+    let mut rows: Vec<[String; 5]> = vec![[
+        "miner".into(),
+        "node".into(),
+        "verdict".into(),
+        "counted".into(),
+        "why".into(),
+    ]];
+    let mut nodes: Vec<_> = report.scores.nodes.iter().collect();
+    nodes.sort_by(|a, b| (a.0.miner_uid, &a.0.node).cmp(&(b.0.miner_uid, &b.0.node)));
+    for (n, s) in nodes {
+        let verdict = match (n.accepted, n.simulated) {
+            (Some(true), true) => "ACCEPTED (SIMULATED)",
+            (Some(true), false) => "ACCEPTED",
+            (Some(false), _) => "REJECTED",
+            (None, _) => "NO EVIDENCE",
+        };
+        let counted = match s {
+            NodeScore::Counted { points } if *points == 1.0 => "1 point".into(),
+            NodeScore::Counted { points } => format!("{points} points"),
+            NodeScore::Duplicate { shared_with } => {
+                format!("duplicate of {}", shared_with.join(", "))
+            }
+            NodeScore::Failed => "0".into(),
+            NodeScore::NoEvidence => "0".into(),
+        };
+        // Failed checks by name (the dashboard has every reason in full).
+        let why = match n.accepted {
+            Some(false) => {
+                let mut names: Vec<&str> = n
+                    .reasons
+                    .iter()
+                    .filter_map(|r| r.split(':').next())
+                    .collect();
+                names.dedup();
+                format!("failed {}", names.join(", "))
+            }
+            _ => n
+                .reasons
+                .first()
+                .map(|r| r.chars().take(90).collect::<String>())
+                .unwrap_or_default(),
+        };
+        rows.push([
+            n.miner_uid.to_string(),
+            n.node.clone(),
+            verdict.into(),
+            counted,
+            why,
+        ]);
+    }
+    let mut widths = [0usize; 5];
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn weights_line(weights: &[(u16, u16)]) -> String {
+    weights
+        .iter()
+        .map(|(uid, w)| format!("uid {uid}: {w} ({:.1} %)", f64::from(*w) * 100.0 / 65535.0))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Run the devnet. Returns after one epoch with `once`, else at Ctrl-C.
+pub async fn run(opts: DevnetOptions) -> Result<(), DevnetError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (dir, temporary) = match &opts.dir {
+        Some(d) => (d.clone(), false),
+        None => (
+            std::env::temp_dir().join(format!("tvm-devnet-{}", std::process::id())),
+            true,
+        ),
+    };
+    std::fs::create_dir_all(&dir).map_err(setup("devnet folder"))?;
+    let result = run_in(&opts, &dir).await;
+    if temporary {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
+}
+
+async fn run_in(opts: &DevnetOptions, dir: &Path) -> Result<(), DevnetError> {
+    println!("tvm devnet: a TEST CHAIN, 3 miners, 6 SIMULATED agents, 3 misbehaving nodes and a validator, all on loopback.");
+    println!("Nothing here is real hardware: every quote and GPU report is SIMULATED, signed by a local test hierarchy in {}.", dir.join("sim").display());
+    let (net, cfg) = start_network(opts, dir).await?;
+    println!(
+        "test chain at {}; miners' axons announced.",
+        net.chain.url()
+    );
+    let validator = Validator::start(cfg).await.map_err(setup("validator"))?;
+    let dashboard = opts.dashboard;
+    let listener = tokio::net::TcpListener::bind(dashboard)
+        .await
+        .map_err(|e| DevnetError::Setup(format!("cannot serve the dashboard on {dashboard}: {e} (is another devnet running? use --dashboard 127.0.0.1:0)")))?;
+    let dashboard = listener.local_addr().map_err(setup("dashboard"))?;
+    let app = tvm_verifier::status::router(validator.db.clone(), validator.status_info());
+    tokio::spawn(tvm_verifier::status::serve(listener, app));
+
+    let epoch = validator.current_epoch().await.map_err(setup("epoch"))?;
+    let out = validator.run_epoch(epoch).await.map_err(setup("round"))?;
+    let EpochOutcome::Done {
+        epoch,
+        report,
+        weights,
+    } = out
+    else {
+        return Err(DevnetError::Setup(
+            "the first epoch was already done".into(),
+        ));
+    };
+    println!(
+        "\nEpoch {epoch}: per-node verdicts (validator {})\n",
+        VALIDATOR
+    );
+    print!("{}", verdict_table(&report));
+    for n in &report.scores.notes {
+        println!("note: {n}");
+    }
+    println!(
+        "\nweights computed: {}",
+        weights_line(&report.scores.weights)
+    );
+    match &weights {
+        WeightsSent::Landed { .. } => {
+            let on_chain = net
+                .chain
+                .weights()
+                .get(&net.validator_uid)
+                .cloned()
+                .unwrap_or_default();
+            println!(
+                "weights the chain accepted ({weights}): {}",
+                weights_line(&on_chain)
+            );
+        }
+        other => return Err(DevnetError::Weights(other.to_string())),
+    }
+    println!("\ndashboard: http://{dashboard}/  (status API: /api/v1/nodes, /api/v1/rounds, /api/v1/miners/UID; metrics: /metrics)");
+    if opts.once {
+        return Ok(());
+    }
+    println!(
+        "a new epoch every {} blocks; Ctrl-C to stop.",
+        opts.epoch_blocks
+    );
+    tokio::select! {
+        _ = validator.run_forever() => Ok(()),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}

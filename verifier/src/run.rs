@@ -1,0 +1,502 @@
+//! `tvm-verifier run`: the validator service. Each epoch (360 blocks by
+//! default) one round over every serving miner's CVMs, stored as it goes,
+//! and weights set on chain (or written to a JSON file when no chain is
+//! configured). A restart resumes the epoch's round where it stopped.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use serde::Deserialize;
+use tvm_certs::sim::intel::SimIntel;
+use tvm_certs::store::{CollateralStore, StoreConfig};
+use tvm_chain::client::Client;
+use tvm_protocol::keys::{AccountId, Hotkey};
+
+use crate::attest::Attester;
+use crate::db::Db;
+use crate::gpu_collateral;
+use crate::gpu_input::DeviceEvidence;
+use crate::policy::Policy;
+use crate::round::{Collateral, GpuCollateral, Miner, RoundConfig};
+use crate::scoring::ScoringConfig;
+use crate::service::{self, EpochOutcome, Network, Service, ServiceError};
+use crate::tdx::{self, TdxCollateral};
+
+/// Collateral older than this is fetched (or simulated) again.
+const COLLATERAL_REFRESH_SECONDS: i64 = 3600;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunConfig {
+    /// The validator's hotkey as a secret URI (mnemonic, `0x` seed, `//Dev`)...
+    pub hotkey_phrase: Option<String>,
+    /// ...or a bittensor wallet hotkey file.
+    pub hotkey_file: Option<PathBuf>,
+    /// Subtensor (`wss://…`, or `ws://` on loopback). Absent: no chain —
+    /// `miners` are attested and the weights written to `weights_file`.
+    pub chain_endpoint: Option<String>,
+    pub netuid: u16,
+    /// The least weights version key to send (the chain's wins when higher).
+    pub version_key: u64,
+    /// Blocks per epoch (one round each).
+    pub epoch_blocks: u64,
+    /// How often to look at the chain's best block.
+    pub poll_seconds: u64,
+    /// Without a chain: the miners to attest, and seconds per epoch.
+    pub miners: Vec<MinerConfig>,
+    pub epoch_seconds: u64,
+    pub weights_file: PathBuf,
+    /// Rounds, verdicts and weights (SQLite).
+    pub database: PathBuf,
+    /// The status API, dashboard and `/metrics` (absent: not served).
+    pub status_listen: Option<SocketAddr>,
+    /// Appraisal policy (YAML, docs/policy.md); absent: the strict default.
+    pub policy: Option<PathBuf>,
+    /// Evidence ports, tried in order.
+    pub evidence_ports: Vec<u16>,
+    /// Nodes attested at once.
+    pub concurrency: usize,
+    pub node_timeout_seconds: u64,
+    /// Extra tries for a node that could not be reached.
+    pub retries: u32,
+    pub scoring: ScoringConfig,
+    /// Collateral cache (Intel PCS, AMD KDS, NVIDIA RIMs and OCSP).
+    pub collateral_dir: Option<PathBuf>,
+    pub pcs_url: Option<String>,
+    pub nvidia_rim_url: Option<String>,
+    pub nvidia_ocsp_url: Option<String>,
+    /// DEVNET ONLY: TDX collateral from the simulated hierarchy in this
+    /// directory instead of Intel's PCS. Only SIMULATED quotes pass with it,
+    /// and only under a policy that trusts the simulated roots.
+    pub dangerous_simulated_pcs: Option<PathBuf>,
+}
+
+/// A miner to attest when there is no chain.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MinerConfig {
+    pub uid: u16,
+    /// SS58.
+    pub hotkey: String,
+    /// Its axon (`tvm serve`), `IP:PORT`.
+    pub axon: SocketAddr,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            hotkey_phrase: None,
+            hotkey_file: None,
+            chain_endpoint: None,
+            netuid: 4,
+            version_key: 0,
+            epoch_blocks: 360,
+            poll_seconds: 12,
+            miners: Vec::new(),
+            epoch_seconds: 360 * 12,
+            weights_file: PathBuf::from("weights.json"),
+            database: PathBuf::from("validator.db"),
+            status_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9100))),
+            policy: None,
+            evidence_ports: vec![8080, 8980],
+            concurrency: 64,
+            node_timeout_seconds: 60,
+            retries: 1,
+            scoring: ScoringConfig::default(),
+            collateral_dir: None,
+            pcs_url: None,
+            nvidia_rim_url: None,
+            nvidia_ocsp_url: None,
+            dangerous_simulated_pcs: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("config {path}: {reason}")]
+    Config { path: String, reason: String },
+    #[error("{0}")]
+    Setup(String),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
+impl RunConfig {
+    pub fn load(path: &Path) -> Result<Self, RunError> {
+        let bad = |reason: String| RunError::Config {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let cfg: RunConfig = serde_saphyr::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        cfg.validate().map_err(bad)?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.epoch_blocks == 0 || self.epoch_seconds == 0 {
+            return Err("epoch_blocks and epoch_seconds must be at least 1".into());
+        }
+        if self.evidence_ports.is_empty() {
+            return Err("evidence_ports is empty: give at least one (8080)".into());
+        }
+        if self.chain_endpoint.is_none() && self.miners.is_empty() {
+            return Err(
+                "no chain_endpoint and no miners: give the chain, or the miners to attest".into(),
+            );
+        }
+        if self.chain_endpoint.is_some() && !self.miners.is_empty() {
+            return Err("miners are read from the chain: drop `miners` or `chain_endpoint`".into());
+        }
+        Ok(())
+    }
+
+    pub fn hotkey(&self) -> Result<Hotkey, RunError> {
+        match (&self.hotkey_phrase, &self.hotkey_file) {
+            (Some(p), None) => {
+                Hotkey::from_uri(p).map_err(|e| RunError::Setup(format!("hotkey_phrase: {e}")))
+            }
+            (None, Some(f)) => tvm_protocol::wallet::load_hotkey_file(f)
+                .map_err(|e| RunError::Setup(format!("hotkey_file {}: {e}", f.display()))),
+            _ => Err(RunError::Setup(
+                "give exactly one of hotkey_phrase and hotkey_file".into(),
+            )),
+        }
+    }
+
+    fn store(&self) -> Result<CollateralStore, RunError> {
+        let d = StoreConfig::default();
+        let dir = match (&self.collateral_dir, std::env::var_os("HOME")) {
+            (Some(dir), _) => dir.clone(),
+            (None, Some(home)) => PathBuf::from(home).join(".cache/tvm/collateral"),
+            (None, None) => PathBuf::from("collateral"),
+        };
+        let cfg = StoreConfig {
+            dir,
+            pcs_url: self.pcs_url.clone().unwrap_or(d.pcs_url),
+            nvidia_rim_url: self.nvidia_rim_url.clone().unwrap_or(d.nvidia_rim_url),
+            nvidia_ocsp_url: self.nvidia_ocsp_url.clone().unwrap_or(d.nvidia_ocsp_url),
+            ..d
+        };
+        CollateralStore::open(cfg, &[]).map_err(|e| RunError::Setup(e.to_string()))
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Collateral prepared once per platform and reused until it is an hour old.
+#[derive(Default)]
+struct Cache(Mutex<HashMap<String, (Arc<TdxCollateral>, i64)>>);
+
+impl Cache {
+    fn get(&self, key: &str, at: i64) -> Option<Arc<TdxCollateral>> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(key)
+            .filter(|(_, t)| at - t < COLLATERAL_REFRESH_SECONDS)
+            .map(|(c, _)| c.clone())
+    }
+    fn put(&self, key: String, c: Arc<TdxCollateral>, at: i64) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.insert(key, (c, at));
+    }
+}
+
+/// Real collateral: Intel PCS for TDX, NVIDIA's RIM service and OCSP for
+/// GPUs, through the on-disk store.
+pub struct StoreCollateral {
+    store: CollateralStore,
+    grace_seconds: u64,
+    cache: Cache,
+}
+
+impl Collateral for StoreCollateral {
+    fn tdx<'a>(&'a self, quote: &'a [u8], at: i64) -> BoxFuture<'a, Option<Arc<TdxCollateral>>> {
+        Box::pin(async move {
+            let (fmspc, ca) = tdx::platform_of(quote).ok()?;
+            if let Some(c) = self.cache.get(&fmspc, at) {
+                return Some(c);
+            }
+            let raw = match self.store.tdx(&fmspc, ca, at).await {
+                Ok((raw, _)) => raw,
+                Err(e) => {
+                    tracing::warn!(fmspc = %fmspc, error = %e, "no TDX collateral");
+                    return None;
+                }
+            };
+            let root = tvm_certs::anchors::intel_sgx_root().ok()?;
+            let c = Arc::new(TdxCollateral::prepare(raw, root));
+            self.cache.put(fmspc, c.clone(), at);
+            Some(c)
+        })
+    }
+
+    fn gpus<'a>(&'a self, devices: &'a [DeviceEvidence], at: i64) -> BoxFuture<'a, GpuCollateral> {
+        Box::pin(async move {
+            let (mut rims, problems) = gpu_collateral::rims(&self.store, devices, at).await;
+            for p in problems {
+                tracing::warn!(problem = %p, "RIM unavailable");
+            }
+            gpu_collateral::rim_revocation(&self.store, &mut rims, at, self.grace_seconds).await;
+            let revocation =
+                gpu_collateral::revocation(&self.store, devices, at, self.grace_seconds).await;
+            GpuCollateral { rims, revocation }
+        })
+    }
+}
+
+/// DEVNET ONLY: TDX collateral signed by the simulated Intel hierarchy.
+pub struct SimulatedPcs {
+    intel: SimIntel,
+    cache: Cache,
+}
+
+impl SimulatedPcs {
+    pub fn load(dir: &Path) -> Result<Self, RunError> {
+        let intel = SimIntel::load(dir).map_err(|e| {
+            RunError::Setup(format!(
+                "dangerous_simulated_pcs {}: {e} (make it with `tvm-agent sim-init`)",
+                dir.display()
+            ))
+        })?;
+        Ok(SimulatedPcs {
+            intel,
+            cache: Cache::default(),
+        })
+    }
+}
+
+impl SimulatedPcs {
+    /// Fresh simulated collateral (made again once an hour old).
+    pub fn collateral(&self, at: i64) -> Option<Arc<TdxCollateral>> {
+        if let Some(c) = self.cache.get("sim", at) {
+            return Some(c);
+        }
+        let raw = self.intel.collateral(at).ok()?;
+        let c = Arc::new(TdxCollateral::prepare(raw, self.intel.root_der()));
+        self.cache.put("sim".into(), c.clone(), at);
+        Some(c)
+    }
+}
+
+impl Collateral for SimulatedPcs {
+    fn tdx<'a>(&'a self, _quote: &'a [u8], at: i64) -> BoxFuture<'a, Option<Arc<TdxCollateral>>> {
+        Box::pin(async move { self.collateral(at) })
+    }
+}
+
+/// A configured validator: keys, database, policy, collateral, chain.
+pub struct Validator {
+    pub cfg: RunConfig,
+    pub hotkey: Hotkey,
+    pub db: Arc<Db>,
+    pub attester: Attester,
+    pub policy: Policy,
+    pub collateral: Box<dyn Collateral>,
+    pub round: RoundConfig,
+    pub client: Option<Client>,
+    miners: Vec<Miner>,
+}
+
+impl Validator {
+    /// Load everything the config names and connect to the chain (retrying
+    /// for up to a minute).
+    pub async fn start(cfg: RunConfig) -> Result<Self, RunError> {
+        cfg.validate().map_err(RunError::Setup)?;
+        let hotkey = cfg.hotkey()?;
+        let db = Arc::new(
+            Db::open(&cfg.database)
+                .map_err(|e| RunError::Setup(format!("{e} (is the database path writable?)")))?,
+        );
+        let policy = match &cfg.policy {
+            Some(p) => Policy::load(p).map_err(|e| RunError::Setup(e.to_string()))?,
+            None => Policy::default(),
+        };
+        let timeout = Duration::from_secs(cfg.node_timeout_seconds.max(1));
+        let mut attester =
+            Attester::new(hotkey.clone(), timeout).map_err(|e| RunError::Setup(e.to_string()))?;
+        attester.ports = cfg.evidence_ports.clone();
+        let collateral: Box<dyn Collateral> = match &cfg.dangerous_simulated_pcs {
+            Some(dir) => {
+                tracing::warn!(dir = %dir.display(), "DEVNET: TDX collateral from the SIMULATED PCS");
+                Box::new(SimulatedPcs::load(dir)?)
+            }
+            None => Box::new(StoreCollateral {
+                store: cfg.store()?,
+                grace_seconds: policy.gpu.ocsp_grace_seconds,
+                cache: Cache::default(),
+            }),
+        };
+        let miners = cfg
+            .miners
+            .iter()
+            .map(|m| {
+                Ok(Miner {
+                    uid: m.uid,
+                    hotkey: AccountId::from_ss58(&m.hotkey).map_err(|e| {
+                        RunError::Setup(format!("miner uid {}: hotkey: {e}", m.uid))
+                    })?,
+                    axon: m.axon,
+                })
+            })
+            .collect::<Result<Vec<_>, RunError>>()?;
+        let client = match &cfg.chain_endpoint {
+            None => None,
+            Some(url) => Some(
+                Client::connect_with_backoff(url, Duration::from_secs(60), |e, wait| {
+                    tracing::warn!(error = %e, retry_in = ?wait, "chain not reachable");
+                })
+                .await
+                .map_err(|e| RunError::Service(e.into()))?,
+            ),
+        };
+        let round = RoundConfig {
+            concurrency: cfg.concurrency.max(1),
+            node_timeout: timeout,
+            retries: cfg.retries,
+            scoring: cfg.scoring.clone(),
+        };
+        Ok(Validator {
+            cfg,
+            hotkey,
+            db,
+            attester,
+            policy,
+            collateral,
+            round,
+            client,
+            miners,
+        })
+    }
+
+    /// What the status pages say about this validator.
+    pub fn status_info(&self) -> crate::status::StatusInfo {
+        crate::status::StatusInfo {
+            validator: self.hotkey.account_id().to_ss58(),
+            simulated: self.policy.dangerous_trust_simulated.is_some(),
+            network: match &self.cfg.chain_endpoint {
+                Some(url) => format!("subtensor {url}, netuid {}", self.cfg.netuid),
+                None => format!(
+                    "no chain: weights written to {}",
+                    self.cfg.weights_file.display()
+                ),
+            },
+        }
+    }
+
+    fn service(&self) -> Service<'_> {
+        let network = match &self.client {
+            Some(client) => Network::Chain {
+                client,
+                netuid: self.cfg.netuid,
+                version_key: self.cfg.version_key,
+            },
+            None => Network::Offline {
+                miners: &self.miners,
+                weights_file: &self.cfg.weights_file,
+            },
+        };
+        Service {
+            network,
+            db: &self.db,
+            attester: &self.attester,
+            validator: &self.hotkey,
+            policy: &self.policy,
+            collateral: self.collateral.as_ref(),
+            round: &self.round,
+        }
+    }
+
+    /// The epoch now: the chain's best block over `epoch_blocks`, or the
+    /// clock over `epoch_seconds` without a chain.
+    pub async fn current_epoch(&self) -> Result<u64, RunError> {
+        Ok(match &self.client {
+            Some(c) => c.best_block().await.map_err(ServiceError::from)? / self.cfg.epoch_blocks,
+            None => now().max(0) as u64 / self.cfg.epoch_seconds,
+        })
+    }
+
+    /// Run (or resume, or skip if done) the round of `epoch`.
+    pub async fn run_epoch(&self, epoch: u64) -> Result<EpochOutcome, RunError> {
+        tracing::info!(epoch, "round starts");
+        let out = service::run_epoch(&self.service(), epoch).await?;
+        match &out {
+            EpochOutcome::AlreadyDone { epoch } => {
+                tracing::info!(epoch, "round already finished")
+            }
+            EpochOutcome::Done {
+                epoch,
+                report,
+                weights,
+            } => {
+                let accepted = report
+                    .scores
+                    .nodes
+                    .iter()
+                    .filter(|(n, _)| n.accepted == Some(true))
+                    .count();
+                tracing::info!(
+                    epoch,
+                    nodes = report.scores.nodes.len(),
+                    accepted,
+                    weights = %weights,
+                    "round finished"
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every epoch until the process ends: the current epoch's round at
+    /// start (resumed if a crash left it), then one each time the epoch
+    /// turns. Chain errors are logged and retried (reconnecting after a few
+    /// in a row); they never end the loop.
+    pub async fn run_forever(mut self) -> ! {
+        let mut done: Option<u64> = None;
+        let mut failures = 0u32;
+        let poll = Duration::from_secs(self.cfg.poll_seconds.max(1));
+        loop {
+            match self.current_epoch().await {
+                Ok(epoch) => {
+                    failures = 0;
+                    if done.is_none_or(|d| epoch > d) {
+                        match self.run_epoch(epoch).await {
+                            Ok(_) => done = Some(epoch),
+                            Err(e) => tracing::error!(epoch, error = %e, "round failed; retrying"),
+                        }
+                    }
+                }
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(error = %e, failures, "cannot read the epoch; retrying");
+                    if failures >= 3 {
+                        self.reconnect().await;
+                    }
+                }
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+
+    async fn reconnect(&mut self) {
+        let Some(url) = &self.cfg.chain_endpoint else {
+            return;
+        };
+        match Client::connect(url).await {
+            Ok(c) => {
+                tracing::info!(url = %url, "reconnected to the chain");
+                self.client = Some(c);
+            }
+            Err(e) => tracing::warn!(error = %e, "reconnect failed"),
+        }
+    }
+}
