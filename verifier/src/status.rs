@@ -314,7 +314,8 @@ fn outcome_words(score: &Option<Value>) -> String {
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}\
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}\
 th{background:#f3f3f3}.ok{color:#0a6b0a;font-weight:600}.bad{color:#b00020;font-weight:600}\
-.sim{background:#ffe08a;padding:.1em .4em;font-weight:700}.muted{color:#777}ul{margin:0;padding-left:1.2em}";
+.sim{background:#ffe08a;padding:.1em .4em;font-weight:700}.muted{color:#777}ul{margin:0;padding-left:1.2em}\
+td:last-child{word-break:break-all;max-width:48em}";
 
 async fn dashboard(State(s): State<AppState>) -> Response {
     let (row, nodes) = match latest(&s.db) {

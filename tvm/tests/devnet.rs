@@ -1,0 +1,211 @@
+//! `tvm devnet` as a newcomer runs it: `--once` prints each node's verdict
+//! and the weights the test chain accepted, and exits 0; without it the
+//! dashboard stays up, and a real headless browser (Debian's `chromium`)
+//! shows the nodes and a failing node's reason.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn devnet(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tvm"));
+    c.arg("devnet")
+        .args(["--dashboard", "127.0.0.1:0", "--block-ms", "250"])
+        .args(args);
+    c
+}
+
+/// The table row for `node`, split into its columns' words.
+fn row<'a>(out: &'a str, node: &str) -> &'a str {
+    out.lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(node))
+        .unwrap_or_else(|| panic!("no row for {node} in:\n{out}"))
+}
+
+#[test]
+fn devnet_once_prints_verdicts_and_the_accepted_weights() {
+    let out = devnet(&["--once"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("SIMULATED"));
+    let expect = [
+        ("127.0.0.11", "ACCEPTED (SIMULATED)", "2 points"),
+        (
+            "127.0.0.12",
+            "ACCEPTED (SIMULATED)",
+            "duplicate of 127.0.0.14",
+        ),
+        (
+            "127.0.0.13",
+            "ACCEPTED (SIMULATED)",
+            "duplicate of 127.0.0.16",
+        ),
+        ("127.0.0.18", "ACCEPTED (SIMULATED)", "1 point"),
+        (
+            "127.0.0.14",
+            "ACCEPTED (SIMULATED)",
+            "duplicate of 127.0.0.12",
+        ),
+        ("127.0.0.15", "REJECTED", "failed report_data, spdm.nonce"),
+        (
+            "127.0.0.16",
+            "ACCEPTED (SIMULATED)",
+            "duplicate of 127.0.0.13",
+        ),
+        ("127.0.0.17", "NO EVIDENCE", "cannot reach"),
+    ];
+    for (node, verdict, counted) in expect {
+        let r = row(&stdout, node);
+        assert!(r.contains(verdict) && r.contains(counted), "{node}: {r:?}");
+    }
+    // 70 % split 2:1 between the two honest miners, 30 % burned (no v5 yet).
+    let accepted = stdout
+        .lines()
+        .find(|l| l.starts_with("weights the chain accepted"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        accepted.ends_with("uid 0: 19661 (30.0 %), uid 2: 30583 (46.7 %), uid 3: 15291 (23.3 %)"),
+        "{accepted}"
+    );
+}
+
+fn http_get(url: &str) -> String {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap()
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    })
+}
+
+/// Debian's chromium, headless: the DOM after the page loaded.
+fn browser_dom(url: &str) -> Option<String> {
+    let bin = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|b| Command::new(b).arg("--version").output().is_ok())?;
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new(bin)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--virtual-time-budget=3000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn the_dashboard_shows_the_devnet_in_a_real_browser() {
+    let mut child = devnet(&[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let start = Instant::now();
+    let url = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(120).saturating_sub(start.elapsed()))
+            .expect("the devnet prints its dashboard address");
+        if let Some(rest) = line.strip_prefix("dashboard: ") {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    let result = std::panic::catch_unwind(|| {
+        // The API and metrics, as a script would read them.
+        let nodes: serde_json::Value =
+            serde_json::from_str(&http_get(&format!("{url}api/v1/nodes"))).unwrap();
+        assert_eq!(nodes["nodes"].as_array().unwrap().len(), 8, "{nodes}");
+        assert!(nodes["round"]["finished_at"].is_i64());
+        let miner: serde_json::Value =
+            serde_json::from_str(&http_get(&format!("{url}api/v1/miners/2"))).unwrap();
+        assert_eq!(miner["v6_points"], 2.0);
+        assert_eq!(miner["weight"], 30583);
+        let rounds: serde_json::Value =
+            serde_json::from_str(&http_get(&format!("{url}api/v1/rounds"))).unwrap();
+        assert!(rounds[0]["set"]
+            .as_str()
+            .unwrap()
+            .starts_with("set on chain"));
+        let metrics = http_get(&format!("{url}metrics"));
+        assert!(
+            metrics.contains("tvm_validator_round_nodes{verdict=\"rejected\"} 1"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("tvm_validator_verified_gpus 3"),
+            "{metrics}"
+        );
+
+        let Some(dom) = browser_dom(&url) else {
+            assert!(
+                std::env::var_os("TVM_REQUIRE_BROWSER").is_none(),
+                "chromium is not installed (apt-get install chromium)"
+            );
+            eprintln!("SKIPPED the browser check: chromium is not installed (apt-get install chromium; .ci/run does)");
+            return;
+        };
+        assert!(dom.contains("<h1>tvm validator"), "{dom}");
+        assert!(dom.contains("SIMULATED"));
+        for n in 11..=18 {
+            assert!(dom.contains(&format!("127.0.0.{n}")), "node .{n} listed");
+        }
+        // The wrong-nonce node's reason, in words.
+        let row = dom
+            .split("<tr>")
+            .find(|r| r.contains("127.0.0.15"))
+            .unwrap();
+        assert!(row.contains("REJECTED"), "{row}");
+        assert!(row.contains("report_data: "), "{row}");
+        assert!(row.contains("spdm.nonce: "), "{row}");
+        let silent = dom
+            .split("<tr>")
+            .find(|r| r.contains("127.0.0.17"))
+            .unwrap();
+        assert!(
+            silent.contains("NO EVIDENCE") && silent.contains("cannot reach"),
+            "{silent}"
+        );
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
