@@ -380,6 +380,7 @@ pub fn verdict_table(report: &RoundReport) -> String {
             NodeScore::Duplicate { shared_with } => {
                 format!("duplicate of {}", shared_with.join(", "))
             }
+            NodeScore::NotInAuction { reason } => format!("not bought: {reason}"),
             NodeScore::Failed => "0".into(),
             NodeScore::NoEvidence => "0".into(),
         };

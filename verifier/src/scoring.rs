@@ -52,8 +52,33 @@ pub enum NodeScore {
     Duplicate {
         shared_with: Vec<String>,
     },
+    /// Verified and unique, but not bought in the auction (why, in words).
+    NotInAuction {
+        reason: String,
+    },
     Failed,
     NoEvidence,
+}
+
+/// Auction mode (Targon's target pricing): the subnet buys `target_cards`
+/// GPUs; verified nodes with at least `min_cluster_size` GPUs are taken by
+/// ascending bid (cents per GPU-hour, from the miner's node list; a node
+/// without a bid bids `max_price`) until the target is filled, each GPU paid
+/// `min(target_price × target_cards / cards bought, max_price)` and never
+/// less than its bid. A miner's v6 share is its pay over `emission_pool`
+/// (what the v6 share of emission is worth, cents per hour), scaled down
+/// when the total is over 1; the rest of the v6 share is burned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuctionConfig {
+    pub target_cards: u64,
+    /// Cents per GPU-hour.
+    pub target_price: u64,
+    /// Cents per GPU-hour; higher bids are not taken.
+    pub max_price: u64,
+    pub min_cluster_size: usize,
+    /// Cents per hour.
+    pub emission_pool: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,6 +93,8 @@ pub struct ScoringConfig {
     /// Points per verified GPU by model prefix ("H100", "H200", "B200").
     /// A model not listed scores zero.
     pub model_points: BTreeMap<String, f64>,
+    /// Pay by auction instead of model points.
+    pub auction: Option<AuctionConfig>,
 }
 
 impl Default for ScoringConfig {
@@ -77,6 +104,7 @@ impl Default for ScoringConfig {
             v5_share: 0.3,
             burn_uid: 0,
             model_points: BTreeMap::from([("H100".to_string(), 1.0), ("H200".to_string(), 2.0)]),
+            auction: None,
         }
     }
 }
@@ -166,8 +194,17 @@ pub fn score(
         scored.push((n.clone(), s));
     }
     v6.retain(|_, p| *p > 0.0);
-
     let mut notes = Vec::new();
+    // In auction mode v6 holds each miner's fraction of the emission pool.
+    let auction_burn = match &cfg.auction {
+        None => None,
+        Some(a) => {
+            let (fractions, burn) = auction(a, &mut scored, &mut notes);
+            v6 = fractions;
+            Some(burn)
+        }
+    };
+
     let mut shares: BTreeMap<u16, f64> = BTreeMap::new();
     let v6_total: f64 = v6.values().sum();
     let (mut v6_share, mut v5_share) = (cfg.v6_share.max(0.0), cfg.v5_share.max(0.0));
@@ -179,6 +216,11 @@ pub fn score(
     if v6_total <= 0.0 {
         notes.push("no node passed v6 this round: its share goes to v5".into());
         v5_share += v6_share;
+    } else if let Some(burn) = auction_burn {
+        for (uid, f) in &v6 {
+            *shares.entry(*uid).or_default() += v6_share * f;
+        }
+        *shares.entry(cfg.burn_uid).or_default() += v6_share * burn;
     } else {
         for (uid, p) in &v6 {
             *shares.entry(*uid).or_default() += v6_share * p / v6_total;
@@ -206,6 +248,85 @@ pub fn score(
         weights: to_u16(&shares, cfg.burn_uid),
         notes,
     }
+}
+
+/// Run the auction over the counted nodes: rewrites their scores (pay in
+/// cents per hour, or why not bought) and returns each miner's fraction of
+/// the emission pool and the fraction left unbought (burned).
+fn auction(
+    a: &AuctionConfig,
+    scored: &mut [(NodeResult, NodeScore)],
+    notes: &mut Vec<String>,
+) -> (BTreeMap<u16, f64>, f64) {
+    let mut offers: Vec<(u64, usize)> = Vec::new();
+    for (i, (n, s)) in scored.iter_mut().enumerate() {
+        if !matches!(s, NodeScore::Counted { .. }) {
+            continue;
+        }
+        let bid = n.bid.unwrap_or(a.max_price);
+        if n.gpus.len() < a.min_cluster_size {
+            *s = NodeScore::NotInAuction {
+                reason: format!(
+                    "{} GPUs; the auction takes nodes of at least {}",
+                    n.gpus.len(),
+                    a.min_cluster_size
+                ),
+            };
+        } else if bid > a.max_price {
+            *s = NodeScore::NotInAuction {
+                reason: format!("bid {bid} is over the maximum price {}", a.max_price),
+            };
+        } else {
+            offers.push((bid, i));
+        }
+    }
+    // Lowest bids first; ties by miner and node, so the order is stable.
+    offers.sort_by(|x, y| {
+        let (nx, ny) = (&scored[x.1].0, &scored[y.1].0);
+        (x.0, nx.miner_uid, &nx.node).cmp(&(y.0, ny.miner_uid, &ny.node))
+    });
+    let mut bought: Vec<(u64, usize)> = Vec::new();
+    let mut cards = 0u64;
+    for (bid, i) in offers {
+        let n = scored[i].0.gpus.len() as u64;
+        if cards + n <= a.target_cards {
+            cards += n;
+            bought.push((bid, i));
+        } else {
+            scored[i].1 = NodeScore::NotInAuction {
+                reason: format!(
+                    "the target of {} GPUs was filled by lower bids",
+                    a.target_cards
+                ),
+            };
+        }
+    }
+    let mut pay: BTreeMap<u16, f64> = BTreeMap::new();
+    if cards > 0 {
+        let per = ((a.target_price * a.target_cards) as f64 / cards as f64).min(a.max_price as f64);
+        notes.push(format!(
+            "auction: {cards} of {} GPUs bought at {per:.0} cents per GPU-hour (at least each bid)",
+            a.target_cards
+        ));
+        for (bid, i) in bought {
+            let n = &scored[i].0;
+            let p = n.gpus.len() as f64 * per.max(bid as f64);
+            *pay.entry(n.miner_uid).or_default() += p;
+            scored[i].1 = NodeScore::Counted { points: p };
+        }
+    }
+    let pool = a.emission_pool.max(1) as f64;
+    let mut fractions: BTreeMap<u16, f64> = pay.into_iter().map(|(u, p)| (u, p / pool)).collect();
+    let total: f64 = fractions.values().sum();
+    if total > 1.0 {
+        notes.push(format!(
+            "auction: pay is {:.0} % of the emission pool; scaled down to 100 %",
+            total * 100.0
+        ));
+        fractions.values_mut().for_each(|f| *f /= total);
+    }
+    let burn = (1.0 - fractions.values().sum::<f64>()).max(0.0);
+    (fractions, burn)
 }
 
 /// Shares (summing to 1) as u16 weights summing to 65535; rounding goes to the burn uid.
@@ -340,5 +461,64 @@ mod tests {
             score(&twice, None, &cfg).nodes[0].1,
             NodeScore::Duplicate { .. }
         ));
+    }
+
+    #[test]
+    fn auction_buys_lowest_bids_up_to_the_target_and_burns_the_rest() {
+        let bid = |mut n: NodeResult, b: Option<u64>| {
+            n.bid = b;
+            n
+        };
+        let gpus = |k: usize, tag: &str| -> Vec<(String, &'static str)> {
+            (0..k).map(|i| (format!("{tag}{i}"), H100)).collect()
+        };
+        let mk = |uid, name: &str, k, b| {
+            let g = gpus(k, name);
+            let g: Vec<(&str, &str)> = g.iter().map(|(a, m)| (a.as_str(), *m)).collect();
+            bid(node(uid, name, Some(true), name, &g), b)
+        };
+        let nodes = vec![
+            mk(1, "a", 8, Some(200)),
+            mk(2, "b", 8, Some(150)),
+            mk(3, "c", 8, Some(300)), // the target (16) is full before it
+            mk(4, "d", 2, Some(100)), // too small a cluster
+            mk(5, "e", 8, Some(900)), // over the maximum
+        ];
+        let cfg = ScoringConfig {
+            auction: Some(AuctionConfig {
+                target_cards: 16,
+                target_price: 250,
+                max_price: 400,
+                min_cluster_size: 4,
+                emission_pool: 10_000,
+            }),
+            ..ScoringConfig::default()
+        };
+        let r = score(&nodes, None, &cfg);
+        // 16 GPUs bought at 250 cents each: 4000 of 10000 cents per hour each.
+        assert_eq!(r.nodes[0].1, NodeScore::Counted { points: 2000.0 });
+        assert_eq!(r.nodes[1].1, NodeScore::Counted { points: 2000.0 });
+        for i in [2, 3, 4] {
+            assert!(
+                matches!(r.nodes[i].1, NodeScore::NotInAuction { .. }),
+                "{:?}",
+                r.nodes[i].1
+            );
+        }
+        assert_eq!(r.v6, BTreeMap::from([(1, 0.2), (2, 0.2)]));
+        // 70 % × 0.2 each; the unbought 60 % of v6 and all of v5 burned.
+        let w: BTreeMap<u16, u16> = r.weights.iter().copied().collect();
+        assert_eq!(w[&1], (65535.0 * 0.14) as u16);
+        assert_eq!(w[&2], (65535.0 * 0.14) as u16);
+        assert_eq!(u32::from(w[&0]) + u32::from(w[&1]) + u32::from(w[&2]), 65535);
+
+        // Pay over the pool is scaled down to it: nothing burned from v6.
+        let mut small = cfg.clone();
+        if let Some(a) = small.auction.as_mut() {
+            a.emission_pool = 1000;
+        }
+        let r = score(&nodes, None, &small);
+        assert_eq!(r.v6, BTreeMap::from([(1, 0.5), (2, 0.5)]));
+        assert!(r.notes.iter().any(|n| n.contains("scaled down")));
     }
 }
