@@ -172,14 +172,12 @@ pub async fn run_resumable(
     on_node: &(dyn Fn(&NodeReport, &NodeResult) + Sync),
 ) -> RoundReport {
     // Node lists, miners in parallel.
-    let lists: Vec<(Miner, Result<Vec<tvm_protocol::nodes::NodeEntry>, String>)> =
-        stream::iter(miners.iter().cloned())
-            .map(|m| async move {
-                let r = match tokio::time::timeout(
-                    cfg.node_timeout,
-                    attester.node_list(m.axon, &m.hotkey),
-                )
-                .await
+    type List = Result<Vec<tvm_protocol::nodes::NodeEntry>, String>;
+    let mut lists: Vec<(usize, Miner, List)> = stream::iter(miners.iter().cloned().enumerate())
+        .map(|(i, m)| async move {
+            let r =
+                match tokio::time::timeout(cfg.node_timeout, attester.node_list(m.axon, &m.hotkey))
+                    .await
                 {
                     Ok(r) => r.map_err(|e| e.to_string()),
                     Err(_) => Err(format!(
@@ -187,14 +185,15 @@ pub async fn run_resumable(
                         m.axon, cfg.node_timeout
                     )),
                 };
-                (m, r)
-            })
-            .buffered(cfg.concurrency.max(1))
-            .collect()
-            .await;
+            (i, m, r)
+        })
+        .buffer_unordered(cfg.concurrency.max(1))
+        .collect()
+        .await;
+    lists.sort_by_key(|(i, _, _)| *i);
     let mut jobs = Vec::new();
     let mut miner_errors = Vec::new();
-    for (m, list) in lists {
+    for (_, m, list) in lists {
         match list {
             Ok(nodes) => {
                 let mut seen = std::collections::HashSet::new();
@@ -210,15 +209,18 @@ pub async fn run_resumable(
             Err(e) => miner_errors.push((m.uid, e)),
         }
     }
-    let reports: Vec<NodeReport> = stream::iter(jobs)
-        .map(|(m, node)| async move {
+    // Unordered: a node that hangs holds its own slot, never the ones after it.
+    let mut reports: Vec<(usize, NodeReport)> = stream::iter(jobs.into_iter().enumerate())
+        .map(|(i, (m, node))| async move {
             let r = attest_one(&m, node, attester, validator, policy, collateral, cfg, at).await;
             on_node(&r, &result_of(&r));
-            r
+            (i, r)
         })
-        .buffered(cfg.concurrency.max(1))
+        .buffer_unordered(cfg.concurrency.max(1))
         .collect()
         .await;
+    reports.sort_by_key(|(i, _)| *i);
+    let reports: Vec<NodeReport> = reports.into_iter().map(|(_, r)| r).collect();
     let mut results = prior;
     results.extend(reports.iter().map(result_of));
     let scores = score(&results, None, &cfg.scoring);

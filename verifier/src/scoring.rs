@@ -510,7 +510,10 @@ mod tests {
         let w: BTreeMap<u16, u16> = r.weights.iter().copied().collect();
         assert_eq!(w[&1], (65535.0 * 0.14) as u16);
         assert_eq!(w[&2], (65535.0 * 0.14) as u16);
-        assert_eq!(u32::from(w[&0]) + u32::from(w[&1]) + u32::from(w[&2]), 65535);
+        assert_eq!(
+            u32::from(w[&0]) + u32::from(w[&1]) + u32::from(w[&2]),
+            65535
+        );
 
         // Pay over the pool is scaled down to it: nothing burned from v6.
         let mut small = cfg.clone();

@@ -304,10 +304,9 @@ fn outcome_words(score: &Option<Value>) -> String {
                     .join(", "))
                 .unwrap_or_default()
         ),
-        Some("not_in_auction") => format!(
-            "not bought: {}",
-            s["reason"].as_str().unwrap_or_default()
-        ),
+        Some("not_in_auction") => {
+            format!("not bought: {}", s["reason"].as_str().unwrap_or_default())
+        }
         Some("failed") => "failed".into(),
         Some("no_evidence") => "no evidence".into(),
         Some(other) => other.to_string(),

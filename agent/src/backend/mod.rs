@@ -84,6 +84,23 @@ pub enum Gather {
     Sequential,
 }
 
+/// A CPU TEE shared by several evidence sources (the scale bench's many
+/// simulated CVMs on one simulated platform).
+impl<T: Tee + ?Sized> Tee for std::sync::Arc<T> {
+    fn kind(&self) -> TeeKind {
+        (**self).kind()
+    }
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+    fn simulated(&self) -> bool {
+        (**self).simulated()
+    }
+    fn evidence(&self, report_data: &[u8; 64]) -> Result<TeeEvidence, BackendError> {
+        (**self).evidence(report_data)
+    }
+}
+
 /// Devices shared between agents: the devnet's cloned GPU (one physical
 /// device claimed by two CVMs, which validators must catch).
 impl<T: Devices + ?Sized> Devices for std::sync::Arc<T> {
