@@ -179,6 +179,16 @@ impl Db {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// How many rounds have finished.
+    pub fn finished_count(&self) -> Result<u64, DbError> {
+        let n: i64 = self.conn().query_row(
+            "SELECT COUNT(*) FROM rounds WHERE finished_at IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
     /// The latest finished round, if any.
     pub fn last_finished(&self) -> Result<Option<RoundRow>, DbError> {
         let c = self.conn();
@@ -256,6 +266,7 @@ mod tests {
             (Some(300), Some("{\"weights\":[[0,65535]]}"))
         );
         assert_eq!(db.begin_round(8, 500).unwrap().epoch, 8);
+        assert_eq!(db.finished_count().unwrap(), 1);
         assert_eq!(
             db.rounds(10)
                 .unwrap()

@@ -212,8 +212,7 @@ async fn miner(State(s): State<AppState>, Path(uid): Path<u16>) -> Response {
 
 async fn metrics(State(s): State<AppState>) -> Response {
     let mut out = String::new();
-    let rows = s.db.rounds(100_000).unwrap_or_default();
-    let finished = rows.iter().filter(|r| r.finished_at.is_some()).count();
+    let finished = s.db.finished_count().unwrap_or(0);
     let _ = writeln!(
         out,
         "# HELP tvm_validator_rounds_finished Rounds finished and stored.\n# TYPE tvm_validator_rounds_finished gauge\ntvm_validator_rounds_finished {finished}"
@@ -251,8 +250,8 @@ async fn metrics(State(s): State<AppState>) -> Response {
             let _ = writeln!(out, "# HELP tvm_validator_round_seconds How long the latest finished round took.\n# TYPE tvm_validator_round_seconds gauge\ntvm_validator_round_seconds {}", done - started);
         }
     }
-    if let Some(r) = rows.iter().find(|r| r.finished_at.is_some()) {
-        let v = round_view(r);
+    if let Ok(Some(r)) = s.db.last_finished() {
+        let v = round_view(&r);
         let _ = writeln!(out, "# HELP tvm_validator_weight The last finished round's u16 weight per uid.\n# TYPE tvm_validator_weight gauge");
         for (uid, w) in &v.weights {
             let _ = writeln!(out, "tvm_validator_weight{{uid=\"{uid}\"}} {w}");
