@@ -71,7 +71,7 @@ pub enum PckCa {
 }
 
 impl PckCa {
-    fn as_str(&self) -> &'static str {
+    pub fn as_str(&self) -> &'static str {
         match self {
             PckCa::Platform => "platform",
             PckCa::Processor => "processor",

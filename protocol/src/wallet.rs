@@ -59,6 +59,18 @@ pub fn hotkey_path(root: &Path, wallet: &str, hotkey: &str) -> PathBuf {
 }
 
 /// Load a hotkey file from disk.
+/// The hotkey a config names: a secret phrase (mnemonic, `0x` seed, `//Dev`
+/// URI) or a wallet hotkey file, exactly one of the two.
+pub fn configured_hotkey(phrase: Option<&str>, file: Option<&Path>) -> Result<Hotkey, String> {
+    match (phrase, file) {
+        (Some(p), None) => Hotkey::from_uri(p).map_err(|e| format!("hotkey_phrase: {e}")),
+        (None, Some(f)) => {
+            load_hotkey_file(f).map_err(|e| format!("hotkey_file {}: {e}", f.display()))
+        }
+        _ => Err("give exactly one of hotkey_phrase and hotkey_file".into()),
+    }
+}
+
 pub fn load_hotkey_file(path: &Path) -> Result<Hotkey, KeyfileError> {
     let io = |source| KeyfileError::Io {
         path: path.to_path_buf(),

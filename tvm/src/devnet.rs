@@ -63,7 +63,7 @@ pub struct DevnetOptions {
     pub dashboard: SocketAddr,
     /// Test chain block time.
     pub block_time: Duration,
-    /// Blocks per epoch after the first.
+    /// Blocks per epoch (the first runs at once, whatever the block).
     pub epoch_blocks: u64,
 }
 
@@ -439,19 +439,27 @@ fn weights_line(weights: &[(u16, u16)]) -> String {
 /// Run the devnet. Returns after one epoch with `once`, else at Ctrl-C.
 pub async fn run(opts: DevnetOptions) -> Result<(), DevnetError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let (dir, temporary) = match &opts.dir {
-        Some(d) => (d.clone(), false),
-        None => (
-            std::env::temp_dir().join(format!("tvm-devnet-{}", std::process::id())),
-            true,
-        ),
+    // A fresh folder unless one is given (removed when this returns).
+    let temporary = match &opts.dir {
+        Some(_) => None,
+        None => Some(tempfile::Builder::new().prefix("tvm-devnet-").tempdir().map_err(setup("devnet folder"))?),
+    };
+    let dir = match (&opts.dir, &temporary) {
+        (Some(d), _) => d.clone(),
+        (None, Some(t)) => t.path().to_path_buf(),
+        (None, None) => return Err(DevnetError::Setup("no devnet folder".into())),
     };
     std::fs::create_dir_all(&dir).map_err(setup("devnet folder"))?;
-    let result = run_in(&opts, &dir).await;
-    if temporary {
-        let _ = std::fs::remove_dir_all(&dir);
+    // The test chain starts at block 0 every time: so does the validator's record.
+    let db = dir.join("validator.db");
+    for f in [db.clone(), db.with_extension("db-wal"), db.with_extension("db-shm")] {
+        if let Err(e) = std::fs::remove_file(&f) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return Err(DevnetError::Setup(format!("cannot remove the old {}: {e}", f.display())));
+            }
+        }
     }
-    result
+    run_in(&opts, &dir).await
 }
 
 async fn run_in(opts: &DevnetOptions, dir: &Path) -> Result<(), DevnetError> {
@@ -519,7 +527,7 @@ async fn run_in(opts: &DevnetOptions, dir: &Path) -> Result<(), DevnetError> {
         opts.epoch_blocks
     );
     tokio::select! {
-        _ = validator.run_forever() => Ok(()),
+        _ = validator.run_forever(Some(epoch)) => Ok(()),
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
 }

@@ -41,7 +41,7 @@ enum Command {
         /// Test chain block time, milliseconds.
         #[arg(long, default_value_t = 1000)]
         block_ms: u64,
-        /// Blocks per epoch after the first.
+        /// Blocks per epoch (the first epoch's round runs at once).
         #[arg(long, default_value_t = 60)]
         epoch_blocks: u64,
     },

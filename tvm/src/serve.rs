@@ -97,14 +97,11 @@ impl ServeConfig {
     }
 
     pub fn hotkey(&self) -> Result<Hotkey, ServeError> {
-        match (&self.hotkey_phrase, &self.hotkey_file) {
-            (Some(p), None) => Hotkey::from_uri(p).map_err(|e| ServeError::Hotkey(e.to_string())),
-            (None, Some(f)) => tvm_protocol::wallet::load_hotkey_file(f)
-                .map_err(|e| ServeError::Hotkey(format!("{}: {e}", f.display()))),
-            _ => Err(ServeError::Hotkey(
-                "give exactly one of hotkey_phrase and hotkey_file".into(),
-            )),
-        }
+        tvm_protocol::wallet::configured_hotkey(
+            self.hotkey_phrase.as_deref(),
+            self.hotkey_file.as_deref(),
+        )
+        .map_err(ServeError::Hotkey)
     }
 }
 

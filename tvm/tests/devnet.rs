@@ -124,7 +124,8 @@ fn browser_dom(url: &str) -> Option<String> {
 
 #[test]
 fn the_dashboard_shows_the_devnet_in_a_real_browser() {
-    let mut child = devnet(&[])
+    // No second epoch while the test looks.
+    let mut child = devnet(&["--epoch-blocks", "100000"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

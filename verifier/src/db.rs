@@ -28,7 +28,11 @@ impl From<serde_json::Error> for DbError {
 }
 
 pub struct Db {
+    /// The round writes through this one...
     conn: Mutex<Connection>,
+    /// ...and the status pages read through this one, so a dashboard
+    /// refresh never holds the lock the round's writes wait on.
+    reader: Option<Mutex<Connection>>,
 }
 
 /// A round as stored.
@@ -41,6 +45,8 @@ pub struct RoundRow {
     /// JSON of the weights and notes, once finished.
     pub result: Option<String>,
 }
+
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 const ROUND_COLUMNS: &str = "id, epoch, started_at, finished_at, result";
 
@@ -74,9 +80,17 @@ CREATE TABLE IF NOT EXISTS nodes (
 
 impl Db {
     pub fn open(path: &Path) -> Result<Self, DbError> {
-        let conn =
-            Connection::open(path).map_err(|e| DbError(format!("{}: {e}", path.display())))?;
-        Self::init(conn)
+        let bad = |e: rusqlite::Error| DbError(format!("{}: {e}", path.display()));
+        let conn = Connection::open(path).map_err(bad)?;
+        let mut db = Self::init(conn)?;
+        let reader = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(bad)?;
+        reader.busy_timeout(BUSY_TIMEOUT)?;
+        db.reader = Some(Mutex::new(reader));
+        Ok(db)
     }
 
     pub fn in_memory() -> Result<Self, DbError> {
@@ -84,18 +98,30 @@ impl Db {
     }
 
     fn init(conn: Connection) -> Result<Self, DbError> {
-        // WAL: readers (the dashboard) never block the round; NORMAL sync is
-        // durable across a process crash.
+        // Another process (a backup, sqlite3) may hold the file briefly:
+        // wait for it rather than lose a verdict.
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // WAL: readers never block the writer; NORMAL sync is durable
+        // across a process crash.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA)?;
         Ok(Db {
             conn: Mutex::new(conn),
+            reader: None,
         })
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The read-only connection (the writer's for an in-memory database).
+    fn reader(&self) -> std::sync::MutexGuard<'_, Connection> {
+        match &self.reader {
+            Some(r) => r.lock().unwrap_or_else(|p| p.into_inner()),
+            None => self.conn(),
+        }
     }
 
     /// The round of `epoch`: the unfinished one if a crash left it, or a new one.
@@ -131,7 +157,7 @@ impl Db {
 
     /// The scoring inputs of the nodes a round already finished.
     pub fn finished_results(&self, round_id: i64) -> Result<Vec<NodeResult>, DbError> {
-        let c = self.conn();
+        let c = self.reader();
         let mut st =
             c.prepare("SELECT result FROM nodes WHERE round_id = ?1 ORDER BY miner_uid, node")?;
         let rows = st.query_map(params![round_id], |r| r.get::<_, String>(0))?;
@@ -144,22 +170,12 @@ impl Db {
 
     /// The nodes a round already finished: (miner uid, node, stored report JSON).
     pub fn finished_nodes(&self, round_id: i64) -> Result<Vec<(u16, String, String)>, DbError> {
-        let c = self.conn();
+        let c = self.reader();
         let mut st = c.prepare("SELECT miner_uid, node, report FROM nodes WHERE round_id = ?1 ORDER BY miner_uid, node")?;
         let rows = st.query_map(params![round_id], |r| {
             Ok((r.get::<_, i64>(0)? as u16, r.get(1)?, r.get(2)?))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    pub fn round(&self, id: i64) -> Result<Option<RoundRow>, DbError> {
-        let c = self.conn();
-        Ok(c.query_row(
-            &format!("SELECT {ROUND_COLUMNS} FROM rounds WHERE id = ?1"),
-            params![id],
-            round_row,
-        )
-        .optional()?)
     }
 
     pub fn finish_round(&self, round_id: i64, now: i64, result_json: &str) -> Result<(), DbError> {
@@ -170,8 +186,17 @@ impl Db {
         Ok(())
     }
 
+    /// Replace a finished round's result (weights sent later in the epoch).
+    pub fn set_result(&self, round_id: i64, result_json: &str) -> Result<(), DbError> {
+        self.conn().execute(
+            "UPDATE rounds SET result = ?2 WHERE id = ?1",
+            params![round_id, result_json],
+        )?;
+        Ok(())
+    }
+
     pub fn rounds(&self, limit: usize) -> Result<Vec<RoundRow>, DbError> {
-        let c = self.conn();
+        let c = self.reader();
         let mut st = c.prepare(&format!(
             "SELECT {ROUND_COLUMNS} FROM rounds ORDER BY epoch DESC LIMIT ?1"
         ))?;
@@ -179,9 +204,20 @@ impl Db {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The round of `epoch`, if there is one.
+    pub fn round_of(&self, epoch: u64) -> Result<Option<RoundRow>, DbError> {
+        let c = self.reader();
+        Ok(c.query_row(
+            &format!("SELECT {ROUND_COLUMNS} FROM rounds WHERE epoch = ?1"),
+            params![epoch as i64],
+            round_row,
+        )
+        .optional()?)
+    }
+
     /// How many rounds have finished.
     pub fn finished_count(&self) -> Result<u64, DbError> {
-        let n: i64 = self.conn().query_row(
+        let n: i64 = self.reader().query_row(
             "SELECT COUNT(*) FROM rounds WHERE finished_at IS NOT NULL",
             [],
             |r| r.get(0),
@@ -191,7 +227,7 @@ impl Db {
 
     /// The latest finished round, if any.
     pub fn last_finished(&self) -> Result<Option<RoundRow>, DbError> {
-        let c = self.conn();
+        let c = self.reader();
         Ok(c.query_row(
             &format!("SELECT {ROUND_COLUMNS} FROM rounds WHERE finished_at IS NOT NULL ORDER BY epoch DESC LIMIT 1"),
             [],
@@ -209,6 +245,7 @@ mod tests {
         (
             NodeReport {
                 miner_uid: uid,
+                miner_hotkey: String::new(),
                 node: node.into(),
                 bid: None,
                 verdict: None,
@@ -216,6 +253,7 @@ mod tests {
             },
             NodeResult {
                 miner_uid: uid,
+                miner_hotkey: String::new(),
                 node: node.into(),
                 accepted: None,
                 cvm_id: None,

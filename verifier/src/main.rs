@@ -671,7 +671,7 @@ fn run(config: &Path, once: bool) -> Result<(), String> {
             return Ok(());
         }
         tokio::select! {
-            _ = v.run_forever() => Ok(()),
+            _ = v.run_forever(None) => Ok(()),
             _ = tokio::signal::ctrl_c() => Ok(()),
         }
     })

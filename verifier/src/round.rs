@@ -57,6 +57,9 @@ pub struct GpuCollateral {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct NodeReport {
     pub miner_uid: u16,
+    /// The miner's hotkey (SS58) when the node was attested: a uid that
+    /// changes hands mid-round does not inherit these verdicts.
+    pub miner_hotkey: String,
     pub node: String,
     /// The miner's bid (cents per GPU-hour), from its node list.
     pub bid: Option<u64>,
@@ -146,6 +149,7 @@ fn result_of(r: &NodeReport) -> NodeResult {
     };
     NodeResult {
         miner_uid: r.miner_uid,
+        miner_hotkey: r.miner_hotkey.clone(),
         node: r.node.clone(),
         accepted: r.verdict.as_ref().map(|v| v.accepted),
         cvm_id: r.verdict.as_ref().map(|v| v.cvm_id.clone()),
@@ -191,6 +195,17 @@ pub async fn run_resumable(
         .collect()
         .await;
     lists.sort_by_key(|(i, _, _)| *i);
+    // Verdicts kept from before a restart, for miners that still hold their uid.
+    let holders: std::collections::HashMap<u16, String> =
+        miners.iter().map(|m| (m.uid, m.hotkey.to_ss58())).collect();
+    let prior: Vec<NodeResult> = prior
+        .into_iter()
+        .filter(|p| holders.get(&p.miner_uid) == Some(&p.miner_hotkey))
+        .collect();
+    let done: std::collections::HashSet<(u16, &str)> = prior
+        .iter()
+        .map(|p| (p.miner_uid, p.node.as_str()))
+        .collect();
     let mut jobs = Vec::new();
     let mut miner_errors = Vec::new();
     for (_, m, list) in lists {
@@ -202,7 +217,7 @@ pub async fn run_resumable(
                         .into_iter()
                         // A node listed twice by one miner is attested once.
                         .filter(|n| seen.insert(n.ip.clone()))
-                        .filter(|n| !prior.iter().any(|p| p.miner_uid == m.uid && p.node == n.ip))
+                        .filter(|n| !done.contains(&(m.uid, n.ip.as_str())))
                         .map(|n| (m.clone(), n)),
                 )
             }
@@ -234,6 +249,7 @@ pub async fn run_resumable(
 fn no_evidence(m: &Miner, node: tvm_protocol::nodes::NodeEntry, error: String) -> NodeReport {
     NodeReport {
         miner_uid: m.uid,
+        miner_hotkey: m.hotkey.to_ss58(),
         bid: node.price,
         node: node.ip,
         verdict: None,
@@ -304,6 +320,7 @@ async fn attest_one(
     });
     NodeReport {
         miner_uid: m.uid,
+        miner_hotkey: m.hotkey.to_ss58(),
         bid: node.price,
         node: node.ip,
         verdict: Some(verdict),

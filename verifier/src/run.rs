@@ -23,7 +23,7 @@ use crate::gpu_input::DeviceEvidence;
 use crate::policy::Policy;
 use crate::round::{Collateral, GpuCollateral, Miner, RoundConfig};
 use crate::scoring::ScoringConfig;
-use crate::service::{self, EpochOutcome, Network, Service, ServiceError};
+use crate::service::{self, EpochOutcome, Network, Service, ServiceError, WeightsSent};
 use crate::tdx::{self, TdxCollateral};
 
 /// Collateral older than this is fetched (or simulated) again.
@@ -157,23 +157,23 @@ impl RunConfig {
     }
 
     pub fn hotkey(&self) -> Result<Hotkey, RunError> {
-        match (&self.hotkey_phrase, &self.hotkey_file) {
-            (Some(p), None) => {
-                Hotkey::from_uri(p).map_err(|e| RunError::Setup(format!("hotkey_phrase: {e}")))
-            }
-            (None, Some(f)) => tvm_protocol::wallet::load_hotkey_file(f)
-                .map_err(|e| RunError::Setup(format!("hotkey_file {}: {e}", f.display()))),
-            _ => Err(RunError::Setup(
-                "give exactly one of hotkey_phrase and hotkey_file".into(),
-            )),
-        }
+        tvm_protocol::wallet::configured_hotkey(
+            self.hotkey_phrase.as_deref(),
+            self.hotkey_file.as_deref(),
+        )
+        .map_err(RunError::Setup)
     }
 
     fn store(&self) -> Result<CollateralStore, RunError> {
         let d = StoreConfig::default();
-        let dir = match (&self.collateral_dir, std::env::var_os("HOME")) {
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        let dir = match (&self.collateral_dir, home) {
+            // `~/` as a shell would read it.
+            (Some(dir), Some(home)) if dir.starts_with("~") => {
+                home.join(dir.strip_prefix("~").unwrap_or(dir))
+            }
             (Some(dir), _) => dir.clone(),
-            (None, Some(home)) => PathBuf::from(home).join(".cache/tvm/collateral"),
+            (None, Some(home)) => home.join(".cache/tvm/collateral"),
             (None, None) => PathBuf::from("collateral"),
         };
         let cfg = StoreConfig {
@@ -194,20 +194,35 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
-/// Collateral prepared once per platform and reused until it is an hour old.
+/// Collateral prepared once per platform and reused until it is an hour
+/// old. One slot per platform, locked while it is fetched, so the nodes of
+/// a platform wait for one fetch instead of each making their own.
 #[derive(Default)]
-struct Cache(Mutex<HashMap<String, (Arc<TdxCollateral>, i64)>>);
+struct Cache(Mutex<HashMap<String, Arc<Slot>>>);
+
+type Slot = tokio::sync::Mutex<Option<(Arc<TdxCollateral>, i64)>>;
 
 impl Cache {
-    fn get(&self, key: &str, at: i64) -> Option<Arc<TdxCollateral>> {
-        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(key)
-            .filter(|(_, t)| at - t < COLLATERAL_REFRESH_SECONDS)
-            .map(|(c, _)| c.clone())
-    }
-    fn put(&self, key: String, c: Arc<TdxCollateral>, at: i64) {
+    fn slot(&self, key: &str) -> Arc<Slot> {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.insert(key, (c, at));
+        map.entry(key.to_string()).or_default().clone()
+    }
+
+    /// The cached collateral, or `make`'s (kept when it gives one).
+    async fn get_or<F>(&self, key: &str, at: i64, make: F) -> Option<Arc<TdxCollateral>>
+    where
+        F: std::future::Future<Output = Option<TdxCollateral>>,
+    {
+        let slot = self.slot(key);
+        let mut held = slot.lock().await;
+        if let Some((c, t)) = held.as_ref() {
+            if at - t < COLLATERAL_REFRESH_SECONDS {
+                return Some(c.clone());
+            }
+        }
+        let c = Arc::new(make.await?);
+        *held = Some((c.clone(), at));
+        Some(c)
     }
 }
 
@@ -223,20 +238,21 @@ impl Collateral for StoreCollateral {
     fn tdx<'a>(&'a self, quote: &'a [u8], at: i64) -> BoxFuture<'a, Option<Arc<TdxCollateral>>> {
         Box::pin(async move {
             let (fmspc, ca) = tdx::platform_of(quote).ok()?;
-            if let Some(c) = self.cache.get(&fmspc, at) {
-                return Some(c);
-            }
-            let raw = match self.store.tdx(&fmspc, ca, at).await {
-                Ok((raw, _)) => raw,
-                Err(e) => {
-                    tracing::warn!(fmspc = %fmspc, error = %e, "no TDX collateral");
-                    return None;
-                }
-            };
-            let root = tvm_certs::anchors::intel_sgx_root().ok()?;
-            let c = Arc::new(TdxCollateral::prepare(raw, root));
-            self.cache.put(fmspc, c.clone(), at);
-            Some(c)
+            // The PCK CRL differs by issuing CA: one entry per FMSPC and CA.
+            let key = format!("{fmspc}/{}", ca.as_str());
+            self.cache
+                .get_or(&key, at, async {
+                    let raw = match self.store.tdx(&fmspc, ca, at).await {
+                        Ok((raw, _)) => raw,
+                        Err(e) => {
+                            tracing::warn!(fmspc = %fmspc, error = %e, "no TDX collateral");
+                            return None;
+                        }
+                    };
+                    let root = tvm_certs::anchors::intel_sgx_root().ok()?;
+                    Some(TdxCollateral::prepare(raw, root))
+                })
+                .await
         })
     }
 
@@ -277,33 +293,32 @@ impl SimulatedPcs {
 
 impl SimulatedPcs {
     /// Fresh simulated collateral (made again once an hour old).
-    pub fn collateral(&self, at: i64) -> Option<Arc<TdxCollateral>> {
-        if let Some(c) = self.cache.get("sim", at) {
-            return Some(c);
-        }
-        let raw = self.intel.collateral(at).ok()?;
-        let c = Arc::new(TdxCollateral::prepare(raw, self.intel.root_der()));
-        self.cache.put("sim".into(), c.clone(), at);
-        Some(c)
+    pub async fn collateral(&self, at: i64) -> Option<Arc<TdxCollateral>> {
+        self.cache
+            .get_or("sim", at, async {
+                let raw = self.intel.collateral(at).ok()?;
+                Some(TdxCollateral::prepare(raw, self.intel.root_der()))
+            })
+            .await
     }
 }
 
 impl Collateral for SimulatedPcs {
     fn tdx<'a>(&'a self, _quote: &'a [u8], at: i64) -> BoxFuture<'a, Option<Arc<TdxCollateral>>> {
-        Box::pin(async move { self.collateral(at) })
+        Box::pin(self.collateral(at))
     }
 }
 
 /// A configured validator: keys, database, policy, collateral, chain.
 pub struct Validator {
     pub cfg: RunConfig,
-    pub hotkey: Hotkey,
     pub db: Arc<Db>,
-    pub attester: Attester,
-    pub policy: Policy,
-    pub collateral: Box<dyn Collateral>,
-    pub round: RoundConfig,
-    pub client: Option<Client>,
+    hotkey: Hotkey,
+    attester: Attester,
+    policy: Policy,
+    collateral: Box<dyn Collateral>,
+    round: RoundConfig,
+    client: Option<Client>,
     miners: Vec<Miner>,
 }
 
@@ -457,31 +472,52 @@ impl Validator {
     }
 
     /// Every epoch until the process ends: the current epoch's round at
-    /// start (resumed if a crash left it), then one each time the epoch
-    /// turns. Chain errors are logged and retried (reconnecting after a few
-    /// in a row); they never end the loop.
-    pub async fn run_forever(mut self) -> ! {
-        let mut done: Option<u64> = None;
+    /// start (resumed if a crash left it) unless `done` says it ran
+    /// already, then one each time the epoch turns; weights that did not
+    /// land are sent again while their epoch lasts. Errors are logged and
+    /// retried (the chain connection rebuilt after three in a row); they
+    /// never end the loop.
+    pub async fn run_forever(mut self, mut done: Option<u64>) -> ! {
         let mut failures = 0u32;
+        // Refusals by the chain are sent again at most this often per epoch.
+        const MAX_REFUSED: u32 = 3;
+        let mut refused: (u64, u32) = (0, 0);
         let poll = Duration::from_secs(self.cfg.poll_seconds.max(1));
         loop {
-            match self.current_epoch().await {
-                Ok(epoch) => {
-                    failures = 0;
-                    if done.is_none_or(|d| epoch > d) {
-                        match self.run_epoch(epoch).await {
-                            Ok(_) => done = Some(epoch),
-                            Err(e) => tracing::error!(epoch, error = %e, "round failed; retrying"),
+            let ok = match self.current_epoch().await {
+                Ok(epoch) if done.is_none_or(|d| epoch > d) => match self.run_epoch(epoch).await {
+                    Ok(_) => {
+                        done = Some(epoch);
+                        true
+                    }
+                    Err(e) => {
+                        tracing::error!(epoch, error = %e, "round failed; retrying");
+                        false
+                    }
+                },
+                Ok(epoch) if refused.0 == epoch && refused.1 >= MAX_REFUSED => true,
+                Ok(epoch) => match service::resend_weights(&self.service(), epoch).await {
+                    Ok(Some(w)) => {
+                        if let WeightsSent::Refused { .. } = w {
+                            refused = (epoch, if refused.0 == epoch { refused.1 + 1 } else { 1 });
                         }
+                        tracing::info!(epoch, weights = %w, "weights sent again");
+                        true
                     }
-                }
+                    Ok(None) => true,
+                    Err(e) => {
+                        tracing::warn!(epoch, error = %e, "weights not sent again; retrying");
+                        false
+                    }
+                },
                 Err(e) => {
-                    failures += 1;
-                    tracing::warn!(error = %e, failures, "cannot read the epoch; retrying");
-                    if failures >= 3 {
-                        self.reconnect().await;
-                    }
+                    tracing::warn!(error = %e, "cannot read the epoch; retrying");
+                    false
                 }
+            };
+            failures = if ok { 0 } else { failures + 1 };
+            if failures >= 3 {
+                self.reconnect().await;
             }
             tokio::time::sleep(poll).await;
         }

@@ -22,6 +22,9 @@ pub struct GpuSeen {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeResult {
     pub miner_uid: u16,
+    /// SS58.
+    #[serde(default)]
+    pub miner_hotkey: String,
     /// The address the miner listed.
     pub node: String,
     /// `None`: no evidence (unreachable, timed out, malformed).
@@ -214,7 +217,10 @@ pub fn score(
         v5_share /= total;
     }
     if v6_total <= 0.0 {
-        notes.push("no node passed v6 this round: its share goes to v5".into());
+        notes.push(
+            "no v6 points this round (no node verified and unique, of a paid model, or bought): the v6 share goes to v5"
+                .into(),
+        );
         v5_share += v6_share;
     } else if let Some(burn) = auction_burn {
         for (uid, f) in &v6 {
@@ -289,13 +295,15 @@ fn auction(
     let mut cards = 0u64;
     for (bid, i) in offers {
         let n = scored[i].0.gpus.len() as u64;
-        if cards + n <= a.target_cards {
+        if cards.saturating_add(n) <= a.target_cards {
             cards += n;
             bought.push((bid, i));
         } else {
+            // Skipped, not the end: a smaller node further on may still fit.
             scored[i].1 = NodeScore::NotInAuction {
                 reason: format!(
-                    "the target of {} GPUs was filled by lower bids",
+                    "its {n} GPUs do not fit in the {} left of the {}-GPU target after lower bids",
+                    a.target_cards - cards,
                     a.target_cards
                 ),
             };
@@ -303,7 +311,8 @@ fn auction(
     }
     let mut pay: BTreeMap<u16, f64> = BTreeMap::new();
     if cards > 0 {
-        let per = ((a.target_price * a.target_cards) as f64 / cards as f64).min(a.max_price as f64);
+        let pool = a.target_price as f64 * a.target_cards as f64;
+        let per = (pool / cards as f64).min(a.max_price as f64);
         notes.push(format!(
             "auction: {cards} of {} GPUs bought at {per:.0} cents per GPU-hour (at least each bid)",
             a.target_cards
@@ -360,6 +369,7 @@ mod tests {
     ) -> NodeResult {
         NodeResult {
             miner_uid: uid,
+            miner_hotkey: String::new(),
             node: name.into(),
             accepted,
             bid: None,

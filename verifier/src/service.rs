@@ -47,11 +47,18 @@ pub enum WeightsSent {
     Landed {
         block_hash: String,
     },
-    /// Not sent, and why (the rate limit, commit-reveal, no permit).
+    /// Not sent yet: the rate limit has not passed. Sent later in the epoch
+    /// once it has (`resend_weights`).
+    RateLimited {
+        last: u64,
+        next: u64,
+    },
+    /// Not sent, and why (commit-reveal is on).
     NotSent {
         reason: String,
     },
-    /// Sent, and refused by the chain with its reason.
+    /// Sent, and refused by the chain with its reason (tried again later in
+    /// the epoch).
     Refused {
         reason: String,
     },
@@ -61,12 +68,26 @@ pub enum WeightsSent {
     },
 }
 
+impl WeightsSent {
+    /// Worth sending again while the epoch lasts.
+    pub fn retry(&self) -> bool {
+        matches!(
+            self,
+            WeightsSent::RateLimited { .. } | WeightsSent::Refused { .. }
+        )
+    }
+}
+
 impl std::fmt::Display for WeightsSent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             WeightsSent::Landed { block_hash } => {
                 write!(f, "set on chain (block 0x{block_hash})")
             }
+            WeightsSent::RateLimited { last, next } => write!(
+                f,
+                "not sent yet: rate limit: weights were set at block {last}; sent at block {next} or later"
+            ),
             WeightsSent::NotSent { reason } => write!(f, "not sent: {reason}"),
             WeightsSent::Refused { reason } => write!(f, "refused by the chain: {reason}"),
             WeightsSent::Written { path } => write!(f, "written to {path} (no chain)"),
@@ -155,24 +176,22 @@ pub async fn run_epoch(s: &Service<'_>, epoch: u64) -> Result<EpochOutcome, Serv
     )
     .await;
 
-    let weights = match (&s.network, my_uid) {
-        (
-            Network::Chain {
-                client,
-                netuid,
-                version_key,
-            },
-            Some(my_uid),
-        ) => set_on_chain(client, s.validator, *netuid, *version_key, my_uid, &report).await?,
-        (Network::Offline { weights_file, .. }, _) => {
+    let weights = match &s.network {
+        Network::Chain {
+            client,
+            netuid,
+            version_key,
+        } => {
+            let uid = my_uid.ok_or_else(|| ServiceError::NotRegistered(me.to_ss58(), *netuid))?;
+            let w = &report.scores.weights;
+            set_on_chain(client, s.validator, *netuid, *version_key, uid, w).await?
+        }
+        Network::Offline { weights_file, .. } => {
             write_weights(weights_file, epoch, &report)?;
             WeightsSent::Written {
                 path: weights_file.display().to_string(),
             }
         }
-        (Network::Chain { .. }, None) => WeightsSent::NotSent {
-            reason: "the validator has no uid".into(),
-        },
     };
     let result = serde_json::json!({
         "weights": report.scores.weights,
@@ -201,7 +220,7 @@ async fn set_on_chain(
     netuid: u16,
     version_key: u64,
     my_uid: u16,
-    report: &RoundReport,
+    weights: &[(u16, u16)],
 ) -> Result<WeightsSent, ServiceError> {
     let hyper = client.hyperparams(netuid).await?;
     let block = client.best_block().await?;
@@ -215,14 +234,12 @@ async fn set_on_chain(
             reason: format!("commit-reveal is enabled on subnet {netuid}: not sent"),
         }
     } else if last != 0 && block.saturating_sub(last) < hyper.weights_rate_limit {
-        WeightsSent::NotSent {
-            reason: format!(
-                "rate limit: weights were set at block {last}; the next are allowed at block {}",
-                last + hyper.weights_rate_limit
-            ),
+        WeightsSent::RateLimited {
+            last,
+            next: last + hyper.weights_rate_limit,
         }
     } else {
-        let (dests, weights): (Vec<u16>, Vec<u16>) = report.scores.weights.iter().copied().unzip();
+        let (dests, weights): (Vec<u16>, Vec<u16>) = weights.iter().copied().unzip();
         let w = SetWeights {
             netuid,
             dests,
@@ -238,6 +255,51 @@ async fn set_on_chain(
             },
         }
     })
+}
+
+/// Send a finished round's weights again if they did not land (the rate
+/// limit had not passed, or the chain refused them) and the chain allows it
+/// now; the stored result says where they went. `None`: nothing to do.
+pub async fn resend_weights(
+    s: &Service<'_>,
+    epoch: u64,
+) -> Result<Option<WeightsSent>, ServiceError> {
+    let Network::Chain {
+        client,
+        netuid,
+        version_key,
+    } = &s.network
+    else {
+        return Ok(None);
+    };
+    let Some(row) = s.db.round_of(epoch)? else {
+        return Ok(None);
+    };
+    let Some(mut result) = row
+        .result
+        .as_deref()
+        .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok())
+    else {
+        return Ok(None);
+    };
+    let sent: Option<WeightsSent> = serde_json::from_value(result["set"].clone()).ok();
+    if !sent.is_some_and(|w| w.retry()) {
+        return Ok(None);
+    }
+    let weights: Vec<(u16, u16)> =
+        serde_json::from_value(result["weights"].clone()).map_err(crate::db::DbError::from)?;
+    let me = s.validator.account_id();
+    let uid = client
+        .neurons(*netuid)
+        .await?
+        .iter()
+        .find(|n| n.hotkey == me)
+        .map(|n| n.uid)
+        .ok_or_else(|| ServiceError::NotRegistered(me.to_ss58(), *netuid))?;
+    let now_sent = set_on_chain(client, s.validator, *netuid, *version_key, uid, &weights).await?;
+    result["set"] = serde_json::to_value(&now_sent).map_err(crate::db::DbError::from)?;
+    s.db.set_result(row.id, &result.to_string())?;
+    Ok(Some(now_sent))
 }
 
 /// The weights as JSON, written whole (temporary file, then rename) so a

@@ -7,7 +7,7 @@
 //! - `GET /api/v1/miners/{uid}` — one miner's nodes, points and weight
 //! - `GET /` — the dashboard; `GET /metrics` — Prometheus text
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -27,7 +27,7 @@ pub struct StatusInfo {
     pub validator: String,
     /// The policy trusts simulated roots: everything is labelled SIMULATED.
     pub simulated: bool,
-    /// "subtensor ws://… netuid 4", or "no chain (weights file …)".
+    /// Where the metagraph comes from and the weights go, in words.
     pub network: String,
 }
 
@@ -76,7 +76,8 @@ pub struct NodeView {
     pub cvm_id: Option<String>,
     pub gpus: Vec<GpuSeen>,
     pub bid: Option<u64>,
-    /// How it counted (once the round is scored): counted, duplicate, failed, no_evidence.
+    /// How it counted (once the round is scored): `outcome` counted,
+    /// duplicate, not_in_auction, failed or no_evidence.
     pub score: Option<Value>,
     /// Why it failed, in words.
     pub reasons: Vec<String>,
@@ -109,12 +110,8 @@ fn round_view(r: &RoundRow) -> RoundView {
     }
 }
 
-fn node_view(n: NodeResult, scores: &Value) -> NodeView {
-    let score = scores.as_array().and_then(|all| {
-        all.iter()
-            .find(|s| s["miner_uid"] == n.miner_uid && s["node"] == n.node.as_str())
-            .map(|s| s["score"].clone())
-    });
+fn node_view(n: NodeResult, scores: &HashMap<(u16, &str), Value>) -> NodeView {
+    let score = scores.get(&(n.miner_uid, n.node.as_str())).cloned();
     NodeView {
         verdict: match n.accepted {
             Some(true) => "accepted",
@@ -132,23 +129,40 @@ fn node_view(n: NodeResult, scores: &Value) -> NodeView {
     }
 }
 
-/// The latest round and its nodes (as far as it got).
-fn latest(db: &Db) -> Result<(Option<RoundRow>, Vec<NodeView>), String> {
-    let Some(row) = db.rounds(1).map_err(|e| e.to_string())?.into_iter().next() else {
-        return Ok((None, Vec::new()));
-    };
+/// A round's nodes (as far as it got), with their scores once it finished.
+fn nodes_of(db: &Db, row: &RoundRow) -> Result<Vec<NodeView>, String> {
     let result: Value = row
         .result
         .as_deref()
         .and_then(|j| serde_json::from_str(j).ok())
         .unwrap_or(Value::Null);
-    let nodes = db
+    let scores: HashMap<(u16, &str), Value> = result["nodes"]
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .filter_map(|s| {
+                    let uid = u16::try_from(s["miner_uid"].as_u64()?).ok()?;
+                    Some(((uid, s["node"].as_str()?), s["score"].clone()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(db
         .finished_results(row.id)
         .map_err(|e| e.to_string())?
         .into_iter()
-        .map(|n| node_view(n, &result["nodes"]))
-        .collect();
-    Ok((Some(row), nodes))
+        .map(|n| node_view(n, &scores))
+        .collect())
+}
+
+/// The latest round, running or finished.
+fn latest(db: &Db) -> Result<Option<RoundRow>, String> {
+    Ok(db.rounds(1).map_err(|e| e.to_string())?.into_iter().next())
+}
+
+/// The last finished round: what weights and points come from.
+fn finished(db: &Db) -> Result<Option<RoundRow>, String> {
+    db.last_finished().map_err(|e| e.to_string())
 }
 
 fn unavailable(e: String) -> Response {
@@ -159,105 +173,133 @@ fn unavailable(e: String) -> Response {
         .into_response()
 }
 
-async fn rounds(State(s): State<AppState>) -> Response {
-    match s.db.rounds(50) {
-        Ok(rows) => Json(rows.iter().map(round_view).collect::<Vec<_>>()).into_response(),
-        Err(e) => unavailable(e.to_string()),
+/// SQLite work off the async workers: a page never stalls the round.
+async fn blocking(
+    s: AppState,
+    f: impl FnOnce(&Db, &StatusInfo) -> Result<Response, String> + Send + 'static,
+) -> Response {
+    match tokio::task::spawn_blocking(move || f(&s.db, &s.info)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => unavailable(e),
+        Err(e) => unavailable(format!("status page failed: {e}")),
     }
+}
+
+async fn rounds(State(s): State<AppState>) -> Response {
+    blocking(s, |db, _| {
+        let rows = db.rounds(50).map_err(|e| e.to_string())?;
+        Ok(Json(rows.iter().map(round_view).collect::<Vec<_>>()).into_response())
+    })
+    .await
 }
 
 async fn nodes(State(s): State<AppState>) -> Response {
-    match latest(&s.db) {
-        Ok((row, nodes)) => Json(NodesView {
+    blocking(s, |db, _| {
+        let row = latest(db)?;
+        let nodes = match &row {
+            Some(r) => nodes_of(db, r)?,
+            None => Vec::new(),
+        };
+        Ok(Json(NodesView {
             round: row.as_ref().map(round_view),
             nodes,
         })
-        .into_response(),
-        Err(e) => unavailable(e),
-    }
+        .into_response())
+    })
+    .await
 }
 
 async fn miner(State(s): State<AppState>, Path(uid): Path<u16>) -> Response {
-    let (row, nodes) = match latest(&s.db) {
-        Ok(x) => x,
-        Err(e) => return unavailable(e),
-    };
-    let round = row.as_ref().map(round_view);
-    let nodes: Vec<NodeView> = nodes.into_iter().filter(|n| n.miner_uid == uid).collect();
-    let weight = round
-        .as_ref()
-        .and_then(|r| r.weights.iter().find(|(u, _)| *u == uid).map(|(_, w)| *w));
-    if nodes.is_empty() && weight.is_none() {
-        return (
-            StatusCode::NOT_FOUND,
-            Json(serde_json::json!({
-                "error": format!("uid {uid} had no nodes and no weight in the latest round")
-            })),
-        )
-            .into_response();
-    }
-    let points: f64 = nodes
-        .iter()
-        .filter_map(|n| n.score.as_ref()?.get("points")?.as_f64())
-        .sum();
-    Json(serde_json::json!({
-        "uid": uid,
-        "epoch": round.as_ref().map(|r| r.epoch),
-        "v6_points": points,
-        "weight": weight.unwrap_or(0),
-        "nodes": nodes,
-    }))
-    .into_response()
+    blocking(s, move |db, _| {
+        let Some(row) = finished(db)? else {
+            return Ok((
+                StatusCode::NOT_FOUND,
+                Json(serde_json::json!({"error": "no round has finished yet"})),
+            )
+                .into_response());
+        };
+        let round = round_view(&row);
+        let nodes: Vec<NodeView> = nodes_of(db, &row)?
+            .into_iter()
+            .filter(|n| n.miner_uid == uid)
+            .collect();
+        let weight = round.weights.iter().find(|(u, _)| *u == uid).map(|(_, w)| *w);
+        if nodes.is_empty() && weight.is_none() {
+            return Ok((
+                StatusCode::NOT_FOUND,
+                Json(serde_json::json!({
+                    "error": format!("uid {uid} had no nodes and no weight in the last finished round (epoch {})", round.epoch)
+                })),
+            )
+                .into_response());
+        }
+        let points: f64 = nodes
+            .iter()
+            .filter_map(|n| n.score.as_ref()?.get("points")?.as_f64())
+            .sum();
+        Ok(Json(serde_json::json!({
+            "uid": uid,
+            "epoch": round.epoch,
+            "v6_points": points,
+            "weight": weight.unwrap_or(0),
+            "nodes": nodes,
+        }))
+        .into_response())
+    })
+    .await
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
-    let mut out = String::new();
-    let finished = s.db.finished_count().unwrap_or(0);
-    let _ = writeln!(
-        out,
-        "# HELP tvm_validator_rounds_finished Rounds finished and stored.\n# TYPE tvm_validator_rounds_finished gauge\ntvm_validator_rounds_finished {finished}"
-    );
-    if let Ok((Some(row), nodes)) = latest(&s.db) {
+    blocking(s, |db, _| {
+        let mut out = String::new();
+        let n = db.finished_count().map_err(|e| e.to_string())?;
         let _ = writeln!(
             out,
-            "# HELP tvm_validator_round_epoch The latest round's epoch.\n# TYPE tvm_validator_round_epoch gauge\ntvm_validator_round_epoch {}",
-            row.epoch
+            "# HELP tvm_validator_rounds_finished Rounds finished and stored.\n# TYPE tvm_validator_rounds_finished gauge\ntvm_validator_rounds_finished {n}"
         );
-        let _ = writeln!(
-            out,
-            "# HELP tvm_validator_round_running 1 while the latest round is running.\n# TYPE tvm_validator_round_running gauge\ntvm_validator_round_running {}",
-            u8::from(row.finished_at.is_none())
-        );
-        let mut by: BTreeMap<&str, usize> = BTreeMap::new();
-        for n in &nodes {
-            *by.entry(n.verdict).or_default() += 1;
-        }
-        let _ = writeln!(out, "# HELP tvm_validator_round_nodes Nodes of the latest round by verdict.\n# TYPE tvm_validator_round_nodes gauge");
-        for v in ["accepted", "rejected", "no_evidence"] {
+        if let Some(row) = latest(db)? {
+            let nodes = nodes_of(db, &row)?;
             let _ = writeln!(
                 out,
-                "tvm_validator_round_nodes{{verdict=\"{v}\"}} {}",
-                by.get(v).copied().unwrap_or(0)
+                "# HELP tvm_validator_round_epoch The latest round's epoch.\n# TYPE tvm_validator_round_epoch gauge\ntvm_validator_round_epoch {}",
+                row.epoch
             );
+            let _ = writeln!(
+                out,
+                "# HELP tvm_validator_round_running 1 while the latest round is running.\n# TYPE tvm_validator_round_running gauge\ntvm_validator_round_running {}",
+                u8::from(row.finished_at.is_none())
+            );
+            let mut by: BTreeMap<&str, usize> = BTreeMap::new();
+            for n in &nodes {
+                *by.entry(n.verdict).or_default() += 1;
+            }
+            let _ = writeln!(out, "# HELP tvm_validator_round_nodes Nodes of the latest round by verdict, as far as it got.\n# TYPE tvm_validator_round_nodes gauge");
+            for v in ["accepted", "rejected", "no_evidence"] {
+                let _ = writeln!(
+                    out,
+                    "tvm_validator_round_nodes{{verdict=\"{v}\"}} {}",
+                    by.get(v).copied().unwrap_or(0)
+                );
+            }
         }
-        let counted: usize = nodes
-            .iter()
-            .filter(|n| n.score.as_ref().is_some_and(|s| s["outcome"] == "counted"))
-            .map(|n| n.gpus.len())
-            .sum();
-        let _ = writeln!(out, "# HELP tvm_validator_verified_gpus GPUs verified and counted (unique) in the latest round.\n# TYPE tvm_validator_verified_gpus gauge\ntvm_validator_verified_gpus {counted}");
-        if let (Some(done), started) = (row.finished_at, row.started_at) {
-            let _ = writeln!(out, "# HELP tvm_validator_round_seconds How long the latest finished round took.\n# TYPE tvm_validator_round_seconds gauge\ntvm_validator_round_seconds {}", done - started);
+        if let Some(row) = finished(db)? {
+            let counted: usize = nodes_of(db, &row)?
+                .iter()
+                .filter(|n| n.score.as_ref().is_some_and(|s| s["outcome"] == "counted"))
+                .map(|n| n.gpus.len())
+                .sum();
+            let _ = writeln!(out, "# HELP tvm_validator_verified_gpus GPUs verified and counted (unique) in the last finished round.\n# TYPE tvm_validator_verified_gpus gauge\ntvm_validator_verified_gpus {counted}");
+            if let Some(done) = row.finished_at {
+                let _ = writeln!(out, "# HELP tvm_validator_round_seconds How long the last finished round took.\n# TYPE tvm_validator_round_seconds gauge\ntvm_validator_round_seconds {}", done - row.started_at);
+            }
+            let _ = writeln!(out, "# HELP tvm_validator_weight The last finished round's u16 weight per uid.\n# TYPE tvm_validator_weight gauge");
+            for (uid, w) in &round_view(&row).weights {
+                let _ = writeln!(out, "tvm_validator_weight{{uid=\"{uid}\"}} {w}");
+            }
         }
-    }
-    if let Ok(Some(r)) = s.db.last_finished() {
-        let v = round_view(&r);
-        let _ = writeln!(out, "# HELP tvm_validator_weight The last finished round's u16 weight per uid.\n# TYPE tvm_validator_weight gauge");
-        for (uid, w) in &v.weights {
-            let _ = writeln!(out, "tvm_validator_weight{{uid=\"{uid}\"}} {w}");
-        }
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+        Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+    })
+    .await
 }
 
 /// HTML-escape text from the network (node names, reasons).
@@ -320,11 +362,22 @@ th{background:#f3f3f3}.ok{color:#0a6b0a;font-weight:600}.bad{color:#b00020;font-
 td:last-child{word-break:break-all;max-width:48em}";
 
 async fn dashboard(State(s): State<AppState>) -> Response {
-    let (row, nodes) = match latest(&s.db) {
-        Ok(x) => x,
-        Err(e) => return unavailable(e),
+    blocking(s, dashboard_page).await
+}
+
+/// The last finished round (or the first one, while it runs), and a line
+/// for a newer round in progress.
+fn dashboard_page(db: &Db, info: &StatusInfo) -> Result<Response, String> {
+    let newest = latest(db)?;
+    let row = match finished(db)? {
+        Some(r) => Some(r),
+        None => newest.clone(),
     };
-    let sim = if s.info.simulated {
+    let nodes = match &row {
+        Some(r) => nodes_of(db, r)?,
+        None => Vec::new(),
+    };
+    let sim = if info.simulated {
         " <span class=\"sim\">SIMULATED</span>"
     } else {
         ""
@@ -335,8 +388,8 @@ async fn dashboard(State(s): State<AppState>) -> Response {
         "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"10\">\
          <title>tvm validator</title><style>{STYLE}</style></head><body>\
          <h1>tvm validator{sim}</h1><p>hotkey <code>{}</code> · {}</p>",
-        esc(&s.info.validator),
-        esc(&s.info.network)
+        esc(&info.validator),
+        esc(&info.network)
     );
     let round = row.as_ref().map(round_view);
     match &round {
@@ -359,6 +412,17 @@ async fn dashboard(State(s): State<AppState>) -> Response {
             for n in &r.notes {
                 let _ = write!(h, "<p class=\"muted\">{}</p>", esc(n));
             }
+        }
+    }
+    if let (Some(n), Some(r)) = (&newest, &row) {
+        if n.epoch != r.epoch {
+            let so_far = db.finished_nodes(n.id).map(|v| v.len()).unwrap_or(0);
+            let _ = write!(
+                h,
+                "<p>Epoch {} is running since {}: {so_far} nodes attested so far.</p>",
+                n.epoch,
+                time(n.started_at)
+            );
         }
     }
 
@@ -452,7 +516,7 @@ async fn dashboard(State(s): State<AppState>) -> Response {
 
     // Rounds.
     h.push_str("<h2>Rounds</h2><table id=\"rounds\"><tr><th>epoch</th><th>started</th><th>finished</th><th>weights</th></tr>");
-    for r in s.db.rounds(20).unwrap_or_default().iter().map(round_view) {
+    for r in db.rounds(20).unwrap_or_default().iter().map(round_view) {
         let _ = write!(
             h,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -463,7 +527,7 @@ async fn dashboard(State(s): State<AppState>) -> Response {
         );
     }
     h.push_str("</table></body></html>");
-    Html(h).into_response()
+    Ok(Html(h).into_response())
 }
 
 /// Serve the status pages on `listener` until the process ends.

@@ -75,10 +75,12 @@ struct Validator {
 
 impl Validator {
     fn for_devnet(sim_dir: &std::path::Path) -> Self {
-        let (policy, pcs) = tvm_e2e::devnet_trust(sim_dir).unwrap();
+        let (policy, _) = tvm_e2e::devnet_trust(sim_dir).unwrap();
+        let intel = SimIntel::load(sim_dir).unwrap();
+        let collateral = TdxCollateral::prepare(intel.collateral(now().0).unwrap(), intel.root_der());
         Validator {
             policy,
-            collateral: pcs.collateral(now().0).unwrap(),
+            collateral: std::sync::Arc::new(collateral),
         }
     }
 

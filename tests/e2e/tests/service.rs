@@ -120,7 +120,7 @@ neurons:
         panic!()
     };
     match weights {
-        WeightsSent::NotSent { reason } => assert!(reason.contains("rate limit"), "{reason}"),
+        WeightsSent::RateLimited { last, next } => assert_eq!(next, last + 100),
         other => panic!("{other:?}"),
     }
     assert_eq!(
