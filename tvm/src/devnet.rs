@@ -16,7 +16,7 @@
 //! | 127.0.0.12  | 2     | honest agent, 1 GPU (relayed by .14)                       |
 //! | 127.0.0.13  | 3     | honest agent, 1 GPU (cloned by .16)                        |
 //! | 127.0.0.18  | 3     | honest agent, 1 GPU                                        |
-//! | 127.0.0.14  | 4     | relay: fetches .12's evidence for our nonce and passes it on |
+//! | 127.0.0.14  | 4     | relay: fetches .12's evidence for our nonce and passes it on over plain HTTP (fails `tls.key`) |
 //! | 127.0.0.15  | 4     | answers with evidence for a nonce of its own (agent at .21)  |
 //! | 127.0.0.16  | 4     | agent presenting .13's GPU as its own                      |
 //! | 127.0.0.17  | 4     | listed, nothing listening                                  |
@@ -339,6 +339,8 @@ async fn start_network(
         concurrency: 16,
         node_timeout_seconds: 15,
         retries: 0,
+        // Every node of the devnet is on loopback.
+        dangerous_allow_private_addresses: true,
         dangerous_simulated_pcs: Some(sim),
         scoring: tvm_verifier::scoring::ScoringConfig {
             burn_uid: 0,

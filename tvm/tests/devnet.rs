@@ -34,41 +34,25 @@ fn devnet_once_prints_verdicts_and_the_accepted_weights() {
     assert!(stdout.contains("SIMULATED"));
     let expect = [
         ("127.0.0.11", "ACCEPTED (SIMULATED)", "2 points"),
-        (
-            "127.0.0.12",
-            "ACCEPTED (SIMULATED)",
-            "duplicate of 127.0.0.14",
-        ),
-        (
-            "127.0.0.13",
-            "ACCEPTED (SIMULATED)",
-            "duplicate of 127.0.0.16",
-        ),
+        ("127.0.0.12", "ACCEPTED (SIMULATED)", "1 point"),
+        ("127.0.0.13", "ACCEPTED (SIMULATED)", "duplicate of 127.0.0.16"),
         ("127.0.0.18", "ACCEPTED (SIMULATED)", "1 point"),
-        (
-            "127.0.0.14",
-            "ACCEPTED (SIMULATED)",
-            "duplicate of 127.0.0.12",
-        ),
-        ("127.0.0.15", "REJECTED", "failed report_data, spdm.nonce"),
-        (
-            "127.0.0.16",
-            "ACCEPTED (SIMULATED)",
-            "duplicate of 127.0.0.13",
-        ),
+        ("127.0.0.14", "REJECTED", "failed tls.key"),
+        ("127.0.0.15", "REJECTED", "failed tls.key, report_data, spdm.nonce"),
+        ("127.0.0.16", "ACCEPTED (SIMULATED)", "duplicate of 127.0.0.13"),
         ("127.0.0.17", "NO EVIDENCE", "cannot reach"),
     ];
     for (node, verdict, counted) in expect {
         let r = row(&stdout, node);
         assert!(r.contains(verdict) && r.contains(counted), "{node}: {r:?}");
     }
-    // 70 % split 2:1 between the two honest miners, 30 % burned (no v5 yet).
+    // 70 % split 3:1 between the two honest miners, 30 % burned (no v5 yet).
     let accepted = stdout
         .lines()
         .find(|l| l.starts_with("weights the chain accepted"))
         .unwrap_or_else(|| panic!("{stdout}"));
     assert!(
-        accepted.ends_with("uid 0: 19661 (30.0 %), uid 2: 30583 (46.7 %), uid 3: 15291 (23.3 %)"),
+        accepted.ends_with("uid 0: 19662 (30.0 %), uid 2: 34405 (52.5 %), uid 3: 11468 (17.5 %)"),
         "{accepted}"
     );
 }
@@ -156,8 +140,8 @@ fn the_dashboard_shows_the_devnet_in_a_real_browser() {
         assert!(nodes["round"]["finished_at"].is_i64());
         let miner: serde_json::Value =
             serde_json::from_str(&http_get(&format!("{url}api/v1/miners/2"))).unwrap();
-        assert_eq!(miner["v6_points"], 2.0);
-        assert_eq!(miner["weight"], 30583);
+        assert_eq!(miner["v6_points"], 3.0);
+        assert_eq!(miner["weight"], 34405);
         let rounds: serde_json::Value =
             serde_json::from_str(&http_get(&format!("{url}api/v1/rounds"))).unwrap();
         assert!(rounds[0]["set"]
@@ -166,7 +150,7 @@ fn the_dashboard_shows_the_devnet_in_a_real_browser() {
             .starts_with("set on chain"));
         let metrics = http_get(&format!("{url}metrics"));
         assert!(
-            metrics.contains("tvm_validator_round_nodes{verdict=\"rejected\"} 1"),
+            metrics.contains("tvm_validator_round_nodes{verdict=\"rejected\"} 2"),
             "{metrics}"
         );
         assert!(

@@ -189,9 +189,15 @@ pub fn appraise_bundle(input: &BundleInput<'_>) -> BundleVerdict {
                 hex::encode(want.0)
             ),
         ),
-        (Some(_), None) => Check::not_checked(check::TLS_KEY, "fetched over plain HTTP: the attested TLS key was not compared"),
         (None, Some(_)) => Check::fail(check::TLS_KEY, "served over TLS but the claims name no TLS key"),
-        (None, None) => Check::not_checked(check::TLS_KEY, "no TLS key claimed (plain HTTP)"),
+        (_, None) if input.policy.dangerous_allow_plain_http => Check::not_checked(
+            check::TLS_KEY,
+            "fetched over plain HTTP (dangerous_allow_plain_http): the attested TLS key was not compared",
+        ),
+        (_, None) => Check::fail(
+            check::TLS_KEY,
+            "fetched over plain HTTP: without RA-TLS nothing shows this evidence came from the node listed (a relay could pass on another's); serve the agent's RA-TLS port to validators",
+        ),
     });
 
     // The CPU TEE, with report_data from *our* nonce.

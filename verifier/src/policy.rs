@@ -47,6 +47,11 @@ pub struct Policy {
     /// Trust SIMULATED evidence signed by these roots. Devnet only: with it,
     /// anyone holding the simulated keys can forge a "TEE".
     pub dangerous_trust_simulated: Option<SimulatedRoots>,
+    /// Accept evidence fetched over plain HTTP, whose attested TLS key
+    /// cannot be compared (`tls.key`): a relay passing on another node's
+    /// genuine evidence is then caught only as a duplicate, costing the
+    /// honest node its score too. Off: evidence must come over RA-TLS.
+    pub dangerous_allow_plain_http: bool,
 }
 
 /// The roots of a simulated hierarchy (`tvm-agent sim-init` writes them into

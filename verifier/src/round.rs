@@ -85,6 +85,10 @@ pub struct RoundConfig {
     /// out (never for one that answered with evidence or a refusal).
     pub retries: u32,
     pub scoring: ScoringConfig,
+    /// Attest nodes and axons at loopback, private and link-local addresses
+    /// and hostnames too (devnet, tests). Off: a miner cannot point the
+    /// validator at its own network.
+    pub dangerous_allow_private_addresses: bool,
 }
 
 impl Default for RoundConfig {
@@ -94,6 +98,7 @@ impl Default for RoundConfig {
             node_timeout: Duration::from_secs(60),
             retries: 1,
             scoring: ScoringConfig::default(),
+            dangerous_allow_private_addresses: false,
         }
     }
 }
@@ -179,6 +184,11 @@ pub async fn run_resumable(
     type List = Result<Vec<tvm_protocol::nodes::NodeEntry>, String>;
     let mut lists: Vec<(usize, Miner, List)> = stream::iter(miners.iter().cloned().enumerate())
         .map(|(i, m)| async move {
+            if !cfg.dangerous_allow_private_addresses {
+                if let Some(why) = not_public(&m.axon.ip().to_string()) {
+                    return (i, m, Err(format!("axon: {why}")));
+                }
+            }
             let r =
                 match tokio::time::timeout(cfg.node_timeout, attester.node_list(m.axon, &m.hotkey))
                     .await
@@ -227,7 +237,14 @@ pub async fn run_resumable(
     // Unordered: a node that hangs holds its own slot, never the ones after it.
     let mut reports: Vec<(usize, NodeReport)> = stream::iter(jobs.into_iter().enumerate())
         .map(|(i, (m, node))| async move {
-            let r = attest_one(&m, node, attester, validator, policy, collateral, cfg, at).await;
+            let refused = match cfg.dangerous_allow_private_addresses {
+                true => None,
+                false => not_public(node.host()),
+            };
+            let r = match refused {
+                Some(why) => no_evidence(&m, node, why),
+                None => attest_one(&m, node, attester, validator, policy, collateral, cfg, at).await,
+            };
             on_node(&r, &result_of(&r));
             (i, r)
         })
@@ -244,6 +261,39 @@ pub async fn run_resumable(
         nodes: reports,
         scores,
     }
+}
+
+/// Why `host` is not an address a validator calls, if it is not.
+fn not_public(host: &str) -> Option<String> {
+    let Ok(ip) = host.parse::<std::net::IpAddr>() else {
+        return Some(format!(
+            "{host} is not an IP address: list the node's public IP"
+        ));
+    };
+    let private = match ip {
+        std::net::IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                // 100.64.0.0/10, carrier-grade NAT
+                || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
+        }
+        std::net::IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                // fc00::/7 unique local, fe80::/10 link-local
+                || (v6.segments()[0] & 0xfe00) == 0xfc00
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6.to_ipv4_mapped().is_some_and(|v4| not_public(&v4.to_string()).is_some())
+        }
+    };
+    private.then(|| {
+        format!("{ip} is not a public address (loopback, private or link-local): validators only attest public addresses")
+    })
 }
 
 fn no_evidence(m: &Miner, node: tvm_protocol::nodes::NodeEntry, error: String) -> NodeReport {
@@ -325,5 +375,34 @@ async fn attest_one(
         node: node.ip,
         verdict: Some(verdict),
         error: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::not_public;
+
+    #[test]
+    fn only_public_ip_addresses_are_attested() {
+        for ok in ["8.8.8.8", "203.0.113.7", "2001:4860::8888", "100.128.0.1"] {
+            assert_eq!(not_public(ok), None, "{ok}");
+        }
+        for bad in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.0.9",
+            "172.16.5.5",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+            "localhost",
+            "metadata.google.internal",
+        ] {
+            assert!(not_public(bad).is_some(), "{bad}");
+        }
     }
 }

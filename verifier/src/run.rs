@@ -69,6 +69,8 @@ pub struct RunConfig {
     pub pcs_url: Option<String>,
     pub nvidia_rim_url: Option<String>,
     pub nvidia_ocsp_url: Option<String>,
+    /// DEVNET ONLY: attest nodes at loopback and private addresses.
+    pub dangerous_allow_private_addresses: bool,
     /// DEVNET ONLY: TDX collateral from the simulated hierarchy in this
     /// directory instead of Intel's PCS. Only SIMULATED quotes pass with it,
     /// and only under a policy that trusts the simulated roots.
@@ -111,6 +113,7 @@ impl Default for RunConfig {
             pcs_url: None,
             nvidia_rim_url: None,
             nvidia_ocsp_url: None,
+            dangerous_allow_private_addresses: false,
             dangerous_simulated_pcs: None,
         }
     }
@@ -379,6 +382,7 @@ impl Validator {
             node_timeout: timeout,
             retries: cfg.retries,
             scoring: cfg.scoring.clone(),
+            dangerous_allow_private_addresses: cfg.dangerous_allow_private_addresses,
         };
         Ok(Validator {
             cfg,

@@ -167,6 +167,7 @@ evidence_ports: [{port}]
 concurrency: 1
 node_timeout_seconds: 5
 retries: 0
+dangerous_allow_private_addresses: true
 dangerous_simulated_pcs: "{sim}"
 "#,
             weights = weights.display(),

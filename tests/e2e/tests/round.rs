@@ -59,6 +59,7 @@ async fn a_round_scores_honest_duplicate_and_silent_nodes() {
     attester.ports = vec![port];
     let cfg = RoundConfig {
         node_timeout: Duration::from_secs(10),
+        dangerous_allow_private_addresses: true,
         ..RoundConfig::default()
     };
     let report = round::run(

@@ -78,6 +78,7 @@ neurons:
     attester.ports = vec![port];
     let round = RoundConfig {
         node_timeout: Duration::from_secs(10),
+        dangerous_allow_private_addresses: true,
         ..RoundConfig::default()
     };
     let validator = key("//Validator").unwrap();
