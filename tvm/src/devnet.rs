@@ -444,7 +444,12 @@ pub async fn run(opts: DevnetOptions) -> Result<(), DevnetError> {
     // A fresh folder unless one is given (removed when this returns).
     let temporary = match &opts.dir {
         Some(_) => None,
-        None => Some(tempfile::Builder::new().prefix("tvm-devnet-").tempdir().map_err(setup("devnet folder"))?),
+        None => Some(
+            tempfile::Builder::new()
+                .prefix("tvm-devnet-")
+                .tempdir()
+                .map_err(setup("devnet folder"))?,
+        ),
     };
     let dir = match (&opts.dir, &temporary) {
         (Some(d), _) => d.clone(),
@@ -454,10 +459,17 @@ pub async fn run(opts: DevnetOptions) -> Result<(), DevnetError> {
     std::fs::create_dir_all(&dir).map_err(setup("devnet folder"))?;
     // The test chain starts at block 0 every time: so does the validator's record.
     let db = dir.join("validator.db");
-    for f in [db.clone(), db.with_extension("db-wal"), db.with_extension("db-shm")] {
+    for f in [
+        db.clone(),
+        db.with_extension("db-wal"),
+        db.with_extension("db-shm"),
+    ] {
         if let Err(e) = std::fs::remove_file(&f) {
             if e.kind() != std::io::ErrorKind::NotFound {
-                return Err(DevnetError::Setup(format!("cannot remove the old {}: {e}", f.display())));
+                return Err(DevnetError::Setup(format!(
+                    "cannot remove the old {}: {e}",
+                    f.display()
+                )));
             }
         }
     }

@@ -35,11 +35,23 @@ fn devnet_once_prints_verdicts_and_the_accepted_weights() {
     let expect = [
         ("127.0.0.11", "ACCEPTED (SIMULATED)", "2 points"),
         ("127.0.0.12", "ACCEPTED (SIMULATED)", "1 point"),
-        ("127.0.0.13", "ACCEPTED (SIMULATED)", "duplicate of 127.0.0.16"),
+        (
+            "127.0.0.13",
+            "ACCEPTED (SIMULATED)",
+            "duplicate of 127.0.0.16",
+        ),
         ("127.0.0.18", "ACCEPTED (SIMULATED)", "1 point"),
         ("127.0.0.14", "REJECTED", "failed tls.key"),
-        ("127.0.0.15", "REJECTED", "failed tls.key, report_data, spdm.nonce"),
-        ("127.0.0.16", "ACCEPTED (SIMULATED)", "duplicate of 127.0.0.13"),
+        (
+            "127.0.0.15",
+            "REJECTED",
+            "failed tls.key, report_data, spdm.nonce",
+        ),
+        (
+            "127.0.0.16",
+            "ACCEPTED (SIMULATED)",
+            "duplicate of 127.0.0.13",
+        ),
         ("127.0.0.17", "NO EVIDENCE", "cannot reach"),
     ];
     for (node, verdict, counted) in expect {

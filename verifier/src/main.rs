@@ -583,9 +583,34 @@ fn check(args: &CheckArgs) -> Result<tvm_verifier::bundle::BundleVerdict, String
         }
         tvm_protocol::evidence::TeeEvidence::SevSnp { .. } => None,
     };
-    let tee_collateral = match &tdx {
-        Some(c) => tvm_verifier::bundle::TeeCollateral::Tdx(c),
-        None => tvm_verifier::bundle::TeeCollateral::None,
+    // SEV-SNP and real GPUs: VCEK, AMD CRL, RIMs and OCSP from the store.
+    use tvm_verifier::round::Collateral as _;
+    let devices = tvm_verifier::gpu_input::from_bundle(b);
+    let is_snp = matches!(b.tee, tvm_protocol::evidence::TeeEvidence::SevSnp { .. });
+    let (snp, gpu) = if b.claims.simulated || (!is_snp && devices.is_empty()) {
+        (None, Default::default())
+    } else {
+        let store = tvm_verifier::run::StoreCollateral::new(
+            args.store.open()?,
+            policy.gpu.ocsp_grace_seconds,
+        );
+        let snp = match &b.tee {
+            tvm_protocol::evidence::TeeEvidence::SevSnp { report, .. } => {
+                rt.block_on(store.snp(&report.0, at))
+            }
+            _ => None,
+        };
+        let gpu = match devices.is_empty() {
+            true => Default::default(),
+            false => rt.block_on(store.gpus(&devices, at)),
+        };
+        (snp, gpu)
+    };
+    let gpu: tvm_verifier::round::GpuCollateral = gpu;
+    let tee_collateral = match (&tdx, &snp) {
+        (Some(c), _) => tvm_verifier::bundle::TeeCollateral::Tdx(c),
+        (_, Some(e)) => tvm_verifier::bundle::TeeCollateral::Snp(e),
+        _ => tvm_verifier::bundle::TeeCollateral::None,
     };
     Ok(tvm_verifier::bundle::appraise_bundle(
         &tvm_verifier::bundle::BundleInput {
@@ -593,8 +618,8 @@ fn check(args: &CheckArgs) -> Result<tvm_verifier::bundle::BundleVerdict, String
             nonce: &nonce,
             tls_spki_sha256: fetched.tls_spki_sha256,
             tee_collateral,
-            rims: &[],
-            revocation: &[],
+            rims: &gpu.rims,
+            revocation: &gpu.revocation,
             policy: &policy,
             at,
         },

@@ -19,6 +19,7 @@ use crate::gpu_appraise::{Revocation, RimInput};
 use crate::gpu_input::DeviceEvidence;
 use crate::policy::Policy;
 use crate::scoring::{score, GpuSeen, NodeResult, RoundScores, ScoringConfig};
+use crate::snp::SnpEndorsement;
 use crate::tdx::TdxCollateral;
 
 /// A miner as the metagraph shows it.
@@ -34,6 +35,15 @@ pub struct Miner {
 pub trait Collateral: Send + Sync {
     /// The TDX collateral for this quote's platform; `None` fails `tee.collateral`.
     fn tdx<'a>(&'a self, quote: &'a [u8], at: i64) -> BoxFuture<'a, Option<Arc<TdxCollateral>>>;
+    /// The VCEK (with AMD's chain and CRL) for this SEV-SNP report; `None`
+    /// fails `tee.collateral`.
+    fn snp<'a>(
+        &'a self,
+        _report: &'a [u8],
+        _at: i64,
+    ) -> BoxFuture<'a, Option<Arc<SnpEndorsement>>> {
+        Box::pin(async { None })
+    }
     /// The RIMs and OCSP answers for these devices (none: the RIM and
     /// revocation checks say what is missing).
     fn gpus<'a>(
@@ -243,7 +253,9 @@ pub async fn run_resumable(
             };
             let r = match refused {
                 Some(why) => no_evidence(&m, node, why),
-                None => attest_one(&m, node, attester, validator, policy, collateral, cfg, at).await,
+                None => {
+                    attest_one(&m, node, attester, validator, policy, collateral, cfg, at).await
+                }
             };
             on_node(&r, &result_of(&r));
             (i, r)
@@ -330,6 +342,12 @@ async fn attest_one(
         {
             Ok(Ok(f)) => break (nonce, f),
             Ok(Err(e @ AttestError::Unreachable(_))) => e.to_string(),
+            // Busy (503) or rate-limited (429): worth another try.
+            Ok(Err(
+                e @ AttestError::Status {
+                    status: 429 | 503, ..
+                },
+            )) => e.to_string(),
             Ok(Err(e)) => return no_evidence(m, node, e.to_string()),
             Err(_) => format!("no evidence within {:?}", cfg.node_timeout),
         };
@@ -344,9 +362,9 @@ async fn attest_one(
         }
         tokio::time::sleep(Duration::from_millis(500 * u64::from(tries))).await;
     };
-    let tdx = match &fetched.bundle.tee {
-        TeeEvidence::Tdx { quote, .. } => collateral.tdx(&quote.0, at).await,
-        TeeEvidence::SevSnp { .. } => None,
+    let (tdx, snp) = match &fetched.bundle.tee {
+        TeeEvidence::Tdx { quote, .. } => (collateral.tdx(&quote.0, at).await, None),
+        TeeEvidence::SevSnp { report, .. } => (None, collateral.snp(&report.0, at).await),
     };
     let devices = crate::gpu_input::from_bundle(&fetched.bundle);
     let gpu = if devices.is_empty() || fetched.bundle.claims.simulated {
@@ -354,9 +372,10 @@ async fn attest_one(
     } else {
         collateral.gpus(&devices, at).await
     };
-    let tee_collateral = match &tdx {
-        Some(c) => TeeCollateral::Tdx(c),
-        None => TeeCollateral::None,
+    let tee_collateral = match (&tdx, &snp) {
+        (Some(c), _) => TeeCollateral::Tdx(c),
+        (_, Some(e)) => TeeCollateral::Snp(e),
+        _ => TeeCollateral::None,
     };
     let verdict = appraise_bundle(&BundleInput {
         bundle: &fetched.bundle,

@@ -24,6 +24,7 @@ use crate::policy::Policy;
 use crate::round::{Collateral, GpuCollateral, Miner, RoundConfig};
 use crate::scoring::ScoringConfig;
 use crate::service::{self, EpochOutcome, Network, Service, ServiceError, WeightsSent};
+use crate::snp::{self, SnpEndorsement};
 use crate::tdx::{self, TdxCollateral};
 
 /// Collateral older than this is fetched (or simulated) again.
@@ -237,7 +238,51 @@ pub struct StoreCollateral {
     cache: Cache,
 }
 
+impl StoreCollateral {
+    pub fn new(store: CollateralStore, grace_seconds: u64) -> Self {
+        StoreCollateral {
+            store,
+            grace_seconds,
+            cache: Cache::default(),
+        }
+    }
+}
+
 impl Collateral for StoreCollateral {
+    fn snp<'a>(&'a self, report: &'a [u8], at: i64) -> BoxFuture<'a, Option<Arc<SnpEndorsement>>> {
+        Box::pin(async move {
+            // The chip's VCEK from AMD KDS (cached), and AMD's CRL for it. A
+            // v2 report does not name its product: each is asked in turn.
+            let (chip_id, tcb) = snp::vcek_request(report).ok()?;
+            let products = match snp::product_of_report(report) {
+                Some(p) => vec![p],
+                None => tvm_certs::AmdProduct::ALL.to_vec(),
+            };
+            let mut found = None;
+            for product in products {
+                match self.store.vcek(product, &chip_id, tcb).await {
+                    Ok((vek, _)) => {
+                        found = Some((product, vek));
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(product = product.name(), error = %e, "no VCEK for an SEV-SNP report")
+                    }
+                }
+            }
+            let (product, vek) = found?;
+            let crl = self
+                .store
+                .amd_crl(product, tvm_certs::AmdSigner::Vcek, at)
+                .await
+                .map(|(der, _)| der)
+                .map_err(|e| format!("AMD CRL unavailable ({e})"));
+            Some(Arc::new(
+                SnpEndorsement::prepare(&vek, None).with_crl(crl.as_deref().map_err(Clone::clone)),
+            ))
+        })
+    }
+
     fn tdx<'a>(&'a self, quote: &'a [u8], at: i64) -> BoxFuture<'a, Option<Arc<TdxCollateral>>> {
         Box::pin(async move {
             let (fmspc, ca) = tdx::platform_of(quote).ok()?;
@@ -348,11 +393,10 @@ impl Validator {
                 tracing::warn!(dir = %dir.display(), "DEVNET: TDX collateral from the SIMULATED PCS");
                 Box::new(SimulatedPcs::load(dir)?)
             }
-            None => Box::new(StoreCollateral {
-                store: cfg.store()?,
-                grace_seconds: policy.gpu.ocsp_grace_seconds,
-                cache: Cache::default(),
-            }),
+            None => Box::new(StoreCollateral::new(
+                cfg.store()?,
+                policy.gpu.ocsp_grace_seconds,
+            )),
         };
         let miners = cfg
             .miners

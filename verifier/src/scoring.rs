@@ -106,7 +106,13 @@ impl Default for ScoringConfig {
             v6_share: 0.7,
             v5_share: 0.3,
             burn_uid: 0,
-            model_points: BTreeMap::from([("H100".to_string(), 1.0), ("H200".to_string(), 2.0)]),
+            // "Hopper" pays any verified GH100 whose SKU tvm does not name
+            // yet (the H200 among them) like an H100, rather than nothing.
+            model_points: BTreeMap::from([
+                ("H100".to_string(), 1.0),
+                ("H200".to_string(), 2.0),
+                ("Hopper".to_string(), 1.0),
+            ]),
             auction: None,
         }
     }

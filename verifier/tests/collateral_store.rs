@@ -318,3 +318,61 @@ async fn gpu_rims_are_fetched_once_and_ocsp_outages_are_named() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&other);
 }
+
+/// The validator's round gets SEV-SNP collateral from the store: the chip's
+/// VCEK from KDS and AMD's CRL, so a real report is verified (not failed
+/// for want of collateral) and a bad CRL is named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_round_collateral_endorses_an_snp_report_from_the_store() {
+    use tvm_verifier::round::Collateral;
+    let server = serve(false).await;
+    let dir = tempdir("round-snp");
+    let collateral = tvm_verifier::run::StoreCollateral::new(store(&dir, &server), 0);
+    let report = testdata("snp/virtee_milan_report.hex");
+    let at = common::at("2025-06-01T00:00:00Z");
+    let endorsement = collateral
+        .snp(&report, at)
+        .await
+        .expect("VCEK from the store");
+    let v = tvm_verifier::snp::verify(&tvm_verifier::snp::SnpInput {
+        report: &report,
+        endorsement: &endorsement,
+        at,
+        grace_seconds: 0,
+    });
+    let failed = common::failed(&v);
+    let names: Vec<&str> = failed.iter().map(|(n, _)| *n).collect();
+    // Genuine: signed by the chip's VCEK under AMD's chain. The test
+    // server's CRL is not AMD's: revocation is not checked, and says why.
+    assert!(names.is_empty(), "{failed:?}");
+    let crl = v.checks.iter().find(|c| c.name == "amd.crl").unwrap();
+    assert_eq!(crl.status, tvm_verifier::Status::NotChecked);
+    assert!(
+        crl.detail.contains("not signed by AMD's Milan ARK"),
+        "{}",
+        crl.detail
+    );
+    assert!(v
+        .checks
+        .iter()
+        .any(|c| c.name == "report.signature" && c.status == tvm_verifier::Status::Pass));
+    // Another chip: whatever VCEK the service hands out, the check names it.
+    let mut other = report.clone();
+    other[0x1A0] ^= 1;
+    if let Some(e) = collateral.snp(&other, at).await {
+        let v = tvm_verifier::snp::verify(&tvm_verifier::snp::SnpInput {
+            report: &other,
+            endorsement: &e,
+            at,
+            grace_seconds: 0,
+        });
+        let failed = common::failed(&v);
+        assert!(
+            failed
+                .iter()
+                .any(|(n, _)| *n == "vek.chip_id" || *n == "report.signature"),
+            "{failed:?}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -77,7 +77,8 @@ impl Validator {
     fn for_devnet(sim_dir: &std::path::Path) -> Self {
         let (policy, _) = tvm_e2e::devnet_trust(sim_dir).unwrap();
         let intel = SimIntel::load(sim_dir).unwrap();
-        let collateral = TdxCollateral::prepare(intel.collateral(now().0).unwrap(), intel.root_der());
+        let collateral =
+            TdxCollateral::prepare(intel.collateral(now().0).unwrap(), intel.root_der());
         Validator {
             policy,
             collateral: std::sync::Arc::new(collateral),
