@@ -166,7 +166,7 @@ fn the_dashboard_shows_the_devnet_in_a_real_browser() {
             "{metrics}"
         );
         assert!(
-            metrics.contains("tvm_validator_verified_gpus 3"),
+            metrics.contains("tvm_validator_verified_gpus 4"),
             "{metrics}"
         );
 
