@@ -99,9 +99,10 @@ fn dev_key(uri: &str) -> Result<Hotkey, DevnetError> {
     Hotkey::from_uri(uri).map_err(|e| DevnetError::Setup(format!("key {uri}: {e}")))
 }
 
-/// A SIMULATED agent's configuration for `miner`, open to any signer (the
-/// devnet's misbehaving nodes call agents themselves).
-fn agent_config(sim: &Path, miner: &str, gpus: usize) -> Result<Config, DevnetError> {
+/// A SIMULATED agent's configuration for `miner` (a dev URI such as
+/// `//Miner1`) with `gpus` GPUs, open to any signer (the devnet's
+/// misbehaving nodes call agents themselves); the hierarchy lives in `sim`.
+pub fn agent_config(sim: &Path, miner: &str, gpus: usize) -> Result<Config, DevnetError> {
     let mut cfg = Config {
         hotkey: dev_key(miner)?.account_id().to_ss58(),
         tee: TeeChoice::Sim,

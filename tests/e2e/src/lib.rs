@@ -7,7 +7,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use tvm::serve::Axon;
-use tvm_agent::config::{Allow, Config, GpuChoice, TeeChoice};
 use tvm_agent::{Agent, Running};
 use tvm_chain::neurons::Neuron;
 use tvm_protocol::keys::Hotkey;
@@ -25,15 +24,7 @@ pub fn key(uri: &str) -> Result<Hotkey, Error> {
 /// A SIMULATED agent for `miner` with `gpus` GPUs, its main port at `at`,
 /// open to any signer; the hierarchy lives in `sim`.
 pub fn sim_agent(sim: &Path, miner: &str, at: SocketAddr, gpus: usize) -> Result<Running, Error> {
-    let mut cfg = Config {
-        hotkey: key(miner)?.account_id().to_ss58(),
-        tee: TeeChoice::Sim,
-        gpus: GpuChoice::Sim,
-        ..Config::default()
-    };
-    cfg.sim.dir = sim.to_path_buf();
-    cfg.sim.gpus = gpus;
-    cfg.access.allow = Allow::AnySigner;
+    let cfg = tvm::devnet::agent_config(sim, miner, gpus)?;
     Ok(Agent::build(&cfg)?.start_at(at)?)
 }
 

@@ -226,12 +226,23 @@ async fn attester_falls_back_across_ports_and_schemes() {
     assert_eq!(f.tls_spki_sha256, Some(a.tls_spki_sha256));
     assert!(v.appraise(&f.bundle, &nonce, f.tls_spki_sha256).accepted);
 
-    // A plain-HTTP-only port: RA-TLS fails, plain HTTP answers, the key is not compared.
+    // A plain-HTTP-only port: RA-TLS fails, plain HTTP answers, the key
+    // cannot be compared: rejected for exactly that, unless the policy
+    // says plain HTTP will do.
     att.ports = vec![a.http.port()];
     let f = att.evidence(&node, &miner, &nonce).await.unwrap();
     assert!(f.url.starts_with("http://"), "{}", f.url);
     assert_eq!(f.tls_spki_sha256, None);
     let verdict = v.appraise(&f.bundle, &nonce, None);
+    assert_eq!(
+        names(&verdict),
+        vec![check::TLS_KEY],
+        "{}",
+        verdict.render()
+    );
+    let mut lenient = Validator::for_devnet(&sim);
+    lenient.policy.dangerous_allow_plain_http = true;
+    let verdict = lenient.appraise(&f.bundle, &nonce, None);
     assert!(verdict.accepted, "{}", verdict.render());
 
     att.ports = vec![dead];
