@@ -372,28 +372,37 @@ async fn attest_one(
     } else {
         collateral.gpus(&devices, at).await
     };
-    let tee_collateral = match (&tdx, &snp) {
-        (Some(c), _) => TeeCollateral::Tdx(c),
-        (_, Some(e)) => TeeCollateral::Snp(e),
-        _ => TeeCollateral::None,
-    };
-    let verdict = appraise_bundle(&BundleInput {
-        bundle: &fetched.bundle,
-        nonce: &nonce,
-        tls_spki_sha256: fetched.tls_spki_sha256,
-        tee_collateral,
-        rims: &gpu.rims,
-        revocation: &gpu.revocation,
-        policy,
-        at,
-    });
-    NodeReport {
-        miner_uid: m.uid,
-        miner_hotkey: m.hotkey.to_ss58(),
-        bid: node.price,
-        node: node.ip,
-        verdict: Some(verdict),
-        error: None,
+    // Signature checks are CPU work: off the async workers, so fetching
+    // the other nodes (and the status pages) goes on meanwhile.
+    let policy = policy.clone();
+    let appraised = tokio::task::spawn_blocking(move || {
+        let tee_collateral = match (&tdx, &snp) {
+            (Some(c), _) => TeeCollateral::Tdx(c),
+            (_, Some(e)) => TeeCollateral::Snp(e),
+            _ => TeeCollateral::None,
+        };
+        appraise_bundle(&BundleInput {
+            bundle: &fetched.bundle,
+            nonce: &nonce,
+            tls_spki_sha256: fetched.tls_spki_sha256,
+            tee_collateral,
+            rims: &gpu.rims,
+            revocation: &gpu.revocation,
+            policy: &policy,
+            at,
+        })
+    })
+    .await;
+    match appraised {
+        Ok(verdict) => NodeReport {
+            miner_uid: m.uid,
+            miner_hotkey: m.hotkey.to_ss58(),
+            bid: node.price,
+            node: node.ip,
+            verdict: Some(verdict),
+            error: None,
+        },
+        Err(e) => no_evidence(m, node, format!("the appraisal failed: {e}")),
     }
 }
 
