@@ -58,7 +58,6 @@ pub fn hotkey_path(root: &Path, wallet: &str, hotkey: &str) -> PathBuf {
     root.join(wallet).join("hotkeys").join(hotkey)
 }
 
-/// Load a hotkey file from disk.
 /// The hotkey a config names: a secret phrase (mnemonic, `0x` seed, `//Dev`
 /// URI) or a wallet hotkey file, exactly one of the two.
 pub fn configured_hotkey(phrase: Option<&str>, file: Option<&Path>) -> Result<Hotkey, String> {
@@ -71,6 +70,7 @@ pub fn configured_hotkey(phrase: Option<&str>, file: Option<&Path>) -> Result<Ho
     }
 }
 
+/// Load a hotkey file from disk.
 pub fn load_hotkey_file(path: &Path) -> Result<Hotkey, KeyfileError> {
     let io = |source| KeyfileError::Io {
         path: path.to_path_buf(),

@@ -33,6 +33,8 @@ pub mod check {
 pub enum TeeCollateral<'a> {
     Tdx(&'a TdxCollateral),
     Snp(&'a SnpEndorsement),
+    /// None could be had, and why (fails `tee.collateral` with the reason).
+    Unavailable(&'a str),
     None,
 }
 
@@ -246,15 +248,16 @@ pub fn appraise_bundle(input: &BundleInput<'_>) -> BundleVerdict {
             });
             appraise(v, policy, Some(&expected), input.at)
         }
-        (tee, _) => {
+        (tee, given) => {
             let kind = match tee {
                 TeeEvidence::Tdx { .. } => "TDX",
                 TeeEvidence::SevSnp { .. } => "SEV-SNP",
             };
-            Verdict::new(
-                vec![Check::fail(check::TEE_COLLATERAL, format!("no {kind} collateral to verify this evidence with: fetch it (tvm-verifier collateral)"))],
-                None,
-            )
+            let detail = match given {
+                TeeCollateral::Unavailable(why) => format!("no {kind} collateral: {why}"),
+                _ => format!("no {kind} collateral to verify this evidence with: fetch it (tvm-verifier collateral)"),
+            };
+            Verdict::new(vec![Check::fail(check::TEE_COLLATERAL, detail)], None)
         }
     };
 

@@ -155,6 +155,25 @@ impl Db {
         Ok(())
     }
 
+    /// Drop one node's stored outcome (its miner's uid changed hands).
+    pub fn forget_node(&self, round_id: i64, miner_uid: u16, node: &str) -> Result<(), DbError> {
+        self.conn().execute(
+            "DELETE FROM nodes WHERE round_id = ?1 AND miner_uid = ?2 AND node = ?3",
+            params![round_id, i64::from(miner_uid), node],
+        )?;
+        Ok(())
+    }
+
+    /// How many nodes a round has finished.
+    pub fn node_count(&self, round_id: i64) -> Result<u64, DbError> {
+        let n: i64 = self.reader().query_row(
+            "SELECT COUNT(*) FROM nodes WHERE round_id = ?1",
+            params![round_id],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
     /// The scoring inputs of the nodes a round already finished.
     pub fn finished_results(&self, round_id: i64) -> Result<Vec<NodeResult>, DbError> {
         let c = self.reader();

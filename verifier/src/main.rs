@@ -596,7 +596,7 @@ fn check(args: &CheckArgs) -> Result<tvm_verifier::bundle::BundleVerdict, String
         );
         let snp = match &b.tee {
             tvm_protocol::evidence::TeeEvidence::SevSnp { report, .. } => {
-                rt.block_on(store.snp(&report.0, at))
+                Some(rt.block_on(store.snp(&report.0, at)))
             }
             _ => None,
         };
@@ -609,7 +609,8 @@ fn check(args: &CheckArgs) -> Result<tvm_verifier::bundle::BundleVerdict, String
     let gpu: tvm_verifier::round::GpuCollateral = gpu;
     let tee_collateral = match (&tdx, &snp) {
         (Some(c), _) => tvm_verifier::bundle::TeeCollateral::Tdx(c),
-        (_, Some(e)) => tvm_verifier::bundle::TeeCollateral::Snp(e),
+        (_, Some(Ok(e))) => tvm_verifier::bundle::TeeCollateral::Snp(e),
+        (_, Some(Err(why))) => tvm_verifier::bundle::TeeCollateral::Unavailable(why),
         _ => tvm_verifier::bundle::TeeCollateral::None,
     };
     Ok(tvm_verifier::bundle::appraise_bundle(

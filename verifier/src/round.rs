@@ -33,16 +33,21 @@ pub struct Miner {
 /// Where a node's collateral comes from: the collateral store (Intel PCS,
 /// NVIDIA's RIM service and OCSP, cached), or the devnet's simulated PCS.
 pub trait Collateral: Send + Sync {
-    /// The TDX collateral for this quote's platform; `None` fails `tee.collateral`.
-    fn tdx<'a>(&'a self, quote: &'a [u8], at: i64) -> BoxFuture<'a, Option<Arc<TdxCollateral>>>;
-    /// The VCEK (with AMD's chain and CRL) for this SEV-SNP report; `None`
-    /// fails `tee.collateral`.
+    /// The TDX collateral for this quote's platform, or why there is none
+    /// (the node then fails `tee.collateral` with that reason).
+    fn tdx<'a>(
+        &'a self,
+        quote: &'a [u8],
+        at: i64,
+    ) -> BoxFuture<'a, Result<Arc<TdxCollateral>, String>>;
+    /// The VCEK (with AMD's chain and CRL) for this SEV-SNP report, or why
+    /// there is none.
     fn snp<'a>(
         &'a self,
         _report: &'a [u8],
         _at: i64,
-    ) -> BoxFuture<'a, Option<Arc<SnpEndorsement>>> {
-        Box::pin(async { None })
+    ) -> BoxFuture<'a, Result<Arc<SnpEndorsement>, String>> {
+        Box::pin(async { Err("this validator has no source of SEV-SNP collateral".into()) })
     }
     /// The RIMs and OCSP answers for these devices (none: the RIM and
     /// revocation checks say what is missing).
@@ -52,6 +57,21 @@ pub trait Collateral: Send + Sync {
         _at: i64,
     ) -> BoxFuture<'a, GpuCollateral> {
         Box::pin(async { GpuCollateral::default() })
+    }
+}
+
+/// The CPU TEE collateral a node's evidence needs.
+pub enum Tee {
+    Tdx(Arc<TdxCollateral>),
+    Snp(Arc<SnpEndorsement>),
+}
+
+impl Tee {
+    pub fn as_input(&self) -> TeeCollateral<'_> {
+        match self {
+            Tee::Tdx(c) => TeeCollateral::Tdx(c),
+            Tee::Snp(e) => TeeCollateral::Snp(e),
+        }
     }
 }
 
@@ -283,29 +303,49 @@ fn not_public(host: &str) -> Option<String> {
         ));
     };
     let private = match ip {
-        std::net::IpAddr::V4(v4) => {
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                // 100.64.0.0/10, carrier-grade NAT
-                || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
-        }
+        std::net::IpAddr::V4(v4) => !public_v4(v4),
         std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            // An IPv4 address inside IPv6: mapped, compatible, NAT64, 6to4.
+            let embedded = if let Some(v4) = v6.to_ipv4() {
+                Some(v4)
+            } else if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || s[..3] == [0x64, 0xff9b, 1] {
+                Some(std::net::Ipv4Addr::from(
+                    (u32::from(s[6]) << 16) | u32::from(s[7]),
+                ))
+            } else if s[0] == 0x2002 {
+                Some(std::net::Ipv4Addr::from(
+                    (u32::from(s[1]) << 16) | u32::from(s[2]),
+                ))
+            } else {
+                None
+            };
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 // fc00::/7 unique local, fe80::/10 link-local
-                || (v6.segments()[0] & 0xfe00) == 0xfc00
-                || (v6.segments()[0] & 0xffc0) == 0xfe80
-                || v6.to_ipv4_mapped().is_some_and(|v4| not_public(&v4.to_string()).is_some())
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+                || embedded.is_some_and(|v4| !public_v4(v4))
         }
     };
     private.then(|| {
-        format!("{ip} is not a public address (loopback, private or link-local): validators only attest public addresses")
+        format!("{ip} is not a public address (loopback, private, link-local or reserved): validators only attest public addresses")
     })
+}
+
+fn public_v4(v4: std::net::Ipv4Addr) -> bool {
+    let [a, b, c, _] = v4.octets();
+    !(v4.is_loopback()
+        || v4.is_private()
+        || v4.is_link_local()
+        || v4.is_broadcast()
+        || v4.is_multicast()
+        || a == 0 // 0.0.0.0/8
+        || (a == 100 && (b & 0xc0) == 64) // 100.64.0.0/10, carrier-grade NAT
+        || (a == 192 && b == 0 && c == 0) // 192.0.0.0/24
+        || (a == 198 && (b & 0xfe) == 18) // 198.18.0.0/15, benchmarking
+        || a >= 240) // 240.0.0.0/4, reserved
 }
 
 fn no_evidence(m: &Miner, node: tvm_protocol::nodes::NodeEntry, error: String) -> NodeReport {
@@ -362,9 +402,9 @@ async fn attest_one(
         }
         tokio::time::sleep(Duration::from_millis(500 * u64::from(tries))).await;
     };
-    let (tdx, snp) = match &fetched.bundle.tee {
-        TeeEvidence::Tdx { quote, .. } => (collateral.tdx(&quote.0, at).await, None),
-        TeeEvidence::SevSnp { report, .. } => (None, collateral.snp(&report.0, at).await),
+    let tee = match &fetched.bundle.tee {
+        TeeEvidence::Tdx { quote, .. } => collateral.tdx(&quote.0, at).await.map(Tee::Tdx),
+        TeeEvidence::SevSnp { report, .. } => collateral.snp(&report.0, at).await.map(Tee::Snp),
     };
     let devices = crate::gpu_input::from_bundle(&fetched.bundle);
     let gpu = if devices.is_empty() || fetched.bundle.claims.simulated {
@@ -376,16 +416,13 @@ async fn attest_one(
     // the other nodes (and the status pages) goes on meanwhile.
     let policy = policy.clone();
     let appraised = tokio::task::spawn_blocking(move || {
-        let tee_collateral = match (&tdx, &snp) {
-            (Some(c), _) => TeeCollateral::Tdx(c),
-            (_, Some(e)) => TeeCollateral::Snp(e),
-            _ => TeeCollateral::None,
-        };
         appraise_bundle(&BundleInput {
             bundle: &fetched.bundle,
             nonce: &nonce,
             tls_spki_sha256: fetched.tls_spki_sha256,
-            tee_collateral,
+            tee_collateral: tee
+                .as_ref()
+                .map_or_else(|why| TeeCollateral::Unavailable(why), |t| t.as_input()),
             rims: &gpu.rims,
             revocation: &gpu.revocation,
             policy: &policy,
@@ -412,7 +449,14 @@ mod tests {
 
     #[test]
     fn only_public_ip_addresses_are_attested() {
-        for ok in ["8.8.8.8", "203.0.113.7", "2001:4860::8888", "100.128.0.1"] {
+        for ok in [
+            "8.8.8.8",
+            "203.0.113.7",
+            "2001:4860::8888",
+            "100.128.0.1",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+        ] {
             assert_eq!(not_public(ok), None, "{ok}");
         }
         for bad in [
@@ -427,6 +471,14 @@ mod tests {
             "fd00::1",
             "fe80::1",
             "::ffff:10.0.0.1",
+            "::10.0.0.1",
+            "64:ff9b::a00:1",
+            "64:ff9b:1::a00:1",
+            "2002:a00:1::1",
+            "0.1.2.3",
+            "192.0.0.8",
+            "198.19.0.1",
+            "240.0.0.1",
             "localhost",
             "metadata.google.internal",
         ] {

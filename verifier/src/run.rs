@@ -212,21 +212,33 @@ impl Cache {
         map.entry(key.to_string()).or_default().clone()
     }
 
-    /// The cached collateral, or `make`'s (kept when it gives one).
-    async fn get_or<F>(&self, key: &str, at: i64, make: F) -> Option<Arc<TdxCollateral>>
+    /// The cached collateral, or `make`'s (kept when it gives one; a slot
+    /// that got none is dropped, so made-up platforms do not pile up).
+    async fn get_or<F>(&self, key: &str, at: i64, make: F) -> Result<Arc<TdxCollateral>, String>
     where
-        F: std::future::Future<Output = Option<TdxCollateral>>,
+        F: std::future::Future<Output = Result<TdxCollateral, String>>,
     {
         let slot = self.slot(key);
         let mut held = slot.lock().await;
         if let Some((c, t)) = held.as_ref() {
             if at - t < COLLATERAL_REFRESH_SECONDS {
-                return Some(c.clone());
+                return Ok(c.clone());
             }
         }
-        let c = Arc::new(make.await?);
-        *held = Some((c.clone(), at));
-        Some(c)
+        match make.await {
+            Ok(c) => {
+                let c = Arc::new(c);
+                *held = Some((c.clone(), at));
+                Ok(c)
+            }
+            Err(e) => {
+                if held.is_none() {
+                    let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+                    map.remove(key);
+                }
+                Err(e)
+            }
+        }
     }
 }
 
@@ -236,6 +248,8 @@ pub struct StoreCollateral {
     store: CollateralStore,
     grace_seconds: u64,
     cache: Cache,
+    /// The AMD product each chip's VCEK was found under (v2 reports do not say).
+    products: Mutex<HashMap<Vec<u8>, tvm_certs::AmdProduct>>,
 }
 
 impl StoreCollateral {
@@ -244,20 +258,33 @@ impl StoreCollateral {
             store,
             grace_seconds,
             cache: Cache::default(),
+            products: Mutex::default(),
         }
     }
 }
 
 impl Collateral for StoreCollateral {
-    fn snp<'a>(&'a self, report: &'a [u8], at: i64) -> BoxFuture<'a, Option<Arc<SnpEndorsement>>> {
+    fn snp<'a>(
+        &'a self,
+        report: &'a [u8],
+        at: i64,
+    ) -> BoxFuture<'a, Result<Arc<SnpEndorsement>, String>> {
         Box::pin(async move {
-            // The chip's VCEK from AMD KDS (cached), and AMD's CRL for it. A
-            // v2 report does not name its product: each is asked in turn.
-            let (chip_id, tcb) = snp::vcek_request(report).ok()?;
-            let products = match snp::product_of_report(report) {
+            // The chip's VCEK from AMD KDS (cached), and AMD's CRL for it.
+            let (chip_id, tcb) = snp::vcek_request(report)?;
+            // A v2 report does not name its product: the one this chip was
+            // found under before, else each in turn.
+            let known = self
+                .products
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&chip_id[..])
+                .copied();
+            let products = match known.or_else(|| snp::product_of_report(report)) {
                 Some(p) => vec![p],
                 None => tvm_certs::AmdProduct::ALL.to_vec(),
             };
+            let mut why = Vec::new();
             let mut found = None;
             for product in products {
                 match self.store.vcek(product, &chip_id, tcb).await {
@@ -265,40 +292,48 @@ impl Collateral for StoreCollateral {
                         found = Some((product, vek));
                         break;
                     }
-                    Err(e) => {
-                        tracing::warn!(product = product.name(), error = %e, "no VCEK for an SEV-SNP report")
-                    }
+                    Err(e) => why.push(format!("{}: {e}", product.name())),
                 }
             }
-            let (product, vek) = found?;
+            let Some((product, vek)) = found else {
+                return Err(format!(
+                    "no VCEK from AMD KDS for this chip and TCB ({})",
+                    why.join("; ")
+                ));
+            };
+            self.products
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(chip_id.to_vec(), product);
             let crl = self
                 .store
                 .amd_crl(product, tvm_certs::AmdSigner::Vcek, at)
                 .await
                 .map(|(der, _)| der)
                 .map_err(|e| format!("AMD CRL unavailable ({e})"));
-            Some(Arc::new(
+            Ok(Arc::new(
                 SnpEndorsement::prepare(&vek, None).with_crl(crl.as_deref().map_err(Clone::clone)),
             ))
         })
     }
 
-    fn tdx<'a>(&'a self, quote: &'a [u8], at: i64) -> BoxFuture<'a, Option<Arc<TdxCollateral>>> {
+    fn tdx<'a>(
+        &'a self,
+        quote: &'a [u8],
+        at: i64,
+    ) -> BoxFuture<'a, Result<Arc<TdxCollateral>, String>> {
         Box::pin(async move {
-            let (fmspc, ca) = tdx::platform_of(quote).ok()?;
+            let (fmspc, ca) = tdx::platform_of(quote)?;
             // The PCK CRL differs by issuing CA: one entry per FMSPC and CA.
             let key = format!("{fmspc}/{}", ca.as_str());
             self.cache
                 .get_or(&key, at, async {
-                    let raw = match self.store.tdx(&fmspc, ca, at).await {
-                        Ok((raw, _)) => raw,
-                        Err(e) => {
-                            tracing::warn!(fmspc = %fmspc, error = %e, "no TDX collateral");
-                            return None;
-                        }
-                    };
-                    let root = tvm_certs::anchors::intel_sgx_root().ok()?;
-                    Some(TdxCollateral::prepare(raw, root))
+                    let (raw, _) = self.store.tdx(&fmspc, ca, at).await.map_err(|e| {
+                        tracing::warn!(fmspc = %fmspc, error = %e, "no TDX collateral");
+                        format!("no Intel collateral for FMSPC {fmspc}: {e}")
+                    })?;
+                    let root = tvm_certs::anchors::intel_sgx_root().map_err(|e| e.to_string())?;
+                    Ok(TdxCollateral::prepare(raw, root))
                 })
                 .await
         })
@@ -341,20 +376,31 @@ impl SimulatedPcs {
 
 impl SimulatedPcs {
     /// Fresh simulated collateral (made again once an hour old).
-    pub async fn collateral(&self, at: i64) -> Option<Arc<TdxCollateral>> {
+    pub async fn collateral(&self, at: i64) -> Result<Arc<TdxCollateral>, String> {
         self.cache
             .get_or("sim", at, async {
-                let raw = self.intel.collateral(at).ok()?;
-                Some(TdxCollateral::prepare(raw, self.intel.root_der()))
+                let raw = self
+                    .intel
+                    .collateral(at)
+                    .map_err(|e| format!("simulated collateral: {e}"))?;
+                Ok(TdxCollateral::prepare(raw, self.intel.root_der()))
             })
             .await
     }
 }
 
 impl Collateral for SimulatedPcs {
-    fn tdx<'a>(&'a self, _quote: &'a [u8], at: i64) -> BoxFuture<'a, Option<Arc<TdxCollateral>>> {
+    fn tdx<'a>(
+        &'a self,
+        _quote: &'a [u8],
+        at: i64,
+    ) -> BoxFuture<'a, Result<Arc<TdxCollateral>, String>> {
         Box::pin(self.collateral(at))
     }
+}
+
+fn is_chain_error(e: &RunError) -> bool {
+    matches!(e, RunError::Service(ServiceError::Chain(_)))
 }
 
 /// A configured validator: keys, database, policy, collateral, chain.
@@ -526,13 +572,14 @@ impl Validator {
     /// retried (the chain connection rebuilt after three in a row); they
     /// never end the loop.
     pub async fn run_forever(mut self, mut done: Option<u64>) -> ! {
-        let mut failures = 0u32;
+        // Chain failures in a row; the connection is rebuilt after three.
+        let mut chain_failures = 0u32;
         // Refusals by the chain are sent again at most this often per epoch.
         const MAX_REFUSED: u32 = 3;
         let mut refused: (u64, u32) = (0, 0);
         let poll = Duration::from_secs(self.cfg.poll_seconds.max(1));
         loop {
-            let ok = match self.current_epoch().await {
+            let chain_ok = match self.current_epoch().await {
                 Ok(epoch) if done.is_none_or(|d| epoch > d) => match self.run_epoch(epoch).await {
                     Ok(_) => {
                         done = Some(epoch);
@@ -540,32 +587,36 @@ impl Validator {
                     }
                     Err(e) => {
                         tracing::error!(epoch, error = %e, "round failed; retrying");
-                        false
+                        !is_chain_error(&e)
                     }
                 },
+                // Only the epoch just done: a lagging node's older epoch
+                // never sends its weights over newer ones.
+                Ok(epoch) if done != Some(epoch) => true,
                 Ok(epoch) if refused.0 == epoch && refused.1 >= MAX_REFUSED => true,
                 Ok(epoch) => match service::resend_weights(&self.service(), epoch).await {
                     Ok(Some(w)) => {
                         if let WeightsSent::Refused { .. } = w {
                             refused = (epoch, if refused.0 == epoch { refused.1 + 1 } else { 1 });
                         }
-                        tracing::info!(epoch, weights = %w, "weights sent again");
+                        tracing::info!(epoch, weights = %w, "weights sent after the round");
                         true
                     }
                     Ok(None) => true,
                     Err(e) => {
-                        tracing::warn!(epoch, error = %e, "weights not sent again; retrying");
-                        false
+                        tracing::warn!(epoch, error = %e, "weights not sent; retrying");
+                        !matches!(e, ServiceError::Chain(_))
                     }
                 },
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the epoch; retrying");
-                    false
+                    !is_chain_error(&e)
                 }
             };
-            failures = if ok { 0 } else { failures + 1 };
-            if failures >= 3 {
+            chain_failures = if chain_ok { 0 } else { chain_failures + 1 };
+            if chain_failures >= 3 {
                 self.reconnect().await;
+                chain_failures = 0;
             }
             tokio::time::sleep(poll).await;
         }

@@ -156,6 +156,13 @@ pub async fn run_epoch(s: &Service<'_>, epoch: u64) -> Result<EpochOutcome, Serv
         Network::Offline { miners, .. } => (miners.to_vec(), None),
     };
     let prior = s.db.finished_results(row.id)?;
+    // A uid that changed hands since the crash: its old verdicts go.
+    for p in &prior {
+        let holder = miners.iter().find(|m| m.uid == p.miner_uid);
+        if holder.is_none_or(|m| m.hotkey.to_ss58() != p.miner_hotkey) {
+            s.db.forget_node(row.id, p.miner_uid, &p.node)?;
+        }
+    }
     let db = s.db;
     let store = |r: &round::NodeReport, n: &crate::scoring::NodeResult| {
         // A failed write only means this node is attested again after a restart.
@@ -194,6 +201,7 @@ pub async fn run_epoch(s: &Service<'_>, epoch: u64) -> Result<EpochOutcome, Serv
         }
     };
     let result = serde_json::json!({
+        "validator_uid": my_uid,
         "weights": report.scores.weights,
         "v6": report.scores.v6,
         "notes": report.scores.notes,
@@ -257,9 +265,9 @@ async fn set_on_chain(
     })
 }
 
-/// Send a finished round's weights again if they did not land (the rate
-/// limit had not passed, or the chain refused them) and the chain allows it
-/// now; the stored result says where they went. `None`: nothing to do.
+/// Send a finished round's weights if they did not land (the rate limit had
+/// not passed, or the chain refused them) and the chain allows it now; the
+/// stored result then says where they went. `None`: nothing was sent.
 pub async fn resend_weights(
     s: &Service<'_>,
     epoch: u64,
@@ -288,15 +296,27 @@ pub async fn resend_weights(
     }
     let weights: Vec<(u16, u16)> =
         serde_json::from_value(result["weights"].clone()).map_err(crate::db::DbError::from)?;
-    let me = s.validator.account_id();
-    let uid = client
-        .neurons(*netuid)
-        .await?
-        .iter()
-        .find(|n| n.hotkey == me)
-        .map(|n| n.uid)
-        .ok_or_else(|| ServiceError::NotRegistered(me.to_ss58(), *netuid))?;
+    let uid = match result["validator_uid"]
+        .as_u64()
+        .and_then(|u| u16::try_from(u).ok())
+    {
+        Some(uid) => uid,
+        None => {
+            let me = s.validator.account_id();
+            client
+                .neurons(*netuid)
+                .await?
+                .iter()
+                .find(|n| n.hotkey == me)
+                .map(|n| n.uid)
+                .ok_or_else(|| ServiceError::NotRegistered(me.to_ss58(), *netuid))?
+        }
+    };
     let now_sent = set_on_chain(client, s.validator, *netuid, *version_key, uid, &weights).await?;
+    if let WeightsSent::RateLimited { .. } = now_sent {
+        // Still waiting: nothing sent, nothing to record.
+        return Ok(None);
+    }
     result["set"] = serde_json::to_value(&now_sent).map_err(crate::db::DbError::from)?;
     s.db.set_result(row.id, &result.to_string())?;
     Ok(Some(now_sent))

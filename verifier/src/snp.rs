@@ -575,6 +575,9 @@ pub fn product_of_report(report: &[u8]) -> Option<AmdProduct> {
 pub fn vcek_request(report: &[u8]) -> Result<([u8; 64], tvm_certs::store::SnpTcb), String> {
     let r = AttestationReport::from_bytes(report)
         .map_err(|e| format!("cannot parse the report: {e}"))?;
+    if r.key_info.signing_key() != 0 {
+        return Err("the report is signed by a VLEK (or not signed): a VLEK comes from the cloud provider, not AMD KDS; validators do not take it from the evidence yet".into());
+    }
     if r.chip_id.iter().all(|b| *b == 0) {
         return Err("the report's chip ID is masked: give its VCEK or VLEK with --vcek".into());
     }

@@ -4,7 +4,8 @@
 //!
 //! - `GET /api/v1/rounds` — recent rounds, their weights and where they went
 //! - `GET /api/v1/nodes` — every node of the latest round: verdict, GPUs, score, reasons
-//! - `GET /api/v1/miners/{uid}` — one miner's nodes, points and weight
+//! - `GET /api/v1/miners/{uid}` — one miner's nodes, points and weight in
+//!   the last finished round
 //! - `GET /` — the dashboard; `GET /metrics` — Prometheus text
 
 use std::collections::{BTreeMap, HashMap};
@@ -416,7 +417,7 @@ fn dashboard_page(db: &Db, info: &StatusInfo) -> Result<Response, String> {
     }
     if let (Some(n), Some(r)) = (&newest, &row) {
         if n.epoch != r.epoch {
-            let so_far = db.finished_nodes(n.id).map(|v| v.len()).unwrap_or(0);
+            let so_far = db.node_count(n.id).unwrap_or(0);
             let _ = write!(
                 h,
                 "<p>Epoch {} is running since {}: {so_far} nodes attested so far.</p>",

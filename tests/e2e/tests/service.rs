@@ -14,7 +14,9 @@ use tvm_protocol::nodes::NodeEntry;
 use tvm_verifier::attest::Attester;
 use tvm_verifier::db::Db;
 use tvm_verifier::round::RoundConfig;
-use tvm_verifier::service::{run_epoch, EpochOutcome, Network, Service, WeightsSent};
+use tvm_verifier::service::{
+    resend_weights, run_epoch, EpochOutcome, Network, Service, WeightsSent,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_epoch_sets_weights_once_and_respects_the_rate_limit() {
@@ -120,10 +122,16 @@ neurons:
     let EpochOutcome::Done { weights, .. } = run_epoch(&service, 2).await.unwrap() else {
         panic!()
     };
-    match weights {
-        WeightsSent::RateLimited { last, next } => assert_eq!(next, last + 100),
+    let next = match weights {
+        WeightsSent::RateLimited { last, next } => {
+            assert_eq!(next, last + 100);
+            next
+        }
         other => panic!("{other:?}"),
-    }
+    };
+    // Still inside the limit: nothing sent, nothing changed.
+    assert_eq!(resend_weights(&service, 2).await.unwrap(), None);
+    assert_eq!(client.nonce(&validator.account_id()).await.unwrap(), 1);
     assert_eq!(
         db.rounds(10)
             .unwrap()
@@ -137,5 +145,19 @@ neurons:
         1,
         "exactly one extrinsic sent"
     );
+    // Once the limit has passed, epoch 2's weights go out, once.
+    while client.best_block().await.unwrap() < next {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sent = resend_weights(&service, 2).await.unwrap();
+    assert!(matches!(sent, Some(WeightsSent::Landed { .. })), "{sent:?}");
+    assert_eq!(client.nonce(&validator.account_id()).await.unwrap(), 2);
+    assert_eq!(
+        resend_weights(&service, 2).await.unwrap(),
+        None,
+        "landed: not again"
+    );
+    let stored = db.rounds(1).unwrap().remove(0);
+    assert!(stored.result.unwrap().contains("\"landed\""));
     chain.stop();
 }
