@@ -81,6 +81,23 @@ async fn read_limited(
     Ok(out)
 }
 
+/// What went wrong, in the words of the innermost error ("Connection
+/// refused", "timed out", a TLS alert), after reqwest's own summary.
+fn cause(e: &reqwest::Error) -> String {
+    let mut inner: &dyn std::error::Error = e;
+    while let Some(next) = inner.source() {
+        inner = next;
+    }
+    let root = inner.to_string();
+    if e.is_timeout() {
+        "timed out".into()
+    } else if root == e.to_string() {
+        root
+    } else {
+        root.to_lowercase()
+    }
+}
+
 impl Attester {
     pub fn new(validator: Hotkey, timeout: Duration) -> Result<Self, AttestError> {
         Ok(Attester {
@@ -113,7 +130,7 @@ impl Attester {
             .signed(self.client.get(&url), b"", miner)
             .send()
             .await
-            .map_err(|e| AttestError::Unreachable(format!("{url}: {e}")))?;
+            .map_err(|e| AttestError::Unreachable(format!("{url}: {}", cause(&e))))?;
         let status = resp.status().as_u16();
         let body = read_limited(resp, MAX_NODE_LIST_BYTES, &url).await?;
         if status != 200 {
@@ -157,10 +174,12 @@ impl Attester {
                     Ok(r) => r,
                     // Refused, or not TLS: try plain HTTP, then the next port.
                     Err(e) if e.is_connect() => {
-                        tried.push(format!("{url}: {e}"));
+                        tried.push(format!("{url}: {}", cause(&e)));
                         continue;
                     }
-                    Err(e) => return Err(AttestError::Unreachable(format!("{url}: {e}"))),
+                    Err(e) => {
+                        return Err(AttestError::Unreachable(format!("{url}: {}", cause(&e))))
+                    }
                 };
                 let status = resp.status().as_u16();
                 if status == 404 {
