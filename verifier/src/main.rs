@@ -102,17 +102,7 @@ struct StoreArgs {
 impl StoreArgs {
     fn open(&self) -> Result<CollateralStore, String> {
         let defaults = StoreConfig::default();
-        let dir = match &self.collateral_dir {
-            Some(d) => d.clone(),
-            None => match (
-                std::env::var_os("TVM_COLLATERAL_DIR"),
-                std::env::var_os("HOME"),
-            ) {
-                (Some(d), _) => PathBuf::from(d),
-                (None, Some(home)) => PathBuf::from(home).join(".cache/tvm/collateral"),
-                (None, None) => PathBuf::from("collateral"),
-            },
-        };
+        let dir = tvm_verifier::run::collateral_dir(self.collateral_dir.as_deref());
         let cfg = StoreConfig {
             dir,
             pcs_url: self.pcs_url.clone().unwrap_or(defaults.pcs_url),

@@ -170,24 +170,29 @@ impl RunConfig {
 
     fn store(&self) -> Result<CollateralStore, RunError> {
         let d = StoreConfig::default();
-        let home = std::env::var_os("HOME").map(PathBuf::from);
-        let dir = match (&self.collateral_dir, home) {
-            // `~/` as a shell would read it.
-            (Some(dir), Some(home)) if dir.starts_with("~") => {
-                home.join(dir.strip_prefix("~").unwrap_or(dir))
-            }
-            (Some(dir), _) => dir.clone(),
-            (None, Some(home)) => home.join(".cache/tvm/collateral"),
-            (None, None) => PathBuf::from("collateral"),
-        };
         let cfg = StoreConfig {
-            dir,
+            dir: collateral_dir(self.collateral_dir.as_deref()),
             pcs_url: self.pcs_url.clone().unwrap_or(d.pcs_url),
             nvidia_rim_url: self.nvidia_rim_url.clone().unwrap_or(d.nvidia_rim_url),
             nvidia_ocsp_url: self.nvidia_ocsp_url.clone().unwrap_or(d.nvidia_ocsp_url),
             ..d
         };
         CollateralStore::open(cfg, &[]).map_err(|e| RunError::Setup(e.to_string()))
+    }
+}
+
+/// The collateral cache: the folder given (a leading `~` read as a shell
+/// would), else `$TVM_COLLATERAL_DIR`, else `~/.cache/tvm/collateral`.
+pub fn collateral_dir(given: Option<&Path>) -> PathBuf {
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    match (given, std::env::var_os("TVM_COLLATERAL_DIR"), home) {
+        (Some(dir), _, Some(home)) if dir.starts_with("~") => {
+            home.join(dir.strip_prefix("~").unwrap_or(dir))
+        }
+        (Some(dir), _, _) => dir.to_path_buf(),
+        (None, Some(env), _) => PathBuf::from(env),
+        (None, None, Some(home)) => home.join(".cache/tvm/collateral"),
+        (None, None, None) => PathBuf::from("collateral"),
     }
 }
 
