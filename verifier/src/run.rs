@@ -640,3 +640,44 @@ impl Validator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(yaml: &str) -> Result<RunConfig, RunError> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("validator.yaml");
+        std::fs::write(&p, yaml).unwrap();
+        RunConfig::load(&p)
+    }
+
+    #[test]
+    fn configs_are_checked_before_anything_runs() {
+        let ok = load("hotkey_phrase: \"//V\"\nchain_endpoint: \"ws://127.0.0.1:9944\"\n").unwrap();
+        assert_eq!((ok.netuid, ok.epoch_blocks), (4, 360));
+        let typo = load("hotkey_phrase: \"//V\"\nchain_endpiont: \"ws://x\"\n").unwrap_err();
+        assert!(typo.to_string().contains("chain_endpiont"), "{typo}");
+        let neither = load("hotkey_phrase: \"//V\"\n").unwrap_err();
+        assert!(
+            neither
+                .to_string()
+                .contains("no chain_endpoint and no miners"),
+            "{neither}"
+        );
+        let both = load(
+            "hotkey_phrase: \"//V\"\nchain_endpoint: \"ws://x\"\nminers: [{uid: 1, hotkey: \"5F\", axon: \"1.2.3.4:1\"}]\n",
+        )
+        .unwrap_err();
+        assert!(both.to_string().contains("drop `miners`"), "{both}");
+        let ports =
+            load("hotkey_phrase: \"//V\"\nchain_endpoint: \"ws://x\"\nevidence_ports: []\n")
+                .unwrap_err();
+        assert!(ports.to_string().contains("evidence_ports"), "{ports}");
+        let no_key = load("chain_endpoint: \"ws://x\"\n")
+            .unwrap()
+            .hotkey()
+            .unwrap_err();
+        assert!(no_key.to_string().contains("hotkey_phrase"), "{no_key}");
+    }
+}
