@@ -44,7 +44,6 @@ use tvm_protocol::nonce::Nonce;
 use tvm_verifier::attest::Attester;
 use tvm_verifier::round::RoundReport;
 use tvm_verifier::run::{RunConfig, Validator};
-use tvm_verifier::scoring::NodeScore;
 use tvm_verifier::service::{EpochOutcome, WeightsSent};
 
 use crate::serve::ServeConfig;
@@ -377,16 +376,7 @@ pub fn verdict_table(report: &RoundReport) -> String {
             (Some(false), _) => "REJECTED",
             (None, _) => "NO EVIDENCE",
         };
-        let counted = match s {
-            NodeScore::Counted { points } if *points == 1.0 => "1 point".into(),
-            NodeScore::Counted { points } => format!("{points} points"),
-            NodeScore::Duplicate { shared_with } => {
-                format!("duplicate of {}", shared_with.join(", "))
-            }
-            NodeScore::NotInAuction { reason } => format!("not bought: {reason}"),
-            NodeScore::Failed => "0".into(),
-            NodeScore::NoEvidence => "0".into(),
-        };
+        let counted = s.to_string();
         // Failed checks by name (the dashboard has every reason in full).
         let why = match n.accepted {
             Some(false) => {

@@ -577,26 +577,26 @@ fn check(args: &CheckArgs) -> Result<tvm_verifier::bundle::BundleVerdict, String
     use tvm_verifier::round::Collateral as _;
     let devices = tvm_verifier::gpu_input::from_bundle(b);
     let is_snp = matches!(b.tee, tvm_protocol::evidence::TeeEvidence::SevSnp { .. });
-    let (snp, gpu) = if b.claims.simulated || (!is_snp && devices.is_empty()) {
-        (None, Default::default())
-    } else {
-        let store = tvm_verifier::run::StoreCollateral::new(
-            args.store.open()?,
-            policy.gpu.ocsp_grace_seconds,
-        );
-        let snp = match &b.tee {
-            tvm_protocol::evidence::TeeEvidence::SevSnp { report, .. } => {
-                Some(rt.block_on(store.snp(&report.0, at)))
-            }
-            _ => None,
+    let (snp, gpu): (_, tvm_verifier::round::GpuCollateral) =
+        if b.claims.simulated || (!is_snp && devices.is_empty()) {
+            (None, Default::default())
+        } else {
+            let store = tvm_verifier::run::StoreCollateral::new(
+                args.store.open()?,
+                policy.gpu.ocsp_grace_seconds,
+            );
+            let snp = match &b.tee {
+                tvm_protocol::evidence::TeeEvidence::SevSnp { report, .. } => {
+                    Some(rt.block_on(store.snp(&report.0, at)))
+                }
+                _ => None,
+            };
+            let gpu = match devices.is_empty() {
+                true => Default::default(),
+                false => rt.block_on(store.gpus(&devices, at)),
+            };
+            (snp, gpu)
         };
-        let gpu = match devices.is_empty() {
-            true => Default::default(),
-            false => rt.block_on(store.gpus(&devices, at)),
-        };
-        (snp, gpu)
-    };
-    let gpu: tvm_verifier::round::GpuCollateral = gpu;
     let tee_collateral = match (&tdx, &snp) {
         (Some(c), _) => tvm_verifier::bundle::TeeCollateral::Tdx(c),
         (_, Some(Ok(e))) => tvm_verifier::bundle::TeeCollateral::Snp(e),

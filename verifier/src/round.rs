@@ -195,9 +195,10 @@ fn result_of(r: &NodeReport) -> NodeResult {
     }
 }
 
-/// A round that may be a restart: nodes in `prior` (finished before) are not
-/// attested again but scored as they were; `on_node` sees each new node as
-/// soon as it is appraised (to store it).
+/// A round that may be a restart: nodes in `prior` (finished before, by
+/// miners that still hold their uid) are not attested again but scored as
+/// they were; `on_node` sees each new node as soon as it is appraised (to
+/// store it).
 #[allow(clippy::too_many_arguments)]
 pub async fn run_resumable(
     miners: &[Miner],
@@ -235,13 +236,6 @@ pub async fn run_resumable(
         .collect()
         .await;
     lists.sort_by_key(|(i, _, _)| *i);
-    // Verdicts kept from before a restart, for miners that still hold their uid.
-    let holders: std::collections::HashMap<u16, String> =
-        miners.iter().map(|m| (m.uid, m.hotkey.to_ss58())).collect();
-    let prior: Vec<NodeResult> = prior
-        .into_iter()
-        .filter(|p| holders.get(&p.miner_uid) == Some(&p.miner_hotkey))
-        .collect();
     let done: std::collections::HashSet<(u16, &str)> = prior
         .iter()
         .map(|p| (p.miner_uid, p.node.as_str()))

@@ -44,7 +44,7 @@ pub struct NodeResult {
 }
 
 /// How a node counted.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum NodeScore {
     /// Verified and unique: its GPUs' points.
@@ -61,6 +61,20 @@ pub enum NodeScore {
     },
     Failed,
     NoEvidence,
+}
+
+impl std::fmt::Display for NodeScore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NodeScore::Counted { points } if *points == 1.0 => write!(f, "1 point"),
+            NodeScore::Counted { points } => write!(f, "{points} points"),
+            NodeScore::Duplicate { shared_with } => {
+                write!(f, "duplicate of {}", shared_with.join(", "))
+            }
+            NodeScore::NotInAuction { reason } => write!(f, "not bought: {reason}"),
+            NodeScore::Failed | NodeScore::NoEvidence => write!(f, "not counted"),
+        }
+    }
 }
 
 /// Auction mode (Targon's target pricing): the subnet buys `target_cards`

@@ -155,14 +155,16 @@ pub async fn run_epoch(s: &Service<'_>, epoch: u64) -> Result<EpochOutcome, Serv
         }
         Network::Offline { miners, .. } => (miners.to_vec(), None),
     };
-    let prior = s.db.finished_results(row.id)?;
+    let mut prior = s.db.finished_results(row.id)?;
     // A uid that changed hands since the crash: its old verdicts go.
+    let holders: std::collections::HashMap<u16, String> =
+        miners.iter().map(|m| (m.uid, m.hotkey.to_ss58())).collect();
     for p in &prior {
-        let holder = miners.iter().find(|m| m.uid == p.miner_uid);
-        if holder.is_none_or(|m| m.hotkey.to_ss58() != p.miner_hotkey) {
+        if holders.get(&p.miner_uid) != Some(&p.miner_hotkey) {
             s.db.forget_node(row.id, p.miner_uid, &p.node)?;
         }
     }
+    prior.retain(|p| holders.get(&p.miner_uid) == Some(&p.miner_hotkey));
     let db = s.db;
     let store = |r: &round::NodeReport, n: &crate::scoring::NodeResult| {
         // A failed write only means this node is attested again after a restart.

@@ -21,7 +21,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::db::{Db, RoundRow};
-use crate::scoring::{GpuSeen, NodeResult};
+use crate::facts::rfc3339;
+use crate::scoring::{GpuSeen, NodeResult, NodeScore};
 
 /// What the pages need besides the store.
 pub struct StatusInfo {
@@ -319,41 +320,12 @@ fn esc(s: &str) -> String {
     out
 }
 
-fn time(t: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(t)
-        .ok()
-        .and_then(|d| {
-            d.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| t.to_string())
-}
-
+/// How a node counted, in the same words as `tvm devnet` prints them.
 fn outcome_words(score: &Option<Value>) -> String {
-    let Some(s) = score else {
-        return "pending".into();
-    };
-    match s["outcome"].as_str() {
-        Some("counted") => format!("counted: {} points", s["points"]),
-        Some("duplicate") => format!(
-            "duplicate: also claimed by {}",
-            s["shared_with"]
-                .as_array()
-                .map(|a| a
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", "))
-                .unwrap_or_default()
-        ),
-        Some("not_in_auction") => {
-            format!("not bought: {}", s["reason"].as_str().unwrap_or_default())
-        }
-        Some("failed") => "failed".into(),
-        Some("no_evidence") => "no evidence".into(),
-        Some(other) => other.to_string(),
-        None => "pending".into(),
-    }
+    score
+        .clone()
+        .and_then(|s| serde_json::from_value::<NodeScore>(s).ok())
+        .map_or_else(|| "pending".into(), |s| s.to_string())
 }
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}\
@@ -399,10 +371,10 @@ fn dashboard_page(db: &Db, info: &StatusInfo) -> Result<Response, String> {
         ),
         Some(r) => {
             let state = match r.finished_at {
-                Some(t) => format!("finished {}", time(t)),
+                Some(t) => format!("finished {}", rfc3339(t)),
                 None => format!(
                     "running since {} ({} nodes so far)",
-                    time(r.started_at),
+                    rfc3339(r.started_at),
                     nodes.len()
                 ),
             };
@@ -422,7 +394,7 @@ fn dashboard_page(db: &Db, info: &StatusInfo) -> Result<Response, String> {
                 h,
                 "<p>Epoch {} is running since {}: {so_far} nodes attested so far.</p>",
                 n.epoch,
-                time(n.started_at)
+                rfc3339(n.started_at)
             );
         }
     }
@@ -522,8 +494,8 @@ fn dashboard_page(db: &Db, info: &StatusInfo) -> Result<Response, String> {
             h,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             r.epoch,
-            time(r.started_at),
-            r.finished_at.map(time).unwrap_or_else(|| "—".into()),
+            rfc3339(r.started_at),
+            r.finished_at.map(rfc3339).unwrap_or_else(|| "—".into()),
             esc(r.set.as_deref().unwrap_or("—"))
         );
     }
