@@ -14,7 +14,6 @@ pub mod listener;
 pub mod metrics;
 pub mod proxy;
 pub mod server;
-pub mod sim;
 pub mod tls;
 
 use std::net::SocketAddr;

@@ -110,10 +110,20 @@ fn init_logs(format: LogFormat) {
     }
 }
 
+#[cfg(feature = "sim")]
+fn sim_init(dir: &std::path::Path) -> Result<String, String> {
+    tvm_agent::backend::sim::init(dir).map_err(|e| e.to_string())
+}
+
+#[cfg(not(feature = "sim"))]
+fn sim_init(_: &std::path::Path) -> Result<String, String> {
+    Err("this agent was built without the simulated TEE (cargo feature `sim`)".into())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::SimInit { dir } => match tvm_agent::backend::sim::init(&dir) {
+        Command::SimInit { dir } => match sim_init(&dir) {
             Ok(text) => {
                 println!("{text}");
                 ExitCode::SUCCESS

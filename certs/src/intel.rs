@@ -3,7 +3,7 @@
 //! with these; the verifier checks it again per platform before use.
 
 use dcap_qvl::QuoteCollateralV3;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use x509_parser::prelude::{parse_x509_crl, FromDer, X509Certificate};
@@ -160,4 +160,21 @@ pub fn next_update(c: &QuoteCollateralV3) -> Result<i64, String> {
         .map(|d| d.next_update)
         .min()
         .ok_or_else(|| "collateral has no dated items".to_string())
+}
+
+/// Which Intel CA issued the platform's PCK certificate (it names the PCK CRL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PckCa {
+    Platform,
+    Processor,
+}
+
+impl PckCa {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PckCa::Platform => "platform",
+            PckCa::Processor => "processor",
+        }
+    }
 }

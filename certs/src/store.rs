@@ -62,22 +62,7 @@ impl Default for StoreConfig {
     }
 }
 
-/// Which Intel CA issued the platform's PCK certificate (it names the PCK CRL).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PckCa {
-    Platform,
-    Processor,
-}
-
-impl PckCa {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            PckCa::Platform => "platform",
-            PckCa::Processor => "processor",
-        }
-    }
-}
+pub use crate::intel::PckCa;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {

@@ -2,7 +2,7 @@
 //! and never a verified RIM (no signer key is available to the fuzzer).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use tvm_verifier::rim::Rim;
+use tvm_verifier::gpu::rim::Rim;
 
 fuzz_target!(|data: &[u8]| {
     let r = Rim::verify(data, 1_717_200_000);

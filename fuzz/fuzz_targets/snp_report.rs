@@ -2,7 +2,7 @@
 //! a verdict with a named failure, never a panic.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use tvm_verifier::snp::{self, SnpInput};
+use tvm_verifier::tee::snp::{self, SnpInput};
 
 const VCEK: &[u8] = include_bytes!("../../testdata/snp/virtee_milan_vcek.der");
 

@@ -4,7 +4,7 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use tvm_verifier::gpu::{self, DeviceInput};
-use tvm_verifier::spdm::MeasurementReport;
+use tvm_verifier::gpu::spdm::MeasurementReport;
 
 const CHAIN: &[u8] = include_bytes!("../../testdata/nvidia/nvtrust_hopper_cert_chain.pem");
 

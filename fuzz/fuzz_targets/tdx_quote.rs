@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use tvm_verifier::tdx::{self, TdxInput};
+use tvm_verifier::tee::tdx::{self, TdxInput};
 
 fn collateral() -> &'static tdx::TdxCollateral {
     static C: OnceLock<tdx::TdxCollateral> = OnceLock::new();

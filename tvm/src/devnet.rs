@@ -41,10 +41,10 @@ use tvm_protocol::evidence::EvidenceRequest;
 use tvm_protocol::keys::{AccountId, Hotkey};
 use tvm_protocol::nodes::NodeEntry;
 use tvm_protocol::nonce::Nonce;
-use tvm_verifier::attest::Attester;
-use tvm_verifier::round::RoundReport;
-use tvm_verifier::run::{RunConfig, Validator};
-use tvm_verifier::service::{EpochOutcome, WeightsSent};
+use tvm_validator::attest::Attester;
+use tvm_validator::round::RoundReport;
+use tvm_validator::run::{RunConfig, Validator};
+use tvm_validator::service::{EpochOutcome, WeightsSent};
 
 use crate::serve::ServeConfig;
 
@@ -342,7 +342,7 @@ async fn start_network(
         // Every node of the devnet is on loopback.
         dangerous_allow_private_addresses: true,
         dangerous_simulated_pcs: Some(sim),
-        scoring: tvm_verifier::scoring::ScoringConfig {
+        scoring: tvm_validator::scoring::ScoringConfig {
             burn_uid: 0,
             ..Default::default()
         },
@@ -481,8 +481,8 @@ async fn run_in(opts: &DevnetOptions, dir: &Path) -> Result<(), DevnetError> {
         .await
         .map_err(|e| DevnetError::Setup(format!("cannot serve the dashboard on {dashboard}: {e} (is another devnet running? use --dashboard 127.0.0.1:0)")))?;
     let dashboard = listener.local_addr().map_err(setup("dashboard"))?;
-    let app = tvm_verifier::status::router(validator.db.clone(), validator.status_info());
-    tokio::spawn(tvm_verifier::status::serve(listener, app));
+    let app = tvm_validator::status::router(validator.db.clone(), validator.status_info());
+    tokio::spawn(tvm_validator::status::serve(listener, app));
 
     let epoch = validator.current_epoch().await.map_err(setup("epoch"))?;
     let out = validator.run_epoch(epoch).await.map_err(setup("round"))?;

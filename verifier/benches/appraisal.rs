@@ -4,8 +4,8 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tvm_verifier::input::binary_or_hex;
-use tvm_verifier::snp::{self, SnpInput};
-use tvm_verifier::tdx::{self, TdxCollateral, TdxInput};
+use tvm_verifier::tee::snp::{self, SnpInput};
+use tvm_verifier::tee::tdx::{self, TdxCollateral, TdxInput};
 use tvm_verifier::{appraise, Policy};
 
 const QUOTE: &[u8] = include_bytes!("../../testdata/tdx/dcapqvl_tdx_quote_v4.bin");

@@ -5,11 +5,11 @@
 //! timed by bench/gpu.sh in the same run.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use tvm_verifier::gpu_appraise::{appraise_node, NodeInput, RimInput};
-use tvm_verifier::gpu_input::{parse_nvtrust_json, pem_chain, DeviceEvidence};
+use tvm_verifier::gpu::input::{parse_nvtrust_json, pem_chain, DeviceEvidence};
+use tvm_verifier::gpu::node::{appraise_node, NodeInput, RimInput};
+use tvm_verifier::gpu::rim::Rim;
 use tvm_verifier::input::binary_or_hex;
 use tvm_verifier::policy::GpuPolicy;
-use tvm_verifier::rim::Rim;
 
 const NV1: &[u8] = include_bytes!("../../testdata/nvidia/nvtrust_hopper_report.hex");
 const NV1_CHAIN: &[u8] = include_bytes!("../../testdata/nvidia/nvtrust_hopper_cert_chain.pem");

@@ -10,13 +10,13 @@ use tvm_protocol::binding::report_data;
 use tvm_protocol::evidence::{EvidenceBundle, NodeType, TeeEvidence};
 use tvm_protocol::nonce::Nonce;
 
-use crate::appraise::appraise;
+use crate::gpu;
+use crate::gpu::node::{appraise_node, NodeInput, NodeVerdict, Revocation, RimInput};
 use crate::gpu::DeviceRoot;
-use crate::gpu_appraise::{appraise_node, NodeInput, NodeVerdict, Revocation, RimInput};
-use crate::gpu_input;
 use crate::policy::Policy;
-use crate::snp::{self, SnpEndorsement};
-use crate::tdx::{self, TdxCollateral};
+use crate::tee::appraise::appraise;
+use crate::tee::snp::{self, SnpEndorsement};
+use crate::tee::tdx::{self, TdxCollateral};
 use crate::verdict::{Check, Status, Verdict};
 
 pub mod check {
@@ -261,7 +261,7 @@ pub fn appraise_bundle(input: &BundleInput<'_>) -> BundleVerdict {
         }
     };
 
-    let devices = gpu_input::from_bundle(b);
+    let devices = gpu::input::from_bundle(b);
     let gpus = (!devices.is_empty()).then(|| {
         let root = match &sim_roots {
             Some((_, nv)) => DeviceRoot::Simulated(nv),

@@ -16,7 +16,7 @@ pub enum Facts {
 pub struct TdxFacts {
     pub quote_version: u16,
     /// Intel's TCB status once the quote verified (e.g. `UpToDate`).
-    pub tcb_status: Option<String>,
+    pub tcb_status: Option<crate::policy::TcbStatus>,
     pub advisory_ids: Vec<String>,
     pub fmspc: Option<String>,
     pub mrtd: String,
@@ -87,7 +87,8 @@ impl Facts {
                 ),
                 (
                     "tcb status",
-                    f.tcb_status.clone().unwrap_or_else(|| "unknown".into()),
+                    f.tcb_status
+                        .map_or_else(|| "unknown".into(), |s| s.to_string()),
                 ),
                 (
                     "advisories",

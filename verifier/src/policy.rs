@@ -5,31 +5,16 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 pub use tvm_certs::amd::SnpTcb;
 
-/// Intel's TCB statuses, as TCB Info names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum TcbStatus {
-    UpToDate,
-    SWHardeningNeeded,
-    ConfigurationNeeded,
-    ConfigurationAndSWHardeningNeeded,
-    OutOfDate,
-    OutOfDateConfigurationNeeded,
-    Revoked,
-}
+/// Intel's TCB statuses as dcap-qvl reads them from TCB Info (policy files
+/// name them the same way, e.g. `UpToDate`, `TDRelaunchAdvised`).
+pub use dcap_qvl::tcb_info::TcbStatus;
 
-impl TcbStatus {
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "UpToDate" => TcbStatus::UpToDate,
-            "SWHardeningNeeded" => TcbStatus::SWHardeningNeeded,
-            "ConfigurationNeeded" => TcbStatus::ConfigurationNeeded,
-            "ConfigurationAndSWHardeningNeeded" => TcbStatus::ConfigurationAndSWHardeningNeeded,
-            "OutOfDate" => TcbStatus::OutOfDate,
-            "OutOfDateConfigurationNeeded" => TcbStatus::OutOfDateConfigurationNeeded,
-            "Revoked" => TcbStatus::Revoked,
-            _ => return None,
-        })
-    }
+/// The status dcap-qvl reports (as text) read back into its enum; `None` for a
+/// name this build does not know, which no policy can then allow.
+pub fn parse_tcb_status(name: &str) -> Option<TcbStatus> {
+    use serde::de::{value::StrDeserializer, IntoDeserializer as _};
+    let de: StrDeserializer<'_, serde::de::value::Error> = name.into_deserializer();
+    TcbStatus::deserialize(de).ok()
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

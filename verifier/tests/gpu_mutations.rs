@@ -5,10 +5,10 @@
 mod common;
 
 use common::{at, testdata};
+use tvm_verifier::gpu::input::{parse_nvtrust_json, pem_chain};
+use tvm_verifier::gpu::rim::{Rim, RimError};
+use tvm_verifier::gpu::spdm::{MeasurementReport, REQUEST_LEN, SIGNATURE_LEN};
 use tvm_verifier::gpu::{self, Arch, DeviceInput};
-use tvm_verifier::gpu_input::{parse_nvtrust_json, pem_chain};
-use tvm_verifier::rim::{Rim, RimError};
-use tvm_verifier::spdm::{MeasurementReport, REQUEST_LEN, SIGNATURE_LEN};
 use tvm_verifier::Status;
 
 #[derive(Clone)]

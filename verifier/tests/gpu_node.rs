@@ -4,10 +4,8 @@
 mod common;
 
 use common::{at, testdata};
-use tvm_verifier::gpu_appraise::{
-    appraise_node, check, NodeInput, NodeVerdict, Revocation, RimInput,
-};
-use tvm_verifier::gpu_input::{parse_nvtrust_json, pem_chain, DeviceEvidence};
+use tvm_verifier::gpu::input::{parse_nvtrust_json, pem_chain, DeviceEvidence};
+use tvm_verifier::gpu::node::{appraise_node, check, NodeInput, NodeVerdict, Revocation, RimInput};
 use tvm_verifier::policy::GpuPolicy;
 use tvm_verifier::Status;
 

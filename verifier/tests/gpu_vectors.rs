@@ -4,9 +4,9 @@
 mod common;
 
 use common::{at, failed, testdata};
+use tvm_verifier::gpu::input::{parse_nvtrust_json, pem_chain};
+use tvm_verifier::gpu::spdm::{field, MeasurementReport};
 use tvm_verifier::gpu::{self, check, Arch, DeviceInput};
-use tvm_verifier::gpu_input::{parse_nvtrust_json, pem_chain};
-use tvm_verifier::spdm::{field, MeasurementReport};
 use tvm_verifier::Status;
 
 const NV1_NONCE: &str = "931d8dd0add203ac3d8b4fbde75e115278eefcdceac5b87671a748f32364dfcb";

@@ -4,8 +4,8 @@
 
 mod common;
 use common::{at, testdata};
-use tvm_verifier::snp::{self, SnpInput};
-use tvm_verifier::tdx::{self, TdxInput};
+use tvm_verifier::tee::snp::{self, SnpInput};
+use tvm_verifier::tee::tdx::{self, TdxInput};
 use tvm_verifier::{appraise, Policy, Status, Verdict};
 
 fn first_failure(v: &Verdict) -> &'static str {

@@ -4,8 +4,8 @@
 mod common;
 
 use common::{at, testdata};
-use tvm_verifier::rim::{self, Rim, RimError, RimKind};
-use tvm_verifier::spdm::MeasurementReport;
+use tvm_verifier::gpu::rim::{self, Rim, RimError, RimKind};
+use tvm_verifier::gpu::spdm::MeasurementReport;
 
 const PROD_VBIOS: &str = "nvidia/nvtrust_1010_0200_882_960074001A_PROD.swidtag";
 const TEST_DRIVER: &str = "nvidia/nvtrust_Driver_RIM_test_no_gpu.swidtag";

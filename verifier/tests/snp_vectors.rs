@@ -3,7 +3,7 @@
 
 mod common;
 use common::{at, failed, testdata};
-use tvm_verifier::snp::{self, checks::*, SnpInput};
+use tvm_verifier::tee::snp::{self, checks::*, SnpInput};
 use tvm_verifier::{appraise, Facts, Policy, Status, Verification};
 
 pub fn run(report: &[u8], vek: &[u8], when: &str) -> Verification {

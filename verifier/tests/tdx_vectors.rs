@@ -3,7 +3,7 @@
 
 mod common;
 use common::{at, failed, testdata};
-use tvm_verifier::tdx::{self, checks::*, TdxInput};
+use tvm_verifier::tee::tdx::{self, checks::*, TdxInput};
 use tvm_verifier::{appraise, Facts, Policy, Status, Verification};
 
 fn run(quote: &str, collateral: &str, when: &str) -> Verification {
@@ -21,7 +21,7 @@ fn run(quote: &str, collateral: &str, when: &str) -> Verification {
 
 fn tcb(v: &Verification) -> (Option<String>, Vec<String>) {
     match &v.facts {
-        Some(Facts::Tdx(f)) => (f.tcb_status.clone(), f.advisory_ids.clone()),
+        Some(Facts::Tdx(f)) => (f.tcb_status.map(|s| s.to_string()), f.advisory_ids.clone()),
         _ => panic!("no TDX facts"),
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod nvml;
 pub mod sev_guest;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod tdx_guest;
 pub mod tsm;
@@ -165,6 +166,34 @@ pub fn gather<T: Send>(
     }
 }
 
+#[cfg(feature = "sim")]
+fn sim_tee(cfg: &Config) -> Result<Box<dyn Tee>, BackendError> {
+    Ok(Box::new(sim::SimTee::open(&cfg.sim)?))
+}
+
+#[cfg(feature = "sim")]
+fn sim_devices(cfg: &Config) -> Result<Box<dyn Devices>, BackendError> {
+    Ok(Box::new(sim::SimDevices::open(&cfg.sim)?))
+}
+
+#[cfg(not(feature = "sim"))]
+fn no_sim() -> BackendError {
+    BackendError::Unavailable {
+        what: "the simulated TEE",
+        reason: "this agent was built without it (cargo feature `sim`); use a real TEE, or an agent built with the default features".into(),
+    }
+}
+
+#[cfg(not(feature = "sim"))]
+fn sim_tee(_: &Config) -> Result<Box<dyn Tee>, BackendError> {
+    Err(no_sim())
+}
+
+#[cfg(not(feature = "sim"))]
+fn sim_devices(_: &Config) -> Result<Box<dyn Devices>, BackendError> {
+    Err(no_sim())
+}
+
 /// A CPU TEE and the node's devices.
 pub type Backends = (Box<dyn Tee>, Box<dyn Devices>);
 
@@ -173,7 +202,7 @@ pub type Backends = (Box<dyn Tee>, Box<dyn Devices>);
 pub fn select(cfg: &Config) -> Result<Backends, BackendError> {
     use self::nvml::NvmlApi as _;
     let tee: Box<dyn Tee> = match cfg.tee {
-        TeeChoice::Sim => Box::new(sim::SimTee::open(&cfg.sim)?),
+        TeeChoice::Sim => sim_tee(cfg)?,
         TeeChoice::Tsm => Box::new(tsm::Tsm::open_default(cfg.snp_vmpl)?),
         TeeChoice::TdxGuest => Box::new(tdx_guest::TdxGuest::open(Path::new(tdx_guest::DEVICE))?),
         TeeChoice::SevGuest => Box::new(sev_guest::SevGuest::open(cfg.snp_vmpl)?),
@@ -211,7 +240,7 @@ pub fn select(cfg: &Config) -> Result<Backends, BackendError> {
     };
     let devices: Box<dyn Devices> = match cfg.gpus {
         GpuChoice::None => Box::new(NoDevices),
-        GpuChoice::Sim => Box::new(sim::SimDevices::open(&cfg.sim)?),
+        GpuChoice::Sim => sim_devices(cfg)?,
         GpuChoice::Nvml => Box::new(nvml::NvmlDevices::new(
             nvml::RealNvml::init()?,
             cfg.set_gpus_ready,

@@ -7,15 +7,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tvm_certs::sim::intel::SimIntel;
-use tvm_certs::sim::nvidia::{SimDeviceKind, SimNvidia};
 use tvm_protocol::evidence::TeeEvidence;
 use tvm_protocol::hexbytes::HexBytes;
+use tvm_sim::intel::SimIntel;
+use tvm_sim::nvidia::{SimDeviceKind, SimNvidia};
 
 use super::{gather, BackendError, DeviceSet, Devices, Gather, Readiness, Tee, TeeKind};
 use crate::config::SimConfig;
-use crate::sim::gpu::{default_fwid, GpuProfile, SimGpu};
-use crate::sim::tdx::SimTd;
+use tvm_sim::gpu::{default_fwid, GpuProfile, SimGpu};
+use tvm_sim::tdx::SimTd;
 
 const WHAT: &str = "the simulated TEE";
 
@@ -35,7 +35,7 @@ pub const COLLATERAL_FILE: &str = "tdx-collateral.json";
 /// the same folder agree on one hierarchy: it is built aside and renamed into
 /// place, and whoever loses the rename loads the winner's.
 pub fn hierarchy(dir: &Path) -> Result<(SimIntel, SimNvidia), BackendError> {
-    if !dir.join(tvm_certs::sim::nvidia::ROOT_FILE).exists() {
+    if !dir.join(tvm_sim::nvidia::ROOT_FILE).exists() {
         let tmp = PathBuf::from(format!("{}.tmp-{}", dir.display(), std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp)
@@ -48,7 +48,7 @@ pub fn hierarchy(dir: &Path) -> Result<(SimIntel, SimNvidia), BackendError> {
             .map_err(|e| failed(format!("cannot write the devnet policy: {e}")))?;
         if std::fs::rename(&tmp, dir).is_err() {
             let _ = std::fs::remove_dir_all(&tmp);
-            if !dir.join(tvm_certs::sim::nvidia::ROOT_FILE).exists() {
+            if !dir.join(tvm_sim::nvidia::ROOT_FILE).exists() {
                 return Err(failed(format!(
                     "cannot put the simulated hierarchy at {} (a non-empty folder of other files is there?)",
                     dir.display()
@@ -69,7 +69,7 @@ pub fn policy_snippet(intel: &SimIntel, nvidia: &SimNvidia) -> String {
             .map(|l| format!("    {l}\n"))
             .collect::<String>()
     };
-    let nvidia_pem = tvm_certs::sim::pem("CERTIFICATE", nvidia.root_der());
+    let nvidia_pem = tvm_sim::pem("CERTIFICATE", nvidia.root_der());
     format!(
         "# DEVNET ONLY: trusts SIMULATED evidence signed by this hierarchy.\n\
          # Anyone with the keys in this folder can forge it; never use on a real validator.\n\

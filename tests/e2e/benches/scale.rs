@@ -40,9 +40,9 @@ use tvm_agent::identity::CvmIdentity;
 use tvm_protocol::evidence::EvidenceRequest;
 use tvm_protocol::keys::{AccountId, Hotkey};
 use tvm_protocol::nonce::Nonce;
-use tvm_verifier::attest::Attester;
-use tvm_verifier::round::{self, Miner, RoundConfig};
-use tvm_verifier::scoring::NodeScore;
+use tvm_validator::attest::Attester;
+use tvm_validator::round::{self, Miner, RoundConfig};
+use tvm_validator::scoring::NodeScore;
 
 const PER_MINER: usize = 40;
 const TIMEOUT: Duration = Duration::from_secs(10);

@@ -11,8 +11,8 @@ use tvm_agent::{Agent, Running};
 use tvm_chain::neurons::Neuron;
 use tvm_protocol::keys::Hotkey;
 use tvm_protocol::nodes::NodeEntry;
+use tvm_validator::run::SimulatedPcs;
 use tvm_verifier::policy::Policy;
-use tvm_verifier::run::SimulatedPcs;
 
 pub type Error = Box<dyn std::error::Error>;
 

@@ -6,15 +6,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tvm_agent::config::{Allow, Config, GpuChoice, TeeChoice};
 use tvm_agent::{Agent, Running};
-use tvm_certs::sim::intel::SimIntel;
 use tvm_protocol::epistula;
 use tvm_protocol::evidence::{EvidenceBundle, EvidenceRequest};
 use tvm_protocol::hexbytes::Digest32;
 use tvm_protocol::keys::Hotkey;
 use tvm_protocol::nonce::Nonce;
+use tvm_sim::intel::SimIntel;
 use tvm_verifier::bundle::{appraise_bundle, check, BundleInput, BundleVerdict, TeeCollateral};
 use tvm_verifier::policy::Policy;
-use tvm_verifier::tdx::TdxCollateral;
+use tvm_verifier::tee::tdx::TdxCollateral;
 
 fn now() -> (i64, u64) {
     let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
@@ -46,7 +46,7 @@ fn start(sim_dir: &std::path::Path, gpus: usize) -> Running {
 /// What a validator does: a fresh nonce, a signed request over RA-TLS, the
 /// bundle and the TLS key the connection presented.
 async fn fetch(agent: &Running, nonce: &Nonce) -> (EvidenceBundle, [u8; 32]) {
-    let client = tvm_verifier::ratls::client(Duration::from_secs(20)).unwrap();
+    let client = tvm_validator::ratls::client(Duration::from_secs(20)).unwrap();
     let body = serde_json::to_vec(&EvidenceRequest { nonce: *nonce }).unwrap();
     let h = epistula::sign(&validator(), &body, Some(&miner().account_id()), now().1);
     let mut req = client
@@ -61,7 +61,7 @@ async fn fetch(agent: &Running, nonce: &Nonce) -> (EvidenceBundle, [u8; 32]) {
     }
     let resp = req.send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 200);
-    let spki = tvm_verifier::ratls::tls_spki_sha256(&resp)
+    let spki = tvm_validator::ratls::tls_spki_sha256(&resp)
         .expect("served over TLS")
         .unwrap();
     let bytes = resp.bytes().await.unwrap();
@@ -198,7 +198,7 @@ async fn sim_agent_evidence_is_genuine_and_bound() {
 /// a refused connection; the bundle it gets appraises as before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attester_falls_back_across_ports_and_schemes() {
-    use tvm_verifier::attest::Attester;
+    use tvm_validator::attest::Attester;
     let dir = tempfile::tempdir().unwrap();
     let sim = dir.path().join("sim");
     let a = start(&sim, 1);

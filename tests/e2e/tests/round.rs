@@ -9,9 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tvm_e2e::{axon, devnet_trust, key, sim_agent};
 use tvm_protocol::nodes::NodeEntry;
-use tvm_verifier::attest::Attester;
-use tvm_verifier::round::{self, Miner, RoundConfig};
-use tvm_verifier::scoring::NodeScore;
+use tvm_validator::attest::Attester;
+use tvm_validator::round::{self, Miner, RoundConfig};
+use tvm_validator::scoring::NodeScore;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_round_scores_honest_duplicate_and_silent_nodes() {

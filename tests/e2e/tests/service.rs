@@ -11,10 +11,10 @@ use tvm_chain::testchain::rules::Fixture;
 use tvm_chain::testchain::server::TestChain;
 use tvm_e2e::{axon, devnet_trust, key, sim_agent};
 use tvm_protocol::nodes::NodeEntry;
-use tvm_verifier::attest::Attester;
-use tvm_verifier::db::Db;
-use tvm_verifier::round::RoundConfig;
-use tvm_verifier::service::{
+use tvm_validator::attest::Attester;
+use tvm_validator::db::Db;
+use tvm_validator::round::RoundConfig;
+use tvm_validator::service::{
     resend_weights, run_epoch, EpochOutcome, Network, Service, WeightsSent,
 };
 

@@ -1,8 +1,6 @@
 #![allow(dead_code)]
 //! Loading the real vectors (copied from ../shared/vectors; see testdata/README.md).
 
-pub mod pcs;
-
 use std::path::PathBuf;
 
 use tvm_verifier::input::{binary_or_hex, parse_time};

@@ -324,7 +324,7 @@ pub fn verify(input: &TdxInput<'_>) -> Verification {
     let verifier = dcap_qvl::verify::QuoteVerifier::new(coll.root_der.clone()).allow_debug(true);
     match verifier.verify(input.quote, &coll.raw, dcap_at) {
         Ok(report) => {
-            facts.tcb_status = Some(report.status.clone());
+            facts.tcb_status = crate::policy::parse_tcb_status(&report.status);
             facts.advisory_ids = report.advisory_ids.clone();
             for &stage in DCAP_STAGES {
                 let detail = match stage {
@@ -393,15 +393,15 @@ pub fn verify(input: &TdxInput<'_>) -> Verification {
 
 /// The platform a quote needs collateral for: its PCK certificate's FMSPC
 /// (12 hex, upper case) and which Intel CA issued that certificate.
-pub fn platform_of(quote: &[u8]) -> Result<(String, tvm_certs::store::PckCa), String> {
+pub fn platform_of(quote: &[u8]) -> Result<(String, tvm_certs::intel::PckCa), String> {
     let q = Quote::parse(quote).map_err(|e| format!("cannot parse the quote: {e:#}"))?;
     let fmspc = dcap_qvl::intel::quote_fmspc(&q)
         .map_err(|e| format!("cannot read the FMSPC from the quote's PCK certificate: {e:#}"))?;
     let ca = match dcap_qvl::intel::quote_ca(&q)
         .map_err(|e| format!("cannot read the PCK CA: {e:#}"))?
     {
-        dcap_qvl::config::PckCa::Platform => tvm_certs::store::PckCa::Platform,
-        dcap_qvl::config::PckCa::Processor => tvm_certs::store::PckCa::Processor,
+        dcap_qvl::config::PckCa::Platform => tvm_certs::intel::PckCa::Platform,
+        dcap_qvl::config::PckCa::Processor => tvm_certs::intel::PckCa::Processor,
     };
     Ok((hex::encode_upper(fmspc), ca))
 }

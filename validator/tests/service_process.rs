@@ -19,7 +19,7 @@ use tvm_protocol::evidence::{Claims, EvidenceBundle, NodeType, TeeEvidence, BUND
 use tvm_protocol::hexbytes::{Digest32, HexBytes};
 use tvm_protocol::keys::Hotkey;
 use tvm_protocol::nonce::Nonce;
-use tvm_verifier::db::Db;
+use tvm_validator::db::Db;
 
 fn td(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -141,7 +141,7 @@ fn a_killed_validator_resumes_its_round_without_losing_a_verdict() {
     let (axon, port, hits) = responder(&rt, 40, NODES, Duration::from_millis(300));
     let dir = tempfile::tempdir().unwrap();
     let sim = dir.path().join("sim");
-    tvm_certs::sim::intel::SimIntel::generate()
+    tvm_sim::intel::SimIntel::generate()
         .unwrap()
         .save(&sim)
         .unwrap();

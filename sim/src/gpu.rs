@@ -1,12 +1,12 @@
 //! A SIMULATED NVIDIA H100 GPU or NVSwitch: SPDM 1.1 GET_MEASUREMENTS
 //! evidence in the real binary layout (the 37-byte request, then the response
 //! with the measurement record, the responder nonce, NVIDIA's opaque TLVs and
-//! the ECDSA P-384 signature), signed by a device of `tvm_certs::sim::nvidia`.
+//! the ECDSA P-384 signature), signed by a device of `crate::nvidia`.
 //! It verifies only against the simulated root.
 
+use crate::nvidia::{SimDevice, SimDeviceKind, SimNvidiaError, FWID_LEN, PDI_LEN};
 use ring::rand::{SecureRandom, SystemRandom};
 use sha2::{Digest, Sha384};
-use tvm_certs::sim::nvidia::{SimDevice, SimDeviceKind, SimNvidiaError, FWID_LEN, PDI_LEN};
 use tvm_protocol::evidence::DeviceEvidence;
 use tvm_protocol::HexBytes;
 
@@ -379,10 +379,10 @@ pub fn default_fwid(kind: SimDeviceKind) -> [u8; FWID_LEN] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tvm_certs::sim::nvidia::SimNvidia;
+    use crate::nvidia::SimNvidia;
+    use tvm_verifier::gpu::spdm::MeasurementReport;
+    use tvm_verifier::gpu::topology;
     use tvm_verifier::gpu::{self, check, Arch, DeviceInput, DeviceRoot, DeviceVerification};
-    use tvm_verifier::spdm::MeasurementReport;
-    use tvm_verifier::topology;
     use tvm_verifier::Status;
 
     const NONCE: [u8; 32] = [0x5a; 32];
@@ -486,7 +486,7 @@ mod tests {
     #[test]
     fn same_shape_as_a_real_h100_report() {
         let real =
-            hex::decode(include_str!("../../../testdata/nvidia/nvtrust_hopper_report.hex").trim())
+            hex::decode(include_str!("../../testdata/nvidia/nvtrust_hopper_report.hex").trim())
                 .unwrap();
         let real = MeasurementReport::parse(&real).unwrap();
         let sim = SimNvidia::generate().unwrap();

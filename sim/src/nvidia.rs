@@ -624,13 +624,13 @@ mod tests {
         let chain = dev.chain_der();
         let now = OffsetDateTime::now_utc().unix_timestamp();
         assert_eq!(
-            crate::verify_chain(&chain, sim.root_der(), now)
+            tvm_certs::verify_chain(&chain, sim.root_der(), now)
                 .unwrap()
                 .len(),
             4
         );
         let other = SimNvidia::generate().unwrap();
-        assert!(crate::verify_chain(&chain, other.root_der(), now).is_err());
+        assert!(tvm_certs::verify_chain(&chain, other.root_der(), now).is_err());
     }
 
     #[test]
@@ -707,7 +707,7 @@ mod tests {
             .issue_device(SimDeviceKind::Switch, &[3; 48])
             .unwrap();
         let now = OffsetDateTime::now_utc().unix_timestamp();
-        crate::verify_chain(&dev.chain_der(), sim.root_der(), now).unwrap();
+        tvm_certs::verify_chain(&dev.chain_der(), sim.root_der(), now).unwrap();
 
         // A mismatched key is refused.
         fs::copy(dir.join(FILES[1].1), dir.join(FILES[0].1)).unwrap();

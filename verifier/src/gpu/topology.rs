@@ -10,8 +10,8 @@
 
 use std::collections::BTreeSet;
 
+use crate::gpu::spdm::{field, MeasurementReport};
 use crate::gpu::Arch;
-use crate::spdm::{field, MeasurementReport};
 
 pub const GPUS: usize = 8;
 pub const SWITCHES: usize = 4;

@@ -94,5 +94,5 @@ pub fn client(timeout: Duration) -> Result<reqwest::Client, String> {
 pub fn tls_spki_sha256(resp: &reqwest::Response) -> Option<Result<[u8; 32], String>> {
     let info = resp.extensions().get::<reqwest::tls::TlsInfo>()?;
     let cert = info.peer_certificate()?;
-    Some(crate::bundle::spki_sha256(cert))
+    Some(tvm_verifier::bundle::spki_sha256(cert))
 }

@@ -13,14 +13,14 @@ use tvm_protocol::keys::AccountId;
 use tvm_protocol::nonce::Nonce;
 
 use crate::attest::{AttestError, Attester};
-use crate::bundle::{appraise_bundle, BundleInput, BundleVerdict, TeeCollateral};
-use crate::facts::Facts;
-use crate::gpu_appraise::{Revocation, RimInput};
-use crate::gpu_input::DeviceEvidence;
-use crate::policy::Policy;
 use crate::scoring::{score, GpuSeen, NodeResult, RoundScores, ScoringConfig};
-use crate::snp::SnpEndorsement;
-use crate::tdx::TdxCollateral;
+use tvm_verifier::bundle::{appraise_bundle, BundleInput, BundleVerdict, TeeCollateral};
+use tvm_verifier::facts::Facts;
+use tvm_verifier::gpu::input::DeviceEvidence;
+use tvm_verifier::gpu::node::{Revocation, RimInput};
+use tvm_verifier::policy::Policy;
+use tvm_verifier::tee::snp::SnpEndorsement;
+use tvm_verifier::tee::tdx::TdxCollateral;
 
 /// A miner as the metagraph shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -400,7 +400,7 @@ async fn attest_one(
         TeeEvidence::Tdx { quote, .. } => collateral.tdx(&quote.0, at).await.map(Tee::Tdx),
         TeeEvidence::SevSnp { report, .. } => collateral.snp(&report.0, at).await.map(Tee::Snp),
     };
-    let devices = crate::gpu_input::from_bundle(&fetched.bundle);
+    let devices = tvm_verifier::gpu::input::from_bundle(&fetched.bundle);
     let gpu = if devices.is_empty() || fetched.bundle.claims.simulated {
         GpuCollateral::default()
     } else {

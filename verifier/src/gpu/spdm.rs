@@ -315,7 +315,7 @@ mod tests {
     use super::*;
 
     fn nv1() -> Vec<u8> {
-        let hex = include_str!("../../testdata/nvidia/nvtrust_hopper_report.hex");
+        let hex = include_str!("../../../testdata/nvidia/nvtrust_hopper_report.hex");
         hex::decode(hex.trim()).unwrap()
     }
 

@@ -5,10 +5,10 @@
 use tvm_certs::ocsp::Status;
 use tvm_certs::store::{CollateralStore, Source};
 
-use crate::gpu::Arch;
-use crate::gpu_appraise::{Revocation, RimInput};
-use crate::gpu_input::DeviceEvidence;
-use crate::spdm::{field, MeasurementReport};
+use tvm_verifier::gpu::input::DeviceEvidence;
+use tvm_verifier::gpu::node::{Revocation, RimInput};
+use tvm_verifier::gpu::spdm::{field, MeasurementReport};
+use tvm_verifier::gpu::Arch;
 
 /// NVIDIA RIM service ids for a device's reference values.
 pub fn rim_ids(report: &MeasurementReport, arch: Arch) -> Vec<String> {
@@ -162,7 +162,7 @@ async fn chain_status(
                         return Revocation::Bad(format!(
                             "{name} is revoked ({}) since {}",
                             reason.unwrap_or_else(|| "no reason given".into()),
-                            crate::facts::rfc3339(since)
+                            tvm_verifier::facts::rfc3339(since)
                         ));
                     }
                     Status::Unknown => {
@@ -183,7 +183,7 @@ async fn chain_status(
         let mut s = format!(
             "{} certificates good per NVIDIA OCSP, until {}",
             full.len() - 1 - first,
-            crate::facts::rfc3339(until)
+            tvm_verifier::facts::rfc3339(until)
         );
         if !stale.is_empty() {
             s.push_str(&format!("; cached answers used for {}", stale.join(", ")));
@@ -195,6 +195,6 @@ async fn chain_status(
 fn cert_name(der: &[u8]) -> String {
     use x509_parser::prelude::{FromDer, X509Certificate};
     X509Certificate::from_der(der)
-        .map(|(_, c)| crate::gpu::common_name(&c))
+        .map(|(_, c)| tvm_verifier::gpu::common_name(&c))
         .unwrap_or_else(|_| "a certificate".into())
 }

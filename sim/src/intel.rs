@@ -587,8 +587,8 @@ fn load_authority(dir: &Path, role: Role) -> Result<Authority, SimError> {
     };
 
     let cert_pem = read_text(&cert_path)?;
-    let mut ders =
-        crate::anchors::pem_certificates(cert_pem.as_bytes()).map_err(|e| bad(&cert_path, e))?;
+    let mut ders = tvm_certs::anchors::pem_certificates(cert_pem.as_bytes())
+        .map_err(|e| bad(&cert_path, e))?;
     if ders.len() != 1 {
         return Err(bad(
             &cert_path,
@@ -883,7 +883,7 @@ mod tests {
             sim.tcb_signing_pem(),
             platform.pck_chain_pem(),
         ] {
-            ders.extend(crate::anchors::pem_certificates(pem.as_bytes()).unwrap());
+            ders.extend(tvm_certs::anchors::pem_certificates(pem.as_bytes()).unwrap());
         }
         for der in &ders {
             let (subject, issuer) = names(der);
@@ -930,8 +930,8 @@ mod tests {
         let sim = SimIntel::generate().unwrap();
         let t = now();
         let c = sim.collateral(t).unwrap();
-        crate::intel::check_issuers(&c, sim.root_der()).unwrap();
-        let dates = crate::intel::collateral_dates(&c).unwrap();
+        tvm_certs::intel::check_issuers(&c, sim.root_der()).unwrap();
+        let dates = tvm_certs::intel::collateral_dates(&c).unwrap();
         for d in &dates {
             assert_eq!(d.issued, t, "{}", d.name);
             assert_eq!(d.next_update, t + COLLATERAL_VALIDITY_SECS, "{}", d.name);
@@ -945,7 +945,7 @@ mod tests {
         assert_eq!(qe.mrsigner, SIM_QE_MRSIGNER);
         // Another hierarchy's root does not anchor it.
         let other = SimIntel::generate().unwrap();
-        assert!(crate::intel::check_issuers(&c, other.root_der()).is_err());
+        assert!(tvm_certs::intel::check_issuers(&c, other.root_der()).is_err());
     }
 
     #[test]
@@ -971,9 +971,10 @@ mod tests {
         assert_eq!(loaded.tcb_signing_pem(), sim.tcb_signing_pem());
         // The loaded keys still sign what the saved root anchors.
         let c = loaded.collateral(now()).unwrap();
-        crate::intel::check_issuers(&c, sim.root_der()).unwrap();
+        tvm_certs::intel::check_issuers(&c, sim.root_der()).unwrap();
         let platform = loaded.issue_platform().unwrap();
-        let chain = crate::anchors::pem_certificates(platform.pck_chain_pem().as_bytes()).unwrap();
+        let chain =
+            tvm_certs::anchors::pem_certificates(platform.pck_chain_pem().as_bytes()).unwrap();
         assert_eq!(chain.len(), 3);
         assert_eq!(chain[2], sim.root_der());
         let (_, leaf) = parse_x509_certificate(&chain[0]).unwrap();

@@ -6,12 +6,13 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use tvm_certs::store::{CollateralStore, Source, StoreConfig};
 use tvm_certs::AmdProduct;
-use tvm_verifier::gpu_appraise::{appraise_node, NodeInput, NodeVerdict, RimInput};
+use tvm_validator::gpu_collateral;
+use tvm_verifier::gpu::input as gpu_input;
+use tvm_verifier::gpu::node::{appraise_node, NodeInput, NodeVerdict, RimInput};
 use tvm_verifier::input::{binary_or_hex, parse_time};
-use tvm_verifier::snp::{self, SnpInput};
-use tvm_verifier::tdx::{self, TdxInput};
+use tvm_verifier::tee::snp::{self, SnpInput};
+use tvm_verifier::tee::tdx::{self, TdxInput};
 use tvm_verifier::{appraise, Policy, Verdict};
-use tvm_verifier::{gpu_collateral, gpu_input};
 
 /// Exit statuses: 0 accepted, 1 rejected, 2 unusable input.
 const REJECTED: u8 = 1;
@@ -102,7 +103,7 @@ struct StoreArgs {
 impl StoreArgs {
     fn open(&self) -> Result<CollateralStore, String> {
         let defaults = StoreConfig::default();
-        let dir = tvm_verifier::run::collateral_dir(self.collateral_dir.as_deref());
+        let dir = tvm_validator::run::collateral_dir(self.collateral_dir.as_deref());
         let cfg = StoreConfig {
             dir,
             pcs_url: self.pcs_url.clone().unwrap_or(defaults.pcs_url),
@@ -527,7 +528,7 @@ fn check(args: &CheckArgs) -> Result<tvm_verifier::bundle::BundleVerdict, String
         .unwrap_or(0);
     let rt = runtime()?;
     let mut attester =
-        tvm_verifier::attest::Attester::new(signer.clone(), std::time::Duration::from_secs(120))
+        tvm_validator::attest::Attester::new(signer.clone(), std::time::Duration::from_secs(120))
             .map_err(|e| e.to_string())?;
     if let Some(p) = port {
         attester.ports = vec![p];
@@ -574,14 +575,14 @@ fn check(args: &CheckArgs) -> Result<tvm_verifier::bundle::BundleVerdict, String
         tvm_protocol::evidence::TeeEvidence::SevSnp { .. } => None,
     };
     // SEV-SNP and real GPUs: VCEK, AMD CRL, RIMs and OCSP from the store.
-    use tvm_verifier::round::Collateral as _;
-    let devices = tvm_verifier::gpu_input::from_bundle(b);
+    use tvm_validator::round::Collateral as _;
+    let devices = tvm_verifier::gpu::input::from_bundle(b);
     let is_snp = matches!(b.tee, tvm_protocol::evidence::TeeEvidence::SevSnp { .. });
-    let (snp, gpu): (_, tvm_verifier::round::GpuCollateral) =
+    let (snp, gpu): (_, tvm_validator::round::GpuCollateral) =
         if b.claims.simulated || (!is_snp && devices.is_empty()) {
             (None, Default::default())
         } else {
-            let store = tvm_verifier::run::StoreCollateral::new(
+            let store = tvm_validator::run::StoreCollateral::new(
                 args.store.open()?,
                 policy.gpu.ocsp_grace_seconds,
             );
@@ -658,21 +659,21 @@ fn run(config: &Path, once: bool) -> Result<(), String> {
         .with_writer(std::io::stderr)
         .init();
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let cfg = tvm_verifier::run::RunConfig::load(config).map_err(|e| e.to_string())?;
+    let cfg = tvm_validator::run::RunConfig::load(config).map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Runtime::new()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     rt.block_on(async {
-        let v = tvm_verifier::run::Validator::start(cfg)
+        let v = tvm_validator::run::Validator::start(cfg)
             .await
             .map_err(|e| e.to_string())?;
         if let Some(addr) = v.cfg.status_listen {
             let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
                 format!("cannot listen on {addr} for the status pages: {e} (change status_listen)")
             })?;
-            let app = tvm_verifier::status::router(v.db.clone(), v.status_info());
+            let app = tvm_validator::status::router(v.db.clone(), v.status_info());
             tracing::info!(%addr, "status API, dashboard and /metrics");
             tokio::spawn(async move {
-                if let Err(e) = tvm_verifier::status::serve(l, app).await {
+                if let Err(e) = tvm_validator::status::serve(l, app).await {
                     tracing::error!(error = %e, "status server stopped");
                 }
             });

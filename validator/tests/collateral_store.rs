@@ -9,7 +9,7 @@ use common::pcs::{serve, Server};
 use common::{at, testdata};
 use tvm_certs::store::{CollateralStore, PckCa, SnpTcb, Source, StoreConfig, StoreError};
 use tvm_certs::AmdProduct;
-use tvm_verifier::tdx::{self, checks::COLLATERAL_FRESH, TdxCollateral, TdxInput};
+use tvm_verifier::tee::tdx::{self, checks::COLLATERAL_FRESH, TdxCollateral, TdxInput};
 use tvm_verifier::Status;
 
 fn store(dir: &std::path::Path, s: &Server) -> CollateralStore {
@@ -239,9 +239,9 @@ async fn rate_limits_cause_backoff_not_a_storm() {
 /// policy refuses, saying why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gpu_rims_are_fetched_once_and_ocsp_outages_are_named() {
-    use tvm_verifier::gpu_appraise::{appraise_node, check, NodeInput};
-    use tvm_verifier::gpu_collateral;
-    use tvm_verifier::gpu_input::{pem_chain, DeviceEvidence};
+    use tvm_validator::gpu_collateral;
+    use tvm_verifier::gpu::input::{pem_chain, DeviceEvidence};
+    use tvm_verifier::gpu::node::{appraise_node, check, NodeInput};
     use tvm_verifier::policy::GpuPolicy;
 
     let server = serve(false).await;
@@ -264,7 +264,7 @@ async fn gpu_rims_are_fetched_once_and_ocsp_outages_are_named() {
     assert_eq!(server.state.ocsp_requests.load(Ordering::SeqCst), 6);
     assert!(matches!(
         rims[0].revocation,
-        Some(tvm_verifier::gpu_appraise::Revocation::Unknown(_))
+        Some(tvm_verifier::gpu::node::Revocation::Unknown(_))
     ));
     let revocation = gpu_collateral::revocation(&st, &devices, when, 0).await;
     // BROM, Provisioner ICA and Identity CA: the leaf and root are not asked about.
@@ -324,17 +324,17 @@ async fn gpu_rims_are_fetched_once_and_ocsp_outages_are_named() {
 /// for want of collateral) and a bad CRL is named.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_round_collateral_endorses_an_snp_report_from_the_store() {
-    use tvm_verifier::round::Collateral;
+    use tvm_validator::round::Collateral;
     let server = serve(false).await;
     let dir = tempdir("round-snp");
-    let collateral = tvm_verifier::run::StoreCollateral::new(store(&dir, &server), 0);
+    let collateral = tvm_validator::run::StoreCollateral::new(store(&dir, &server), 0);
     let report = testdata("snp/virtee_milan_report.hex");
     let at = common::at("2025-06-01T00:00:00Z");
     let endorsement = collateral
         .snp(&report, at)
         .await
         .expect("VCEK from the store");
-    let v = tvm_verifier::snp::verify(&tvm_verifier::snp::SnpInput {
+    let v = tvm_verifier::tee::snp::verify(&tvm_verifier::tee::snp::SnpInput {
         report: &report,
         endorsement: &endorsement,
         at,

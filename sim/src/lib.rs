@@ -1,12 +1,21 @@
-//! A local test hierarchy for simulated TEEs: Intel-like (SGX root, PCK
-//! platform CA, TCB signing) and NVIDIA-like (device identity root,
-//! provisioner CA) certificate authorities, generated here and saved to a
-//! directory so that agents can sign with them and validators can trust their
-//! roots — but only when a devnet policy names those roots. Every name in it
-//! says SIMULATED.
+//! SIMULATED TEEs for development and the devnet.
+//!
+//! A local test hierarchy: Intel-like (SGX root, PCK platform CA, TCB
+//! signing) and NVIDIA-like (device identity root, provisioner CA)
+//! certificate authorities, generated here and saved to a directory so that
+//! agents can sign with them and validators can trust their roots — but only
+//! when a devnet policy names those roots. And the evidence they sign: TDX v4
+//! quotes (`tdx`) and SPDM GPU reports (`gpu`) in the real binary layouts,
+//! which verify with the real code. Every name in it says SIMULATED.
+//!
+//! Production crates (`tvm-certs`, `tvm-verifier`) do not compile this; the
+//! agent uses it for its `--sim` backend only.
+#![forbid(unsafe_code)]
 
+pub mod gpu;
 pub mod intel;
 pub mod nvidia;
+pub mod tdx;
 
 use std::io::Write;
 use std::path::Path;

@@ -572,7 +572,7 @@ pub fn product_of_report(report: &[u8]) -> Option<AmdProduct> {
 }
 
 /// The chip ID and reported TCB a report's VCEK must be fetched for.
-pub fn vcek_request(report: &[u8]) -> Result<([u8; 64], tvm_certs::store::SnpTcb), String> {
+pub fn vcek_request(report: &[u8]) -> Result<([u8; 64], tvm_certs::amd::SnpTcb), String> {
     let r = AttestationReport::from_bytes(report)
         .map_err(|e| format!("cannot parse the report: {e}"))?;
     if r.key_info.signing_key() != 0 {
@@ -584,7 +584,7 @@ pub fn vcek_request(report: &[u8]) -> Result<([u8; 64], tvm_certs::store::SnpTcb
     let t = r.reported_tcb;
     Ok((
         r.chip_id,
-        tvm_certs::store::SnpTcb {
+        tvm_certs::amd::SnpTcb {
             bootloader: t.bootloader,
             tee: t.tee,
             snp: t.snp,

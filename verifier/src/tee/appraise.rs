@@ -2,7 +2,7 @@
 //! facts from evidence that failed verification are not trusted.
 
 use crate::facts::{Facts, SnpFacts, TdxFacts};
-use crate::policy::{Image, Policy, TcbStatus};
+use crate::policy::{Image, Policy};
 use crate::verdict::{Check, Verdict, Verification};
 
 pub mod checks {
@@ -89,8 +89,10 @@ fn unreachable_report_data() -> &'static String {
 
 fn appraise_tdx(f: &TdxFacts, policy: &Policy, at: i64) -> Vec<Check> {
     let p = &policy.tdx;
-    let status = f.tcb_status.as_deref().unwrap_or("unknown");
-    let mut out = vec![match TcbStatus::parse(status) {
+    let status = f
+        .tcb_status
+        .map_or_else(|| "unknown".to_string(), |s| s.to_string());
+    let mut out = vec![match f.tcb_status {
         Some(s) if p.allowed_tcb_statuses.contains(&s) => Check::pass(TCB_STATUS, status),
         _ => Check::fail(
             TCB_STATUS,
@@ -278,4 +280,68 @@ fn appraise_snp(f: &SnpFacts, policy: &Policy, at: i64) -> Vec<Check> {
         })
     });
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::facts::TdxFacts;
+    use crate::policy::TcbStatus;
+    use crate::verdict::Status;
+
+    fn verified_td(status: Option<TcbStatus>) -> Verification {
+        let facts = TdxFacts {
+            quote_version: 4,
+            tcb_status: status,
+            advisory_ids: Vec::new(),
+            fmspc: None,
+            mrtd: "00".repeat(48),
+            rtmr: std::array::from_fn(|_| "00".repeat(48)),
+            report_data: "00".repeat(64),
+            td_attributes: "00".repeat(8),
+            debug: false,
+            collateral_expires: None,
+        };
+        Verification {
+            checks: vec![Check::pass("quote.signature", "test")],
+            facts: Some(Facts::Tdx(facts)),
+        }
+    }
+
+    fn tcb_check(policy: &Policy, status: Option<TcbStatus>) -> Status {
+        let verdict = appraise(verified_td(status), policy, None, 0);
+        verdict.check(TCB_STATUS).map(|c| c.status).unwrap()
+    }
+
+    // TD 1.5's relaunch statuses come from dcap-qvl; a policy can name them,
+    // and the default (UpToDate only) still refuses them.
+    #[test]
+    fn td_relaunch_statuses_are_allowed_only_when_listed() {
+        let strict = Policy::default();
+        let relaunch = Policy::from_yaml(
+            "tdx: {allowed_tcb_statuses: [UpToDate, TDRelaunchAdvised, TDRelaunchAdvisedConfigurationNeeded]}",
+        )
+        .unwrap();
+        for status in [
+            TcbStatus::TDRelaunchAdvised,
+            TcbStatus::TDRelaunchAdvisedConfigurationNeeded,
+        ] {
+            assert_eq!(tcb_check(&strict, Some(status)), Status::Fail);
+            assert_eq!(tcb_check(&relaunch, Some(status)), Status::Pass);
+        }
+        assert_eq!(
+            tcb_check(&relaunch, Some(TcbStatus::OutOfDate)),
+            Status::Fail
+        );
+        assert_eq!(tcb_check(&relaunch, None), Status::Fail);
+    }
+
+    #[test]
+    fn dcap_status_names_read_back() {
+        assert_eq!(
+            crate::policy::parse_tcb_status("TDRelaunchAdvised"),
+            Some(TcbStatus::TDRelaunchAdvised)
+        );
+        assert_eq!(crate::policy::parse_tcb_status("UpTodate"), None);
+    }
 }

@@ -5,15 +5,15 @@
 //! certification data is the QE report (type 6) wrapping the PCK certificate
 //! chain (type 5). Every signature is real, made with the keys of a
 //! [`SimPlatform`] issued by the local simulated Intel hierarchy
-//! ([`tvm_certs::sim::intel`]), so dcap-qvl accepts the quote against that
+//! ([`crate::intel`]), so dcap-qvl accepts the quote against that
 //! hierarchy's root and collateral, and against nothing else.
 
-use sha2::{Digest, Sha256, Sha384};
-use tvm_certs::sim::intel::{
+use crate::intel::{
     SimError, SimPlatform, SIM_CPU_SVN, SIM_QE_ATTRIBUTES, SIM_QE_ISV_PROD_ID, SIM_QE_ISV_SVN,
     SIM_QE_MISC_SELECT, SIM_QE_MRENCLAVE, SIM_QE_MRSIGNER, SIM_SEAM_ATTRIBUTES,
     SIM_TDX_MODULE_MRSEAM, SIM_TDX_MODULE_MRSIGNER, SIM_TEE_TCB_SVN,
 };
+use sha2::{Digest, Sha256, Sha384};
 
 /// Intel's QE vendor ID, which DCAP verifiers require in the header.
 pub const INTEL_QE_VENDOR_ID: [u8; 16] = [
@@ -219,8 +219,8 @@ fn put_cert_data(out: &mut Vec<u8>, cert_type: u16, data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::intel::SimIntel;
     use dcap_qvl::verify::{QuoteVerifier, VerifiedReport};
-    use tvm_certs::sim::intel::SimIntel;
 
     fn now() -> u64 {
         std::time::SystemTime::now()

@@ -16,7 +16,7 @@ use serde::Serialize;
 use tvm_certs::{anchors, verify_chain, ChainError};
 use uppsala::{Document, NodeId};
 
-use crate::spdm::{MeasurementReport, DIGEST_LEN};
+use crate::gpu::spdm::{MeasurementReport, DIGEST_LEN};
 
 /// A RIM is a few tens of KB; bound the parser's work.
 pub const MAX_RIM_BYTES: usize = 1024 * 1024;
@@ -321,7 +321,8 @@ const NVDEC_DISABLED: u8 = 0x55;
 pub fn compare(report: &MeasurementReport, rims: &[&Rim]) -> Comparison {
     let mut c = Comparison::default();
     let mut seen = std::collections::BTreeSet::new();
-    let nvdec_off = report.field(crate::spdm::field::NVDEC0_STATUS) == Some(&[NVDEC_DISABLED][..]);
+    let nvdec_off =
+        report.field(crate::gpu::spdm::field::NVDEC0_STATUS) == Some(&[NVDEC_DISABLED][..]);
     for rim in rims {
         for g in rim.active() {
             if !seen.insert(g.index) {

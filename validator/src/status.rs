@@ -21,8 +21,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::db::{Db, RoundRow};
-use crate::facts::rfc3339;
 use crate::scoring::{GpuSeen, NodeResult, NodeScore};
+use tvm_verifier::facts::rfc3339;
 
 /// What the pages need besides the store.
 pub struct StatusInfo {

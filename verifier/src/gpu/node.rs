@@ -5,12 +5,12 @@
 
 use std::collections::BTreeMap;
 
+use crate::gpu::input::DeviceEvidence;
+use crate::gpu::rim::{self, Rim, RimError, RimKind};
+use crate::gpu::spdm::{self, MeasurementReport};
+use crate::gpu::topology;
 use crate::gpu::{self, Arch, DeviceInput};
-use crate::gpu_input::DeviceEvidence;
 use crate::policy::GpuPolicy;
-use crate::rim::{self, Rim, RimError, RimKind};
-use crate::spdm::{self, MeasurementReport};
-use crate::topology;
 use crate::verdict::{Check, Status, Verdict};
 
 pub mod check {

@@ -11,21 +11,21 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
-use tvm_certs::sim::intel::SimIntel;
 use tvm_certs::store::{CollateralStore, StoreConfig};
 use tvm_chain::client::Client;
 use tvm_protocol::keys::{AccountId, Hotkey};
+use tvm_sim::intel::SimIntel;
 
 use crate::attest::Attester;
 use crate::db::Db;
 use crate::gpu_collateral;
-use crate::gpu_input::DeviceEvidence;
-use crate::policy::Policy;
 use crate::round::{Collateral, GpuCollateral, Miner, RoundConfig};
 use crate::scoring::ScoringConfig;
 use crate::service::{self, EpochOutcome, Network, Service, ServiceError, WeightsSent};
-use crate::snp::{self, SnpEndorsement};
-use crate::tdx::{self, TdxCollateral};
+use tvm_verifier::gpu::input::DeviceEvidence;
+use tvm_verifier::policy::Policy;
+use tvm_verifier::tee::snp::{self, SnpEndorsement};
+use tvm_verifier::tee::tdx::{self, TdxCollateral};
 
 /// Collateral older than this is fetched (or simulated) again.
 const COLLATERAL_REFRESH_SECONDS: i64 = 3600;

@@ -9,7 +9,7 @@ use tvm_certs::{anchors, verify_chain, ChainError};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::facts::{Facts, GpuFacts};
-use crate::spdm::{self, field, MeasurementReport};
+use crate::gpu::spdm::{self, field, MeasurementReport};
 use crate::verdict::{Check, Verification};
 
 /// Check names, in the order they run.
@@ -74,7 +74,7 @@ impl Arch {
 
     /// From the chip name NVIDIA puts in the device certificates'
     /// common names ("GH100 A01 GSP BROM", "LS_10 A01 FSP BROM", ...).
-    pub(crate) fn from_common_name(cn: &str) -> Option<Arch> {
+    pub fn from_common_name(cn: &str) -> Option<Arch> {
         if cn.contains("GH100") {
             Some(Arch::Hopper)
         } else if cn.contains("GB10") || cn.contains("GB20") {
@@ -347,7 +347,7 @@ pub fn verify(input: &DeviceInput<'_>) -> DeviceVerification {
     }
 }
 
-pub(crate) fn common_name(cert: &X509Certificate<'_>) -> String {
+pub fn common_name(cert: &X509Certificate<'_>) -> String {
     cert.subject()
         .iter_common_name()
         .next()

@@ -11,8 +11,8 @@ use tvm_protocol::keys::Hotkey;
 
 use crate::attest::Attester;
 use crate::db::Db;
-use crate::policy::Policy;
 use crate::round::{self, Collateral, Miner, RoundConfig, RoundReport};
+use tvm_verifier::policy::Policy;
 
 /// Where the metagraph comes from and where the weights go.
 pub enum Network<'a> {
