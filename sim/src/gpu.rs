@@ -423,8 +423,8 @@ mod tests {
     }
 
     fn first_failure(v: &DeviceVerification) -> &'static str {
-        v.verification
-            .checks
+        v.verification()
+            .checks()
             .iter()
             .find(|c| c.status == Status::Fail)
             .map(|c| c.name)
@@ -432,8 +432,8 @@ mod tests {
     }
 
     fn assert_all_pass(v: &DeviceVerification) {
-        assert_eq!(v.verification.checks.len(), check::ORDER.len());
-        for c in &v.verification.checks {
+        assert_eq!(v.verification().checks().len(), check::ORDER.len());
+        for c in v.verification().checks() {
             assert_eq!(c.status, Status::Pass, "{}: {}", c.name, c.detail);
         }
     }
@@ -445,7 +445,7 @@ mod tests {
         let e = g.evidence(&NONCE).unwrap();
         let v = verify_evidence(&e, sim.root_der(), &NONCE);
         assert_all_pass(&v);
-        assert_eq!(v.arch, Some(Arch::Hopper));
+        assert_eq!(v.arch(), Some(Arch::Hopper));
         let f = v.facts().unwrap();
         assert_eq!(f.model.as_deref(), Some("H100 (GH100-882)"));
         assert_eq!(f.arch.as_deref(), Some("Hopper"));
@@ -478,7 +478,7 @@ mod tests {
             at: now(),
             root: DeviceRoot::Simulated(sim.root_der()),
         };
-        assert!(gpu::verify(&input).verification.genuine());
+        assert!(gpu::verify(&input).verification().genuine());
         input.arch = Some(Arch::Ls10);
         assert_eq!(first_failure(&gpu::verify(&input)), check::DEVICE_ARCH);
     }
@@ -598,7 +598,7 @@ mod tests {
         let e = s.evidence(&NONCE).unwrap();
         let v = verify_evidence(&e, sim.root_der(), &NONCE);
         assert_all_pass(&v);
-        assert_eq!(v.arch, Some(Arch::Ls10));
+        assert_eq!(v.arch(), Some(Arch::Ls10));
         let f = v.facts().unwrap();
         assert_eq!(f.model.as_deref(), Some("NVSwitch (LS10)"));
         assert_eq!(f.vbios_version.as_deref(), Some("96.10.73.00.01"));
@@ -644,8 +644,8 @@ mod tests {
             .zip(&labels)
             .map(|((v, id), label)| topology::Device {
                 label,
-                arch: v.arch.unwrap(),
-                report: v.report.as_ref().unwrap(),
+                arch: v.arch().unwrap(),
+                report: v.report().unwrap(),
                 device_id: Some(id),
             })
             .collect();

@@ -223,8 +223,8 @@ enum Outcome {
 impl Outcome {
     fn accepted(&self) -> bool {
         match self {
-            Outcome::Cpu(v) => v.accepted,
-            Outcome::Gpu(v) => v.accepted,
+            Outcome::Cpu(v) => v.accepted(),
+            Outcome::Gpu(v) => v.accepted(),
         }
     }
     fn render(&self) -> String {
@@ -705,7 +705,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Check(args) => finish(
-            check(&args).map(|v| (v.accepted, v.render(), serde_json::to_string_pretty(&v))),
+            check(&args).map(|v| (v.accepted(), v.render(), serde_json::to_string_pretty(&v))),
             args.json,
         ),
         Command::Collateral { action } => match collateral(&action) {

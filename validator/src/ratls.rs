@@ -4,6 +4,13 @@
 //! *but* still checks the handshake signature (the server holds the key), and
 //! hands the key's hash to `bundle::appraise_bundle`, which compares it with
 //! the attested one.
+//!
+//! DANGER: on its own this client authenticates no server. An HTTPS answer
+//! from it means something only after `tls.key` compared [`tls_spki_sha256`]
+//! with the key the quote attests; nothing that skips that check may trust
+//! who answered. (The attester also fetches node lists with it, over plain
+//! HTTP from the miner's axon, where no certificate is involved: a node list
+//! only names addresses to attest.)
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,12 +20,14 @@ use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvi
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
+/// Accepts any server certificate; checks only that the server signed the
+/// handshake with the certificate's key. Sound only together with `tls.key`.
 #[derive(Debug)]
-struct AttestedKeyVerifier {
+struct DangerousAnyCertificate {
     provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for AttestedKeyVerifier {
+impl ServerCertVerifier for DangerousAnyCertificate {
     fn verify_server_cert(
         &self,
         _end_entity: &CertificateDer<'_>,
@@ -66,15 +75,16 @@ impl ServerCertVerifier for AttestedKeyVerifier {
     }
 }
 
-/// An HTTP client for agents: RA-TLS as above, the given per-request
-/// timeout, TLS details kept on each response (`tls_spki_sha256`).
-pub fn client(timeout: Duration) -> Result<reqwest::Client, String> {
+/// An HTTP client for agents' evidence: any certificate accepted (see the
+/// module's DANGER note), the given per-request timeout, TLS details kept on
+/// each response for [`tls_spki_sha256`], no redirects, no proxy.
+pub fn dangerous_any_certificate_client(timeout: Duration) -> Result<reqwest::Client, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AttestedKeyVerifier { provider }))
+        .with_custom_certificate_verifier(Arc::new(DangerousAnyCertificate { provider }))
         .with_no_client_auth();
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)

@@ -134,11 +134,13 @@ impl Default for RoundConfig {
 }
 
 fn gpus_of(v: &BundleVerdict) -> Vec<GpuSeen> {
-    let Some(g) = &v.gpus else { return Vec::new() };
-    g.devices
+    let Some(g) = &v.gpus() else {
+        return Vec::new();
+    };
+    g.devices()
         .iter()
-        .filter(|d| d.verdict.accepted && d.arch.is_some_and(|a| !a.is_switch()))
-        .filter_map(|d| match &d.verdict.facts {
+        .filter(|d| d.verdict().accepted() && d.arch().is_some_and(|a| !a.is_switch()))
+        .filter_map(|d| match &d.verdict().facts() {
             Some(Facts::Gpu(f)) => Some(GpuSeen {
                 id: f.device_id.clone()?,
                 model: f.model.clone().unwrap_or_default(),
@@ -186,11 +188,11 @@ fn result_of(r: &NodeReport) -> NodeResult {
         miner_uid: r.miner_uid,
         miner_hotkey: r.miner_hotkey.clone(),
         node: r.node.clone(),
-        accepted: r.verdict.as_ref().map(|v| v.accepted),
-        cvm_id: r.verdict.as_ref().map(|v| v.cvm_id.clone()),
+        accepted: r.verdict.as_ref().map(|v| v.accepted()),
+        cvm_id: r.verdict.as_ref().map(|v| v.cvm_id().to_string()),
         gpus: r.verdict.as_ref().map(gpus_of).unwrap_or_default(),
         bid: r.bid,
-        simulated: r.verdict.as_ref().is_some_and(|v| v.simulated),
+        simulated: r.verdict.as_ref().is_some_and(|v| v.simulated()),
         reasons,
     }
 }

@@ -91,7 +91,7 @@ async fn outage_serves_from_cache_until_next_update_then_expires() {
     let (c4, _) = st.tdx(FMSPC, PckCa::Platform, t4).await.unwrap();
     let v = verify_at(&c4, t4);
     let fresh = v
-        .checks
+        .checks()
         .iter()
         .find(|c| c.name == COLLATERAL_FRESH)
         .unwrap();
@@ -280,7 +280,7 @@ async fn gpu_rims_are_fetched_once_and_ocsp_outages_are_named() {
         policy: &policy,
         at: when,
     });
-    let d = &v.devices[0].verdict;
+    let d = &v.devices()[0].verdict();
     assert_eq!(
         d.check(check::RIM_MEASUREMENTS).unwrap().status,
         Status::Pass
@@ -345,7 +345,7 @@ async fn the_round_collateral_endorses_an_snp_report_from_the_store() {
     // Genuine: signed by the chip's VCEK under AMD's chain. The test
     // server's CRL is not AMD's: revocation is not checked, and says why.
     assert!(names.is_empty(), "{failed:?}");
-    let crl = v.checks.iter().find(|c| c.name == "amd.crl").unwrap();
+    let crl = v.checks().iter().find(|c| c.name == "amd.crl").unwrap();
     assert_eq!(crl.status, tvm_verifier::Status::NotChecked);
     assert!(
         crl.detail.contains("not signed by AMD's Milan ARK"),
@@ -353,7 +353,7 @@ async fn the_round_collateral_endorses_an_snp_report_from_the_store() {
         crl.detail
     );
     assert!(v
-        .checks
+        .checks()
         .iter()
         .any(|c| c.name == "report.signature" && c.status == tvm_verifier::Status::Pass));
     // What cannot be endorsed says why, and nothing panics: a report cut

@@ -35,7 +35,7 @@ fn bench(c: &mut Criterion) {
                 grace_seconds: 0,
             });
             let verdict = appraise(v, &policy, None, AT);
-            assert!(verdict.accepted);
+            assert!(verdict.accepted());
             verdict
         })
     });
@@ -57,7 +57,7 @@ fn bench(c: &mut Criterion) {
                 at: 1_748_736_000,
             });
             let verdict = appraise(v, &policy, None, 1_748_736_000);
-            assert!(verdict.accepted);
+            assert!(verdict.accepted());
             verdict
         })
     });

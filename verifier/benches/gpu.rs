@@ -61,7 +61,7 @@ fn bench(c: &mut Criterion) {
                     policy: &policy,
                     at: AT,
                 });
-                assert!(v.accepted);
+                assert!(v.accepted());
                 v
             })
         },
@@ -80,7 +80,7 @@ fn bench(c: &mut Criterion) {
                     policy: &policy,
                     at: AT,
                 });
-                assert!(v.accepted);
+                assert!(v.accepted());
                 v
             })
         },
@@ -111,7 +111,7 @@ fn bench(c: &mut Criterion) {
                 policy: &offline,
                 at: AT,
             });
-            assert!(v.accepted);
+            assert!(v.accepted());
             v
         })
     });

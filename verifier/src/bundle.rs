@@ -55,16 +55,46 @@ pub struct BundleInput<'a> {
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BundleVerdict {
-    pub accepted: bool,
+    pub(crate) accepted: bool,
     /// The evidence says it is SIMULATED (shown wherever the verdict is).
-    pub simulated: bool,
-    pub cvm_id: String,
-    pub checks: Vec<Check>,
-    pub tee: Verdict,
-    pub gpus: Option<NodeVerdict>,
+    pub(crate) simulated: bool,
+    pub(crate) cvm_id: String,
+    pub(crate) checks: Vec<Check>,
+    pub(crate) tee: Verdict,
+    pub(crate) gpus: Option<NodeVerdict>,
 }
 
 impl BundleVerdict {
+    /// Every check passed or was not needed, the TEE's verdict and the GPUs'.
+    pub fn accepted(&self) -> bool {
+        self.accepted
+    }
+
+    /// The evidence says it is SIMULATED (shown wherever the verdict is).
+    pub fn simulated(&self) -> bool {
+        self.simulated
+    }
+
+    /// The CVM id the bundle claims.
+    pub fn cvm_id(&self) -> &str {
+        &self.cvm_id
+    }
+
+    /// The node-level checks (binding, TLS key, SIMULATED, claims).
+    pub fn checks(&self) -> &[Check] {
+        &self.checks
+    }
+
+    /// The CPU TEE's verdict.
+    pub fn tee(&self) -> &Verdict {
+        &self.tee
+    }
+
+    /// The GPUs' and NVSwitches' verdict, when the node has any.
+    pub fn gpus(&self) -> Option<&NodeVerdict> {
+        self.gpus.as_ref()
+    }
+
     /// Every failed check, node-level first, with its name and reason.
     pub fn failures(&self) -> Vec<&Check> {
         let mut out: Vec<&Check> = self

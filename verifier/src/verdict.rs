@@ -48,16 +48,17 @@ impl Check {
     }
 }
 
-/// The checks of one piece of evidence and what it showed.
+/// The checks of one piece of evidence and what it showed. Only this crate
+/// makes one: a caller can read a verdict but not write `accepted`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Verdict {
-    pub accepted: bool,
-    pub checks: Vec<Check>,
-    pub facts: Option<Facts>,
+    pub(crate) accepted: bool,
+    pub(crate) checks: Vec<Check>,
+    pub(crate) facts: Option<Facts>,
 }
 
 impl Verdict {
-    pub fn new(checks: Vec<Check>, facts: Option<Facts>) -> Self {
+    pub(crate) fn new(checks: Vec<Check>, facts: Option<Facts>) -> Self {
         // Accepted only when something passed and nothing failed.
         let accepted = checks.iter().all(|c| c.status != Status::Fail)
             && checks.iter().any(|c| c.status == Status::Pass);
@@ -66,6 +67,19 @@ impl Verdict {
             checks,
             facts,
         }
+    }
+
+    /// Something passed and nothing failed.
+    pub fn accepted(&self) -> bool {
+        self.accepted
+    }
+
+    pub fn checks(&self) -> &[Check] {
+        &self.checks
+    }
+
+    pub fn facts(&self) -> Option<&Facts> {
+        self.facts.as_ref()
     }
 
     pub fn check(&self, name: &str) -> Option<&Check> {
@@ -114,15 +128,36 @@ pub fn render_checks(checks: &[Check]) -> String {
 }
 
 /// The outcome of `verify` (is the evidence genuine?), before any policy.
+/// Only this crate makes one.
 #[derive(Debug, Clone)]
 pub struct Verification {
-    pub checks: Vec<Check>,
-    pub facts: Option<Facts>,
+    pub(crate) checks: Vec<Check>,
+    pub(crate) facts: Option<Facts>,
 }
 
 impl Verification {
+    pub fn checks(&self) -> &[Check] {
+        &self.checks
+    }
+
+    pub fn facts(&self) -> Option<&Facts> {
+        self.facts.as_ref()
+    }
+
+    pub fn check(&self, name: &str) -> Option<&Check> {
+        self.checks.iter().find(|c| c.name == name)
+    }
+
+    pub fn failures(&self) -> impl Iterator<Item = &Check> {
+        self.checks.iter().filter(|c| c.status == Status::Fail)
+    }
+
     /// Stop early: every check of `order` not yet run is marked not checked.
-    pub fn stopped(mut checks: Vec<Check>, order: &[&'static str], facts: Option<Facts>) -> Self {
+    pub(crate) fn stopped(
+        mut checks: Vec<Check>,
+        order: &[&'static str],
+        facts: Option<Facts>,
+    ) -> Self {
         let failed = checks
             .iter()
             .find(|c| c.status == Status::Fail)

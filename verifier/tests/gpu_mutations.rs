@@ -31,8 +31,8 @@ impl Case {
             arch: self.arch,
             at: self.at,
         });
-        v.verification
-            .checks
+        v.verification()
+            .checks()
             .iter()
             .find(|c| c.status == Status::Fail)
             .map(|c| format!("{}: {}", c.name, c.detail))

@@ -49,20 +49,20 @@ fn appraise(devices: &[DeviceEvidence], policy: &GpuPolicy) -> NodeVerdict {
 }
 
 fn node_check(v: &NodeVerdict, name: &str) -> (Status, String) {
-    let c = v.checks.iter().find(|c| c.name == name).unwrap();
+    let c = v.checks().iter().find(|c| c.name == name).unwrap();
     (c.status, c.detail.clone())
 }
 
 #[test]
 fn nv4_node_verifies_with_its_topology() {
     let v = appraise(&nv4(), &offline_policy());
-    assert!(v.accepted, "{}", v.render());
+    assert!(v.accepted(), "{}", v.render());
     assert_eq!(node_check(&v, check::NODE_TOPOLOGY).0, Status::Pass);
     assert_eq!(node_check(&v, check::NODE_NONCE).0, Status::Pass);
     assert_eq!(node_check(&v, check::NODE_DISTINCT).0, Status::Pass);
     assert_eq!(v.gpu_ids().len(), 8);
-    for d in &v.devices {
-        let rim = d.verdict.check(check::RIM_MEASUREMENTS).unwrap();
+    for d in v.devices() {
+        let rim = d.verdict().check(check::RIM_MEASUREMENTS).unwrap();
         assert_eq!(rim.status, Status::NotChecked);
     }
 }
@@ -74,7 +74,7 @@ fn dropping_any_device_breaks_the_topology() {
         let mut d = all.clone();
         let gone = d.remove(drop);
         let v = appraise(&d, &offline_policy());
-        assert!(!v.accepted, "without {}", gone.label);
+        assert!(!v.accepted(), "without {}", gone.label);
         let (status, detail) = node_check(&v, check::NODE_TOPOLOGY);
         assert_eq!(status, Status::Fail);
         assert!(detail.contains("8 GPUs and 4 NVSwitches"), "{detail}");
@@ -87,12 +87,12 @@ fn one_device_answering_another_nonce_fails_the_node() {
     // The nonce sits in the request, bytes 4..36.
     d[5].evidence[4] ^= 0x01;
     let v = appraise(&d, &offline_policy());
-    assert!(!v.accepted);
+    assert!(!v.accepted());
     let (status, detail) = node_check(&v, check::NODE_NONCE);
     assert_eq!(status, Status::Fail);
     assert!(detail.contains("gpu 5"), "{detail}");
     // And that device itself fails its signature (the nonce is signed).
-    let dev = &v.devices[5].verdict;
+    let dev = &v.devices()[5].verdict();
     assert_eq!(dev.check("spdm.signature").unwrap().status, Status::Fail);
 }
 
@@ -110,8 +110,8 @@ fn a_duplicated_gpu_is_caught() {
 #[test]
 fn the_default_policy_requires_rims_and_ocsp() {
     let v = appraise(&nv4(), &GpuPolicy::default());
-    assert!(!v.accepted);
-    let d = &v.devices[0].verdict;
+    assert!(!v.accepted());
+    let d = &v.devices()[0].verdict();
     for name in [
         check::RIM_DRIVER,
         check::RIM_VBIOS,
@@ -159,7 +159,7 @@ fn a_single_gpu_needs_no_topology_but_its_rims_are_compared() {
         })
     };
     let v = run(&policy, &[]);
-    let d = &v.devices[0].verdict;
+    let d = &v.devices()[0].verdict();
     assert_eq!(d.check(check::RIM_VBIOS).unwrap().status, Status::Pass);
     assert_eq!(
         d.check(check::RIM_DRIVER).unwrap().status,
@@ -174,7 +174,7 @@ fn a_single_gpu_needs_no_topology_but_its_rims_are_compared() {
         m.detail
     );
     assert_eq!(node_check(&v, check::NODE_TOPOLOGY).0, Status::NotChecked);
-    assert!(!v.accepted);
+    assert!(!v.accepted());
 
     // An operator who investigated index 9 may tolerate it, by name.
     let tolerant = GpuPolicy {
@@ -182,28 +182,28 @@ fn a_single_gpu_needs_no_topology_but_its_rims_are_compared() {
         ..policy.clone()
     };
     let v = run(&tolerant, &[]);
-    let m = v.devices[0]
-        .verdict
+    let m = v.devices()[0]
+        .verdict()
         .check(check::RIM_MEASUREMENTS)
         .unwrap()
         .clone();
     assert_eq!(m.status, Status::Pass, "{}", m.detail);
     assert!(m.detail.contains("tolerated"), "{}", m.detail);
-    assert!(v.accepted, "{}", v.render());
+    assert!(v.accepted(), "{}", v.render());
 
     // Revocation answers are applied as given.
     let v = run(
         &tolerant,
         &[Revocation::Bad("revoked: keyCompromise".into())],
     );
-    assert!(!v.accepted);
+    assert!(!v.accepted());
     let v = run(&tolerant, &[Revocation::Hold("on hold".into())]);
-    assert!(!v.accepted);
+    assert!(!v.accepted());
     let hold_ok = GpuPolicy {
         dangerous_allow_hold: true,
         ..tolerant.clone()
     };
-    assert!(run(&hold_ok, &[Revocation::Hold("on hold".into())]).accepted);
+    assert!(run(&hold_ok, &[Revocation::Hold("on hold".into())]).accepted());
 }
 
 #[test]
@@ -231,7 +231,7 @@ fn an_expired_rim_is_named_as_the_reason() {
         policy: &GpuPolicy::default(),
         at: late,
     });
-    let c = v.devices[0].verdict.check(check::RIM_VBIOS).unwrap();
+    let c = v.devices()[0].verdict().check(check::RIM_VBIOS).unwrap();
     assert_eq!(c.status, Status::Fail);
     assert!(
         c.detail.contains("prod.swidtag") && c.detail.contains("expired"),
@@ -280,18 +280,18 @@ fn a_revoked_rim_signer_voids_the_rim() {
     };
     // NV-1 with its own RIMs: accepted (revocation not required here).
     let v = run(&rims);
-    assert!(v.accepted, "{}", v.render());
+    assert!(v.accepted(), "{}", v.render());
     rims[1].revocation = Some(Revocation::Bad(
         "HCC RIM L4 Signer is revoked (keyCompromise)".into(),
     ));
     let v = run(&rims);
-    assert!(!v.accepted);
-    let c = v.devices[0].verdict.check(check::RIM_VBIOS).unwrap();
+    assert!(!v.accepted());
+    let c = v.devices()[0].verdict().check(check::RIM_VBIOS).unwrap();
     assert_eq!(c.status, Status::Fail);
     assert!(c.detail.contains("revoked"), "{}", c.detail);
     rims[1].revocation = Some(Revocation::Good("3 certificates good".into()));
     let v = run(&rims);
-    let c = v.devices[0].verdict.check(check::RIM_VBIOS).unwrap();
+    let c = v.devices()[0].verdict().check(check::RIM_VBIOS).unwrap();
     assert!(
         c.detail.contains("signer unrevoked per OCSP"),
         "{}",

@@ -31,12 +31,12 @@ fn verify(evidence: &[u8], chain_file: &str, n: &str) -> gpu::DeviceVerification
 
 fn all_pass(v: &gpu::DeviceVerification) {
     assert!(
-        failed(&v.verification).is_empty(),
+        failed(v.verification()).is_empty(),
         "{:?}",
-        v.verification.checks
+        v.verification().checks()
     );
     for name in check::ORDER {
-        let c = v.verification.checks.iter().find(|c| c.name == name);
+        let c = v.verification().checks().iter().find(|c| c.name == name);
         assert_eq!(c.map(|c| c.status), Some(Status::Pass), "{name}");
     }
 }
@@ -140,7 +140,7 @@ fn nv3_broken_chains_fail_each_for_its_own_reason() {
         ),
     ] {
         let v = verify(&report, file, NV1_NONCE);
-        let f = failed(&v.verification);
+        let f = failed(v.verification());
         assert_eq!(f.len(), 1, "{file}: {f:?}");
         assert_eq!(f[0].0, name, "{file}");
         assert!(f[0].1.contains(needle), "{file}: {}", f[0].1);
@@ -206,7 +206,7 @@ fn a_claimed_arch_must_match_the_certificates() {
         arch: Some(Arch::Hopper),
         at: at("2025-06-01T00:00:00Z"),
     });
-    let f = failed(&v.verification);
+    let f = failed(v.verification());
     assert_eq!(f.len(), 1);
     assert_eq!(f[0].0, check::DEVICE_ARCH);
     assert!(f[0]
@@ -225,10 +225,10 @@ fn without_a_nonce_the_nonce_is_not_checked() {
         arch: None,
         at: at("2025-06-01T00:00:00Z"),
     });
-    assert!(v.verification.genuine());
+    assert!(v.verification().genuine());
     let c = v
-        .verification
-        .checks
+        .verification()
+        .checks()
         .iter()
         .find(|c| c.name == check::SPDM_NONCE)
         .unwrap();

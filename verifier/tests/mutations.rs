@@ -9,7 +9,7 @@ use tvm_verifier::tee::tdx::{self, TdxInput};
 use tvm_verifier::{appraise, Policy, Status, Verdict};
 
 fn first_failure(v: &Verdict) -> &'static str {
-    v.checks
+    v.checks()
         .iter()
         .find(|c| c.status == Status::Fail)
         .map(|c| c.name)
@@ -211,7 +211,7 @@ fn tdx_mutations() -> Vec<TdxMutation> {
 fn run_tdx_suite(quote: &str, collateral: &str, when: &str) {
     let genuine = TdxCase::load(quote, collateral, when);
     assert!(
-        genuine.verdict().accepted,
+        genuine.verdict().accepted(),
         "{quote} is genuine: {}",
         genuine.verdict().render()
     );
@@ -221,7 +221,7 @@ fn run_tdx_suite(quote: &str, collateral: &str, when: &str) {
         let mut case = TdxCase::load(quote, collateral, when);
         mutate(&mut case);
         let v = case.verdict();
-        assert!(!v.accepted, "{quote}: mutant '{what}' was accepted");
+        assert!(!v.accepted(), "{quote}: mutant '{what}' was accepted");
         assert_eq!(
             first_failure(&v),
             expected,
@@ -417,7 +417,7 @@ fn snp_mutations() -> Vec<SnpMutation> {
 fn run_snp_suite(report: &str, vek: &str, when: &str) {
     let genuine = SnpCase::load(report, vek, when);
     assert!(
-        genuine.verdict().accepted,
+        genuine.verdict().accepted(),
         "{report} is genuine: {}",
         genuine.verdict().render()
     );
@@ -427,7 +427,7 @@ fn run_snp_suite(report: &str, vek: &str, when: &str) {
         let mut case = SnpCase::load(report, vek, when);
         mutate(&mut case);
         let v = case.verdict();
-        assert!(!v.accepted, "{report}: mutant '{what}' was accepted");
+        assert!(!v.accepted(), "{report}: mutant '{what}' was accepted");
         assert_eq!(
             first_failure(&v),
             expected,

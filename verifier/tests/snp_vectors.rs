@@ -33,7 +33,7 @@ fn vcek_reports_verify() {
     for (r, k) in [SNP1, SNP2, SNP3] {
         let v = run(&testdata(r), &testdata(k), WHEN);
         assert!(v.genuine(), "{r}: {:?}", failed(&v));
-        let Some(Facts::SevSnp(f)) = &v.facts else {
+        let Some(Facts::SevSnp(f)) = &v.facts() else {
             panic!()
         };
         assert_eq!(f.signer, "VCEK");
@@ -44,7 +44,7 @@ fn vcek_reports_verify() {
 #[test]
 fn snp1_facts_match_sources() {
     let v = run(&testdata(SNP1.0), &testdata(SNP1.1), WHEN);
-    let Some(Facts::SevSnp(f)) = &v.facts else {
+    let Some(Facts::SevSnp(f)) = &v.facts() else {
         panic!()
     };
     assert_eq!(f.measurement, "b07af9620f3b839b47996422ddec6058338951d984e312115131ea82705eaf5b6bdf8a9ece31a5a608eb0cf2e4872b01");
@@ -64,7 +64,7 @@ fn snp1_facts_match_sources() {
     assert_eq!(f.vmpl, 0);
     // Genuine, but its guest policy allows debugging: the default policy refuses it.
     let verdict = appraise(v, &Policy::default(), None, at(WHEN));
-    assert!(!verdict.accepted);
+    assert!(!verdict.accepted());
     assert_eq!(
         verdict.failures().map(|c| c.name).collect::<Vec<_>>(),
         vec!["guest.debug"]
@@ -96,7 +96,7 @@ fn snp4_vlek_verifies_inside_its_window_only() {
     let (r, k) = (testdata(SNP4.0), testdata(SNP4.1));
     let v = run(&r, &k, "2025-06-01T00:00:00Z");
     assert!(v.genuine(), "{:?}", failed(&v));
-    let Some(Facts::SevSnp(f)) = &v.facts else {
+    let Some(Facts::SevSnp(f)) = &v.facts() else {
         panic!()
     };
     assert_eq!(
@@ -125,13 +125,13 @@ fn snp4_vlek_verifies_inside_its_window_only() {
 #[test]
 fn report_data_binding_is_checked_when_expected() {
     let v = run(&testdata(SNP2.0), &testdata(SNP2.1), WHEN);
-    let Some(Facts::SevSnp(f)) = &v.facts else {
+    let Some(Facts::SevSnp(f)) = &v.facts() else {
         panic!()
     };
     let mut want = [0u8; 64];
     hex::decode_to_slice(&f.report_data, &mut want).unwrap();
     let ok = appraise(v.clone(), &Policy::default(), Some(&want), at(WHEN));
-    assert!(ok.accepted, "{}", ok.render());
+    assert!(ok.accepted(), "{}", ok.render());
     want[0] ^= 1;
     let wrong = appraise(v, &Policy::default(), Some(&want), at(WHEN));
     assert_eq!(
@@ -151,7 +151,7 @@ fn amd_crl_is_reported_and_a_foreign_crl_refused() {
             at,
             grace_seconds: 0,
         });
-        v.checks
+        v.checks()
             .iter()
             .find(|c| c.name == AMD_CRL)
             .cloned()

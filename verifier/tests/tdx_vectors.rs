@@ -20,7 +20,7 @@ fn run(quote: &str, collateral: &str, when: &str) -> Verification {
 }
 
 fn tcb(v: &Verification) -> (Option<String>, Vec<String>) {
-    match &v.facts {
+    match &v.facts() {
         Some(Facts::Tdx(f)) => (f.tcb_status.map(|s| s.to_string()), f.advisory_ids.clone()),
         _ => panic!("no TDX facts"),
     }
@@ -47,7 +47,7 @@ fn tdx1_up_to_date_across_its_window() {
         assert_eq!(tcb(&v), (Some("UpToDate".into()), vec![]));
     }
     let v = run(V4, V4_COLL, "2025-07-04T10:16:31Z");
-    let Some(Facts::Tdx(f)) = &v.facts else {
+    let Some(Facts::Tdx(f)) = &v.facts() else {
         panic!()
     };
     assert_eq!(f.mrtd, "91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7");
@@ -56,7 +56,7 @@ fn tdx1_up_to_date_across_its_window() {
     assert_eq!(f.fmspc.as_deref(), Some("B0C06F000000"));
     assert!(!f.debug);
     let verdict = appraise(v, &Policy::default(), None, at("2025-07-04T10:16:31Z"));
-    assert!(verdict.accepted, "{}", verdict.render());
+    assert!(verdict.accepted(), "{}", verdict.render());
     assert_eq!(
         verdict.check(MEASUREMENT_NAME).unwrap().status,
         Status::NotChecked
@@ -82,7 +82,7 @@ fn tdx4_v5_up_to_date() {
         let v = run(V5_GO, V5_COLL, when);
         assert!(v.genuine(), "{when}: {:?}", failed(&v));
         assert_eq!(tcb(&v), (Some("UpToDate".into()), vec![]));
-        let Some(Facts::Tdx(f)) = &v.facts else {
+        let Some(Facts::Tdx(f)) = &v.facts() else {
             panic!()
         };
         assert_eq!(f.quote_version, 5);
@@ -103,13 +103,13 @@ fn tdx3_and_tdx5_have_no_matching_tcb_level() {
         // Everything before the TCB match verified: signatures and chains are genuine.
         for name in [COLLATERAL_CHAIN, PCK_CHAIN, QE_REPORT, QUOTE_SIGNATURE] {
             assert_eq!(
-                v.checks.iter().find(|c| c.name == name).unwrap().status,
+                v.checks().iter().find(|c| c.name == name).unwrap().status,
                 Status::Pass,
                 "{q} {name}"
             );
         }
         let verdict = appraise(v, &Policy::default(), None, at(when));
-        assert!(!verdict.accepted);
+        assert!(!verdict.accepted());
     }
 }
 
@@ -165,7 +165,7 @@ fn grace_extends_use_of_expired_collateral_only_as_far_as_policy_says() {
     let v = tdx::verify(&input(after, 2 * day as u64));
     assert!(v.genuine(), "{:?}", failed(&v));
     let fresh = v
-        .checks
+        .checks()
         .iter()
         .find(|c| c.name == COLLATERAL_FRESH)
         .unwrap();

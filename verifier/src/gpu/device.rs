@@ -130,15 +130,29 @@ pub struct DeviceInput<'a> {
 /// A verified device: the checks, and the parsed report for RIM comparison.
 #[derive(Debug, Clone)]
 pub struct DeviceVerification {
-    pub verification: Verification,
-    pub report: Option<MeasurementReport>,
+    pub(crate) verification: Verification,
+    pub(crate) report: Option<MeasurementReport>,
     /// From the device certificates.
-    pub arch: Option<Arch>,
+    pub(crate) arch: Option<Arch>,
 }
 
 impl DeviceVerification {
+    pub fn verification(&self) -> &Verification {
+        &self.verification
+    }
+
+    /// The parsed report, for RIM comparison and topology.
+    pub fn report(&self) -> Option<&MeasurementReport> {
+        self.report.as_ref()
+    }
+
+    /// From the device certificates.
+    pub fn arch(&self) -> Option<Arch> {
+        self.arch
+    }
+
     /// A device whose verification could not complete (reported, never accepted).
-    pub fn internal_error(reason: &str) -> Self {
+    pub(crate) fn internal_error(reason: &str) -> Self {
         DeviceVerification {
             verification: Verification::stopped(
                 vec![Check::fail(check::SPDM_FORMAT, reason)],

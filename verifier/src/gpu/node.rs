@@ -69,20 +69,49 @@ pub struct NodeInput<'a> {
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct DeviceVerdict {
-    pub label: String,
+    pub(crate) label: String,
     /// From the device certificates, when they verified.
-    pub arch: Option<Arch>,
-    pub verdict: Verdict,
+    pub(crate) arch: Option<Arch>,
+    pub(crate) verdict: Verdict,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct NodeVerdict {
-    pub devices: Vec<DeviceVerdict>,
-    pub checks: Vec<Check>,
-    pub accepted: bool,
+    pub(crate) devices: Vec<DeviceVerdict>,
+    pub(crate) checks: Vec<Check>,
+    pub(crate) accepted: bool,
+}
+
+impl DeviceVerdict {
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// From the device certificates, when they verified.
+    pub fn arch(&self) -> Option<Arch> {
+        self.arch
+    }
+
+    pub fn verdict(&self) -> &Verdict {
+        &self.verdict
+    }
 }
 
 impl NodeVerdict {
+    pub fn devices(&self) -> &[DeviceVerdict] {
+        &self.devices
+    }
+
+    /// The node-level checks (one nonce, distinct devices, topology, policy).
+    pub fn checks(&self) -> &[Check] {
+        &self.checks
+    }
+
+    /// Every device and every node-level check passed.
+    pub fn accepted(&self) -> bool {
+        self.accepted
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         for d in &self.devices {

@@ -19,7 +19,7 @@ pub fn at(s: &str) -> i64 {
 
 /// The failed checks of a verification: (name, reason).
 pub fn failed(v: &tvm_verifier::Verification) -> Vec<(&'static str, String)> {
-    v.checks
+    v.checks()
         .iter()
         .filter(|c| c.status == tvm_verifier::Status::Fail)
         .map(|c| (c.name, c.detail.clone()))
