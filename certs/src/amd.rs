@@ -33,19 +33,31 @@ fn trim(serial: &[u8]) -> Vec<u8> {
     serial[first..].to_vec()
 }
 
+/// Why an AMD CRL is not usable.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CrlError {
+    #[error(transparent)]
+    Anchor(#[from] anchors::AnchorError),
+    #[error("ARK: {0}")]
+    Ark(String),
+    #[error("the AMD CRL is not a DER CRL: {0}")]
+    NotCrl(String),
+    #[error("the CRL is not signed by AMD's {0} ARK")]
+    NotSignedByArk(AmdProduct),
+    #[error("the AMD CRL has no nextUpdate")]
+    NoNextUpdate,
+}
+
 impl AmdCrl {
     /// Parse a DER CRL and check that AMD's pinned ARK for `product` signed it.
-    pub fn check(der: &[u8], product: AmdProduct, signer: AmdSigner) -> Result<Self, String> {
-        let ca = anchors::amd_ca(product, signer).map_err(|e| e.to_string())?;
-        let (_, ark) = X509Certificate::from_der(&ca.ark).map_err(|e| format!("ARK: {e}"))?;
-        let (_, crl) =
-            parse_x509_crl(der).map_err(|e| format!("the AMD CRL is not a DER CRL: {e}"))?;
+    pub fn check(der: &[u8], product: AmdProduct, signer: AmdSigner) -> Result<Self, CrlError> {
+        let ca = anchors::amd_ca(product, signer)?;
+        let (_, ark) =
+            X509Certificate::from_der(&ca.ark).map_err(|e| CrlError::Ark(e.to_string()))?;
+        let (_, crl) = parse_x509_crl(der).map_err(|e| CrlError::NotCrl(e.to_string()))?;
         crl.verify_signature(ark.public_key())
-            .map_err(|_| format!("the CRL is not signed by AMD's {product} ARK"))?;
-        let next_update = crl
-            .next_update()
-            .ok_or("the AMD CRL has no nextUpdate")?
-            .timestamp();
+            .map_err(|_| CrlError::NotSignedByArk(product))?;
+        let next_update = crl.next_update().ok_or(CrlError::NoNextUpdate)?.timestamp();
         Ok(AmdCrl {
             this_update: crl.last_update().timestamp(),
             next_update,

@@ -161,11 +161,16 @@ const AMD_ANCHORS: [AmdAnchor; 6] = [
     },
 ];
 
+/// A PEM bundle that cannot be read.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("bad PEM: {0}")]
+pub struct PemError(String);
+
 /// Split a PEM bundle into DER certificates, in file order.
-pub fn pem_certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+pub fn pem_certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>, PemError> {
     let mut out = Vec::new();
     for p in Pem::iter_from_buffer(pem) {
-        let p = p.map_err(|e| format!("bad PEM: {e}"))?;
+        let p = p.map_err(|e| PemError(e.to_string()))?;
         if p.label == "CERTIFICATE" {
             out.push(p.contents);
         }
@@ -185,7 +190,7 @@ pub fn amd_ca(product: AmdProduct, signer: AmdSigner) -> Result<AmdCa, AnchorErr
     let name = format!("AMD {product} {signer} CA");
     let certs = pem_certificates(a.pem).map_err(|reason| AnchorError::Malformed {
         name: name.clone(),
-        reason,
+        reason: reason.to_string(),
     })?;
     let [ask, ark] = <[Vec<u8>; 2]>::try_from(certs).map_err(|v| AnchorError::Malformed {
         name: name.clone(),

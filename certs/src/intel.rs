@@ -8,9 +8,49 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use x509_parser::prelude::{parse_x509_crl, FromDer, X509Certificate};
 
+/// What is wrong with a piece of TDX collateral, naming the item.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CollateralError {
+    #[error("not dcap-qvl QuoteCollateralV3 JSON: {0}")]
+    NotCollateral(String),
+    #[error("{item} is not valid JSON: {reason}")]
+    NotJson { item: &'static str, reason: String },
+    #[error("bad date {value:?}: {reason}")]
+    BadDate { value: String, reason: String },
+    #[error("{item} is not a DER CRL: {reason}")]
+    NotCrl { item: &'static str, reason: String },
+    #[error("{item} has no nextUpdate")]
+    NoNextUpdate { item: &'static str },
+    #[error("collateral has no dated items")]
+    NoDatedItems,
+    #[error("{item}: {source}")]
+    Pem {
+        item: String,
+        source: crate::anchors::PemError,
+    },
+    #[error("{item} holds no certificate")]
+    NoCertificate { item: String },
+    #[error("{what} is not DER X.509: {reason}")]
+    NotX509 { what: String, reason: String },
+    #[error("{item} has {count} certificate(s); expected the signer and the root")]
+    ChainLength { item: &'static str, count: usize },
+    #[error("{item} does not end in the trusted root ({root}): wrong root or wrong order")]
+    WrongRoot { item: &'static str, root: String },
+    #[error("{what} ({subject}) is not signed by {issuer}")]
+    NotSignedBy {
+        what: String,
+        subject: String,
+        issuer: String,
+    },
+    #[error("{item} signature does not verify with {signer}: the document was altered")]
+    Altered { item: &'static str, signer: String },
+    #[error("{crl} is not signed by {issuer}")]
+    CrlNotSignedBy { crl: &'static str, issuer: String },
+}
+
 /// Parse a collateral file: dcap-qvl's `QuoteCollateralV3` JSON.
-pub fn parse_collateral(json: &[u8]) -> Result<QuoteCollateralV3, String> {
-    serde_json::from_slice(json).map_err(|e| format!("not dcap-qvl QuoteCollateralV3 JSON: {e}"))
+pub fn parse_collateral(json: &[u8]) -> Result<QuoteCollateralV3, CollateralError> {
+    serde_json::from_slice(json).map_err(|e| CollateralError::NotCollateral(e.to_string()))
 }
 
 /// One dated collateral item.
@@ -27,15 +67,20 @@ struct DatedJson {
     next_update: String,
 }
 
-fn parse_time(s: &str) -> Result<i64, String> {
+fn parse_time(s: &str) -> Result<i64, CollateralError> {
     OffsetDateTime::parse(s, &Rfc3339)
         .map(|t| t.unix_timestamp())
-        .map_err(|e| format!("bad date {s:?}: {e}"))
+        .map_err(|e| CollateralError::BadDate {
+            value: s.to_string(),
+            reason: e.to_string(),
+        })
 }
 
-fn dated_json(name: &'static str, json: &str) -> Result<Dated, String> {
-    let d: DatedJson =
-        serde_json::from_str(json).map_err(|e| format!("{name} is not valid JSON: {e}"))?;
+fn dated_json(name: &'static str, json: &str) -> Result<Dated, CollateralError> {
+    let d: DatedJson = serde_json::from_str(json).map_err(|e| CollateralError::NotJson {
+        item: name,
+        reason: e.to_string(),
+    })?;
     Ok(Dated {
         name,
         issued: parse_time(&d.issue_date)?,
@@ -43,11 +88,14 @@ fn dated_json(name: &'static str, json: &str) -> Result<Dated, String> {
     })
 }
 
-fn dated_crl(name: &'static str, der: &[u8]) -> Result<Dated, String> {
-    let (_, crl) = parse_x509_crl(der).map_err(|e| format!("{name} is not a DER CRL: {e}"))?;
+fn dated_crl(name: &'static str, der: &[u8]) -> Result<Dated, CollateralError> {
+    let (_, crl) = parse_x509_crl(der).map_err(|e| CollateralError::NotCrl {
+        item: name,
+        reason: e.to_string(),
+    })?;
     let next = crl
         .next_update()
-        .ok_or_else(|| format!("{name} has no nextUpdate"))?;
+        .ok_or(CollateralError::NoNextUpdate { item: name })?;
     Ok(Dated {
         name,
         issued: crl.last_update().timestamp(),
@@ -55,7 +103,7 @@ fn dated_crl(name: &'static str, der: &[u8]) -> Result<Dated, String> {
     })
 }
 
-pub fn collateral_dates(c: &QuoteCollateralV3) -> Result<Vec<Dated>, String> {
+pub fn collateral_dates(c: &QuoteCollateralV3) -> Result<Vec<Dated>, CollateralError> {
     Ok(vec![
         dated_json("TCB Info", &c.tcb_info)?,
         dated_json("QE Identity", &c.qe_identity)?,
@@ -64,30 +112,41 @@ pub fn collateral_dates(c: &QuoteCollateralV3) -> Result<Vec<Dated>, String> {
     ])
 }
 
-fn pem_chain(name: &str, pem: &str) -> Result<Vec<Vec<u8>>, String> {
-    let certs =
-        crate::anchors::pem_certificates(pem.as_bytes()).map_err(|e| format!("{name}: {e}"))?;
+fn pem_chain(name: &str, pem: &str) -> Result<Vec<Vec<u8>>, CollateralError> {
+    let certs = crate::anchors::pem_certificates(pem.as_bytes()).map_err(|source| {
+        CollateralError::Pem {
+            item: name.to_string(),
+            source,
+        }
+    })?;
     if certs.is_empty() {
-        return Err(format!("{name} holds no certificate"));
+        return Err(CollateralError::NoCertificate {
+            item: name.to_string(),
+        });
     }
     Ok(certs)
 }
 
+fn x509<'a>(what: &str, der: &'a [u8]) -> Result<X509Certificate<'a>, CollateralError> {
+    X509Certificate::from_der(der)
+        .map(|(_, c)| c)
+        .map_err(|e| CollateralError::NotX509 {
+            what: what.to_string(),
+            reason: e.to_string(),
+        })
+}
+
 /// The collateral's issuers chain to our root and sign its CRLs. dcap-qvl
 /// checks this too; doing it first lets us say which item is wrong.
-pub fn check_issuers(c: &QuoteCollateralV3, root_der: &[u8]) -> Result<(), String> {
-    let (_, root) = X509Certificate::from_der(root_der)
-        .map_err(|e| format!("trust root is not DER X.509: {e}"))?;
-    let signed_by = |what: &str, der: &[u8], issuer: &X509Certificate| -> Result<(), String> {
-        let (_, cert) =
-            X509Certificate::from_der(der).map_err(|e| format!("{what} is not DER X.509: {e}"))?;
+pub fn check_issuers(c: &QuoteCollateralV3, root_der: &[u8]) -> Result<(), CollateralError> {
+    let root = x509("trust root", root_der)?;
+    let signed_by = |what: &str, der: &[u8], issuer: &X509Certificate| {
+        let cert = x509(what, der)?;
         cert.verify_signature(Some(issuer.public_key()))
-            .map_err(|_| {
-                format!(
-                    "{what} ({}) is not signed by {}",
-                    cert.subject(),
-                    issuer.subject()
-                )
+            .map_err(|_| CollateralError::NotSignedBy {
+                what: what.to_string(),
+                subject: cert.subject().to_string(),
+                issuer: issuer.subject().to_string(),
             })
     };
     for (name, pem) in [
@@ -97,16 +156,16 @@ pub fn check_issuers(c: &QuoteCollateralV3, root_der: &[u8]) -> Result<(), Strin
     ] {
         let chain = pem_chain(name, pem)?;
         if chain.len() < 2 {
-            return Err(format!(
-                "{name} has {} certificate(s); expected the signer and the root",
-                chain.len()
-            ));
+            return Err(CollateralError::ChainLength {
+                item: name,
+                count: chain.len(),
+            });
         }
         if chain.last().map(Vec::as_slice) != Some(root_der) {
-            return Err(format!(
-                "{name} does not end in the trusted root ({}): wrong root or wrong order",
-                root.subject()
-            ));
+            return Err(CollateralError::WrongRoot {
+                item: name,
+                root: root.subject().to_string(),
+            });
         }
         signed_by(&format!("{name} signer"), &chain[0], &root)?;
     }
@@ -126,40 +185,45 @@ pub fn check_issuers(c: &QuoteCollateralV3, root_der: &[u8]) -> Result<(), Strin
         ),
     ] {
         let signer_der = &pem_chain(name, chain_pem)?[0];
-        let (_, signer) = X509Certificate::from_der(signer_der)
-            .map_err(|e| format!("{name} signer is not DER X.509: {e}"))?;
+        let signer = x509(&format!("{name} signer"), signer_der)?;
         ring::signature::UnparsedPublicKey::new(
             &ring::signature::ECDSA_P256_SHA256_FIXED,
             &signer.public_key().subject_public_key.data,
         )
         .verify(doc.as_bytes(), sig)
-        .map_err(|_| {
-            format!(
-                "{name} signature does not verify with {}: the document was altered",
-                signer.subject()
-            )
+        .map_err(|_| CollateralError::Altered {
+            item: name,
+            signer: signer.subject().to_string(),
         })?;
     }
-    let (_, crl) =
-        parse_x509_crl(&c.root_ca_crl).map_err(|e| format!("Root CA CRL is not DER: {e}"))?;
+    let not_crl = |item, e: x509_parser::nom::Err<_>| CollateralError::NotCrl {
+        item,
+        reason: e.to_string(),
+    };
+    let (_, crl) = parse_x509_crl(&c.root_ca_crl).map_err(|e| not_crl("Root CA CRL", e))?;
     crl.verify_signature(root.public_key())
-        .map_err(|_| "Root CA CRL is not signed by the trusted root".to_string())?;
+        .map_err(|_| CollateralError::CrlNotSignedBy {
+            crl: "Root CA CRL",
+            issuer: "the trusted root".into(),
+        })?;
     let pck_ca_der = &pem_chain("PCK CRL issuer chain", &c.pck_crl_issuer_chain)?[0];
-    let (_, pck_ca) =
-        X509Certificate::from_der(pck_ca_der).map_err(|e| format!("PCK CA is not DER: {e}"))?;
-    let (_, crl) = parse_x509_crl(&c.pck_crl).map_err(|e| format!("PCK CRL is not DER: {e}"))?;
+    let pck_ca = x509("PCK CA", pck_ca_der)?;
+    let (_, crl) = parse_x509_crl(&c.pck_crl).map_err(|e| not_crl("PCK CRL", e))?;
     crl.verify_signature(pck_ca.public_key())
-        .map_err(|_| format!("PCK CRL is not signed by {}", pck_ca.subject()))?;
+        .map_err(|_| CollateralError::CrlNotSignedBy {
+            crl: "PCK CRL",
+            issuer: pck_ca.subject().to_string(),
+        })?;
     Ok(())
 }
 
 /// The earliest `nextUpdate` of the collateral's items (Unix seconds).
-pub fn next_update(c: &QuoteCollateralV3) -> Result<i64, String> {
+pub fn next_update(c: &QuoteCollateralV3) -> Result<i64, CollateralError> {
     collateral_dates(c)?
         .iter()
         .map(|d| d.next_update)
         .min()
-        .ok_or_else(|| "collateral has no dated items".to_string())
+        .ok_or(CollateralError::NoDatedItems)
 }
 
 /// Which Intel CA issued the platform's PCK certificate (it names the PCK CRL).

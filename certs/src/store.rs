@@ -162,15 +162,12 @@ impl CollateralStore {
     /// Check collateral against the pinned Intel root: readable, dated, and
     /// every issuer and CRL signature chains to the root.
     fn check_tdx(&self, what: &str, c: &QuoteCollateralV3) -> Result<i64, StoreError> {
-        let invalid = |reason: String| StoreError::Invalid {
+        let invalid = |e: intel::CollateralError| StoreError::Invalid {
             what: what.to_string(),
-            reason,
+            reason: e.to_string(),
         };
         let next = intel::next_update(c).map_err(invalid)?;
-        intel::check_issuers(c, &self.intel_root).map_err(|e| StoreError::Invalid {
-            what: what.to_string(),
-            reason: e,
-        })?;
+        intel::check_issuers(c, &self.intel_root).map_err(invalid)?;
         Ok(next)
     }
 
@@ -390,7 +387,7 @@ impl CollateralStore {
                 let crl = AmdCrl::check(&resp.body, product, signer).map_err(|reason| {
                     StoreError::Invalid {
                         what: format!("AMD {product} {signer} CRL from {url}"),
-                        reason,
+                        reason: reason.to_string(),
                     }
                 })?;
                 if let Some((old, old_crl)) = cached {

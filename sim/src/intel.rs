@@ -588,7 +588,7 @@ fn load_authority(dir: &Path, role: Role) -> Result<Authority, SimError> {
 
     let cert_pem = read_text(&cert_path)?;
     let mut ders = tvm_certs::anchors::pem_certificates(cert_pem.as_bytes())
-        .map_err(|e| bad(&cert_path, e))?;
+        .map_err(|e| bad(&cert_path, e.to_string()))?;
     if ders.len() != 1 {
         return Err(bad(
             &cert_path,

@@ -191,7 +191,7 @@ impl Attester {
                     .transpose()
                     .map_err(|reason| AttestError::Malformed {
                         url: url.clone(),
-                        reason,
+                        reason: reason.to_string(),
                     })?;
                 let bytes = read_limited(resp, MAX_BUNDLE_BYTES, &url).await?;
                 if status != 200 {

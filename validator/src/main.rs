@@ -343,7 +343,7 @@ fn verify_gpus(args: &VerifyArgs, policy: &Policy, at: i64) -> Result<NodeVerdic
 
 fn verify(args: &VerifyArgs) -> Result<Outcome, String> {
     let at = match &args.at {
-        Some(s) => parse_time(s)?,
+        Some(s) => parse_time(s).map_err(|e| e.to_string())?,
         None => std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
@@ -371,7 +371,7 @@ fn verify(args: &VerifyArgs) -> Result<Outcome, String> {
             Some(c) => tdx::parse_collateral(&read(c, "collateral")?)
                 .map_err(|e| format!("{}: {e}", c.display()))?,
             None => {
-                let (fmspc, ca) = tdx::platform_of(&quote)?;
+                let (fmspc, ca) = tdx::platform_of(&quote).map_err(|e| e.to_string())?;
                 let store = args.store.open()?;
                 let (c, source) = runtime()?
                     .block_on(store.tdx(&fmspc, ca, at))
@@ -405,7 +405,7 @@ fn verify(args: &VerifyArgs) -> Result<Outcome, String> {
                 let product = args.product.or_else(|| snp::product_of_report(&report)).ok_or(
                     "this report does not name its AMD product: give --product milan|genoa|turin, or its --vcek",
                 )?;
-                let (chip_id, tcb) = snp::vcek_request(&report)?;
+                let (chip_id, tcb) = snp::vcek_request(&report).map_err(|e| e.to_string())?;
                 let store = args.store.open()?;
                 let rt = runtime()?;
                 let vek = rt
@@ -557,7 +557,7 @@ fn check(args: &CheckArgs) -> Result<tvm_verifier::bundle::BundleVerdict, String
                 Some(c) => tdx::parse_collateral(&read(c, "collateral")?)
                     .map_err(|e| format!("{}: {e}", c.display()))?,
                 None => {
-                    let (fmspc, ca) = tdx::platform_of(&quote.0)?;
+                    let (fmspc, ca) = tdx::platform_of(&quote.0).map_err(|e| e.to_string())?;
                     let store = args.store.open()?;
                     rt.block_on(store.tdx(&fmspc, ca, at))
                         .map_err(|e| format!("no collateral for FMSPC {fmspc}: {e}"))?
@@ -565,7 +565,7 @@ fn check(args: &CheckArgs) -> Result<tvm_verifier::bundle::BundleVerdict, String
                 }
             };
             let root = match (&policy.dangerous_trust_simulated, b.claims.simulated) {
-                (Some(r), true) => r.intel_root_der()?,
+                (Some(r), true) => r.intel_root_der().map_err(|e| e.to_string())?,
                 _ => tvm_certs::anchors::intel_sgx_root()
                     .map_err(|e| e.to_string())?
                     .to_vec(),

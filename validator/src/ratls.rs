@@ -101,7 +101,9 @@ pub fn dangerous_any_certificate_client(timeout: Duration) -> Result<reqwest::Cl
 
 /// SHA-256 of the SubjectPublicKeyInfo the server presented, if the
 /// response came over TLS.
-pub fn tls_spki_sha256(resp: &reqwest::Response) -> Option<Result<[u8; 32], String>> {
+pub fn tls_spki_sha256(
+    resp: &reqwest::Response,
+) -> Option<Result<[u8; 32], tvm_verifier::bundle::CertificateError>> {
     let info = resp.extensions().get::<reqwest::tls::TlsInfo>()?;
     let cert = info.peer_certificate()?;
     Some(tvm_verifier::bundle::spki_sha256(cert))

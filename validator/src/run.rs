@@ -276,7 +276,7 @@ impl Collateral for StoreCollateral {
     ) -> BoxFuture<'a, Result<Arc<SnpEndorsement>, String>> {
         Box::pin(async move {
             // The chip's VCEK from AMD KDS (cached), and AMD's CRL for it.
-            let (chip_id, tcb) = snp::vcek_request(report)?;
+            let (chip_id, tcb) = snp::vcek_request(report).map_err(|e| e.to_string())?;
             // A v2 report does not name its product: the one this chip was
             // found under before, else each in turn.
             let known = self
@@ -328,7 +328,7 @@ impl Collateral for StoreCollateral {
         at: i64,
     ) -> BoxFuture<'a, Result<Arc<TdxCollateral>, String>> {
         Box::pin(async move {
-            let (fmspc, ca) = tdx::platform_of(quote)?;
+            let (fmspc, ca) = tdx::platform_of(quote).map_err(|e| e.to_string())?;
             // The PCK CRL differs by issuing CA: one entry per FMSPC and CA.
             let key = format!("{fmspc}/{}", ca.as_str());
             self.cache

@@ -141,11 +141,16 @@ impl BundleVerdict {
     }
 }
 
+/// A TLS certificate that is not X.509.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the server's TLS certificate cannot be read: {0}")]
+pub struct CertificateError(String);
+
 /// SHA-256 of a certificate's SubjectPublicKeyInfo: what the claims'
 /// `tls_spki_sha256` names.
-pub fn spki_sha256(cert_der: &[u8]) -> Result<[u8; 32], String> {
+pub fn spki_sha256(cert_der: &[u8]) -> Result<[u8; 32], CertificateError> {
     let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
-        .map_err(|e| format!("the server's TLS certificate cannot be read: {e}"))?;
+        .map_err(|e| CertificateError(e.to_string()))?;
     Ok(Sha256::digest(cert.public_key().raw).into())
 }
 
@@ -179,7 +184,7 @@ pub fn appraise_bundle(input: &BundleInput<'_>) -> BundleVerdict {
                 Some((i, n))
             }
             (Err(e), _) | (_, Err(e)) => {
-                checks.push(Check::fail(check::SIMULATED, e));
+                checks.push(Check::fail(check::SIMULATED, e.to_string()));
                 None
             }
         },

@@ -17,14 +17,19 @@ pub fn binary_or_hex(data: &[u8]) -> Vec<u8> {
     data.to_vec()
 }
 
+/// A time that is neither RFC 3339 nor Unix seconds.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0:?} is neither RFC 3339 (2025-07-04T10:00:00Z) nor Unix seconds")]
+pub struct TimeError(String);
+
 /// Parse a time given as RFC 3339 or Unix seconds.
-pub fn parse_time(s: &str) -> Result<i64, String> {
+pub fn parse_time(s: &str) -> Result<i64, TimeError> {
     if let Ok(secs) = s.trim().parse::<i64>() {
         return Ok(secs);
     }
     ::time::OffsetDateTime::parse(s.trim(), &::time::format_description::well_known::Rfc3339)
         .map(|t| t.unix_timestamp())
-        .map_err(|_| format!("{s:?} is neither RFC 3339 (2025-07-04T10:00:00Z) nor Unix seconds"))
+        .map_err(|_| TimeError(s.to_string()))
 }
 
 #[cfg(test)]

@@ -51,16 +51,18 @@ pub struct SimulatedRoots {
 }
 
 impl SimulatedRoots {
-    fn der(pem: &str, what: &str) -> Result<Vec<u8>, String> {
+    fn der(pem: &str, what: &str) -> Result<Vec<u8>, PolicyError> {
         let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|e| {
-            format!("dangerous_trust_simulated.{what} is not a PEM certificate: {e}")
+            PolicyError::BadSimulatedRoots(format!(
+                "dangerous_trust_simulated.{what} is not a PEM certificate: {e}"
+            ))
         })?;
         Ok(p.contents)
     }
-    pub fn intel_root_der(&self) -> Result<Vec<u8>, String> {
+    pub fn intel_root_der(&self) -> Result<Vec<u8>, PolicyError> {
         Self::der(&self.intel_root, "intel_root")
     }
-    pub fn nvidia_root_der(&self) -> Result<Vec<u8>, String> {
+    pub fn nvidia_root_der(&self) -> Result<Vec<u8>, PolicyError> {
         Self::der(&self.nvidia_root, "nvidia_root")
     }
 }
@@ -227,9 +229,8 @@ impl Policy {
     /// Catch typos in measurements when the policy loads, not when a node fails.
     fn validate(&self) -> Result<(), PolicyError> {
         if let Some(r) = &self.dangerous_trust_simulated {
-            r.intel_root_der().map_err(PolicyError::BadSimulatedRoots)?;
-            r.nvidia_root_der()
-                .map_err(PolicyError::BadSimulatedRoots)?;
+            r.intel_root_der()?;
+            r.nvidia_root_der()?;
         }
         for img in &self.images {
             let bad = |reason: String| PolicyError::BadImage {

@@ -194,7 +194,7 @@ impl NvmlApi for RealNvml {
 /// Split NVML's chain into DER certificates: PEM blocks, or DER back to back.
 pub fn split_chain(raw: &[u8]) -> Result<Vec<Vec<u8>>, String> {
     if raw.windows(11).any(|w| w == b"-----BEGIN ") {
-        return tvm_certs::anchors::pem_certificates(raw);
+        return tvm_certs::anchors::pem_certificates(raw).map_err(|e| e.to_string());
     }
     let mut out = Vec::new();
     let mut rest = raw;

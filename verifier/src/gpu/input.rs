@@ -39,24 +39,62 @@ struct NvtrustEntry {
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
+/// GPU evidence that cannot be read, and where.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EvidenceError {
+    #[error("not an nvtrust evidence list ([{{arch, certificate, evidence, nonce}}]): {0}")]
+    NotNvtrustList(String),
+    #[error("entry {entry}: unknown arch {arch:?}")]
+    UnknownArch { entry: usize, arch: String },
+    #[error("entry {entry}: {what} is not base64: {reason}")]
+    NotBase64 {
+        entry: usize,
+        what: &'static str,
+        reason: String,
+    },
+    #[error("entry {entry}: {source}")]
+    Entry {
+        entry: usize,
+        source: Box<EvidenceError>,
+    },
+    #[error(transparent)]
+    Pem(#[from] tvm_certs::anchors::PemError),
+    #[error("no PEM certificate in the chain")]
+    EmptyChain,
+    #[error("{0}")]
+    Bundle(String),
+    #[error(
+        "a single SPDM report needs its certificate chain: pass --cert-chain FILE (PEM, leaf first)"
+    )]
+    ChainNeeded,
+}
+
 /// nvtrust's evidence list: `[{arch, certificate, evidence, nonce, ...}]`.
-pub fn parse_nvtrust_json(data: &[u8]) -> Result<Vec<DeviceEvidence>, String> {
-    let entries: Vec<NvtrustEntry> = serde_json::from_slice(data).map_err(|e| {
-        format!("not an nvtrust evidence list ([{{arch, certificate, evidence, nonce}}]): {e}")
-    })?;
+pub fn parse_nvtrust_json(data: &[u8]) -> Result<Vec<DeviceEvidence>, EvidenceError> {
+    let entries: Vec<NvtrustEntry> =
+        serde_json::from_slice(data).map_err(|e| EvidenceError::NotNvtrustList(e.to_string()))?;
+    let base64 = |entry, what, text: &str| {
+        B64.decode(text.trim())
+            .map_err(|e| EvidenceError::NotBase64 {
+                entry,
+                what,
+                reason: e.to_string(),
+            })
+    };
     entries
         .into_iter()
         .enumerate()
         .map(|(i, e)| {
-            let arch = Arch::parse(&e.arch)
-                .ok_or_else(|| format!("entry {i}: unknown arch {:?}", e.arch))?;
-            let evidence = B64
-                .decode(e.evidence.trim())
-                .map_err(|err| format!("entry {i}: evidence is not base64: {err}"))?;
-            let pem = B64
-                .decode(e.certificate.trim())
-                .map_err(|err| format!("entry {i}: certificate is not base64: {err}"))?;
-            let chain = pem_chain(&pem).map_err(|err| format!("entry {i}: {err}"))?;
+            let arch = Arch::parse(&e.arch).ok_or_else(|| EvidenceError::UnknownArch {
+                entry: i,
+                arch: e.arch.clone(),
+            })?;
+            let evidence = base64(i, "evidence", &e.evidence)?;
+            let pem = base64(i, "certificate", &e.certificate)?;
+            let chain = pem_chain(&pem).map_err(|err| EvidenceError::Entry {
+                entry: i,
+                source: Box::new(err),
+            })?;
             let kind = if arch.is_switch() { "switch" } else { "gpu" };
             Ok(DeviceEvidence {
                 label: format!("{kind} {i}"),
@@ -70,10 +108,10 @@ pub fn parse_nvtrust_json(data: &[u8]) -> Result<Vec<DeviceEvidence>, String> {
 }
 
 /// A PEM bundle as DER certificates, in file order.
-pub fn pem_chain(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+pub fn pem_chain(pem: &[u8]) -> Result<Vec<Vec<u8>>, EvidenceError> {
     let chain = tvm_certs::anchors::pem_certificates(pem)?;
     if chain.is_empty() {
-        return Err("no PEM certificate in the chain".into());
+        return Err(EvidenceError::EmptyChain);
     }
     Ok(chain)
 }
@@ -100,18 +138,17 @@ pub fn from_bundle(bundle: &EvidenceBundle) -> Vec<DeviceEvidence> {
 
 /// Whatever `--gpu-evidence` holds: an nvtrust JSON list, one of our bundles,
 /// or a single hex/binary report (its chain then comes from `chain_pem`).
-pub fn read(data: &[u8], chain_pem: Option<&[u8]>) -> Result<Vec<DeviceEvidence>, String> {
+pub fn read(data: &[u8], chain_pem: Option<&[u8]>) -> Result<Vec<DeviceEvidence>, EvidenceError> {
     let text = data.trim_ascii_start();
     if text.starts_with(b"[") {
         return parse_nvtrust_json(data);
     }
     if text.starts_with(b"{") {
-        let bundle = EvidenceBundle::from_json(data).map_err(|e| e.to_string())?;
+        let bundle =
+            EvidenceBundle::from_json(data).map_err(|e| EvidenceError::Bundle(e.to_string()))?;
         return Ok(from_bundle(&bundle));
     }
-    let chain_pem = chain_pem.ok_or(
-        "a single SPDM report needs its certificate chain: pass --cert-chain FILE (PEM, leaf first)",
-    )?;
+    let chain_pem = chain_pem.ok_or(EvidenceError::ChainNeeded)?;
     Ok(vec![DeviceEvidence {
         label: "device 0".into(),
         arch: None,

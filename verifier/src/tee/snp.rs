@@ -194,7 +194,7 @@ impl SnpEndorsement {
                     };
                     CrlState::Checked { crl, revoked }
                 }
-                Err(e) => CrlState::Invalid(e),
+                Err(e) => CrlState::Invalid(e.to_string()),
             },
             (Ok(_), _, _) => CrlState::Invalid(
                 "the endorsement key was not recognised, so its CRL cannot be checked".into(),
@@ -571,15 +571,26 @@ pub fn product_of_report(report: &[u8]) -> Option<AmdProduct> {
     }
 }
 
+/// Why AMD KDS cannot be asked for a report's VCEK.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum VcekRequestError {
+    #[error("cannot parse the report: {0}")]
+    Report(String),
+    #[error("the report is signed by a VLEK (or not signed): a VLEK comes from the cloud provider, not AMD KDS; validators do not take it from the evidence yet")]
+    NotVcek,
+    #[error("the report's chip ID is masked: give its VCEK or VLEK with --vcek")]
+    MaskedChip,
+}
+
 /// The chip ID and reported TCB a report's VCEK must be fetched for.
-pub fn vcek_request(report: &[u8]) -> Result<([u8; 64], tvm_certs::amd::SnpTcb), String> {
+pub fn vcek_request(report: &[u8]) -> Result<([u8; 64], tvm_certs::amd::SnpTcb), VcekRequestError> {
     let r = AttestationReport::from_bytes(report)
-        .map_err(|e| format!("cannot parse the report: {e}"))?;
+        .map_err(|e| VcekRequestError::Report(e.to_string()))?;
     if r.key_info.signing_key() != 0 {
-        return Err("the report is signed by a VLEK (or not signed): a VLEK comes from the cloud provider, not AMD KDS; validators do not take it from the evidence yet".into());
+        return Err(VcekRequestError::NotVcek);
     }
     if r.chip_id.iter().all(|b| *b == 0) {
-        return Err("the report's chip ID is masked: give its VCEK or VLEK with --vcek".into());
+        return Err(VcekRequestError::MaskedChip);
     }
     let t = r.reported_tcb;
     Ok((

@@ -9,7 +9,7 @@ use dcap_qvl::QuoteCollateralV3;
 use crate::facts::{rfc3339, Facts, TdxFacts};
 use crate::verdict::{Check, Verification};
 pub use tvm_certs::intel::parse_collateral;
-use tvm_certs::intel::{check_issuers, collateral_dates, Dated};
+use tvm_certs::intel::{check_issuers, collateral_dates, CollateralError, Dated};
 
 /// Check names, in the order they run.
 pub mod checks {
@@ -51,8 +51,8 @@ const DCAP_STAGES: &[&str] = ORDER.split_at(3).1;
 pub struct TdxCollateral {
     raw: QuoteCollateralV3,
     root_der: Vec<u8>,
-    dates: Result<Vec<Dated>, String>,
-    issuers: Result<(), String>,
+    dates: Result<Vec<Dated>, CollateralError>,
+    issuers: Result<(), CollateralError>,
     fmspc: Option<String>,
 }
 
@@ -314,7 +314,7 @@ pub fn verify(input: &TdxInput<'_>) -> Verification {
         return Verification::stopped(checks, &ORDER, Some(Facts::Tdx(facts)));
     }
     if let Err(e) = &coll.issuers {
-        checks.push(Check::fail(COLLATERAL_CHAIN, e.clone()));
+        checks.push(Check::fail(COLLATERAL_CHAIN, e.to_string()));
         return Verification::stopped(checks, &ORDER, Some(Facts::Tdx(facts)));
     }
 
@@ -391,17 +391,27 @@ pub fn verify(input: &TdxInput<'_>) -> Verification {
     }
 }
 
+/// Why a quote does not say which platform's collateral it needs.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PlatformError {
+    #[error("cannot parse the quote: {0}")]
+    Quote(String),
+    #[error("cannot read the FMSPC from the quote's PCK certificate: {0}")]
+    Fmspc(String),
+    #[error("cannot read the PCK CA: {0}")]
+    PckCa(String),
+}
+
 /// The platform a quote needs collateral for: its PCK certificate's FMSPC
 /// (12 hex, upper case) and which Intel CA issued that certificate.
-pub fn platform_of(quote: &[u8]) -> Result<(String, tvm_certs::intel::PckCa), String> {
-    let q = Quote::parse(quote).map_err(|e| format!("cannot parse the quote: {e:#}"))?;
-    let fmspc = dcap_qvl::intel::quote_fmspc(&q)
-        .map_err(|e| format!("cannot read the FMSPC from the quote's PCK certificate: {e:#}"))?;
-    let ca = match dcap_qvl::intel::quote_ca(&q)
-        .map_err(|e| format!("cannot read the PCK CA: {e:#}"))?
-    {
-        dcap_qvl::config::PckCa::Platform => tvm_certs::intel::PckCa::Platform,
-        dcap_qvl::config::PckCa::Processor => tvm_certs::intel::PckCa::Processor,
-    };
+pub fn platform_of(quote: &[u8]) -> Result<(String, tvm_certs::intel::PckCa), PlatformError> {
+    let q = Quote::parse(quote).map_err(|e| PlatformError::Quote(format!("{e:#}")))?;
+    let fmspc =
+        dcap_qvl::intel::quote_fmspc(&q).map_err(|e| PlatformError::Fmspc(format!("{e:#}")))?;
+    let ca =
+        match dcap_qvl::intel::quote_ca(&q).map_err(|e| PlatformError::PckCa(format!("{e:#}")))? {
+            dcap_qvl::config::PckCa::Platform => tvm_certs::intel::PckCa::Platform,
+            dcap_qvl::config::PckCa::Processor => tvm_certs::intel::PckCa::Processor,
+        };
     Ok((hex::encode_upper(fmspc), ca))
 }
