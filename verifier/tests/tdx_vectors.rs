@@ -50,10 +50,13 @@ fn tdx1_up_to_date_across_its_window() {
     let Some(Facts::Tdx(f)) = &v.facts() else {
         panic!()
     };
-    assert_eq!(f.mrtd, "91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7");
-    assert_eq!(f.rtmr[3], "0".repeat(96));
-    assert_eq!(f.report_data, "9a9d48e7f6799642d3d1b34e1e5e1742d4bb02dd6ddd551862c1211d35c304f9eca3efdbb481601c163cf52493d6e44aed55d51ec39b7e518fadb92c2b523f20");
-    assert_eq!(f.fmspc.as_deref(), Some("B0C06F000000"));
+    assert_eq!(hex::encode(f.mrtd), "91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7");
+    assert_eq!(hex::encode(f.rtmr[3]), "0".repeat(96));
+    assert_eq!(hex::encode(f.report_data), "9a9d48e7f6799642d3d1b34e1e5e1742d4bb02dd6ddd551862c1211d35c304f9eca3efdbb481601c163cf52493d6e44aed55d51ec39b7e518fadb92c2b523f20");
+    assert_eq!(
+        f.fmspc.map(hex::encode_upper).as_deref(),
+        Some("B0C06F000000")
+    );
     assert!(!f.debug);
     let verdict = appraise(v, &Policy::default(), None, at("2025-07-04T10:16:31Z"));
     assert!(verdict.accepted(), "{}", verdict.render());

@@ -464,20 +464,20 @@ fn device_identity(certs: &[X509Certificate<'_>]) -> Option<String> {
 
 fn gpu_facts(r: &MeasurementReport, arch: Option<Arch>, device_id: Option<String>) -> GpuFacts {
     GpuFacts {
-        arch: arch.map(|a| a.name().to_string()),
+        arch,
         model: model(r, arch),
         device_id,
-        nonce: hex::encode(r.nonce),
+        nonce: r.nonce,
         driver_version: r.driver_version(),
         vbios_version: r.vbios_version(),
         project: r.text(field::PROJECT),
         project_sku: r.text(field::PROJECT_SKU),
         chip_sku: r.text(field::CHIP_SKU),
-        fwid: r.fwid().map(hex::encode),
+        fwid: r.fwid().map(<[u8]>::to_vec),
         measurements: r
             .blocks
             .iter()
-            .map(|b| (b.index, hex::encode(&b.value)))
+            .map(|b| (b.index, b.value.clone()))
             .collect(),
     }
 }

@@ -63,17 +63,18 @@ pub fn appraise(
         }
     }
     let actual = match &v.facts {
-        Some(Facts::Tdx(f)) => &f.report_data,
-        Some(Facts::SevSnp(f)) => &f.report_data,
-        Some(Facts::Gpu(_)) | None => unreachable_report_data(),
+        Some(Facts::Tdx(f)) => Some(&f.report_data),
+        Some(Facts::SevSnp(f)) => Some(&f.report_data),
+        Some(Facts::Gpu(_)) | None => None,
     };
+    let shown = actual.map_or_else(|| "unknown".to_string(), hex::encode);
     checks.push(match expected_report_data {
-        None => Check::not_checked(REPORT_DATA, format!("no nonce given; report_data is {actual}")),
-        Some(want) if hex::encode(want) == *actual => Check::pass(REPORT_DATA, "bound to this nonce and these claims"),
+        None => Check::not_checked(REPORT_DATA, format!("no nonce given; report_data is {shown}")),
+        Some(want) if actual == Some(want) => Check::pass(REPORT_DATA, "bound to this nonce and these claims"),
         Some(want) => Check::fail(
             REPORT_DATA,
             format!(
-                "report_data {actual} is not the expected {}: the evidence answers another nonce, was relayed from another machine, or its claims were changed",
+                "report_data {shown} is not the expected {}: the evidence answers another nonce, was relayed from another machine, or its claims were changed",
                 hex::encode(want)
             ),
         ),
@@ -81,10 +82,9 @@ pub fn appraise(
     Verdict::new(checks, v.facts)
 }
 
-fn unreachable_report_data() -> &'static String {
-    // Verification always carries facts once it passed; an empty string never matches.
-    static EMPTY: String = String::new();
-    &EMPTY
+/// A measurement as the policy writes it (hex, either case) against the bytes.
+fn same_hex(policy: &str, actual: &[u8]) -> bool {
+    hex::decode(policy).is_ok_and(|p| p == actual)
 }
 
 fn appraise_tdx(f: &TdxFacts, policy: &Policy, at: i64) -> Vec<Check> {
@@ -144,17 +144,14 @@ fn appraise_tdx(f: &TdxFacts, policy: &Policy, at: i64) -> Vec<Check> {
                 return vec!["platform"];
             };
             let mut diff = Vec::new();
-            if !m.mrtd.eq_ignore_ascii_case(&f.mrtd) {
+            if !same_hex(&m.mrtd, &f.mrtd) {
                 diff.push("MRTD");
             }
             for (i, want) in [&m.rtmr0, &m.rtmr1, &m.rtmr2, &m.rtmr3]
                 .into_iter()
                 .enumerate()
             {
-                if want
-                    .as_ref()
-                    .is_some_and(|w| !w.eq_ignore_ascii_case(&f.rtmr[i]))
-                {
+                if want.as_ref().is_some_and(|w| !same_hex(w, &f.rtmr[i])) {
                     diff.push(["RTMR0", "RTMR1", "RTMR2", "RTMR3"][i]);
                 }
             }
@@ -275,7 +272,7 @@ fn appraise_snp(f: &SnpFacts, policy: &Policy, at: i64) -> Vec<Check> {
         Check::not_checked(MEASUREMENT, "policy lists no SEV-SNP images")
     } else {
         image_check(&images, at, |img| match &img.sev_snp {
-            Some(m) if m.measurement.eq_ignore_ascii_case(&f.measurement) => vec![],
+            Some(m) if same_hex(&m.measurement, &f.measurement) => vec![],
             _ => vec!["measurement"],
         })
     });
@@ -295,10 +292,10 @@ mod tests {
             tcb_status: status,
             advisory_ids: Vec::new(),
             fmspc: None,
-            mrtd: "00".repeat(48),
-            rtmr: std::array::from_fn(|_| "00".repeat(48)),
-            report_data: "00".repeat(64),
-            td_attributes: "00".repeat(8),
+            mrtd: [0; 48],
+            rtmr: [[0; 48]; 4],
+            report_data: [0; 64],
+            td_attributes: [0; 8],
             debug: false,
             collateral_expires: None,
         };

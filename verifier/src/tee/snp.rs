@@ -326,16 +326,20 @@ impl SnpEndorsement {
     }
 }
 
-fn snp_facts(r: &AttestationReport, signer: &str, product: Option<AmdProduct>) -> SnpFacts {
+fn snp_facts(
+    r: &AttestationReport,
+    signer: Option<AmdSigner>,
+    product: Option<AmdProduct>,
+) -> SnpFacts {
     let t = &r.reported_tcb;
     SnpFacts {
         report_version: r.version,
-        signer: signer.to_string(),
-        product: product.map(|p| p.name().to_string()),
-        measurement: hex::encode(r.measurement),
-        report_data: hex::encode(r.report_data),
-        chip_id: hex::encode(r.chip_id),
-        guest_policy: format!("{:#x}", r.policy.0),
+        signer,
+        product,
+        measurement: r.measurement,
+        report_data: r.report_data,
+        chip_id: r.chip_id,
+        guest_policy: r.policy.0,
         vmpl: r.vmpl,
         reported_tcb: TcbFacts {
             bootloader: t.bootloader,
@@ -389,10 +393,10 @@ pub fn verify(input: &SnpInput<'_>) -> Verification {
                 REPORT_FORMAT,
                 format!("report is not signed (signing key {k}); request it from the firmware with a VCEK or VLEK"),
             ));
-            stop!(Some(Facts::SevSnp(snp_facts(&report, "none", None))));
+            stop!(Some(Facts::SevSnp(snp_facts(&report, None, None))));
         }
     };
-    let facts = snp_facts(&report, &signer.to_string(), e.product);
+    let facts = snp_facts(&report, Some(signer), e.product);
     if !(2..=5).contains(&report.version) || report.sig_algo != 1 {
         checks.push(Check::fail(
             REPORT_FORMAT,

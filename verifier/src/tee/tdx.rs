@@ -53,7 +53,7 @@ pub struct TdxCollateral {
     root_der: Vec<u8>,
     dates: Result<Vec<Dated>, CollateralError>,
     issuers: Result<(), CollateralError>,
-    fmspc: Option<String>,
+    fmspc: Option<[u8; 6]>,
 }
 
 impl TdxCollateral {
@@ -66,7 +66,10 @@ impl TdxCollateral {
         };
         let fmspc = serde_json::from_str::<serde_json::Value>(&raw.tcb_info)
             .ok()
-            .and_then(|t| t.get("fmspc").and_then(|v| v.as_str()).map(str::to_string));
+            .and_then(|t| {
+                let text = t.get("fmspc")?.as_str()?;
+                <[u8; 6]>::try_from(hex::decode(text).ok()?).ok()
+            });
         TdxCollateral {
             raw,
             root_der: root_der.to_vec(),
@@ -103,10 +106,6 @@ pub struct TdxInput<'a> {
     pub at: i64,
     /// Seconds past `nextUpdate` that collateral may still be used (policy).
     pub grace_seconds: u64,
-}
-
-fn hex48(b: &[u8; 48]) -> String {
-    hex::encode(b)
 }
 
 /// Fresh: every item issued by `at` and not past `nextUpdate + grace`.
@@ -268,15 +267,10 @@ pub fn verify(input: &TdxInput<'_>) -> Verification {
         tcb_status: None,
         advisory_ids: Vec::new(),
         fmspc: None,
-        mrtd: hex48(&td.mr_td),
-        rtmr: [
-            hex48(&td.rt_mr0),
-            hex48(&td.rt_mr1),
-            hex48(&td.rt_mr2),
-            hex48(&td.rt_mr3),
-        ],
-        report_data: hex::encode(td.report_data),
-        td_attributes: hex::encode(td.td_attributes),
+        mrtd: td.mr_td,
+        rtmr: [td.rt_mr0, td.rt_mr1, td.rt_mr2, td.rt_mr3],
+        report_data: td.report_data,
+        td_attributes: td.td_attributes,
         debug: tud & 0x71 != 0,
         collateral_expires: None,
     };
@@ -306,7 +300,7 @@ pub fn verify(input: &TdxInput<'_>) -> Verification {
     ));
     let earliest = coll.next_update().unwrap_or(input.at);
     facts.collateral_expires = Some(rfc3339(earliest));
-    facts.fmspc = coll.fmspc.clone();
+    facts.fmspc = coll.fmspc;
     let fresh = check_fresh(dates, input.at, input.grace_seconds);
     let fresh_ok = fresh.status == crate::verdict::Status::Pass;
     checks.push(fresh);
