@@ -46,6 +46,9 @@ pub enum CollateralError {
     Altered { item: &'static str, signer: String },
     #[error("{crl} is not signed by {issuer}")]
     CrlNotSignedBy { crl: &'static str, issuer: String },
+    /// A CRL or CA of the issuer checks that is not DER (worded as always).
+    #[error("{what} is not DER: {reason}")]
+    NotDer { what: &'static str, reason: String },
 }
 
 /// Parse a collateral file: dcap-qvl's `QuoteCollateralV3` JSON.
@@ -196,8 +199,8 @@ pub fn check_issuers(c: &QuoteCollateralV3, root_der: &[u8]) -> Result<(), Colla
             signer: signer.subject().to_string(),
         })?;
     }
-    let not_crl = |item, e: x509_parser::nom::Err<_>| CollateralError::NotCrl {
-        item,
+    let not_crl = |what, e: x509_parser::nom::Err<_>| CollateralError::NotDer {
+        what,
         reason: e.to_string(),
     };
     let (_, crl) = parse_x509_crl(&c.root_ca_crl).map_err(|e| not_crl("Root CA CRL", e))?;
@@ -207,7 +210,11 @@ pub fn check_issuers(c: &QuoteCollateralV3, root_der: &[u8]) -> Result<(), Colla
             issuer: "the trusted root".into(),
         })?;
     let pck_ca_der = &pem_chain("PCK CRL issuer chain", &c.pck_crl_issuer_chain)?[0];
-    let pck_ca = x509("PCK CA", pck_ca_der)?;
+    let (_, pck_ca) =
+        X509Certificate::from_der(pck_ca_der).map_err(|e| CollateralError::NotDer {
+            what: "PCK CA",
+            reason: e.to_string(),
+        })?;
     let (_, crl) = parse_x509_crl(&c.pck_crl).map_err(|e| not_crl("PCK CRL", e))?;
     crl.verify_signature(pck_ca.public_key())
         .map_err(|_| CollateralError::CrlNotSignedBy {

@@ -8,8 +8,9 @@
 //! quotes (`tdx`) and SPDM GPU reports (`gpu`) in the real binary layouts,
 //! which verify with the real code. Every name in it says SIMULATED.
 //!
-//! Production crates (`tvm-certs`, `tvm-verifier`) do not compile this; the
-//! agent uses it for its `--sim` backend only.
+//! The appraisal library and the trust anchors (`tvm-verifier`, `tvm-certs`)
+//! do not compile this. The agent uses it for its `--sim` backend only (its
+//! `sim` feature); the validator for the devnet's `dangerous_simulated_pcs`.
 #![forbid(unsafe_code)]
 
 pub mod gpu;

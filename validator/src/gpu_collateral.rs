@@ -117,7 +117,7 @@ pub async fn rim_revocation(
     for r in rims.iter_mut() {
         if let Ok(rim) = &r.rim {
             r.revocation =
-                Some(chain_status(store, &rim.signer_chain, root, 0, at, grace_seconds).await);
+                Some(chain_status(store, rim.signer_chain(), root, 0, at, grace_seconds).await);
         }
     }
 }

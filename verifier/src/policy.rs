@@ -50,19 +50,26 @@ pub struct SimulatedRoots {
     pub nvidia_root: String,
 }
 
+/// A simulated root in the policy that is not a PEM certificate.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("dangerous_trust_simulated.{what} is not a PEM certificate: {reason}")]
+pub struct RootError {
+    what: &'static str,
+    reason: String,
+}
+
 impl SimulatedRoots {
-    fn der(pem: &str, what: &str) -> Result<Vec<u8>, PolicyError> {
-        let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|e| {
-            PolicyError::BadSimulatedRoots(format!(
-                "dangerous_trust_simulated.{what} is not a PEM certificate: {e}"
-            ))
+    fn der(pem: &str, what: &'static str) -> Result<Vec<u8>, RootError> {
+        let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|e| RootError {
+            what,
+            reason: e.to_string(),
         })?;
         Ok(p.contents)
     }
-    pub fn intel_root_der(&self) -> Result<Vec<u8>, PolicyError> {
+    pub fn intel_root_der(&self) -> Result<Vec<u8>, RootError> {
         Self::der(&self.intel_root, "intel_root")
     }
-    pub fn nvidia_root_der(&self) -> Result<Vec<u8>, PolicyError> {
+    pub fn nvidia_root_der(&self) -> Result<Vec<u8>, RootError> {
         Self::der(&self.nvidia_root, "nvidia_root")
     }
 }
@@ -207,7 +214,7 @@ pub enum PolicyError {
     #[error("policy image {name:?}: {reason}")]
     BadImage { name: String, reason: String },
     #[error("policy: {0}")]
-    BadSimulatedRoots(String),
+    BadSimulatedRoots(#[from] RootError),
 }
 
 impl Policy {

@@ -23,11 +23,11 @@ fn the_three_rims_verify_in_their_window() {
         (TEST_VBIOS, RimKind::Vbios, "96.00.5E.00.01", 12),
     ] {
         let r = rim(file);
-        assert_eq!(r.kind, kind, "{file}");
-        assert_eq!(r.version, version);
-        assert_eq!(r.product, "GH100");
+        assert_eq!(r.kind(), kind, "{file}");
+        assert_eq!(r.version(), version);
+        assert_eq!(r.product(), "GH100");
         assert_eq!(r.active().count(), active, "{file}");
-        assert_eq!(r.signer_chain.len(), 3, "leaf, L3 and CA; root excluded");
+        assert_eq!(r.signer_chain().len(), 3, "leaf, L3 and CA; root excluded");
     }
     let driver = rim(TEST_DRIVER);
     let idx: Vec<u16> = driver.active().map(|g| g.index).collect();
@@ -76,7 +76,7 @@ fn nv1_against_the_test_rims_mismatches_as_sources_says() {
     // NVDEC0 disabled, so index 35 is skipped, as NVIDIA's verifiers do.
     assert_eq!(d.matched, vec![23, 24, 28, 33, 38]);
     assert_eq!(d.skipped.iter().map(|s| s.0).collect::<Vec<_>>(), vec![35]);
-    let g35 = driver.golden.iter().find(|g| g.index == 35).unwrap();
+    let g35 = driver.golden().iter().find(|g| g.index == 35).unwrap();
     let b36 = &report.block(36).unwrap().value;
     assert!(g35
         .alternatives
@@ -152,8 +152,8 @@ fn nv1_matches_its_own_driver_and_vbios_rims() {
         when,
     )
     .unwrap();
-    assert_eq!(driver.kind, RimKind::Driver);
-    assert_eq!(vbios.kind, RimKind::Vbios);
+    assert_eq!(driver.kind(), RimKind::Driver);
+    assert_eq!(vbios.kind(), RimKind::Vbios);
     assert_eq!(rim::version_matches(&driver, &report).unwrap(), "550.90.07");
     assert_eq!(
         rim::version_matches(&vbios, &report).unwrap(),

@@ -74,21 +74,46 @@ pub struct Golden {
     pub alternatives: Vec<[u8; DIGEST_LEN]>,
 }
 
-/// A RIM whose signature and chain verified at `checked_at`.
+/// A RIM whose signature and chain verified. Only [`Rim::verify`] makes
+/// one, so reference values cannot be handed to the appraisal unverified.
 #[derive(Debug, Clone)]
 pub struct Rim {
-    pub kind: RimKind,
-    pub tag_id: String,
-    /// `Meta@product`, e.g. GH100.
-    pub product: String,
-    /// `Meta@colloquialVersion`, the driver or VBIOS version it describes.
-    pub version: String,
-    pub golden: Vec<Golden>,
-    /// The signer chain, leaf first, root excluded (DER).
-    pub signer_chain: Vec<Vec<u8>>,
+    pub(crate) kind: RimKind,
+    pub(crate) tag_id: String,
+    pub(crate) product: String,
+    pub(crate) version: String,
+    pub(crate) golden: Vec<Golden>,
+    pub(crate) signer_chain: Vec<Vec<u8>>,
 }
 
 impl Rim {
+    pub fn kind(&self) -> RimKind {
+        self.kind
+    }
+
+    pub fn tag_id(&self) -> &str {
+        &self.tag_id
+    }
+
+    /// `Meta@product`, e.g. GH100.
+    pub fn product(&self) -> &str {
+        &self.product
+    }
+
+    /// `Meta@colloquialVersion`, the driver or VBIOS version it describes.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    pub fn golden(&self) -> &[Golden] {
+        &self.golden
+    }
+
+    /// The signer chain, leaf first, root excluded (DER).
+    pub fn signer_chain(&self) -> &[Vec<u8>] {
+        &self.signer_chain
+    }
+
     /// Parse a RIM, validate its signer chain to the pinned NVIDIA RIM root
     /// at `at` and verify its XML signature.
     pub fn verify(xml: &[u8], at: i64) -> Result<Rim, RimError> {
