@@ -1,4 +1,4 @@
-//! `tvm-verifier`: check one piece of evidence now, and (later) the validator service.
+//! `tvm-verifier`: check one piece of evidence now (`verify`, `check`), run the validator service (`run`), manage collateral (`collateral`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
