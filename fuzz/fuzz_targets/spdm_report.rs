@@ -3,8 +3,8 @@
 //! parser accepts re-reads the same.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use tvm_verifier::gpu::{self, DeviceInput};
 use tvm_verifier::gpu::spdm::MeasurementReport;
+use tvm_verifier::gpu::{self, DeviceInput};
 
 const CHAIN: &[u8] = include_bytes!("../../testdata/nvidia/nvtrust_hopper_cert_chain.pem");
 
