@@ -30,8 +30,8 @@ fuzz_target!(|data: &[u8]| {
     });
     // Only NVIDIA's key can make the signature check pass.
     let signed = v
-        .verification
-        .checks
+        .verification()
+        .checks()
         .iter()
         .any(|c| c.name == "spdm.signature" && c.status == tvm_verifier::Status::Pass);
     assert!(!signed || data.len() > 37 + 96);
