@@ -58,6 +58,36 @@ pub fn hotkey_path(root: &Path, wallet: &str, hotkey: &str) -> PathBuf {
     root.join(wallet).join("hotkeys").join(hotkey)
 }
 
+/// A hotkey's secret phrase as a config file holds it: read like a string,
+/// never shown by `Debug` (configs are logged), wiped when dropped.
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct SecretPhrase(zeroize::Zeroizing<String>);
+
+impl SecretPhrase {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretPhrase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretPhrase(<redacted>)")
+    }
+}
+
+impl From<&str> for SecretPhrase {
+    fn from(s: &str) -> Self {
+        SecretPhrase(zeroize::Zeroizing::new(s.to_string()))
+    }
+}
+
+impl From<String> for SecretPhrase {
+    fn from(s: String) -> Self {
+        SecretPhrase(zeroize::Zeroizing::new(s))
+    }
+}
+
 /// The hotkey a config names: a secret phrase (mnemonic, `0x` seed, `//Dev`
 /// URI) or a wallet hotkey file, exactly one of the two.
 pub fn configured_hotkey(phrase: Option<&str>, file: Option<&Path>) -> Result<Hotkey, String> {

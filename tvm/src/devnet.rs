@@ -279,7 +279,7 @@ async fn start_network(
         let port = free_port(host(1))?;
         axon_ports.push(port);
         let cfg = ServeConfig {
-            hotkey_phrase: Some(miner.to_string()),
+            hotkey_phrase: Some((*miner).into()),
             nodes: hosts
                 .iter()
                 .map(|h| NodeEntry {

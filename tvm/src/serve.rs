@@ -32,7 +32,7 @@ const RAO: f64 = 1e9;
 #[serde(default, deny_unknown_fields)]
 pub struct ServeConfig {
     /// The miner's hotkey as a secret URI (mnemonic, `0x` seed, `//Dev`)...
-    pub hotkey_phrase: Option<String>,
+    pub hotkey_phrase: Option<tvm_protocol::wallet::SecretPhrase>,
     /// ...or a bittensor wallet hotkey file.
     pub hotkey_file: Option<PathBuf>,
     /// The CVMs to list, in Targon's form.
@@ -98,7 +98,7 @@ impl ServeConfig {
 
     pub fn hotkey(&self) -> Result<Hotkey, ServeError> {
         tvm_protocol::wallet::configured_hotkey(
-            self.hotkey_phrase.as_deref(),
+            self.hotkey_phrase.as_ref().map(|p| p.expose()),
             self.hotkey_file.as_deref(),
         )
         .map_err(ServeError::Hotkey)

@@ -306,6 +306,12 @@ fn verify_gpus(args: &VerifyArgs, policy: &Policy, at: i64) -> Result<NodeVerdic
             ))
         })
         .collect::<Result<Vec<_>, String>>()?;
+    // Said here even when another RIM of its kind is good and takes its place.
+    for r in &rims {
+        if let Err(e) = &r.rim {
+            eprintln!("warning: --rim {}: {e}; it is not used", r.name);
+        }
+    }
     let mut revocation = Vec::new();
     if args.fetch {
         let store = args.store.open()?;

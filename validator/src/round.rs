@@ -302,10 +302,14 @@ fn not_public(host: &str) -> Option<String> {
         std::net::IpAddr::V4(v4) => !public_v4(v4),
         std::net::IpAddr::V6(v6) => {
             let s = v6.segments();
-            // An IPv4 address inside IPv6: mapped, compatible, NAT64, 6to4.
+            // An IPv4 address inside IPv6: mapped, compatible, translated
+            // (::ffff:0:0:0/96), NAT64, 6to4.
             let embedded = if let Some(v4) = v6.to_ipv4() {
                 Some(v4)
-            } else if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || s[..3] == [0x64, 0xff9b, 1] {
+            } else if s[..6] == [0, 0, 0, 0, 0xffff, 0]
+                || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
+                || s[..3] == [0x64, 0xff9b, 1]
+            {
                 Some(std::net::Ipv4Addr::from(
                     (u32::from(s[6]) << 16) | u32::from(s[7]),
                 ))
@@ -319,9 +323,10 @@ fn not_public(host: &str) -> Option<String> {
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
-                // fc00::/7 unique local, fe80::/10 link-local
+                // fc00::/7 unique local, fe80::/10 link-local, fec0::/10 site-local
                 || (s[0] & 0xfe00) == 0xfc00
                 || (s[0] & 0xffc0) == 0xfe80
+                || (s[0] & 0xffc0) == 0xfec0
                 || embedded.is_some_and(|v4| !public_v4(v4))
         }
     };
@@ -341,7 +346,9 @@ fn public_v4(v4: std::net::Ipv4Addr) -> bool {
         || (a == 100 && (b & 0xc0) == 64) // 100.64.0.0/10, carrier-grade NAT
         || (a == 192 && b == 0 && c == 0) // 192.0.0.0/24
         || (a == 198 && (b & 0xfe) == 18) // 198.18.0.0/15, benchmarking
-        || a >= 240) // 240.0.0.0/4, reserved
+        || a >= 240 // 240.0.0.0/4, reserved
+        // Azure's host endpoint (WireServer), reachable from every Azure VM.
+        || v4 == std::net::Ipv4Addr::new(168, 63, 129, 16))
 }
 
 fn no_evidence(m: &Miner, node: tvm_protocol::nodes::NodeEntry, error: String) -> NodeReport {
@@ -471,6 +478,10 @@ mod tests {
             "64:ff9b::a00:1",
             "64:ff9b:1::a00:1",
             "2002:a00:1::1",
+            "::ffff:0:a00:1",
+            "::ffff:0:7f00:1",
+            "fec0::1",
+            "168.63.129.16",
             "0.1.2.3",
             "192.0.0.8",
             "198.19.0.1",

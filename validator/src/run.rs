@@ -34,7 +34,7 @@ const COLLATERAL_REFRESH_SECONDS: i64 = 3600;
 #[serde(default, deny_unknown_fields)]
 pub struct RunConfig {
     /// The validator's hotkey as a secret URI (mnemonic, `0x` seed, `//Dev`)...
-    pub hotkey_phrase: Option<String>,
+    pub hotkey_phrase: Option<tvm_protocol::wallet::SecretPhrase>,
     /// ...or a bittensor wallet hotkey file.
     pub hotkey_file: Option<PathBuf>,
     /// Subtensor (`wss://…`, or `ws://` on loopback). Absent: no chain —
@@ -162,7 +162,7 @@ impl RunConfig {
 
     pub fn hotkey(&self) -> Result<Hotkey, RunError> {
         tvm_protocol::wallet::configured_hotkey(
-            self.hotkey_phrase.as_deref(),
+            self.hotkey_phrase.as_ref().map(|p| p.expose()),
             self.hotkey_file.as_deref(),
         )
         .map_err(RunError::Setup)
@@ -679,5 +679,13 @@ mod tests {
             .hotkey()
             .unwrap_err();
         assert!(no_key.to_string().contains("hotkey_phrase"), "{no_key}");
+        // A config is logged with Debug: the secret phrase must not be in it.
+        let secret = load(
+            "hotkey_phrase: \"//SecretValidatorPhrase\"\nchain_endpoint: \"ws://127.0.0.1:9944\"\n",
+        )
+        .unwrap();
+        let shown = format!("{secret:?}");
+        assert!(!shown.contains("SecretValidatorPhrase"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
     }
 }

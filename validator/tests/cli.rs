@@ -343,6 +343,31 @@ fn gpu_evidence_single_report_and_node() {
     assert!(out.contains("index 9: reported 059b32e7"), "{out}");
     assert!(out.contains("FAIL  rim.driver"), "{out}");
 
+    // A broken RIM next to a good one of the same kind is said, not dropped.
+    let broken = dir.join("broken-rim.swidtag");
+    let mut rim =
+        std::fs::read(td("nvidia/nvtrust_1010_0200_882_960074001A_PROD.swidtag")).unwrap();
+    rim.truncate(rim.len() / 2);
+    std::fs::write(&broken, &rim).unwrap();
+    let (code, out, err) = run(&[
+        "verify",
+        "--gpu-evidence",
+        &td("nvidia/trustee_hopper_coco_report1.hex"),
+        "--cert-chain",
+        &td("nvidia/trustee_hopper_coco_cert_chain1.pem"),
+        "--rim",
+        &td("nvidia/nvtrust_1010_0200_882_960074001A_PROD.swidtag"),
+        broken.to_str().unwrap(),
+        "--at",
+        "2024-06-01T00:00:00Z",
+    ]);
+    assert_eq!(code, 1);
+    assert!(out.contains("PASS  rim.vbios"), "{out}");
+    assert!(
+        err.contains("broken-rim.swidtag") && err.contains("not used"),
+        "{err}"
+    );
+
     // Unusable input: a single report without its chain, a bad nonce.
     let (code, _, err) = run(&[
         "verify",

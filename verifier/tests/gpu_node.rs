@@ -298,3 +298,14 @@ fn a_revoked_rim_signer_voids_the_rim() {
         c.detail
     );
 }
+
+/// An empty evidence list is rejected with a reason, not only "NODE REJECTED".
+#[test]
+fn an_empty_device_list_fails_by_name() {
+    let v = appraise(&[], &offline_policy());
+    assert!(!v.accepted());
+    let (status, detail) = node_check(&v, check::NODE_NONCE);
+    assert_eq!(status, Status::Fail, "{detail}");
+    assert!(detail.contains("empty list"), "{detail}");
+    assert!(v.render().contains("FAIL  node.nonce"), "{}", v.render());
+}

@@ -349,6 +349,10 @@ fn snp_mutations() -> Vec<SnpMutation> {
         ("reserved byte", "report.format", |c| {
             c.report[0x200] ^= 0x01
         }),
+        // Unsigned, so only the format check can catch it.
+        ("reserved byte after the signature", "report.format", |c| {
+            c.report[0x2A0 + 144 + 100] ^= 0x01
+        }),
         ("reported TCB", "report.signature", |c| {
             c.report[0x180] = c.report[0x180].wrapping_add(1)
         }),

@@ -492,6 +492,10 @@ fn node_nonce(reports: &[Parsed]) -> Check {
         }
     }
     match by_nonce.len() {
+        0 if reports.is_empty() => Check::fail(
+            check::NODE_NONCE,
+            "no GPU or NVSwitch evidence was given (an empty list): give at least one device's report",
+        ),
         0 => Check::not_checked(check::NODE_NONCE, "no device evidence parsed"),
         1 => Check::pass(
             check::NODE_NONCE,

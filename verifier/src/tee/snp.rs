@@ -43,6 +43,9 @@ const ORDER: [&str; 9] = [
 pub const REPORT_LEN: usize = 1184;
 /// The signature covers bytes 0x000..0x2A0.
 const SIGNED_LEN: usize = 0x2A0;
+/// After r and s (72 bytes each) the signature area is reserved to the end
+/// of the report; the signature cannot cover it, so it must be zero.
+const SIGNATURE_RESERVED: std::ops::Range<usize> = SIGNED_LEN + 144..REPORT_LEN;
 
 pub struct SnpInput<'a> {
     pub report: &'a [u8],
@@ -404,6 +407,13 @@ pub fn verify(input: &SnpInput<'_>) -> Verification {
                 "report version {} / signature algorithm {} is not supported (versions 2-5, ECDSA P-384)",
                 report.version, report.sig_algo
             ),
+        ));
+        stop!(Some(Facts::SevSnp(facts)));
+    }
+    if input.report[SIGNATURE_RESERVED].iter().any(|b| *b != 0) {
+        checks.push(Check::fail(
+            REPORT_FORMAT,
+            "the reserved bytes after the signature are not zero: they are not signed, so the report was changed after the firmware made it",
         ));
         stop!(Some(Facts::SevSnp(facts)));
     }
