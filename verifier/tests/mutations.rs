@@ -112,6 +112,13 @@ fn tdx_mutations() -> Vec<TdxMutation> {
         ("TEE type", "quote.format", |c| c.quote[4] = 0x00),
         ("QE vendor id", "quote.format", |c| c.quote[12] ^= 0xff),
         ("truncated quote", "quote.format", |c| c.quote.truncate(700)),
+        // Unsigned bytes after the signature data: zero padding only, bounded.
+        ("non-zero byte after the quote", "quote.format", |c| {
+            c.quote.push(1)
+        }),
+        ("a megabyte of zeros after the quote", "quote.format", |c| {
+            c.quote.resize(c.quote.len() + (1 << 20), 0)
+        }),
         ("MRTD bit", "quote.signature", |c| {
             let (body, _, _) = c.layout();
             c.quote[body + 136] ^= 0x01

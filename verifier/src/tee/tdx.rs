@@ -42,6 +42,10 @@ const ORDER: [&str; 11] = [
     TD_ATTRIBUTES,
 ];
 
+/// Zero bytes allowed after a quote's signature data (real v4 quotes come
+/// padded: TDX-1 has 70).
+pub const MAX_QUOTE_PADDING: usize = 4096;
+
 /// The checks dcap-qvl performs, in its order: the rest of ORDER.
 const DCAP_STAGES: &[&str] = ORDER.split_at(3).1;
 
@@ -234,29 +238,40 @@ fn advice(check: &str) -> &'static str {
 /// Verify a TDX quote against its collateral and a root, at a given time.
 pub fn verify(input: &TdxInput<'_>) -> Verification {
     let mut checks = Vec::new();
-    let quote = match Quote::parse(input.quote) {
-        Ok(q) if q.header.tee_type == 0x81 && matches!(q.header.version, 4 | 5) => q,
-        Ok(q) => {
-            checks.push(Check::fail(
-                QUOTE_FORMAT,
-                format!(
-                    "not a TDX quote: version {}, TEE type {:#x} (expected v4/v5, 0x81)",
-                    q.header.version, q.header.tee_type
-                ),
-            ));
-            return Verification::stopped(checks, &ORDER, None);
-        }
-        Err(e) => {
-            checks.push(Check::fail(
-                QUOTE_FORMAT,
-                format!(
-                    "cannot parse the quote ({} bytes): {e:#}",
-                    input.quote.len()
-                ),
-            ));
-            return Verification::stopped(checks, &ORDER, None);
-        }
-    };
+    let mut rest = input.quote;
+    let quote =
+        match <Quote as parity_scale_codec::Decode>::decode(&mut rest).map_err(|e| e.to_string()) {
+            Ok(q) if q.header.tee_type == 0x81 && matches!(q.header.version, 4 | 5) => q,
+            Ok(q) => {
+                checks.push(Check::fail(
+                    QUOTE_FORMAT,
+                    format!(
+                        "not a TDX quote: version {}, TEE type {:#x} (expected v4/v5, 0x81)",
+                        q.header.version, q.header.tee_type
+                    ),
+                ));
+                return Verification::stopped(checks, &ORDER, None);
+            }
+            Err(e) => {
+                checks.push(Check::fail(
+                    QUOTE_FORMAT,
+                    format!("cannot parse the quote ({} bytes): {e}", input.quote.len()),
+                ));
+                return Verification::stopped(checks, &ORDER, None);
+            }
+        };
+    // What follows the signature data is not signed: zero padding (quote
+    // buffers are fixed-size) up to a bound, nothing else.
+    if rest.len() > MAX_QUOTE_PADDING || rest.iter().any(|b| *b != 0) {
+        checks.push(Check::fail(
+            QUOTE_FORMAT,
+            format!(
+                "{} bytes follow the quote's signature data; only zero padding of at most {MAX_QUOTE_PADDING} bytes may: send the quote as the TEE made it",
+                rest.len()
+            ),
+        ));
+        return Verification::stopped(checks, &ORDER, None);
+    }
     let Some(td) = quote.report.as_td10() else {
         checks.push(Check::fail(QUOTE_FORMAT, "quote body is not a TD report"));
         return Verification::stopped(checks, &ORDER, None);
