@@ -116,6 +116,37 @@ pub enum ServiceError {
     NotRegistered(String, u16),
     #[error("cannot write the weights file {path}: {reason}")]
     WeightsFile { path: String, reason: String },
+    #[error("scoring.burn_uid {uid} is not a uid of subnet {netuid} (it has {count}): set it to the subnet owner's uid")]
+    NoBurnUid { uid: u16, netuid: u16, count: usize },
+}
+
+/// The miners a round attests: every neuron with an axon but this validator
+/// and the burn uid (whose weight is the burned share, never pay for nodes).
+/// The burn uid must exist, or the burned share would go nowhere.
+fn miners_of(
+    neurons: &[tvm_chain::neurons::Neuron],
+    me: &tvm_protocol::keys::AccountId,
+    burn_uid: u16,
+    netuid: u16,
+) -> Result<Vec<Miner>, ServiceError> {
+    if !neurons.iter().any(|n| n.uid == burn_uid) {
+        return Err(ServiceError::NoBurnUid {
+            uid: burn_uid,
+            netuid,
+            count: neurons.len(),
+        });
+    }
+    Ok(neurons
+        .iter()
+        .filter(|n| n.hotkey != *me && n.uid != burn_uid)
+        .filter_map(|n| {
+            n.axon.map(|(ip, port)| Miner {
+                uid: n.uid,
+                hotkey: n.hotkey,
+                axon: std::net::SocketAddr::new(ip, port),
+            })
+        })
+        .collect())
 }
 
 fn now() -> i64 {
@@ -140,17 +171,7 @@ pub async fn run_epoch(s: &Service<'_>, epoch: u64) -> Result<EpochOutcome, Serv
                 .find(|n| n.hotkey == me)
                 .map(|n| n.uid)
                 .ok_or_else(|| ServiceError::NotRegistered(me.to_ss58(), *netuid))?;
-            let miners: Vec<Miner> = neurons
-                .iter()
-                .filter(|n| n.hotkey != me)
-                .filter_map(|n| {
-                    n.axon.map(|(ip, port)| Miner {
-                        uid: n.uid,
-                        hotkey: n.hotkey,
-                        axon: std::net::SocketAddr::new(ip, port),
-                    })
-                })
-                .collect();
+            let miners = miners_of(&neurons, &me, s.round.scoring.burn_uid, *netuid)?;
             (miners, Some(my_uid))
         }
         Network::Offline { miners, .. } => (miners.to_vec(), None),
@@ -339,4 +360,44 @@ fn write_weights(path: &Path, epoch: u64, report: &RoundReport) -> Result<(), Se
     let tmp = path.with_extension("json.tmp");
     std::fs::write(&tmp, format!("{json:#}\n")).map_err(bad)?;
     std::fs::rename(&tmp, path).map_err(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tvm_chain::neurons::Neuron;
+    use tvm_protocol::keys::AccountId;
+
+    fn neuron(uid: u16, axon: bool) -> Neuron {
+        Neuron {
+            uid,
+            hotkey: AccountId([uid as u8 + 1; 32]),
+            coldkey: AccountId([0; 32]),
+            axon: axon.then(|| ("203.0.113.1".parse().unwrap(), 8091 + uid)),
+            validator_permit: false,
+            stake: 0,
+            last_update: 0,
+        }
+    }
+
+    #[test]
+    fn the_burn_uid_is_never_attested_and_must_exist() {
+        // uid 0 (the owner, burn uid) serves an axon too; uid 1 is this validator.
+        let neurons = [
+            neuron(0, true),
+            neuron(1, true),
+            neuron(2, true),
+            neuron(3, false),
+        ];
+        let me = neurons[1].hotkey;
+        let uids: Vec<u16> = miners_of(&neurons, &me, 0, 4)
+            .unwrap()
+            .iter()
+            .map(|m| m.uid)
+            .collect();
+        assert_eq!(uids, vec![2]);
+        let e = miners_of(&neurons, &me, 9, 4).unwrap_err();
+        assert!(matches!(e, ServiceError::NoBurnUid { uid: 9, .. }), "{e}");
+        assert!(e.to_string().contains("subnet owner's uid"), "{e}");
+    }
 }
