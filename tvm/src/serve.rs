@@ -93,7 +93,10 @@ impl ServeConfig {
             reason,
         };
         let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-        serde_saphyr::from_str(&text).map_err(|e| bad(e.to_string()))
+        let text = zeroize::Zeroizing::new(text);
+        // No source snippet in errors: the lines around a typo may hold the phrase.
+        let options = serde_saphyr::options! { with_snippet: false };
+        serde_saphyr::from_str_with_options(&text, options).map_err(|e| bad(e.to_string()))
     }
 
     pub fn hotkey(&self) -> Result<Hotkey, ServeError> {

@@ -137,7 +137,11 @@ impl RunConfig {
             reason,
         };
         let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-        let cfg: RunConfig = serde_saphyr::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let text = zeroize::Zeroizing::new(text);
+        // No source snippet in errors: the lines around a typo may hold the phrase.
+        let options = serde_saphyr::options! { with_snippet: false };
+        let cfg: RunConfig =
+            serde_saphyr::from_str_with_options(&text, options).map_err(|e| bad(e.to_string()))?;
         cfg.validate().map_err(bad)?;
         Ok(cfg)
     }
@@ -679,6 +683,12 @@ mod tests {
             .hotkey()
             .unwrap_err();
         assert!(no_key.to_string().contains("hotkey_phrase"), "{no_key}");
+        // A typo next to the phrase: the error must not quote the file.
+        let typo = load("hotkey_phrase: \"//SecretValidatorPhrase\"\nchain_endpiont: \"ws://x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(typo.contains("chain_endpiont"), "{typo}");
+        assert!(!typo.contains("SecretValidatorPhrase"), "{typo}");
         // A config is logged with Debug: the secret phrase must not be in it.
         let secret = load(
             "hotkey_phrase: \"//SecretValidatorPhrase\"\nchain_endpoint: \"ws://127.0.0.1:9944\"\n",

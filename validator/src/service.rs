@@ -174,7 +174,11 @@ pub async fn run_epoch(s: &Service<'_>, epoch: u64) -> Result<EpochOutcome, Serv
             let miners = miners_of(&neurons, &me, s.round.scoring.burn_uid, *netuid)?;
             (miners, Some(my_uid))
         }
-        Network::Offline { miners, .. } => (miners.to_vec(), None),
+        Network::Offline { miners, .. } => {
+            let burn = s.round.scoring.burn_uid;
+            let miners = miners.iter().filter(|m| m.uid != burn).cloned();
+            (miners.collect(), None)
+        }
     };
     let mut prior = s.db.finished_results(row.id)?;
     // A uid that changed hands since the crash: its old verdicts go.

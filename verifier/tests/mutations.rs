@@ -119,6 +119,19 @@ fn tdx_mutations() -> Vec<TdxMutation> {
         ("a megabyte of zeros after the quote", "quote.format", |c| {
             c.quote.resize(c.quote.len() + (1 << 20), 0)
         }),
+        (
+            "bytes hidden inside the signature data",
+            "quote.format",
+            |c| {
+                let (_, sig, _) = c.layout();
+                // The signature data's length (u32 before it) grows by 16, and 16 bytes follow.
+                let len_at = sig - 4;
+                let len = u32::from_le_bytes(c.quote[len_at..sig].try_into().unwrap());
+                c.quote[len_at..sig].copy_from_slice(&(len + 16).to_le_bytes());
+                let end = sig + len as usize;
+                c.quote.splice(end..end, [0x41u8; 16]);
+            },
+        ),
         ("MRTD bit", "quote.signature", |c| {
             let (body, _, _) = c.layout();
             c.quote[body + 136] ^= 0x01

@@ -260,6 +260,16 @@ pub fn verify(input: &TdxInput<'_>) -> Verification {
                 return Verification::stopped(checks, &ORDER, None);
             }
         };
+    // Inner lengths larger than their contents would hide unsigned bytes
+    // inside the signature data: the quote must be what its parts encode to.
+    let end = input.quote.len() - rest.len();
+    if parity_scale_codec::Encode::encode(&quote) != input.quote[..end] {
+        checks.push(Check::fail(
+            QUOTE_FORMAT,
+            "the quote's lengths do not match its parts (bytes hidden inside its signature data): send the quote as the TEE made it",
+        ));
+        return Verification::stopped(checks, &ORDER, None);
+    }
     // What follows the signature data is not signed: zero padding (quote
     // buffers are fixed-size) up to a bound, nothing else.
     if rest.len() > MAX_QUOTE_PADDING || rest.iter().any(|b| *b != 0) {
