@@ -132,6 +132,9 @@ fn start_agent(rt: &Runtime, upstream: SocketAddr, sim_dir: &Path) -> Result<Soc
     cfg.access.allow = Allow::AnySigner;
     cfg.access.per_signer_burst = u32::MAX;
     cfg.access.per_signer_per_minute = u32::MAX;
+    // Inference has a bucket of its own: the bench measures the proxy, not the limit.
+    cfg.access.inference_per_signer_burst = u32::MAX;
+    cfg.access.inference_per_signer_per_minute = u32::MAX;
     cfg.access.window_ms = 60_000;
     cfg.runtime.upstream = Some(format!("http://{upstream}"));
     let _enter = rt.enter();
