@@ -134,13 +134,13 @@ impl Default for RoundConfig {
 }
 
 fn gpus_of(v: &BundleVerdict) -> Vec<GpuSeen> {
-    let Some(g) = &v.gpus() else {
+    let Some(g) = v.gpus() else {
         return Vec::new();
     };
     g.devices()
         .iter()
         .filter(|d| d.verdict().accepted() && d.arch().is_some_and(|a| !a.is_switch()))
-        .filter_map(|d| match &d.verdict().facts() {
+        .filter_map(|d| match d.verdict().facts() {
             Some(Facts::Gpu(f)) => Some(GpuSeen {
                 id: f.device_id.clone()?,
                 model: f.model.clone().unwrap_or_default(),

@@ -280,7 +280,7 @@ async fn gpu_rims_are_fetched_once_and_ocsp_outages_are_named() {
         policy: &policy,
         at: when,
     });
-    let d = &v.devices()[0].verdict();
+    let d = v.devices()[0].verdict();
     assert_eq!(
         d.check(check::RIM_MEASUREMENTS).unwrap().status,
         Status::Pass

@@ -155,7 +155,7 @@ impl Facts {
                     f.product
                         .map_or_else(|| "unknown".into(), |p| p.to_string()),
                 ),
-                ("signed by", show::signer_name(f.signer).to_string()),
+                ("signed by", show::signer_name(f.signer)),
                 ("measurement", hex::encode(f.measurement)),
                 ("report_data", hex::encode(f.report_data)),
                 ("chip_id", hex::encode(f.chip_id)),
@@ -244,19 +244,16 @@ mod show {
         s.serialize_str(&format!("{p:#x}"))
     }
 
-    pub fn signer_name(signer: Option<tvm_certs::AmdSigner>) -> &'static str {
-        match signer {
-            Some(tvm_certs::AmdSigner::Vcek) => "VCEK",
-            Some(tvm_certs::AmdSigner::Vlek) => "VLEK",
-            None => "none",
-        }
+    /// "VCEK" or "VLEK" (the signer's Display), "none" before it was known.
+    pub fn signer_name(signer: Option<tvm_certs::AmdSigner>) -> String {
+        signer.map_or_else(|| "none".into(), |s| s.to_string())
     }
 
     pub fn signer<S: Serializer>(
         v: &Option<tvm_certs::AmdSigner>,
         s: S,
     ) -> Result<S::Ok, S::Error> {
-        s.serialize_str(signer_name(*v))
+        s.serialize_str(&signer_name(*v))
     }
 
     pub fn name_opt<S: Serializer, T: std::fmt::Display>(

@@ -92,7 +92,7 @@ fn one_device_answering_another_nonce_fails_the_node() {
     assert_eq!(status, Status::Fail);
     assert!(detail.contains("gpu 5"), "{detail}");
     // And that device itself fails its signature (the nonce is signed).
-    let dev = &v.devices()[5].verdict();
+    let dev = v.devices()[5].verdict();
     assert_eq!(dev.check("spdm.signature").unwrap().status, Status::Fail);
 }
 
@@ -111,7 +111,7 @@ fn a_duplicated_gpu_is_caught() {
 fn the_default_policy_requires_rims_and_ocsp() {
     let v = appraise(&nv4(), &GpuPolicy::default());
     assert!(!v.accepted());
-    let d = &v.devices()[0].verdict();
+    let d = v.devices()[0].verdict();
     for name in [
         check::RIM_DRIVER,
         check::RIM_VBIOS,
@@ -159,7 +159,7 @@ fn a_single_gpu_needs_no_topology_but_its_rims_are_compared() {
         })
     };
     let v = run(&policy, &[]);
-    let d = &v.devices()[0].verdict();
+    let d = v.devices()[0].verdict();
     assert_eq!(d.check(check::RIM_VBIOS).unwrap().status, Status::Pass);
     assert_eq!(
         d.check(check::RIM_DRIVER).unwrap().status,

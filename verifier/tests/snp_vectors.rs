@@ -33,7 +33,7 @@ fn vcek_reports_verify() {
     for (r, k) in [SNP1, SNP2, SNP3] {
         let v = run(&testdata(r), &testdata(k), WHEN);
         assert!(v.genuine(), "{r}: {:?}", failed(&v));
-        let Some(Facts::SevSnp(f)) = &v.facts() else {
+        let Some(Facts::SevSnp(f)) = v.facts() else {
             panic!()
         };
         assert_eq!(f.signer, Some(tvm_certs::AmdSigner::Vcek));
@@ -44,7 +44,7 @@ fn vcek_reports_verify() {
 #[test]
 fn snp1_facts_match_sources() {
     let v = run(&testdata(SNP1.0), &testdata(SNP1.1), WHEN);
-    let Some(Facts::SevSnp(f)) = &v.facts() else {
+    let Some(Facts::SevSnp(f)) = v.facts() else {
         panic!()
     };
     assert_eq!(hex::encode(f.measurement), "b07af9620f3b839b47996422ddec6058338951d984e312115131ea82705eaf5b6bdf8a9ece31a5a608eb0cf2e4872b01");
@@ -99,7 +99,7 @@ fn snp4_vlek_verifies_inside_its_window_only() {
     let (r, k) = (testdata(SNP4.0), testdata(SNP4.1));
     let v = run(&r, &k, "2025-06-01T00:00:00Z");
     assert!(v.genuine(), "{:?}", failed(&v));
-    let Some(Facts::SevSnp(f)) = &v.facts() else {
+    let Some(Facts::SevSnp(f)) = v.facts() else {
         panic!()
     };
     assert_eq!(
@@ -128,7 +128,7 @@ fn snp4_vlek_verifies_inside_its_window_only() {
 #[test]
 fn report_data_binding_is_checked_when_expected() {
     let v = run(&testdata(SNP2.0), &testdata(SNP2.1), WHEN);
-    let Some(Facts::SevSnp(f)) = &v.facts() else {
+    let Some(Facts::SevSnp(f)) = v.facts() else {
         panic!()
     };
     let mut want = f.report_data;

@@ -20,7 +20,7 @@ fn run(quote: &str, collateral: &str, when: &str) -> Verification {
 }
 
 fn tcb(v: &Verification) -> (Option<String>, Vec<String>) {
-    match &v.facts() {
+    match v.facts() {
         Some(Facts::Tdx(f)) => (f.tcb_status.map(|s| s.to_string()), f.advisory_ids.clone()),
         _ => panic!("no TDX facts"),
     }
@@ -47,7 +47,7 @@ fn tdx1_up_to_date_across_its_window() {
         assert_eq!(tcb(&v), (Some("UpToDate".into()), vec![]));
     }
     let v = run(V4, V4_COLL, "2025-07-04T10:16:31Z");
-    let Some(Facts::Tdx(f)) = &v.facts() else {
+    let Some(Facts::Tdx(f)) = v.facts() else {
         panic!()
     };
     assert_eq!(hex::encode(f.mrtd), "91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7");
@@ -85,7 +85,7 @@ fn tdx4_v5_up_to_date() {
         let v = run(V5_GO, V5_COLL, when);
         assert!(v.genuine(), "{when}: {:?}", failed(&v));
         assert_eq!(tcb(&v), (Some("UpToDate".into()), vec![]));
-        let Some(Facts::Tdx(f)) = &v.facts() else {
+        let Some(Facts::Tdx(f)) = v.facts() else {
             panic!()
         };
         assert_eq!(f.quote_version, 5);
