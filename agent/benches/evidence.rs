@@ -12,7 +12,6 @@ use tvm_agent::backend::sim::{hierarchy, SimDevices, SimTee};
 use tvm_agent::backend::Gather;
 use tvm_agent::config::SimConfig;
 use tvm_agent::evidence::EvidenceSource;
-use tvm_agent::identity::CvmIdentity;
 use tvm_protocol::evidence::Runtime;
 use tvm_protocol::nonce::Nonce;
 
@@ -29,8 +28,7 @@ fn source(dir: &std::path::Path, latency_ms: u64, gather: Gather) -> EvidenceSou
         devices: Box::new(
             SimDevices::issue(&nvidia, 8, 0, Duration::from_millis(latency_ms)).expect("sim gpus"),
         ),
-        cvm: CvmIdentity::generate().expect("cvm key"),
-        tls_spki_sha256: [7; 32],
+        cvm_id: tvm_protocol::Digest32([7; 32]),
         runtime: Runtime::default(),
         gather,
     }

@@ -1,25 +1,25 @@
-//! One evidence bundle per nonce: every device report answering the nonce,
-//! the claims naming their hashes, the TLS key and the runtime, and the TEE
-//! quote whose report_data binds it all (DESIGN.md, "Evidence and its
+//! One evidence bundle per nonce: every device report answering the nonce
+//! bound to this CVM ([`device_nonce`]), the claims naming their hashes, the
+//! CVM id (the RA-TLS key's hash) and the runtime, and the TEE quote whose
+//! report_data binds it all (DESIGN.md, "Evidence and its
 //! binding").
 
 use std::time::Instant;
 
-use tvm_protocol::binding::report_data;
+use tvm_protocol::binding::{device_nonce, report_data};
 use tvm_protocol::evidence::{Claims, EvidenceBundle, NodeType, Runtime, BUNDLE_VERSION};
 use tvm_protocol::hexbytes::Digest32;
 use tvm_protocol::nonce::Nonce;
 
 use crate::backend::{BackendError, Devices, Gather, Tee};
-use crate::identity::CvmIdentity;
 
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 pub struct EvidenceSource {
     pub tee: Box<dyn Tee>,
     pub devices: Box<dyn Devices>,
-    pub cvm: CvmIdentity,
-    pub tls_spki_sha256: [u8; 32],
+    /// SHA-256 of the RA-TLS key's SubjectPublicKeyInfo.
+    pub cvm_id: Digest32,
     pub runtime: Runtime,
     pub gather: Gather,
 }
@@ -47,11 +47,10 @@ impl EvidenceSource {
     /// The claims for a given set of device reports.
     pub fn claims(&self, gpus: &[Vec<u8>], switches: &[Vec<u8>]) -> Claims {
         Claims {
-            cvm_id: self.cvm.id(),
+            cvm_id: self.cvm_id,
             node_type: self.node_type(),
             agent_version: AGENT_VERSION.to_string(),
             simulated: self.simulated(),
-            tls_spki_sha256: Some(Digest32(self.tls_spki_sha256)),
             gpu_reports_sha256: gpus.iter().map(|r| Digest32::sha256(r)).collect(),
             switch_reports_sha256: switches.iter().map(|r| Digest32::sha256(r)).collect(),
             runtime: self.runtime.clone(),
@@ -61,7 +60,9 @@ impl EvidenceSource {
     /// Blocking: device calls and the quote. Run it off the async runtime.
     pub fn produce(&self, nonce: Nonce) -> Result<Produced, BackendError> {
         let t0 = Instant::now();
-        let set = self.devices.evidence(&nonce.0, self.gather)?;
+        let set = self
+            .devices
+            .evidence(&device_nonce(&nonce, &self.cvm_id), self.gather)?;
         let devices_ms = t0.elapsed().as_secs_f64() * 1e3;
         if self.node_type() == NodeType::Gpu && set.gpus.len() != self.devices.gpu_count() {
             return Err(BackendError::Failed {

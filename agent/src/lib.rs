@@ -9,7 +9,6 @@ pub mod auth;
 pub mod backend;
 pub mod config;
 pub mod evidence;
-pub mod identity;
 pub mod listener;
 pub mod metrics;
 pub mod proxy;
@@ -26,7 +25,6 @@ use tvm_protocol::keys::AccountId;
 use crate::backend::Gather;
 use crate::config::Config;
 use crate::evidence::EvidenceSource;
-use crate::identity::CvmIdentity;
 use crate::server::AppState;
 use crate::tls::TlsIdentity;
 
@@ -37,8 +35,6 @@ pub enum StartError {
     Config(#[from] config::ConfigError),
     #[error(transparent)]
     Backend(#[from] backend::BackendError),
-    #[error(transparent)]
-    Identity(#[from] identity::IdentityError),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
@@ -59,7 +55,7 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Pick the backends, make the CVM and TLS keys, load the allowlist.
+    /// Pick the backends, make (or load) the CVM's RA-TLS key, load the allowlist.
     pub fn build(cfg: &Config) -> Result<Self, StartError> {
         cfg.validate()?;
         Self::with_backends(cfg, backend::select(cfg)?)
@@ -74,11 +70,10 @@ impl Agent {
         cfg.validate()?;
         let miner =
             AccountId::from_ss58(&cfg.hotkey).map_err(|e| StartError::Other(e.to_string()))?;
-        let cvm = match &cfg.cvm_key_file {
-            Some(p) => CvmIdentity::load_or_generate(p)?,
-            None => CvmIdentity::generate()?,
+        let tls = match &cfg.cvm_key_file {
+            Some(p) => TlsIdentity::load_or_generate(p, &cfg.tls_names)?,
+            None => TlsIdentity::generate(&cfg.tls_names)?,
         };
-        let tls = TlsIdentity::generate(&cfg.tls_names)?;
         let runtime = Runtime {
             image_digest: cfg.runtime.image_digest.clone(),
             upstream: cfg.runtime.upstream.clone(),
@@ -87,8 +82,7 @@ impl Agent {
         let source = Arc::new(EvidenceSource {
             tee,
             devices,
-            cvm,
-            tls_spki_sha256: tls.spki_sha256,
+            cvm_id: tls.cvm_id(),
             runtime,
             gather: Gather::Parallel,
         });

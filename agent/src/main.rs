@@ -175,8 +175,7 @@ async fn run(cfg: Config) -> Result<(), tvm_agent::StartError> {
         plain_http = ?cfg.plain_http,
         tee = %src.tee.describe(),
         gpus = %src.devices.describe(),
-        cvm_id = %hex::encode(src.cvm.id().0),
-        tls_spki_sha256 = %hex::encode(agent.tls.spki_sha256),
+        cvm_id = %hex::encode(src.cvm_id.0),
         "tvm-agent serving"
     );
     tokio::select! {

@@ -37,6 +37,15 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Evidence requests being answered or queued, and hardware slots free:
+    /// what a caller that hangs up must give back.
+    pub fn evidence_load(&self) -> (usize, usize) {
+        (
+            self.in_flight.load(Ordering::Acquire),
+            self.slots.available_permits(),
+        )
+    }
+
     pub fn new(
         source: Arc<EvidenceSource>,
         access: Access,
@@ -113,6 +122,14 @@ fn refuse(s: &AppState, route: &'static str, d: &crate::auth::Denied) -> Respons
     err(status, d.to_string())
 }
 
+/// A request whose Epistula signature checked out.
+struct Signed {
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+    signer: tvm_protocol::keys::AccountId,
+}
+
 /// Check the headers (form, recipient, freshness, allowlist) before reading
 /// anything; then read at most `limit` bytes of body in bounded time; then
 /// check the signature over them.
@@ -122,7 +139,7 @@ async fn signed(
     req: Request,
     limit: usize,
     kind: Limit,
-) -> Result<(Method, HeaderMap, Bytes), Response> {
+) -> Result<Signed, Response> {
     let (parts, body) = req.into_parts();
     let h = s
         .access
@@ -160,19 +177,25 @@ async fn signed(
             ));
         }
     };
-    if let Err(d) = s.access.check(&h, &body, kind) {
-        return Err(refuse(s, route, &d));
-    }
-    Ok((parts.method, parts.headers, body))
+    let signer = s
+        .access
+        .check(&h, &body, kind)
+        .map_err(|d| refuse(s, route, &d))?;
+    Ok(Signed {
+        method: parts.method,
+        headers: parts.headers,
+        body,
+        signer,
+    })
 }
 
 async fn evidence(State(s): St, req: Request) -> Response {
     const ROUTE: &str = "evidence";
-    let (_, _, body) = match signed(&s, ROUTE, req, MAX_EVIDENCE_REQUEST, Limit::Attestation).await
-    {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
+    let Signed { body, signer, .. } =
+        match signed(&s, ROUTE, req, MAX_EVIDENCE_REQUEST, Limit::Attestation).await {
+            Ok(r) => r,
+            Err(r) => return r,
+        };
     let nonce = match serde_json::from_slice::<EvidenceRequest>(&body) {
         Ok(r) => r.nonce,
         Err(e) => {
@@ -183,6 +206,20 @@ async fn evidence(State(s): St, req: Request) -> Response {
             );
         }
     };
+    // A nonce names the validator that made it (Targon's layout). One made
+    // by another validator is someone else's challenge being relayed: answering
+    // it would let the relay show this node's evidence as its own.
+    if !nonce.is_from(&signer) {
+        s.metrics.request(ROUTE, 400);
+        s.metrics.denied("foreign_nonce");
+        return err(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the nonce was not made by its signer {}: its first 16 bytes must be sha256(signer SS58)[..16]",
+                signer.to_ss58()
+            ),
+        );
+    }
     // Bounded queue: the hardware answers a few requests at a time. The
     // guard gives the place back however the request ends (a client that
     // hangs up drops this future midway).
@@ -263,13 +300,11 @@ async fn info(State(s): St, req: Request) -> Response {
     let ready = src.devices.readiness();
     Json(json!({
         "agent_version": AGENT_VERSION,
-        "cvm_id": src.cvm.id(),
-        "cvm_public_key": hex::encode(src.cvm.public_key()),
+        "cvm_id": src.cvm_id,
         "node_type": src.node_type(),
         "simulated": src.simulated(),
         "tee": {"kind": src.tee.kind(), "backend": src.tee.describe()},
         "gpus": {"count": src.devices.gpu_count(), "backend": src.devices.describe(), "readiness": ready},
-        "tls_spki_sha256": hex::encode(src.tls_spki_sha256),
         "runtime": src.runtime,
     }))
     .into_response()
@@ -281,7 +316,12 @@ async fn inference(State(s): St, req: Request) -> Response {
         .uri()
         .path_and_query()
         .map_or_else(|| req.uri().path().to_string(), |p| p.as_str().to_string());
-    let (method, headers, body) = match signed(&s, ROUTE, req, s.max_body, Limit::Inference).await {
+    let Signed {
+        method,
+        headers,
+        body,
+        ..
+    } = match signed(&s, ROUTE, req, s.max_body, Limit::Inference).await {
         Ok(r) => r,
         Err(r) => return r,
     };

@@ -8,6 +8,7 @@ use tvm_agent::config::{Allow, Config, GpuChoice, TeeChoice};
 use tvm_agent::{Agent, Running};
 use tvm_protocol::epistula::{self, SignedHeaders};
 use tvm_protocol::keys::{AccountId, Hotkey};
+use tvm_protocol::nonce::Nonce;
 
 fn client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -79,8 +80,14 @@ async fn start(with_allowlist: bool) -> Fixture {
     }
 }
 
-const BODY: &str =
-    r#"{"nonce":"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"}"#;
+/// An evidence request whose nonce `who` made (Targon's layout).
+fn body(who: &str) -> Vec<u8> {
+    format!(
+        r#"{{"nonce":"{}"}}"#,
+        Nonce::generate(&key(who).account_id())
+    )
+    .into_bytes()
+}
 
 impl Fixture {
     async fn post(&self, body: &[u8], headers: Option<SignedHeaders>) -> (u16, String) {
@@ -123,7 +130,7 @@ impl Fixture {
 #[tokio::test]
 async fn every_refusal_has_its_status_and_produces_nothing() {
     let f = start(true).await;
-    let body = BODY.as_bytes();
+    let body = &body("//Alice")[..];
 
     let (s, msg) = f.post(body, None).await;
     assert_eq!(s, 401, "unsigned: {msg}");
@@ -156,7 +163,8 @@ async fn every_refusal_has_its_status_and_produces_nothing() {
     let h = f.sign("//Alice", b"{}", now_ms());
     assert_eq!(f.post(body, Some(h)).await.0, 401);
 
-    let (s, msg) = f.post(body, Some(f.sign("//Bob", body, now_ms()))).await;
+    let bob = &self::body("//Bob")[..];
+    let (s, msg) = f.post(bob, Some(f.sign("//Bob", bob, now_ms()))).await;
     assert_eq!(s, 403, "not allowlisted: {msg}");
     assert!(msg.contains("allowlist"), "{msg}");
 
@@ -185,12 +193,22 @@ async fn every_refusal_has_its_status_and_produces_nothing() {
         f.post(bad, Some(f.sign("//Alice", bad, now_ms()))).await.0,
         400
     );
+
+    // Another validator's nonce, signed by Alice: a relay of someone else's
+    // challenge. Refused before any hardware is asked.
+    let relayed = &self::body("//Bob")[..];
+    let (s, msg) = f
+        .post(relayed, Some(f.sign("//Alice", relayed, now_ms())))
+        .await;
+    assert_eq!(s, 400, "foreign nonce: {msg}");
+    assert!(msg.contains("not made by its signer"), "{msg}");
+    assert_eq!(f.evidence_produced().await, 1);
 }
 
 #[tokio::test]
 async fn allowlist_is_reloaded_when_the_file_changes() {
     let f = start(true).await;
-    let body = BODY.as_bytes();
+    let body = &body("//Bob")[..];
     assert_eq!(
         f.post(body, Some(f.sign("//Bob", body, now_ms()))).await.0,
         403
@@ -219,8 +237,11 @@ async fn allowlist_is_reloaded_when_the_file_changes() {
     file.set_modified(SystemTime::now() + std::time::Duration::from_secs(2))
         .unwrap();
     assert!(f.agent.state.access.reload().is_err());
+    let again = &self::body("//Bob")[..];
     assert_eq!(
-        f.post(body, Some(f.sign("//Bob", body, now_ms()))).await.0,
+        f.post(again, Some(f.sign("//Bob", again, now_ms())))
+            .await
+            .0,
         200
     );
 }
@@ -228,11 +249,11 @@ async fn allowlist_is_reloaded_when_the_file_changes() {
 #[tokio::test]
 async fn a_flood_from_one_signer_is_limited_while_another_is_served() {
     let f = start(false).await;
-    let body = BODY.as_bytes();
     let mut statuses = Vec::new();
     for _ in 0..12 {
+        let body = body("//Flooder");
         statuses.push(
-            f.post(body, Some(f.sign("//Flooder", body, now_ms())))
+            f.post(&body, Some(f.sign("//Flooder", &body, now_ms())))
                 .await
                 .0,
         );
@@ -244,8 +265,9 @@ async fn a_flood_from_one_signer_is_limited_while_another_is_served() {
         "burst of 5 (+ at most one refill): {statuses:?}"
     );
     assert_eq!(ok + limited, 12, "{statuses:?}");
+    let patient = body("//Patient");
     let (s, msg) = f
-        .post(body, Some(f.sign("//Patient", body, now_ms())))
+        .post(&patient, Some(f.sign("//Patient", &patient, now_ms())))
         .await;
     assert_eq!(s, 200, "another signer must still be served: {msg}");
     // The health check needs no signature; the main (RA-TLS) port also
@@ -276,8 +298,9 @@ async fn a_full_queue_answers_503() {
         let http = http.clone();
         let url = format!("http://{}/api/v1/evidence", agent.http);
         async move {
-            let h = epistula::sign(&key(who), BODY.as_bytes(), Some(&miner), now_ms());
-            let mut req = http.post(url).body(BODY);
+            let body = body(who);
+            let h = epistula::sign(&key(who), &body, Some(&miner), now_ms());
+            let mut req = http.post(url).body(body);
             for (k, v) in h.to_pairs() {
                 req = req.header(k, v);
             }
@@ -300,17 +323,20 @@ async fn a_caller_that_hangs_up_gives_its_place_back() {
     let mut cfg = config(&dir.path().join("sim"), None);
     cfg.access.max_concurrent_evidence = 1;
     cfg.access.max_queued_evidence = 0;
-    cfg.sim.gpu_latency_ms = 200;
+    // Far longer than the callers wait, however loaded the machine.
+    cfg.sim.gpu_latency_ms = 2_000;
     let agent = Agent::build(&cfg).unwrap().start_local().unwrap();
     let miner = key("//Miner").account_id();
     let url = format!("http://{}/api/v1/evidence", agent.http);
+    let state = agent.state.clone();
     let post = |timeout_ms: u64, who: &'static str| {
         let (url, http) = (url.clone(), client());
         async move {
-            let h = epistula::sign(&key(who), BODY.as_bytes(), Some(&miner), now_ms());
+            let body = body(who);
+            let h = epistula::sign(&key(who), &body, Some(&miner), now_ms());
             let mut req = http
                 .post(url)
-                .body(BODY)
+                .body(body)
                 .timeout(std::time::Duration::from_millis(timeout_ms));
             for (k, v) in h.to_pairs() {
                 req = req.header(k, v);
@@ -318,13 +344,27 @@ async fn a_caller_that_hangs_up_gives_its_place_back() {
             req.send().await.map(|r| r.status().as_u16())
         }
     };
-    // Three callers give up before the answer.
+    // Events, not sleeps: wait (generously) until the agent shows the state.
+    let until = |what: &'static str, want: fn((usize, usize)) -> bool| {
+        let state = state.clone();
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while !want(state.evidence_load()) {
+                assert!(std::time::Instant::now() < deadline, "never {what}");
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
+    };
+    // Three callers give up while the hardware is still working for them.
     for who in ["//A", "//B", "//C"] {
-        assert!(post(50, who).await.is_err());
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        assert!(post(1_000, who).await.is_err(), "{who} was answered");
+        until("gave the place and the slot back", |(queued, free)| {
+            queued == 0 && free == 1
+        })
+        .await;
     }
     assert_eq!(
-        post(5_000, "//D").await.unwrap(),
+        post(60_000, "//D").await.unwrap(),
         200,
         "places leaked by callers that hung up"
     );

@@ -25,7 +25,6 @@ use tvm_agent::auth::Access;
 use tvm_agent::backend::{self, BackendError, DeviceSet, Devices, Gather, Readiness};
 use tvm_agent::config::{Allow, Config, GpuChoice, ModelRoute, TeeChoice};
 use tvm_agent::evidence::EvidenceSource;
-use tvm_agent::identity::CvmIdentity;
 use tvm_agent::proxy::Proxy;
 use tvm_agent::server::{self, AppState};
 use tvm_agent::{Agent, Running};
@@ -285,8 +284,7 @@ async fn not_ready_agent(upstream: &str) -> Fixture {
     let source = Arc::new(EvidenceSource {
         tee,
         devices: Box::new(NotReadyGpus),
-        cvm: CvmIdentity::generate().unwrap(),
-        tls_spki_sha256: [7; 32],
+        cvm_id: tvm_protocol::Digest32([7; 32]),
         runtime: Runtime {
             image_digest: None,
             upstream: cfg.runtime.upstream.clone(),

@@ -5,15 +5,15 @@
 //! - `{"op":"verify","recipient":ss58|null,"headers":{..},"body_hex":..,"now_ms":N}` → `{"ok":true,"signer":..}` or `{"ok":false,"error":..}`
 //! - `{"op":"keyfile","path":..}` → `{"ok":true,"ss58":..}` or `{"ok":false,"error":..}`
 //! - `{"op":"uri","uri":..}` → `{"ok":true,"ss58":..}`
-//! - `{"op":"report_data","nonce":hex,"claims":{..}}` → `{"report_data":hex}`
+//! - `{"op":"report_data","nonce":hex,"claims":{..}}` → `{"report_data":hex,"device_nonce":hex}`
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
 
 use serde_json::{json, Value};
 use tvm_protocol::{
-    epistula, report_data, wallet, AccountId, Claims, Hotkey, Nonce, Recipient, SignedHeaders,
-    Verifier,
+    device_nonce, epistula, report_data, wallet, AccountId, Claims, Hotkey, Nonce, Recipient,
+    SignedHeaders, Verifier,
 };
 
 fn str_field<'a>(v: &'a Value, k: &str) -> Result<&'a str, String> {
@@ -87,7 +87,10 @@ fn handle(cmd: &Value) -> Result<Value, String> {
             let claims: Claims =
                 serde_json::from_value(cmd.get("claims").cloned().unwrap_or_default())
                     .map_err(|e| e.to_string())?;
-            Ok(json!({"report_data": hex::encode(report_data(&nonce, &claims))}))
+            Ok(json!({
+                "report_data": hex::encode(report_data(&nonce, &claims)),
+                "device_nonce": hex::encode(device_nonce(&nonce, &claims.cvm_id)),
+            }))
         }
         other => Err(format!("unknown op {other}")),
     }

@@ -1,8 +1,12 @@
 //! How one TEE quote vouches for a whole node: its 64-byte report_data is
 //!
 //! ```text
-//! report_data = SHA-512( "tvm-report-data-v1" || nonce[32] || SHA-256(canonical_claims) )
+//! report_data = SHA-512( "tvm-report-data-v2" || nonce[32] || SHA-256(canonical_claims) )
 //! ```
+//!
+//! and every GPU and NVSwitch signs [`device_nonce`], the validator's nonce
+//! bound to the CVM id (the hash of the RA-TLS key), so that a report made
+//! for one CVM cannot be shown by another.
 //!
 //! `canonical_claims` is a length-prefixed binary encoding (below) that any
 //! language can rebuild from the JSON claims without a canonical-JSON library.
@@ -11,12 +15,15 @@
 use sha2::{Digest, Sha256, Sha512};
 
 use crate::evidence::Claims;
+use crate::hexbytes::Digest32;
 use crate::nonce::Nonce;
 
 /// Domain tag of report_data: no other tvm hash starts with these bytes.
-pub const REPORT_DATA_TAG: &[u8] = b"tvm-report-data-v1";
+pub const REPORT_DATA_TAG: &[u8] = b"tvm-report-data-v2";
 /// First field of the canonical claims; changes with the claims schema.
-pub const CLAIMS_TAG: &[u8] = b"tvm-claims-v1";
+pub const CLAIMS_TAG: &[u8] = b"tvm-claims-v2";
+/// Domain tag of the nonce the devices sign.
+pub const DEVICE_NONCE_TAG: &[u8] = b"tvm-device-nonce-v1";
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     // Lengths are u32 big-endian; claims are far below 4 GiB (bundles are capped).
@@ -43,7 +50,6 @@ fn put_opt(out: &mut Vec<u8>, b: Option<&[u8]>) {
 /// | node_type | `bytes("gpu" \| "cpu")` |
 /// | agent_version | `bytes(utf8)` |
 /// | simulated | one byte, 0 or 1 |
-/// | tls_spki_sha256 | `opt(32 bytes)` |
 /// | gpu_reports_sha256 | u32 count, then 32 raw bytes each |
 /// | switch_reports_sha256 | u32 count, then 32 raw bytes each |
 /// | runtime.image_digest | `opt(utf8)` |
@@ -59,7 +65,6 @@ pub fn canonical_claims(c: &Claims) -> Vec<u8> {
     put_bytes(&mut out, c.node_type.as_str().as_bytes());
     put_bytes(&mut out, c.agent_version.as_bytes());
     out.push(u8::from(c.simulated));
-    put_opt(&mut out, c.tls_spki_sha256.as_ref().map(|d| &d.0[..]));
     for list in [&c.gpu_reports_sha256, &c.switch_reports_sha256] {
         out.extend_from_slice(&(list.len() as u32).to_be_bytes());
         for d in list {
@@ -88,11 +93,22 @@ pub fn report_data(nonce: &Nonce, claims: &Claims) -> [u8; 64] {
     h.finalize().into()
 }
 
+/// The 32 bytes every GPU and NVSwitch of a node signs for the validator's
+/// `nonce`: `SHA-256("tvm-device-nonce-v1" ‖ nonce ‖ cvm_id)`. The CVM id is
+/// the SHA-256 of the RA-TLS key the validator's connection saw, so a
+/// report asked for by one CVM fails `spdm.nonce` when another shows it.
+pub fn device_nonce(nonce: &Nonce, cvm_id: &Digest32) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(DEVICE_NONCE_TAG);
+    h.update(nonce.0);
+    h.update(cvm_id.0);
+    h.finalize().into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::evidence::{NodeType, Runtime};
-    use crate::hexbytes::Digest32;
 
     /// The worked example of docs/protocol.md. If this test changes, the
     /// protocol changed: bump the tags and the bundle version.
@@ -101,11 +117,10 @@ mod tests {
             .parse()
             .unwrap();
         let claims = Claims {
-            cvm_id: Digest32::sha256(b"example cvm key"),
+            cvm_id: Digest32::sha256(b"example spki"),
             node_type: NodeType::Gpu,
             agent_version: "0.1.0".into(),
             simulated: false,
-            tls_spki_sha256: Some(Digest32::sha256(b"example spki")),
             gpu_reports_sha256: vec![Digest32::sha256(b"gpu0"), Digest32::sha256(b"gpu1")],
             switch_reports_sha256: vec![],
             runtime: Runtime {
@@ -125,9 +140,13 @@ mod tests {
         let (nonce, claims) = example();
         assert_eq!(
             hex::encode(Sha256::digest(canonical_claims(&claims))),
-            "92fbd3f107cbf8222ed423ca465cd53ae7af922125429c8c69f32d52a263561e"
+            "fca370a0c2e9d23fb6e2b2d1bb02424ce7792a4c34894844878be9bf6309e9ef"
         );
-        assert_eq!(hex::encode(report_data(&nonce, &claims)), "6b48586f3e3f3f202f45393cc2b95b8d9cb7fcd1d8a81c4037ce3875bb5537e49f268f325a726f139052aa13a417d8ccd666fd96fc3b78328ccd3b0bf6bd1f1d");
+        assert_eq!(hex::encode(report_data(&nonce, &claims)), "8dab86d2d63d03f337013f40509095460a16990c61ac5995e3602e545df0a5d3212aee939daa1e8bf50bd2927ee9c0adf40b57e3258464af226749b89f922310");
+        assert_eq!(
+            hex::encode(device_nonce(&nonce, &claims.cvm_id)),
+            "b3e880c0deb4b49372dd030a31e333db6c213c5d7d6fb1afb8b79537ac65c8d8"
+        );
     }
 
     #[test]
@@ -146,9 +165,6 @@ mod tests {
         variants.push(c);
         let mut c = base.clone();
         c.simulated = true;
-        variants.push(c);
-        let mut c = base.clone();
-        c.tls_spki_sha256 = None;
         variants.push(c);
         let mut c = base.clone();
         c.gpu_reports_sha256.swap(0, 1);

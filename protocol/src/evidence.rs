@@ -7,11 +7,19 @@ use crate::hexbytes::{Digest32, HexBytes};
 use crate::nonce::Nonce;
 
 /// The bundle version this crate reads and writes.
-pub const BUNDLE_VERSION: u32 = 1;
+pub const BUNDLE_VERSION: u32 = 2;
 
 /// A node with 8 GPUs and 4 switches sends ~250 KB; this leaves room for
 /// event logs and certificate tables without letting a peer exhaust memory.
 pub const MAX_BUNDLE_BYTES: usize = 4 * 1024 * 1024;
+
+/// GPUs and NVSwitches together: an HGX node has 8 + 4. A bundle with more
+/// is refused before any certificate is parsed or collateral fetched.
+pub const MAX_DEVICES: usize = 16;
+
+/// Certificates in one device chain: NVIDIA's are 5 (leaf, device CA,
+/// provisioner, model CA, root).
+pub const MAX_CHAIN_CERTS: usize = 8;
 
 /// Request body of `POST /api/v1/evidence`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,15 +92,14 @@ impl NodeType {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Claims {
-    /// SHA-256 of the public key the agent generated inside the VM at boot.
+    /// The CVM's identity: SHA-256 of the SubjectPublicKeyInfo (DER) of the
+    /// RA-TLS key the agent made inside the VM. A validator proves it by
+    /// comparing it with the key its TLS connection saw (`tls.key`).
     pub cvm_id: Digest32,
     pub node_type: NodeType,
     pub agent_version: String,
     /// True only for the development TEE; validators trust it only on a devnet.
     pub simulated: bool,
-    /// SHA-256 of the agent's TLS SubjectPublicKeyInfo (DER), for RA-TLS.
-    #[serde(default)]
-    pub tls_spki_sha256: Option<Digest32>,
     /// SHA-256 of each entry of `gpus[].report`, in the same order.
     #[serde(default)]
     pub gpu_reports_sha256: Vec<Digest32>,
@@ -126,6 +133,12 @@ pub enum BundleError {
     UnsupportedVersion { found: u64, supported: u32 },
     #[error("evidence bundle is malformed at {path}: {reason}")]
     Malformed { path: String, reason: String },
+    #[error("evidence bundle carries {count} {what}; at most {limit} are read")]
+    TooMany {
+        what: &'static str,
+        count: usize,
+        limit: usize,
+    },
 }
 
 /// A GPU or switch report whose hash the claims do not list (or list differently).
@@ -168,10 +181,42 @@ impl EvidenceBundle {
             });
         }
         let de = &mut serde_json::Deserializer::from_slice(body);
-        serde_path_to_error::deserialize(de).map_err(|e| BundleError::Malformed {
-            path: e.path().to_string(),
-            reason: e.inner().to_string(),
-        })
+        let bundle: Self =
+            serde_path_to_error::deserialize(de).map_err(|e| BundleError::Malformed {
+                path: e.path().to_string(),
+                reason: e.inner().to_string(),
+            })?;
+        bundle.check_shape()?;
+        Ok(bundle)
+    }
+
+    /// The caps that bound a verifier's work on one node, checked before any
+    /// certificate is parsed: at most [`MAX_DEVICES`] devices, each with at
+    /// most [`MAX_CHAIN_CERTS`] certificates.
+    pub fn check_shape(&self) -> Result<(), BundleError> {
+        let devices = self.gpus.len() + self.switches.len();
+        if devices > MAX_DEVICES {
+            return Err(BundleError::TooMany {
+                what: "GPU and NVSwitch reports",
+                count: devices,
+                limit: MAX_DEVICES,
+            });
+        }
+        let longest = self
+            .gpus
+            .iter()
+            .chain(&self.switches)
+            .map(|d| d.cert_chain.len())
+            .max()
+            .unwrap_or(0);
+        if longest > MAX_CHAIN_CERTS {
+            return Err(BundleError::TooMany {
+                what: "certificates in one device chain",
+                count: longest,
+                limit: MAX_CHAIN_CERTS,
+            });
+        }
+        Ok(())
     }
 
     pub fn to_json(&self) -> Vec<u8> {

@@ -15,7 +15,7 @@ pub mod replay;
 pub mod spdm;
 pub mod wallet;
 
-pub use binding::report_data;
+pub use binding::{device_nonce, report_data};
 pub use epistula::{EpistulaError, Recipient, SignedHeaders, Verified, Verifier};
 pub use evidence::{
     BundleError, Claims, DeviceEvidence, EvidenceBundle, EvidenceRequest, NodeType, Runtime,

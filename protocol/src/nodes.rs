@@ -77,6 +77,20 @@ impl NodeEntry {
     }
 }
 
+impl NodeEntry {
+    /// What is actually called, in one spelling: the host as a canonical IP
+    /// address (`::ffff:1.2.3.4` is `1.2.3.4`), or a lowercased name. A list
+    /// that spells one host many ways (`1.2.3.4`, `1.2.3.4:1`,
+    /// `http://1.2.3.4/a`) names one node.
+    pub fn address(&self) -> String {
+        let host = self.host();
+        match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => ip.to_canonical().to_string(),
+            Err(_) => host.trim_end_matches('.').to_ascii_lowercase(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,6 +128,31 @@ mod tests {
         assert_eq!(h("https://[::1]:8080/x"), "::1");
         assert_eq!(h("::1"), "::1");
         assert_eq!(h(" 10.0.0.1 "), "10.0.0.1");
+    }
+
+    #[test]
+    fn one_host_many_spellings_is_one_address() {
+        let a = |s: &str| {
+            NodeEntry {
+                ip: s.into(),
+                price: None,
+            }
+            .address()
+        };
+        for s in [
+            "1.2.3.4",
+            "1.2.3.4:1",
+            "http://1.2.3.4/a",
+            "https://1.2.3.4:8080/x/y",
+            " 1.2.3.4 ",
+            "::ffff:1.2.3.4",
+            "[::ffff:102:304]:9",
+        ] {
+            assert_eq!(a(s), "1.2.3.4", "{s}");
+        }
+        assert_eq!(a("[2001:DB8::0:1]:80"), "2001:db8::1");
+        assert_eq!(a("Node.Example."), "node.example");
+        assert_ne!(a("1.2.3.5"), a("1.2.3.4"));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Evidence bundle parsing: round trip, strictness, versions, device-hash binding.
 
-use tvm_protocol::evidence::{BundleError, DeviceHashError, MAX_BUNDLE_BYTES};
+use tvm_protocol::evidence::{
+    BundleError, DeviceHashError, BUNDLE_VERSION, MAX_BUNDLE_BYTES, MAX_CHAIN_CERTS, MAX_DEVICES,
+};
 use tvm_protocol::{
     Claims, DeviceEvidence, Digest32, EvidenceBundle, EvidenceRequest, NodeType, Nonce, Runtime,
     TeeEvidence,
@@ -14,7 +16,7 @@ fn bundle() -> EvidenceBundle {
         })
         .collect();
     EvidenceBundle {
-        version: 1,
+        version: BUNDLE_VERSION,
         nonce: Nonce([7; 32]),
         tee: TeeEvidence::Tdx {
             quote: vec![4, 0, 2, 0].into(),
@@ -25,7 +27,6 @@ fn bundle() -> EvidenceBundle {
             node_type: NodeType::Gpu,
             agent_version: "0.1.0".into(),
             simulated: true,
-            tls_spki_sha256: Some(Digest32([2; 32])),
             gpu_reports_sha256: gpus.iter().map(|g| Digest32::sha256(&g.report.0)).collect(),
             switch_reports_sha256: vec![],
             runtime: Runtime::default(),
@@ -68,15 +69,26 @@ fn round_trip_and_shape() {
 #[test]
 fn newer_versions_and_unknown_fields_are_typed_errors() {
     let mut v = json(&bundle());
-    v["version"] = 2.into();
+    v["version"] = 3.into();
     v["claims"]["new_field"] = "x".into();
     assert_eq!(
         parse(&v).unwrap_err(),
         BundleError::UnsupportedVersion {
-            found: 2,
-            supported: 1
+            found: 3,
+            supported: 2
         }
     );
+    // Version 1 (whose CVM id was not the TLS key) is refused by name.
+    let mut v = json(&bundle());
+    v["version"] = 1.into();
+    assert!(parse(&v)
+        .unwrap_err()
+        .to_string()
+        .contains("version 1 is not supported"));
+    // Its `tls_spki_sha256` claim is gone: the CVM id is the TLS key's hash.
+    let mut v = json(&bundle());
+    v["claims"]["tls_spki_sha256"] = serde_json::Value::Null;
+    assert!(matches!(parse(&v), Err(BundleError::Malformed { .. })));
     let mut v = json(&bundle());
     v["claims"]["new_field"] = "x".into();
     match parse(&v).unwrap_err() {
@@ -131,6 +143,46 @@ fn malformed_fields_name_their_path() {
         EvidenceBundle::from_json(&big).unwrap_err(),
         BundleError::TooLarge(MAX_BUNDLE_BYTES + 1)
     );
+}
+
+#[test]
+fn device_count_and_chain_length_are_capped() {
+    let device = |certs: usize| DeviceEvidence {
+        report: vec![1; 8].into(),
+        cert_chain: (0..certs).map(|i| vec![i as u8; 4].into()).collect(),
+    };
+    let mut b = bundle();
+    b.gpus = (0..MAX_DEVICES - 4)
+        .map(|_| device(MAX_CHAIN_CERTS))
+        .collect();
+    b.switches = (0..4).map(|_| device(1)).collect();
+    assert!(
+        parse(&json(&b)).is_ok(),
+        "16 devices of 8 certificates pass"
+    );
+    b.switches.push(device(1));
+    assert_eq!(
+        parse(&json(&b)).unwrap_err(),
+        BundleError::TooMany {
+            what: "GPU and NVSwitch reports",
+            count: MAX_DEVICES + 1,
+            limit: MAX_DEVICES
+        }
+    );
+    let mut b = bundle();
+    b.gpus[1] = device(MAX_CHAIN_CERTS + 1);
+    let e = parse(&json(&b)).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "evidence bundle carries 9 certificates in one device chain; at most 8 are read"
+    );
+    // A certificate bomb: thousands of certificates in one chain.
+    let mut b = bundle();
+    b.gpus[0] = device(5000);
+    assert!(matches!(
+        parse(&json(&b)),
+        Err(BundleError::TooMany { count: 5000, .. })
+    ));
 }
 
 #[test]

@@ -1,5 +1,5 @@
-"""Independent re-implementation of tvm's canonical claims and report_data
-(docs/protocol.md), from the JSON claims alone. Used by the interop test to
+"""Independent re-implementation of tvm's canonical claims, report_data and
+device nonce (docs/protocol.md), from the JSON claims alone. Used by the interop test to
 check the Rust crate against a second implementation."""
 import hashlib
 import struct
@@ -15,13 +15,11 @@ def _opt(b):
 
 def canonical_claims(c: dict) -> bytes:
     rt = c.get("runtime") or {}
-    out = _bytes(b"tvm-claims-v1")
+    out = _bytes(b"tvm-claims-v2")
     out += bytes.fromhex(c["cvm_id"])
     out += _bytes(c["node_type"].encode())
     out += _bytes(c["agent_version"].encode())
     out += b"\x01" if c["simulated"] else b"\x00"
-    tls = c.get("tls_spki_sha256")
-    out += _opt(None if tls is None else bytes.fromhex(tls))
     for key in ("gpu_reports_sha256", "switch_reports_sha256"):
         hashes = c.get(key) or []
         out += struct.pack(">I", len(hashes)) + b"".join(bytes.fromhex(h) for h in hashes)
@@ -35,17 +33,20 @@ def canonical_claims(c: dict) -> bytes:
 
 def report_data(nonce_hex: str, claims: dict) -> bytes:
     claims_hash = hashlib.sha256(canonical_claims(claims)).digest()
-    return hashlib.sha512(b"tvm-report-data-v1" + bytes.fromhex(nonce_hex) + claims_hash).digest()
+    return hashlib.sha512(b"tvm-report-data-v2" + bytes.fromhex(nonce_hex) + claims_hash).digest()
+
+
+def device_nonce(nonce_hex: str, cvm_id_hex: str) -> bytes:
+    return hashlib.sha256(b"tvm-device-nonce-v1" + bytes.fromhex(nonce_hex) + bytes.fromhex(cvm_id_hex)).digest()
 
 
 if __name__ == "__main__":
     h = lambda b: hashlib.sha256(b).hexdigest()
     example = {
-        "cvm_id": h(b"example cvm key"),
+        "cvm_id": h(b"example spki"),
         "node_type": "gpu",
         "agent_version": "0.1.0",
         "simulated": False,
-        "tls_spki_sha256": h(b"example spki"),
         "gpu_reports_sha256": [h(b"gpu0"), h(b"gpu1")],
         "switch_reports_sha256": [],
         "runtime": {"image_digest": "sha256:" + "0" * 64, "upstream": None,
@@ -54,3 +55,5 @@ if __name__ == "__main__":
     nonce = bytes(range(32)).hex()
     print("claims_sha256", hashlib.sha256(canonical_claims(example)).hexdigest())
     print("report_data", report_data(nonce, example).hex())
+    print("canonical", canonical_claims(example).hex(), len(canonical_claims(example)))
+    print("device_nonce", device_nonce(nonce, example["cvm_id"]).hex())

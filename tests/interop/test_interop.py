@@ -18,6 +18,7 @@ import uuid
 
 from bittensor_wallet import Keyfile, Keypair, Wallet
 
+from report_data import device_nonce as py_device_nonce
 from report_data import report_data as py_report_data
 
 DEV_PHRASE = "bottom drive obey lake curtain smoke basket hold race lonely fit walk"
@@ -196,7 +197,6 @@ def report_data_matches_independent_implementation(rust):
             "node_type": rng.choice(["gpu", "cpu"]),
             "agent_version": rng.choice(["0.1.0", "", "1.2.3-ü"]),
             "simulated": rng.random() < 0.5,
-            "tls_spki_sha256": rng.choice([None, h(b"spki%d" % i)]),
             "gpu_reports_sha256": [h(b"g%d" % j) for j in range(rng.randint(0, 8))],
             "switch_reports_sha256": [h(b"s%d" % j) for j in range(rng.choice([0, 4]))],
             "runtime": {
@@ -208,6 +208,7 @@ def report_data_matches_independent_implementation(rust):
         nonce = os.urandom(32).hex()
         r = rust(op="report_data", nonce=nonce, claims=claims)
         assert r["report_data"] == py_report_data(nonce, claims).hex(), claims
+        assert r["device_nonce"] == py_device_nonce(nonce, claims["cvm_id"]).hex(), claims
 
 
 def python_verify_rate():

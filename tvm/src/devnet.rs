@@ -16,7 +16,7 @@
 //! | 127.0.0.12  | 2     | honest agent, 1 GPU (relayed by .14)                       |
 //! | 127.0.0.13  | 3     | honest agent, 1 GPU (cloned by .16)                        |
 //! | 127.0.0.18  | 3     | honest agent, 1 GPU                                        |
-//! | 127.0.0.14  | 4     | relay: fetches .12's evidence for our nonce and passes it on over plain HTTP (fails `tls.key`) |
+//! | 127.0.0.14  | 4     | relay: asks .12's agent for evidence on our nonce under its own key; the agent refuses a nonce its signer did not make |
 //! | 127.0.0.15  | 4     | answers with evidence for a nonce of its own (agent at .21)  |
 //! | 127.0.0.16  | 4     | agent presenting .13's GPU as its own                      |
 //! | 127.0.0.17  | 4     | listed, nothing listening                                  |

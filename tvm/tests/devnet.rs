@@ -41,11 +41,11 @@ fn devnet_once_prints_verdicts_and_the_accepted_weights() {
             "duplicate of 127.0.0.16",
         ),
         ("127.0.0.18", "ACCEPTED (SIMULATED)", "1 point"),
-        ("127.0.0.14", "REJECTED", "failed tls.key"),
+        ("127.0.0.14", "NO EVIDENCE", "502"),
         (
             "127.0.0.15",
             "REJECTED",
-            "failed tls.key, report_data, spdm.nonce",
+            "failed tls.key, tee.collateral, report_data, spdm.nonce",
         ),
         (
             "127.0.0.16",
@@ -162,7 +162,7 @@ fn the_dashboard_shows_the_devnet_in_a_real_browser() {
             .starts_with("set on chain"));
         let metrics = http_get(&format!("{url}metrics"));
         assert!(
-            metrics.contains("tvm_validator_round_nodes{verdict=\"rejected\"} 2"),
+            metrics.contains("tvm_validator_round_nodes{verdict=\"rejected\"} 1"),
             "{metrics}"
         );
         assert!(

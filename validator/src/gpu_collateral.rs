@@ -55,7 +55,17 @@ pub async fn rims(
     at: i64,
 ) -> (Vec<RimInput>, Vec<String>) {
     let mut ids: Vec<String> = Vec::new();
+    let Ok(root) = tvm_certs::anchors::nvidia_device_root() else {
+        return (
+            Vec::new(),
+            vec!["the pinned NVIDIA root is unusable".into()],
+        );
+    };
     for d in devices {
+        // RIMs only for a device whose chain reaches NVIDIA's root.
+        if tvm_certs::verify_chain(&d.chain, root, at).is_err() {
+            continue;
+        }
         let (Ok(report), Some(arch)) = (MeasurementReport::parse(&d.evidence), arch_of(d)) else {
             continue;
         };
@@ -98,7 +108,12 @@ pub async fn revocation(
     };
     let mut out = Vec::with_capacity(devices.len());
     for d in devices {
-        out.push(chain_status(store, &d.chain, root, 1, at, grace_seconds).await);
+        // OCSP only for a chain that reaches NVIDIA's root: made-up
+        // certificates cost no request (and the device fails device.chain).
+        out.push(match tvm_certs::verify_chain(&d.chain, root, at) {
+            Ok(_) => chain_status(store, &d.chain, root, 1, at, grace_seconds).await,
+            Err(e) => Revocation::Unknown(format!("not asked: {e}")),
+        });
     }
     out
 }

@@ -1,10 +1,19 @@
 //! One validator round: every serving miner's node list, every node's
-//! evidence (fresh nonce each, bounded concurrency, per-node timeout), each
-//! bundle appraised, then scored. A node that cannot be reached or answers
-//! junk is recorded with the reason and scores like a failing one.
+//! evidence (fresh nonce each, bounded concurrency), each bundle appraised,
+//! then scored. A node that cannot be reached or answers junk is recorded
+//! with the reason and scores like a failing one.
+//!
+//! Work per node is bounded: one deadline over the whole node (fetching,
+//! collateral, appraisal); collateral is fetched only once the cheap binding
+//! checks pass ([`precheck`]); each miner has a time budget that grows with
+//! its node count, and its nodes are interleaved with everyone else's so a
+//! miner of hanging nodes holds only its share of the slots; the round
+//! itself has a deadline that leaves the epoch time to set weights.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use futures_util::stream::{self, StreamExt};
@@ -14,7 +23,7 @@ use tvm_protocol::nonce::Nonce;
 
 use crate::attest::{AttestError, Attester};
 use crate::scoring::{score, GpuSeen, NodeResult, RoundScores, ScoringConfig};
-use tvm_verifier::bundle::{appraise_bundle, BundleInput, BundleVerdict, TeeCollateral};
+use tvm_verifier::bundle::{appraise_bundle, precheck, BundleInput, BundleVerdict, TeeCollateral};
 use tvm_verifier::facts::Facts;
 use tvm_verifier::gpu::input::DeviceEvidence;
 use tvm_verifier::gpu::node::{Revocation, RimInput};
@@ -111,6 +120,15 @@ pub struct RoundConfig {
     pub concurrency: usize,
     /// Each try of a node (its node list, its evidence) gets this long.
     pub node_timeout: Duration,
+    /// A node's whole work (every try, its collateral, its appraisal).
+    pub node_deadline: Duration,
+    /// What a miner's nodes may take together, in node-seconds: a base and
+    /// an allowance per node listed. Nodes started after it is spent are
+    /// recorded as not attested.
+    pub miner_budget: MinerBudget,
+    /// Nodes not done by then are recorded as not attested, and the round
+    /// is scored with what was (time left in the epoch to set weights).
+    pub round_deadline: Option<Duration>,
     /// Tries after the first for a node that could not be reached or timed
     /// out (never for one that answered with evidence or a refusal).
     pub retries: u32,
@@ -121,11 +139,42 @@ pub struct RoundConfig {
     pub dangerous_allow_private_addresses: bool,
 }
 
+/// A miner's time budget for one round: `base + per_node × nodes listed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinerBudget {
+    pub base: Duration,
+    pub per_node: Duration,
+}
+
+impl MinerBudget {
+    fn for_nodes(&self, nodes: usize) -> Duration {
+        self.base
+            + self
+                .per_node
+                .saturating_mul(u32::try_from(nodes).unwrap_or(u32::MAX))
+    }
+}
+
+impl Default for MinerBudget {
+    fn default() -> Self {
+        // An honest node takes about a second; 10 s each leaves room for
+        // slow collateral, while a miner listing thousands of hanging
+        // nodes spends its budget long before the round's.
+        MinerBudget {
+            base: Duration::from_secs(300),
+            per_node: Duration::from_secs(10),
+        }
+    }
+}
+
 impl Default for RoundConfig {
     fn default() -> Self {
         RoundConfig {
             concurrency: 64,
             node_timeout: Duration::from_secs(60),
+            node_deadline: Duration::from_secs(150),
+            miner_budget: MinerBudget::default(),
+            round_deadline: None,
             retries: 1,
             scoring: ScoringConfig::default(),
             dangerous_allow_private_addresses: false,
@@ -189,7 +238,11 @@ fn result_of(r: &NodeReport) -> NodeResult {
         miner_hotkey: r.miner_hotkey.clone(),
         node: r.node.clone(),
         accepted: r.verdict.as_ref().map(|v| v.accepted()),
-        cvm_id: r.verdict.as_ref().map(|v| v.cvm_id().to_string()),
+        cvm_id: r
+            .verdict
+            .as_ref()
+            .filter(|v| v.identity_proven())
+            .map(|v| v.cvm_id().to_string()),
         gpus: r.verdict.as_ref().map(gpus_of).unwrap_or_default(),
         bid: r.bid,
         simulated: r.verdict.as_ref().is_some_and(|v| v.simulated()),
@@ -242,24 +295,45 @@ pub async fn run_resumable(
         .iter()
         .map(|p| (p.miner_uid, p.node.as_str()))
         .collect();
-    let mut jobs = Vec::new();
+    let mut per_miner: Vec<Vec<(Miner, tvm_protocol::nodes::NodeEntry)>> = Vec::new();
     let mut miner_errors = Vec::new();
     for (_, m, list) in lists {
         match list {
             Ok(nodes) => {
                 let mut seen = std::collections::HashSet::new();
-                jobs.extend(
+                per_miner.push(
                     nodes
                         .into_iter()
-                        // A node listed twice by one miner is attested once.
-                        .filter(|n| seen.insert(n.ip.clone()))
+                        // A node listed twice by one miner, in any spelling, is
+                        // attested once: the host called is what counts.
+                        .filter(|n| seen.insert(n.address()))
                         .filter(|n| !done.contains(&(m.uid, n.ip.as_str())))
-                        .map(|n| (m.clone(), n)),
+                        .map(|n| (m.clone(), n))
+                        .collect(),
                 )
             }
             Err(e) => miner_errors.push((m.uid, e)),
         }
     }
+    // Each miner's budget, in milliseconds of node time left.
+    let budgets: HashMap<u16, (AtomicU64, Duration)> = per_miner
+        .iter()
+        .filter_map(|jobs| {
+            let (m, _) = jobs.first()?;
+            let b = cfg.miner_budget.for_nodes(jobs.len());
+            Some((m.uid, (AtomicU64::new(b.as_millis() as u64), b)))
+        })
+        .collect();
+    // Round robin over miners: the first node of each, then the second...
+    let mut jobs = Vec::new();
+    let longest = per_miner.iter().map(Vec::len).max().unwrap_or(0);
+    let mut queues: Vec<_> = per_miner.into_iter().map(Vec::into_iter).collect();
+    for _ in 0..longest {
+        jobs.extend(queues.iter_mut().filter_map(Iterator::next));
+    }
+    let started = Instant::now();
+    let round_end = cfg.round_deadline.map(|d| tokio::time::Instant::now() + d);
+    let budgets = &budgets;
     // Unordered: a node that hangs holds its own slot, never the ones after it.
     let mut reports: Vec<(usize, NodeReport)> = stream::iter(jobs.into_iter().enumerate())
         .map(|(i, (m, node))| async move {
@@ -267,11 +341,51 @@ pub async fn run_resumable(
                 true => None,
                 false => not_public(node.host()),
             };
-            let r = match refused {
-                Some(why) => no_evidence(&m, node, why),
-                None => {
-                    attest_one(&m, node, attester, validator, policy, collateral, cfg, at).await
+            let (left, budget) = budgets
+                .get(&m.uid)
+                .map(|(l, b)| (l.load(Ordering::Acquire), *b))
+                .unwrap_or((0, Duration::ZERO));
+            let r = if let Some(why) = refused {
+                no_evidence(&m, node, why)
+            } else if round_end.is_some_and(|end| tokio::time::Instant::now() >= end) {
+                no_evidence(&m, node, round_over(cfg))
+            } else if left == 0 {
+                no_evidence(&m, node, budget_spent(budget))
+            } else {
+                let t0 = Instant::now();
+                // The whole node, under one deadline: the tighter of the
+                // node's own, the miner's budget left and the round's.
+                let mut deadline = tokio::time::Instant::now()
+                    + cfg.node_deadline.min(Duration::from_millis(left));
+                if let Some(end) = round_end {
+                    deadline = deadline.min(end);
                 }
+                let work = attest_one(
+                    &m, &node, attester, validator, policy, collateral, cfg, at, started,
+                );
+                let r = match tokio::time::timeout_at(deadline, work).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        let why = if round_end.is_some_and(|end| deadline >= end) {
+                            round_over(cfg)
+                        } else if Duration::from_millis(left) < cfg.node_deadline {
+                            budget_spent(budget)
+                        } else {
+                            format!(
+                                "the node's work (evidence, collateral, appraisal) took over {:?}",
+                                cfg.node_deadline
+                            )
+                        };
+                        no_evidence(&m, node, why)
+                    }
+                };
+                if let Some((l, _)) = budgets.get(&m.uid) {
+                    let spent = t0.elapsed().as_millis() as u64;
+                    let _ = l.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                        Some(v.saturating_sub(spent))
+                    });
+                }
+                r
             };
             on_node(&r, &result_of(&r));
             (i, r)
@@ -289,6 +403,19 @@ pub async fn run_resumable(
         nodes: reports,
         scores,
     }
+}
+
+fn round_over(cfg: &RoundConfig) -> String {
+    format!(
+        "not attested: the round's deadline ({:?}) passed; weights are set with the nodes attested before it",
+        cfg.round_deadline.unwrap_or_default()
+    )
+}
+
+fn budget_spent(budget: Duration) -> String {
+    format!(
+        "not attested: this miner's nodes used up its time budget for the round ({budget:?} of node time); list fewer or faster-answering nodes"
+    )
 }
 
 /// Why `host` is not an address a validator calls, if it is not.
@@ -365,14 +492,16 @@ fn no_evidence(m: &Miner, node: tvm_protocol::nodes::NodeEntry, error: String) -
 #[allow(clippy::too_many_arguments)]
 async fn attest_one(
     m: &Miner,
-    node: tvm_protocol::nodes::NodeEntry,
+    node: &tvm_protocol::nodes::NodeEntry,
     attester: &Attester,
     validator: &AccountId,
     policy: &Policy,
     collateral: &dyn Collateral,
     cfg: &RoundConfig,
     at: i64,
+    started: Instant,
 ) -> NodeReport {
+    let node = node.clone();
     let mut tries = 0;
     let (nonce, fetched) = loop {
         // A fresh nonce each try: an answer to an earlier one is never accepted.
@@ -405,16 +534,32 @@ async fn attest_one(
         }
         tokio::time::sleep(Duration::from_millis(500 * u64::from(tries))).await;
     };
-    let tee = match &fetched.bundle.tee {
-        TeeEvidence::Tdx { quote, .. } => collateral.tdx(&quote.0, at).await.map(Tee::Tdx),
-        TeeEvidence::SevSnp { report, .. } => collateral.snp(&report.0, at).await.map(Tee::Snp),
+    // The time of this node's verdict: the round's start moved on by the
+    // time since (a long round does not judge its last node by its first's clock).
+    let now = || at.saturating_add(started.elapsed().as_secs() as i64);
+    // Collateral only for evidence that can still pass: the cheap binding
+    // checks first, so forged chip ids, FMSPCs and certificates cost no fetch.
+    let (tee, gpu) = match precheck(&fetched.bundle, &nonce, fetched.tls_spki_sha256, policy) {
+        Err(why) => (Err(format!("not fetched: {why}")), GpuCollateral::default()),
+        Ok(()) => {
+            let tee = match &fetched.bundle.tee {
+                TeeEvidence::Tdx { quote, .. } => {
+                    collateral.tdx(&quote.0, now()).await.map(Tee::Tdx)
+                }
+                TeeEvidence::SevSnp { report, .. } => {
+                    collateral.snp(&report.0, now()).await.map(Tee::Snp)
+                }
+            };
+            let devices = tvm_verifier::gpu::input::from_bundle(&fetched.bundle);
+            let gpu = if devices.is_empty() || fetched.bundle.claims.simulated {
+                GpuCollateral::default()
+            } else {
+                collateral.gpus(&devices, now()).await
+            };
+            (tee, gpu)
+        }
     };
-    let devices = tvm_verifier::gpu::input::from_bundle(&fetched.bundle);
-    let gpu = if devices.is_empty() || fetched.bundle.claims.simulated {
-        GpuCollateral::default()
-    } else {
-        collateral.gpus(&devices, at).await
-    };
+    let at = now();
     // Signature checks are CPU work: off the async workers, so fetching
     // the other nodes (and the status pages) goes on meanwhile.
     let policy = policy.clone();

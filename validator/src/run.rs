@@ -332,7 +332,11 @@ impl Collateral for StoreCollateral {
         at: i64,
     ) -> BoxFuture<'a, Result<Arc<TdxCollateral>, String>> {
         Box::pin(async move {
-            let (fmspc, ca) = tdx::platform_of(quote).map_err(|e| e.to_string())?;
+            // Only for a platform Intel vouched for: the PCK chain in the
+            // quote verifies first (a forged FMSPC costs no PCS request).
+            let root = tvm_certs::anchors::intel_sgx_root().map_err(|e| e.to_string())?;
+            let (fmspc, ca) =
+                tdx::verified_platform_of(quote, root, at).map_err(|e| e.to_string())?;
             // The PCK CRL differs by issuing CA: one entry per FMSPC and CA.
             let key = format!("{fmspc}/{}", ca.as_str());
             self.cache
@@ -476,9 +480,20 @@ impl Validator {
                 .map_err(|e| RunError::Service(e.into()))?,
             ),
         };
+        // Every try, the pauses between them, then collateral and appraisal.
+        let node_deadline = timeout * (cfg.retries + 1) + Duration::from_secs(30);
+        // Attest for at most half the epoch: the rest is for setting weights
+        // (and a chain that is slow to take them).
+        let epoch = match cfg.chain_endpoint {
+            Some(_) => Duration::from_secs(cfg.epoch_blocks.saturating_mul(12)),
+            None => Duration::from_secs(cfg.epoch_seconds),
+        };
         let round = RoundConfig {
             concurrency: cfg.concurrency.max(1),
             node_timeout: timeout,
+            node_deadline,
+            miner_budget: Default::default(),
+            round_deadline: Some((epoch / 2).max(node_deadline)),
             retries: cfg.retries,
             scoring: cfg.scoring.clone(),
             dangerous_allow_private_addresses: cfg.dangerous_allow_private_addresses,

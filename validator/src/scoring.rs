@@ -1,7 +1,9 @@
 //! From a round's node verdicts to weights. Every real GPU counts once:
-//! GPUs are deduplicated by their NVIDIA-signed identity and CVMs by CVM id
-//! across all miners, and a duplicate scores zero for every claimant (so
-//! relaying someone else's node can never pay). Missing evidence scores like
+//! GPUs are deduplicated by their NVIDIA-signed identity and CVMs by their
+//! proven CVM id (the RA-TLS key's hash) across all miners, and a duplicate
+//! scores zero for every claimant (so relaying someone else's node can never
+//! pay). One miner reaching the same CVM through two of its entries is one
+//! node, counted once. An unproven CVM id is never compared: anyone can claim it. Missing evidence scores like
 //! failing evidence: zero. Verified GPUs score by model (v6), combined with
 //! the v5 (inference) score: 70 % / 30 % by default.
 
@@ -29,6 +31,7 @@ pub struct NodeResult {
     pub node: String,
     /// `None`: no evidence (unreachable, timed out, malformed).
     pub accepted: Option<bool>,
+    /// The CVM id, only when proven (RA-TLS): unproven ids are never compared.
     pub cvm_id: Option<String>,
     pub gpus: Vec<GpuSeen>,
     /// The miner's bid for this node (cents per GPU-hour), when it gave one.
@@ -161,10 +164,23 @@ pub fn score(
     v5: Option<&BTreeMap<u16, f64>>,
     cfg: &ScoringConfig,
 ) -> RoundScores {
+    // One miner reaching one CVM through several entries: the first counts,
+    // the others repeat it (and are not duplicates of it against anyone).
+    let mut first_entry: HashMap<(u16, &str), usize> = HashMap::new();
+    let mut repeats: HashMap<usize, usize> = HashMap::new();
+    for (i, n) in nodes.iter().enumerate() {
+        if let (Some(true), Some(c)) = (n.accepted, &n.cvm_id) {
+            if let Some(&first) = first_entry.get(&(n.miner_uid, c.as_str())) {
+                repeats.insert(i, first);
+            } else {
+                first_entry.insert((n.miner_uid, c.as_str()), i);
+            }
+        }
+    }
     // Who claims each CVM id and GPU id, among verified nodes.
     let mut claims: HashMap<String, Vec<usize>> = HashMap::new();
     for (i, n) in nodes.iter().enumerate() {
-        if n.accepted != Some(true) {
+        if n.accepted != Some(true) || repeats.contains_key(&i) {
             continue;
         }
         if let Some(c) = &n.cvm_id {
@@ -183,6 +199,9 @@ pub fn score(
         let s = match n.accepted {
             None => NodeScore::NoEvidence,
             Some(false) => NodeScore::Failed,
+            Some(true) if repeats.contains_key(&i) => NodeScore::Duplicate {
+                shared_with: vec![nodes[repeats[&i]].node.clone()],
+            },
             Some(true) => {
                 let mut others: Vec<String> = claims
                     .values()
@@ -416,9 +435,21 @@ mod tests {
             node(2, "b", Some(true), "c2", &[("g3", H200)]),
             // Relays c1's GPU g1 under another CVM: both lose.
             node(3, "c", Some(true), "c3", &[("g1", H100)]),
-            // Same CVM listed by two miners: both lose.
+            // Same proven CVM answering two miners: both lose.
             node(4, "d", Some(true), "c4", &[("g5", H100)]),
             node(5, "e", Some(true), "c4", &[("g6", H100)]),
+            // One miner reaching its CVM through two entries: counted once.
+            node(8, "h", Some(true), "c8", &[("g8", H100)]),
+            node(8, "h2", Some(true), "c8", &[("g8", H100)]),
+            // An unproven id (plain HTTP) is never compared: no one is zeroed by it.
+            NodeResult {
+                cvm_id: None,
+                ..node(9, "i", Some(true), "", &[("g9", H100)])
+            },
+            NodeResult {
+                cvm_id: None,
+                ..node(9, "i2", Some(true), "", &[("g10", H100)])
+            },
             node(6, "f", Some(false), "c6", &[]),
             node(7, "g", None, "c7", &[]),
         ];
@@ -431,11 +462,20 @@ mod tests {
         assert!(matches!(outcome(2), NodeScore::Duplicate { .. }));
         assert!(matches!(outcome(3), NodeScore::Duplicate { .. }));
         assert!(matches!(outcome(4), NodeScore::Duplicate { .. }));
-        assert_eq!(outcome(5), NodeScore::Failed);
-        assert_eq!(outcome(6), NodeScore::NoEvidence);
-        assert_eq!(r.v6, BTreeMap::from([(2, 2.0)]));
-        // 70 % to uid 2, 30 % burned (no v5 yet), summing to 65535.
-        assert_eq!(r.weights, vec![(0, 19661), (2, 45874)]);
+        assert_eq!(outcome(5), NodeScore::Counted { points: 1.0 });
+        assert!(
+            matches!(outcome(6), NodeScore::Duplicate { ref shared_with } if shared_with == &["h".to_string()])
+        );
+        assert_eq!(outcome(7), NodeScore::Counted { points: 1.0 });
+        assert_eq!(outcome(8), NodeScore::Counted { points: 1.0 });
+        assert_eq!(outcome(9), NodeScore::Failed);
+        assert_eq!(outcome(10), NodeScore::NoEvidence);
+        assert_eq!(r.v6, BTreeMap::from([(2, 2.0), (8, 1.0), (9, 2.0)]));
+        // 70 % to uids 2, 8, 9 (2:1:2), 30 % burned (no v5 yet), summing to 65535.
+        assert_eq!(
+            r.weights,
+            vec![(0, 19663), (2, 18349), (8, 9174), (9, 18349)]
+        );
         assert_eq!(
             r.weights.iter().map(|(_, w)| u32::from(*w)).sum::<u32>(),
             65535

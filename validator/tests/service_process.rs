@@ -45,7 +45,6 @@ fn canned_bundle() -> Vec<u8> {
             node_type: NodeType::Cpu,
             agent_version: "canned".into(),
             simulated: false,
-            tls_spki_sha256: None,
             gpu_reports_sha256: Vec::new(),
             switch_reports_sha256: Vec::new(),
             runtime: Default::default(),

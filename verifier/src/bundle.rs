@@ -1,12 +1,14 @@
 //! A whole node at once: the agent's evidence bundle for the nonce we sent.
 //! The CPU TEE's quote is verified and appraised with report_data computed
 //! from our nonce and the bundle's claims; the claims must list exactly the
-//! carried device reports; every GPU and NVSwitch is verified against the
-//! same nonce; the TLS key our connection saw must be the attested one; and
-//! SIMULATED evidence counts only under a policy that trusts its roots.
+//! carried device reports; every GPU and NVSwitch is verified against our
+//! nonce bound to the CVM id ([`device_nonce`]); the CVM id must be the hash
+//! of the TLS key our connection saw (so the id is proven, and a report
+//! asked for by another CVM fails); and SIMULATED evidence counts only under
+//! a policy that trusts its roots.
 
 use sha2::{Digest, Sha256};
-use tvm_protocol::binding::report_data;
+use tvm_protocol::binding::{device_nonce, report_data};
 use tvm_protocol::evidence::{EvidenceBundle, NodeType, TeeEvidence};
 use tvm_protocol::nonce::Nonce;
 
@@ -59,6 +61,8 @@ pub struct BundleVerdict {
     /// The evidence says it is SIMULATED (shown wherever the verdict is).
     pub(crate) simulated: bool,
     pub(crate) cvm_id: String,
+    /// The CVM id is the key the TLS connection saw (`tls.key` passed).
+    pub(crate) identity_proven: bool,
     pub(crate) checks: Vec<Check>,
     pub(crate) tee: Verdict,
     pub(crate) gpus: Option<NodeVerdict>,
@@ -78,6 +82,12 @@ impl BundleVerdict {
     /// The CVM id the bundle claims.
     pub fn cvm_id(&self) -> &str {
         &self.cvm_id
+    }
+
+    /// The CVM id is proven: it is the hash of the key the TLS connection
+    /// saw. An unproven id (plain HTTP, a file) may be anyone's.
+    pub fn identity_proven(&self) -> bool {
+        self.identity_proven
     }
 
     /// The node-level checks (binding, TLS key, SIMULATED, claims).
@@ -147,16 +157,53 @@ impl BundleVerdict {
 pub struct CertificateError(String);
 
 /// SHA-256 of a certificate's SubjectPublicKeyInfo: what the claims'
-/// `tls_spki_sha256` names.
+/// CVM id must be.
 pub fn spki_sha256(cert_der: &[u8]) -> Result<[u8; 32], CertificateError> {
     let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
         .map_err(|e| CertificateError(e.to_string()))?;
     Ok(Sha256::digest(cert.public_key().raw).into())
 }
 
-pub fn appraise_bundle(input: &BundleInput<'_>) -> BundleVerdict {
-    let b = input.bundle;
-    let policy = input.policy;
+/// The cheap, binding checks a validator runs before it fetches any
+/// collateral for a bundle: SIMULATED against the policy, the claims naming
+/// the device reports, the node type, the TLS key being the CVM id, and the
+/// TEE evidence carrying the report_data our nonce and these claims make
+/// (read, not yet verified). `Err` names the first check that failed: the
+/// bundle cannot pass, so nothing is fetched for it (a forged chip id,
+/// FMSPC or device certificate then costs no request to a vendor).
+pub fn precheck(
+    bundle: &EvidenceBundle,
+    nonce: &Nonce,
+    tls_spki_sha256: Option<[u8; 32]>,
+    policy: &Policy,
+) -> Result<(), String> {
+    let (checks, _) = node_checks(bundle, tls_spki_sha256, policy);
+    if let Some(c) = checks.iter().find(|c| c.status == Status::Fail) {
+        return Err(format!("{} failed", c.name));
+    }
+    let carried = match &bundle.tee {
+        TeeEvidence::Tdx { quote, .. } => tdx::report_data_of(&quote.0),
+        TeeEvidence::SevSnp { report, .. } => snp::report_data_of(&report.0),
+    };
+    match carried {
+        Some(rd) if rd == report_data(nonce, &bundle.claims) => Ok(()),
+        Some(_) => Err(format!(
+            "{} failed",
+            crate::tee::appraise::checks::REPORT_DATA
+        )),
+        None => Err("the TEE evidence cannot be parsed".into()),
+    }
+}
+
+type SimRoots = Option<(Vec<u8>, Vec<u8>)>;
+
+/// The node-level checks, and the simulated roots (Intel's, NVIDIA's) the
+/// evidence must chain to when the policy trusts SIMULATED evidence.
+fn node_checks(
+    b: &EvidenceBundle,
+    tls_spki_sha256: Option<[u8; 32]>,
+    policy: &Policy,
+) -> (Vec<Check>, SimRoots) {
     let mut checks = Vec::new();
 
     // evidence.simulated: which roots the evidence must chain to.
@@ -214,28 +261,39 @@ pub fn appraise_bundle(input: &BundleInput<'_>) -> BundleVerdict {
         (t, n) => Check::pass(check::NODE_TYPE, format!("{} node, {n} GPUs", t.as_str())),
     });
 
-    checks.push(match (b.claims.tls_spki_sha256.as_ref(), input.tls_spki_sha256) {
-        (Some(want), Some(seen)) if want.0 == seen => {
-            Check::pass(check::TLS_KEY, "RA-TLS: the server's TLS key is the attested one")
-        }
-        (Some(want), Some(seen)) => Check::fail(
+    let tls_key = match tls_spki_sha256 {
+        Some(seen) if seen == b.claims.cvm_id.0 => Check::pass(
+            check::TLS_KEY,
+            "RA-TLS: the server's TLS key is the attested CVM key (the CVM id is proven)",
+        ),
+        Some(seen) => Check::fail(
             check::TLS_KEY,
             format!(
-                "the TLS server key {} is not the attested key {}: another machine or a proxy answered",
+                "the TLS server key {} is not the attested CVM key {}: another machine or a proxy answered",
                 hex::encode(seen),
-                hex::encode(want.0)
+                hex::encode(b.claims.cvm_id.0)
             ),
         ),
-        (None, Some(_)) => Check::fail(check::TLS_KEY, "served over TLS but the claims name no TLS key"),
-        (_, None) if input.policy.dangerous_allow_plain_http => Check::not_checked(
+        None if policy.dangerous_allow_plain_http => Check::not_checked(
             check::TLS_KEY,
-            "fetched over plain HTTP (dangerous_allow_plain_http): the attested TLS key was not compared",
+            "fetched over plain HTTP (dangerous_allow_plain_http): the CVM id is unproven and not used to tell nodes apart",
         ),
-        (_, None) => Check::fail(
+        None => Check::fail(
             check::TLS_KEY,
             "fetched over plain HTTP: without RA-TLS nothing shows this evidence came from the node listed (a relay could pass on another's); serve the agent's RA-TLS port to validators",
         ),
-    });
+    };
+    checks.push(tls_key);
+    (checks, sim_roots)
+}
+
+pub fn appraise_bundle(input: &BundleInput<'_>) -> BundleVerdict {
+    let b = input.bundle;
+    let policy = input.policy;
+    let (checks, sim_roots) = node_checks(b, input.tls_spki_sha256, policy);
+    let identity_proven = checks
+        .iter()
+        .any(|c| c.name == check::TLS_KEY && c.status == Status::Pass);
 
     // The CPU TEE, with report_data from *our* nonce.
     let expected = report_data(input.nonce, &b.claims);
@@ -284,15 +342,27 @@ pub fn appraise_bundle(input: &BundleInput<'_>) -> BundleVerdict {
             appraise(v, policy, Some(&expected), input.at)
         }
         (tee, given) => {
-            let kind = match tee {
-                TeeEvidence::Tdx { .. } => "TDX",
-                TeeEvidence::SevSnp { .. } => "SEV-SNP",
+            let (kind, carried) = match tee {
+                TeeEvidence::Tdx { quote, .. } => ("TDX", tdx::report_data_of(&quote.0)),
+                TeeEvidence::SevSnp { report, .. } => ("SEV-SNP", snp::report_data_of(&report.0)),
             };
             let detail = match given {
                 TeeCollateral::Unavailable(why) => format!("no {kind} collateral: {why}"),
                 _ => format!("no {kind} collateral to verify this evidence with: fetch it (tvm-verifier collateral)"),
             };
-            Verdict::new(vec![Check::fail(check::TEE_COLLATERAL, detail)], None)
+            let mut checks = vec![Check::fail(check::TEE_COLLATERAL, detail)];
+            // Unverifiable, but a wrong report_data is still worth saying.
+            if let Some(rd) = carried.filter(|rd| *rd != expected) {
+                checks.push(Check::fail(
+                    crate::tee::appraise::checks::REPORT_DATA,
+                    format!(
+                        "the evidence carries report_data {}, not the {} our nonce and its claims make (read without verifying the evidence)",
+                        hex::encode(rd),
+                        hex::encode(expected)
+                    ),
+                ));
+            }
+            Verdict::new(checks, None)
         }
     };
 
@@ -304,7 +374,7 @@ pub fn appraise_bundle(input: &BundleInput<'_>) -> BundleVerdict {
         };
         appraise_node(&NodeInput {
             devices: &devices,
-            nonce: Some(input.nonce.0),
+            nonce: Some(device_nonce(input.nonce, &b.claims.cvm_id)),
             rims: input.rims,
             revocation: input.revocation,
             policy: &policy.gpu,
@@ -320,6 +390,7 @@ pub fn appraise_bundle(input: &BundleInput<'_>) -> BundleVerdict {
         accepted,
         simulated: b.claims.simulated,
         cvm_id: hex::encode(b.claims.cvm_id.0),
+        identity_proven,
         checks,
         tee,
         gpus,

@@ -36,7 +36,6 @@ use axum::Router;
 use tvm_agent::backend::sim::{hierarchy, SimDevices, SimTee};
 use tvm_agent::backend::Gather;
 use tvm_agent::evidence::EvidenceSource;
-use tvm_agent::identity::CvmIdentity;
 use tvm_protocol::evidence::EvidenceRequest;
 use tvm_protocol::keys::{AccountId, Hotkey};
 use tvm_protocol::nonce::Nonce;
@@ -167,8 +166,7 @@ fn responder(sim: &Path, nodes: usize) {
                 let src = EvidenceSource {
                     tee: Box::new(tee.clone()),
                     devices: Box::new(devices),
-                    cvm: CvmIdentity::generate().expect("CVM key"),
-                    tls_spki_sha256: [0; 32],
+                    cvm_id: tvm_protocol::Digest32::sha256(&k.to_be_bytes()),
                     runtime: Default::default(),
                     gather: Gather::Sequential,
                 };

@@ -168,10 +168,16 @@ async fn sim_agent_evidence_is_genuine_and_bound() {
         "{:?}",
         names(&s)
     );
-    // ...and with the claims rewritten to match: the quote no longer vouches.
+    // ...and with the claims rewritten to match: the quote no longer vouches,
+    // and B's GPU answered the nonce bound to B's CVM, not A's.
     swapped.claims.gpu_reports_sha256[1] = Digest32::sha256(&swapped.gpus[1].report.0);
     let s = v.appraise(&swapped, &nonce, Some(spki));
-    assert_eq!(names(&s), vec!["report_data"], "{}", s.render());
+    assert_eq!(
+        names(&s),
+        vec!["report_data", "node.nonce", "spdm.nonce"],
+        "{}",
+        s.render()
+    );
 
     // A's evidence, but the TLS connection ended at B (a relay).
     let relayed = v.appraise(&bundle, &nonce, Some(b_spki));

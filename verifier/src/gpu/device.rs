@@ -318,7 +318,7 @@ pub fn verify(input: &DeviceInput<'_>) -> DeviceVerification {
         Some(n) => checks.push(Check::fail(
             check::SPDM_NONCE,
             format!(
-                "evidence answers nonce {}, expected {}: stale or replayed evidence",
+                "evidence answers nonce {}, expected {}: stale or replayed evidence, or a report asked for by another CVM",
                 hex::encode(report.nonce),
                 hex::encode(n)
             ),

@@ -573,6 +573,13 @@ pub fn verify(input: &SnpInput<'_>) -> Verification {
     }
 }
 
+/// The report_data a report carries, read without verifying anything.
+pub fn report_data_of(report: &[u8]) -> Option<[u8; 64]> {
+    AttestationReport::from_bytes(report)
+        .ok()
+        .map(|r| r.report_data)
+}
+
 /// The AMD product a report comes from, when the report says (v3+ carries
 /// the CPUID family and model; v2 does not).
 pub fn product_of_report(report: &[u8]) -> Option<AmdProduct> {

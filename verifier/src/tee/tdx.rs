@@ -419,6 +419,34 @@ pub enum PlatformError {
     Fmspc(String),
     #[error("cannot read the PCK CA: {0}")]
     PckCa(String),
+    #[error("the quote's PCK certificate chain does not verify to the Intel root ({0}): no collateral is fetched for it")]
+    Chain(String),
+}
+
+/// The report_data a quote carries, read without verifying anything (to
+/// refuse evidence for another nonce before any collateral is fetched).
+pub fn report_data_of(quote: &[u8]) -> Option<[u8; 64]> {
+    Quote::parse(quote)
+        .ok()?
+        .report
+        .as_td10()
+        .map(|td| td.report_data)
+}
+
+/// [`platform_of`], once the quote's PCK certificate chain verifies to
+/// `root` at `at`: collateral is fetched only for a platform Intel vouched
+/// for, never for an FMSPC a forged quote makes up.
+pub fn verified_platform_of(
+    quote: &[u8],
+    root_der: &[u8],
+    at: i64,
+) -> Result<(String, tvm_certs::intel::PckCa), PlatformError> {
+    let q = Quote::parse(quote).map_err(|e| PlatformError::Quote(format!("{e:#}")))?;
+    let chain = dcap_qvl::intel::extract_cert_chain(&q)
+        .map_err(|e| PlatformError::Chain(format!("{e:#}")))?;
+    tvm_certs::verify_chain(&chain, root_der, at)
+        .map_err(|e| PlatformError::Chain(e.to_string()))?;
+    platform_of(quote)
 }
 
 /// The platform a quote needs collateral for: its PCK certificate's FMSPC
