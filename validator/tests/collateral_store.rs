@@ -373,3 +373,80 @@ async fn the_round_collateral_endorses_an_snp_report_from_the_store() {
     assert!(why.contains("VLEK"), "{why}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A certificate bomb costs no request: device chains that do not reach
+/// NVIDIA's root get no OCSP and no RIM look-up, and a quote whose PCK chain
+/// does not reach Intel's root gets no PCS fetch for the FMSPC it claims.
+/// The genuine chain of the same test is asked about (the counter works).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_certificates_cost_no_request() {
+    use tvm_validator::gpu_collateral;
+    use tvm_validator::round::Collateral;
+    use tvm_verifier::gpu::input::{pem_chain, DeviceEvidence};
+    use tvm_verifier::gpu::node::Revocation;
+
+    let server = serve(false).await;
+    let dir = tempdir("bomb");
+    let st = store(&dir, &server);
+    let when = at("2024-09-01T00:00:00Z");
+    let genuine = DeviceEvidence {
+        label: "gpu 0".into(),
+        arch: None,
+        evidence: testdata("nvidia/nvtrust_hopper_report.hex"),
+        chain: pem_chain(&testdata("nvidia/nvtrust_hopper_cert_chain.pem")).unwrap(),
+        stated_nonce: None,
+    };
+    // 16 devices, each a chain of 8 self-signed certificates (the caps), and
+    // the genuine chain with its root swapped for a self-made one.
+    let self_signed = || {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+        let mut p = rcgen::CertificateParams::new(vec!["NVIDIA GH100".into()]).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.self_signed(&key).unwrap().der().to_vec()
+    };
+    let mut bomb: Vec<DeviceEvidence> = (0..16)
+        .map(|i| DeviceEvidence {
+            label: format!("gpu {i}"),
+            chain: (0..8).map(|_| self_signed()).collect(),
+            ..genuine.clone()
+        })
+        .collect();
+    let mut swapped_root = genuine.clone();
+    *swapped_root.chain.last_mut().unwrap() = self_signed();
+    bomb.push(swapped_root);
+
+    let (rims, _) = gpu_collateral::rims(&st, &bomb, when).await;
+    let revocation = gpu_collateral::revocation(&st, &bomb, when, 0).await;
+    assert!(rims.is_empty());
+    assert_eq!(server.state.requests.load(Ordering::SeqCst), 0);
+    assert_eq!(server.state.ocsp_requests.load(Ordering::SeqCst), 0);
+    assert_eq!(revocation.len(), bomb.len());
+    for r in &revocation {
+        assert!(
+            matches!(r, Revocation::Unknown(why) if why.starts_with("not asked")),
+            "{r:?}"
+        );
+    }
+    // The genuine chain is asked about: the counters would have seen the bomb.
+    let _ = gpu_collateral::revocation(&st, std::slice::from_ref(&genuine), when, 0).await;
+    assert_eq!(server.state.ocsp_requests.load(Ordering::SeqCst), 3);
+
+    // TDX: one base64 character of the quote's PCK certificate changed.
+    let collateral = tvm_validator::run::StoreCollateral::new(store(&dir, &server), 0);
+    let mut quote = testdata("tdx/dcapqvl_tdx_quote_v4.bin");
+    let begin = quote
+        .windows(27)
+        .position(|w| w == b"-----BEGIN CERTIFICATE-----")
+        .unwrap();
+    let i = begin + 27 + 400;
+    quote[i] = if quote[i] == b'A' { b'B' } else { b'A' };
+    let t = at("2025-07-04T10:16:31Z");
+    let e = collateral.tdx(&quote, t).await.err().unwrap();
+    assert!(e.contains("no collateral is fetched"), "{e}");
+    assert_eq!(server.state.requests.load(Ordering::SeqCst), 0);
+    // The genuine quote is fetched for (4 requests: TCB info, QE identity, CRLs).
+    let good = testdata("tdx/dcapqvl_tdx_quote_v4.bin");
+    assert!(collateral.tdx(&good, t).await.is_ok());
+    assert_eq!(server.state.requests.load(Ordering::SeqCst), 4);
+    let _ = std::fs::remove_dir_all(&dir);
+}
