@@ -24,6 +24,14 @@ fn run(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// A policy file that accepts SEV-SNP evidence without AMD's CRL: no real
+/// CRL is among the vectors.
+fn no_crl_policy() -> String {
+    let p = std::env::temp_dir().join(format!("tvm-cli-no-crl-{}.yaml", std::process::id()));
+    std::fs::write(&p, "snp: {dangerous_allow_missing_crl: true}\n").unwrap();
+    p.display().to_string()
+}
+
 #[test]
 fn tdx_accepted_rejected_and_json() {
     let q = td("tdx/dcapqvl_tdx_quote_v4.bin");
@@ -104,6 +112,24 @@ fn snp_with_pinned_and_given_chain() {
         &td("snp/virtee_milan_report.hex"),
         "--vcek",
         &td("snp/virtee_milan_vcek.der"),
+        "--at",
+        "2025-06-01T00:00:00Z",
+    ]);
+    // Genuine, but no CRL: the default policy says so and what to do.
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL  snp.revocation") && out.contains("dangerous_allow_missing_crl"),
+        "{out}"
+    );
+    let policy = no_crl_policy();
+    let (code, out, _) = run(&[
+        "verify",
+        "--snp-report",
+        &td("snp/virtee_milan_report.hex"),
+        "--vcek",
+        &td("snp/virtee_milan_vcek.der"),
+        "--policy",
+        &policy,
         "--at",
         "2025-06-01T00:00:00Z",
     ]);
@@ -226,12 +252,15 @@ async fn collateral_and_vcek_come_from_the_store_and_travel_as_a_bundle() {
     assert!(out.contains("UpToDate"), "{out}");
 
     // The VCEK of SNP-2 from "KDS" (a v2 report: the product is given).
+    let policy = no_crl_policy();
     let snp_args = [
         "verify",
         "--snp-report",
         &snp,
         "--product",
         "milan",
+        "--policy",
+        &policy,
         "--at",
         "2025-06-01T00:00:00Z",
     ];

@@ -143,6 +143,9 @@ pub struct SnpPolicy {
     pub dangerous_allow_debug: bool,
     /// Accept guests that allow a migration agent: it can export their memory.
     pub dangerous_allow_migration_agent: bool,
+    /// Accept evidence whose VCEK/VLEK and ASK were not checked against
+    /// AMD's CRL (none was at hand): a revoked key would pass.
+    pub dangerous_allow_missing_crl: bool,
 }
 
 impl Default for SnpPolicy {
@@ -153,6 +156,7 @@ impl Default for SnpPolicy {
             minimum_tcb: None,
             dangerous_allow_debug: false,
             dangerous_allow_migration_agent: false,
+            dangerous_allow_missing_crl: false,
         }
     }
 }

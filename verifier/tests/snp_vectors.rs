@@ -65,12 +65,13 @@ fn snp1_facts_match_sources() {
     );
     assert!(f.debug_allowed && f.smt_allowed && !f.migration_agent_allowed);
     assert_eq!(f.vmpl, 0);
-    // Genuine, but its guest policy allows debugging: the default policy refuses it.
+    // Genuine, but its guest policy allows debugging and no AMD CRL was
+    // given: the default policy refuses it for both.
     let verdict = appraise(v, &Policy::default(), None, at(WHEN));
     assert!(!verdict.accepted());
     assert_eq!(
         verdict.failures().map(|c| c.name).collect::<Vec<_>>(),
-        vec!["guest.debug"]
+        vec!["snp.revocation", "guest.debug"]
     );
 }
 
@@ -118,11 +119,19 @@ fn snp4_vlek_verifies_inside_its_window_only() {
         assert_eq!(f[0].0, VEK_VALIDITY, "{outside}");
     }
     // Genuine but from VMPL 1: the default policy wants VMPL 0.
-    let verdict = appraise(v, &Policy::default(), None, at("2025-06-01T00:00:00Z"));
+    let verdict = appraise(v, &no_crl_needed(), None, at("2025-06-01T00:00:00Z"));
     assert_eq!(
         verdict.failures().map(|c| c.name).collect::<Vec<_>>(),
         vec!["vmpl"]
     );
+}
+
+/// The default policy, but accepting evidence without AMD's CRL (the
+/// vectors come without one).
+fn no_crl_needed() -> Policy {
+    let mut p = Policy::default();
+    p.snp.dangerous_allow_missing_crl = true;
+    p
 }
 
 #[test]
@@ -132,10 +141,19 @@ fn report_data_binding_is_checked_when_expected() {
         panic!()
     };
     let mut want = f.report_data;
-    let ok = appraise(v.clone(), &Policy::default(), Some(&want), at(WHEN));
+    let ok = appraise(v.clone(), &no_crl_needed(), Some(&want), at(WHEN));
     assert!(ok.accepted(), "{}", ok.render());
+    // Without a CRL the default policy refuses the same genuine report.
+    let strict = appraise(v.clone(), &Policy::default(), Some(&want), at(WHEN));
+    let revocation = strict.check("snp.revocation").unwrap();
+    assert_eq!(revocation.status, Status::Fail);
+    assert!(
+        revocation.detail.contains("dangerous_allow_missing_crl"),
+        "{}",
+        revocation.detail
+    );
     want[0] ^= 1;
-    let wrong = appraise(v, &Policy::default(), Some(&want), at(WHEN));
+    let wrong = appraise(v, &no_crl_needed(), Some(&want), at(WHEN));
     assert_eq!(
         wrong.failures().map(|c| c.name).collect::<Vec<_>>(),
         vec!["report_data"]

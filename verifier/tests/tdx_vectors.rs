@@ -174,4 +174,30 @@ fn grace_extends_use_of_expired_collateral_only_as_far_as_policy_says() {
         .unwrap();
     assert!(fresh.detail.contains("grace"), "{}", fresh.detail);
     assert!(!tdx::verify(&input(after + 2 * day, 2 * day as u64)).genuine());
+
+    // A grace long enough to reach past the PCK certificate's expiry
+    // (2032-02-06) does not revive the certificate: grace is for collateral
+    // past nextUpdate only (dcap-qvl judges at nextUpdate, so the real time
+    // is checked for certificates beside it).
+    let pck_expired = at("2032-02-07T00:00:00Z");
+    let grace = (pck_expired - at("2025-07-19T10:00:35Z")) as u64 + day as u64;
+    let v = tdx::verify(&input(pck_expired, grace));
+    let names = |v: &Verification| failed(v).into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+    assert_eq!(names(&v), vec![PCK_CHAIN], "{:?}", v.checks());
+    let pck = v.checks().iter().find(|c| c.name == PCK_CHAIN).unwrap();
+    assert!(
+        pck.detail.contains("Intel SGX PCK Certificate")
+            && pck.detail.contains("expired at 2032-02-06T23:25:51Z")
+            && pck.detail.contains("not certificates"),
+        "{}",
+        pck.detail
+    );
+    // The TCB signing certificate (2032-05-06) fails the collateral chain.
+    let signer_expired = at("2032-05-07T00:00:00Z");
+    let grace = (signer_expired - at("2025-07-19T10:00:35Z")) as u64 + day as u64;
+    let v = tdx::verify(&input(signer_expired, grace));
+    assert!(names(&v).contains(&PCK_CHAIN), "{:?}", failed(&v));
+    // Inside the certificates' lives, the same grace still applies.
+    let v = tdx::verify(&input(at("2031-01-01T00:00:00Z"), grace));
+    assert!(v.genuine(), "{:?}", failed(&v));
 }

@@ -256,3 +256,36 @@ async fn attester_falls_back_across_ports_and_schemes() {
     let e = att.evidence(&node, &miner, &nonce).await.unwrap_err();
     assert!(e.to_string().contains("cannot reach"), "{e}");
 }
+
+/// A PCK certificate that is not valid yet is named, with its date, under
+/// `pck.chain` (not "the collateral is outside its validity window" with
+/// Unix seconds).
+#[test]
+fn a_pck_certificate_not_yet_valid_is_named_with_its_date() {
+    use tvm_verifier::tee::tdx::{self, checks::PCK_CHAIN, TdxInput};
+    let sim = SimIntel::generate().unwrap();
+    let td = tvm_sim::tdx::SimTd::new(sim.issue_platform().unwrap()).unwrap();
+    let quote = td.quote(&[7; 64]).unwrap();
+    // The PCK certificate starts a day back (as every simulated one does);
+    // judge the quote two hours before that, with collateral of that time.
+    let at = now().0 - 86_400 - 7_200;
+    let collateral = TdxCollateral::prepare(sim.collateral(at).unwrap(), sim.root_der());
+    let v = tdx::verify(&TdxInput {
+        quote: &quote,
+        collateral: &collateral,
+        at,
+        grace_seconds: 0,
+    });
+    let failed: Vec<_> = v
+        .checks()
+        .iter()
+        .filter(|c| c.status == tvm_verifier::Status::Fail)
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].name, PCK_CHAIN, "{failed:?}");
+    assert!(
+        failed[0].detail.contains("is not valid before 20"),
+        "{}",
+        failed[0].detail
+    );
+}

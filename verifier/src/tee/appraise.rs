@@ -14,6 +14,7 @@ pub mod checks {
     pub const GUEST_SMT: &str = "guest.smt";
     pub const VMPL: &str = "vmpl";
     pub const TCB_MINIMUM: &str = "tcb.minimum";
+    pub const SNP_REVOCATION: &str = "snp.revocation";
     pub const MEASUREMENT: &str = "measurement";
     pub const REPORT_DATA: &str = "report_data";
 }
@@ -30,6 +31,7 @@ pub fn appraise(
     let mut checks = v.checks;
     let policy_checks: &[&str] = match &v.facts {
         Some(Facts::SevSnp(_)) => &[
+            SNP_REVOCATION,
             GUEST_DEBUG,
             GUEST_MIGRATION_AGENT,
             GUEST_SMT,
@@ -54,7 +56,28 @@ pub fn appraise(
         .all(|c| c.status != crate::verdict::Status::Fail);
     match (&v.facts, genuine) {
         (Some(Facts::Tdx(f)), true) => checks.extend(appraise_tdx(f, policy, at)),
-        (Some(Facts::SevSnp(f)), true) => checks.extend(appraise_snp(f, policy, at)),
+        (Some(Facts::SevSnp(f)), true) => {
+            // verify says whether AMD's CRL was checked; whether an unchecked
+            // one will do is this policy's call.
+            let crl_checked = checks.iter().any(|c| {
+                c.name == crate::tee::snp::checks::AMD_CRL
+                    && c.status == crate::verdict::Status::Pass
+            });
+            checks.push(
+                match (crl_checked, policy.snp.dangerous_allow_missing_crl) {
+                    (true, _) => Check::pass(SNP_REVOCATION, "checked against AMD's CRL"),
+                    (false, true) => Check::pass(
+                        SNP_REVOCATION,
+                        "AMD's CRL was not checked, allowed by dangerous_allow_missing_crl",
+                    ),
+                    (false, false) => Check::fail(
+                        SNP_REVOCATION,
+                        "AMD's CRL was not checked, so a revoked VCEK, VLEK or ASK would pass: give the CRL (validators fetch it from AMD KDS), or set snp.dangerous_allow_missing_crl",
+                    ),
+                },
+            );
+            checks.extend(appraise_snp(f, policy, at));
+        }
         _ => {
             for name in policy_checks {
                 checks.push(Check::not_checked(name, "evidence did not verify"));

@@ -339,6 +339,19 @@ pub fn verify(input: &TdxInput<'_>) -> Verification {
 
     // Inside the grace, evaluate as of the last moment the collateral was valid.
     let dcap_at = input.at.min(earliest - 1).max(0) as u64;
+    // The grace is for collateral past nextUpdate, never for certificates:
+    // evaluating at an earlier time would also accept certificates that have
+    // expired since, so their validity is checked at the real time too.
+    // It also names a certificate that is not yet valid with its dates (the
+    // path validator's own error says only "not valid yet").
+    let expired_cert =
+        certificate_expired(input.quote, &coll.raw, input.at).map(|(stage, why)| {
+            if (dcap_at as i64) < input.at {
+                (stage, format!("{why}: the policy's collateral grace covers collateral past its nextUpdate, not certificates"))
+            } else {
+                (stage, why)
+            }
+        });
     // Debug is a policy question (td.debug in appraisal), so dcap-qvl lets it through.
     let verifier = dcap_qvl::verify::QuoteVerifier::new(coll.root_der.clone()).allow_debug(true);
     match verifier.verify(input.quote, &coll.raw, dcap_at) {
@@ -370,12 +383,22 @@ pub fn verify(input: &TdxInput<'_>) -> Verification {
                     ),
                     _ => "attributes of a production TD (debug is judged by policy)".to_string(),
                 };
-                checks.push(Check::pass(stage, detail));
+                match &expired_cert {
+                    Some((failed, why)) if *failed == stage => {
+                        checks.push(Check::fail(stage, why.clone()));
+                    }
+                    _ => checks.push(Check::pass(stage, detail)),
+                }
             }
         }
         Err(e) => {
-            let msg = format!("{e:#}");
-            let failed = classify(&msg);
+            let (failed, msg) = match &expired_cert {
+                Some((stage, why)) => (*stage, why.clone()),
+                None => {
+                    let msg = format!("{e:#}");
+                    (classify(&msg), msg)
+                }
+            };
             let pos = DCAP_STAGES.iter().position(|s| *s == failed);
             match pos {
                 Some(i) => {
@@ -408,6 +431,47 @@ pub fn verify(input: &TdxInput<'_>) -> Verification {
         checks,
         facts: Some(Facts::Tdx(facts)),
     }
+}
+
+/// A certificate of the quote's PCK chain or of the collateral's issuer
+/// chains that is not valid at `at`, with the check it fails.
+fn certificate_expired(
+    quote: &[u8],
+    raw: &QuoteCollateralV3,
+    at: i64,
+) -> Option<(&'static str, String)> {
+    let pck = Quote::parse(quote)
+        .ok()
+        .and_then(|q| dcap_qvl::intel::extract_cert_chain(&q).ok())
+        .unwrap_or_default();
+    let issuers = [
+        &raw.tcb_info_issuer_chain,
+        &raw.qe_identity_issuer_chain,
+        &raw.pck_crl_issuer_chain,
+    ]
+    .iter()
+    .flat_map(|pem| tvm_certs::anchors::pem_certificates(pem.as_bytes()).unwrap_or_default())
+    .collect::<Vec<_>>();
+    for (stage, ders) in [(PCK_CHAIN, pck), (COLLATERAL_CHAIN, issuers)] {
+        for der in ders {
+            let Ok((_, c)) = x509_parser::parse_x509_certificate(&der) else {
+                continue;
+            };
+            let (from, to) = (
+                c.validity().not_before.timestamp(),
+                c.validity().not_after.timestamp(),
+            );
+            if at > to || at < from {
+                let when = if at > to {
+                    format!("expired at {}", rfc3339(to))
+                } else {
+                    format!("is not valid before {}", rfc3339(from))
+                };
+                return Some((stage, format!("certificate {} {when}", c.subject())));
+            }
+        }
+    }
+    None
 }
 
 /// Why a quote does not say which platform's collateral it needs.
