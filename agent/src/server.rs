@@ -181,6 +181,10 @@ async fn signed(
         .access
         .check(&h, &body, kind)
         .map_err(|d| refuse(s, route, &d))?;
+    // A signed caller's connection may stay open (see listener).
+    if let Some(conn) = parts.extensions.get::<crate::listener::ConnActivity>() {
+        conn.mark_signed();
+    }
     Ok(Signed {
         method: parts.method,
         headers: parts.headers,

@@ -322,3 +322,54 @@ async fn griefer_lifter_and_bomb_get_nothing_and_cost_no_fetch() {
     assert_eq!(collateral.tdx.load(Ordering::SeqCst), 2);
     assert_eq!(report.scores.v6.keys().collect::<Vec<_>>(), vec![&1]);
 }
+
+/// 2048 HTTP/2 connections from one address that send the preface and then
+/// nothing (the agent's connection limit) do not keep a validator out: one
+/// address holds at most its share, and the validator is served at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_flood_from_one_address_does_not_lock_out_a_validator() {
+    use tokio::io::AsyncWriteExt;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let sim = dir.path().join("sim");
+    let agent = sim_agent(&sim, "//Victim", "127.0.0.50:0".parse().unwrap(), 1).unwrap();
+    // HTTP/2 preface and an empty SETTINGS frame: a connection hyper serves.
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+    let mut flood = Vec::new();
+    for _ in 0..2048 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.51:0".parse().unwrap()).unwrap();
+        let Ok(Ok(mut s)) =
+            tokio::time::timeout(Duration::from_secs(2), socket.connect(agent.https)).await
+        else {
+            continue;
+        };
+        let _ = s.write_all(PREFACE).await;
+        flood.push(s);
+    }
+    assert!(
+        flood.len() >= 1024,
+        "only {} connections opened",
+        flood.len()
+    );
+    // A validator from another address, over RA-TLS, with a tight deadline.
+    let mut attester = Attester::new(key("//Validator").unwrap(), Duration::from_secs(10)).unwrap();
+    attester.ports = vec![agent.https.port()];
+    let nonce = Nonce::generate(&key("//Validator").unwrap().account_id());
+    let fetched = tokio::time::timeout(
+        Duration::from_secs(10),
+        attester.evidence(
+            &NodeEntry {
+                ip: "127.0.0.50".into(),
+                price: None,
+            },
+            &key("//Victim").unwrap().account_id(),
+            &nonce,
+        ),
+    )
+    .await
+    .expect("the validator waited behind the flood")
+    .unwrap();
+    assert!(fetched.tls_spki_sha256.is_some(), "served over RA-TLS");
+    drop(flood);
+}
