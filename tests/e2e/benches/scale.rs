@@ -4,21 +4,23 @@
 //!
 //! A responder in a child process (so the validator's own CPU and memory
 //! are measured alone) serves 250 miners' node lists (40 nodes each) and
-//! their evidence on 40 loopback addresses, with a mix of honest and
-//! failing nodes:
+//! every node on its own loopback address over RA-TLS, as agents serve
+//! (the agent's own listener, each node its own TLS key, which is its CVM
+//! id), with a mix of honest and failing nodes:
 //!
-//! - 54 % honest: a fresh SIMULATED TDX quote and one simulated GPU's SPDM
+//! - 53 % honest: a fresh SIMULATED TDX quote and one simulated GPU's SPDM
 //!   report signed for the validator's nonce (each node its own CVM and GPU),
-//! - 20 % stale: canned evidence for another nonce (fails `report_data`),
+//! - 20 % stale: canned evidence for another nonce and CVM (fails),
 //! - 10 % overloaded (503), 5 % junk JSON, 10 % listed where nothing
-//!   listens, 1 % hang until the validator's timeout.
+//!   listens, 1 % certificate bombs (a GPU chain of 2,000 certificates),
+//!   1 % hang until the validator's timeout.
 //!
-//! The parent runs the round (`round::run`: node lists, evidence,
-//! appraisal, scoring; no database writes) with the devnet's simulated
-//! collateral and policy, relaxed for plain HTTP, and prints wall time, its
-//! CPU time and peak RSS, the responder's CPU time, and checks every node
-//! came out as its kind says. It exits 1 when the target (< 60 s, < 1 GiB)
-//! is missed.
+//! The parent runs the round (`round::run`: node lists, evidence over
+//! RA-TLS, appraisal, scoring; no database writes) with the devnet's
+//! simulated collateral and policy, and prints wall time, its CPU time (per
+//! node, and per TLS connection, measured apart), peak RSS, the responder's
+//! CPU time, and checks every node came out as its kind says. It exits 1
+//! when the target (< 60 s, < 1 GiB) is missed.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -36,6 +38,7 @@ use axum::Router;
 use tvm_agent::backend::sim::{hierarchy, SimDevices, SimTee};
 use tvm_agent::backend::Gather;
 use tvm_agent::evidence::EvidenceSource;
+use tvm_agent::tls::TlsIdentity;
 use tvm_protocol::evidence::EvidenceRequest;
 use tvm_protocol::keys::{AccountId, Hotkey};
 use tvm_protocol::nonce::Nonce;
@@ -53,30 +56,30 @@ enum Kind {
     Overloaded,
     Junk,
     Refused,
+    Bomb,
     Hang,
 }
 
 fn kind(k: usize) -> Kind {
     match k % 100 {
-        0..=49 | 95..=98 => Kind::Honest,
+        0..=49 | 95..=97 => Kind::Honest,
         50..=69 => Kind::Stale,
         70..=79 => Kind::Overloaded,
         80..=84 => Kind::Junk,
         85..=94 => Kind::Refused,
+        98 => Kind::Bomb,
         _ => Kind::Hang,
     }
 }
 
-fn listen_ip(j: usize) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 0, 1, j as u8 + 1))
-}
-
-/// Where node `j` of a miner is listed: nobody listens on 127.0.2.x.
-fn listed_ip(k: usize, j: usize) -> IpAddr {
-    match kind(k) {
-        Kind::Refused => IpAddr::V4(Ipv4Addr::new(127, 0, 2, j as u8 + 1)),
-        _ => listen_ip(j),
-    }
+/// Node `k`'s own loopback address (nothing listens there for `Refused`).
+fn node_ip(k: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(
+        127,
+        1 + (k / 250) as u8,
+        0,
+        1 + (k % 250) as u8,
+    ))
 }
 
 fn miner_key(i: usize) -> Hotkey {
@@ -87,6 +90,7 @@ struct Responder {
     miners: HashMap<String, usize>,
     sources: HashMap<usize, EvidenceSource>,
     stale: Vec<u8>,
+    bomb: Vec<u8>,
 }
 
 fn signed_for(h: &HeaderMap) -> Option<&str> {
@@ -98,20 +102,19 @@ async fn node_list(State(r): State<Arc<Responder>>, h: HeaderMap) -> Response {
         return StatusCode::FORBIDDEN.into_response();
     };
     let list: Vec<_> = (0..PER_MINER)
-        .map(|j| serde_json::json!({"ip": listed_ip(i * PER_MINER + j, j).to_string(), "price": 200}))
+        .map(|j| serde_json::json!({"ip": node_ip(i * PER_MINER + j).to_string(), "price": 200}))
         .collect();
     axum::Json(list).into_response()
 }
 
 async fn evidence(
-    State((r, j)): State<(Arc<Responder>, usize)>,
+    State((r, k)): State<(Arc<Responder>, usize)>,
     h: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let Some(&i) = signed_for(&h).and_then(|m| r.miners.get(m)) else {
+    if signed_for(&h).and_then(|m| r.miners.get(m)) != Some(&(k / PER_MINER)) {
         return StatusCode::FORBIDDEN.into_response();
-    };
-    let k = i * PER_MINER + j;
+    }
     let json = |b: Vec<u8>| ([("content-type", "application/json")], b).into_response();
     match kind(k) {
         Kind::Honest => {
@@ -133,6 +136,7 @@ async fn evidence(
         Kind::Stale => json(r.stale.clone()),
         Kind::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded").into_response(),
         Kind::Junk => json(b"{\"quote\": 42}".to_vec()),
+        Kind::Bomb => json(r.bomb.clone()),
         Kind::Hang => {
             tokio::time::sleep(TIMEOUT * 3).await;
             StatusCode::GATEWAY_TIMEOUT.into_response()
@@ -154,37 +158,56 @@ fn responder(sim: &Path, nodes: usize) {
         })
         .expect("sim TDX"),
     );
-    let honest: Vec<usize> = (0..miners_n * PER_MINER)
-        .filter(|k| kind(*k) == Kind::Honest)
+    // Every listening node's TLS key (its CVM id); honest ones' sources.
+    let listening: Vec<usize> = (0..miners_n * PER_MINER)
+        .filter(|k| kind(*k) != Kind::Refused)
         .collect();
-    // Two threads: the machine has two cores.
-    let half = honest.len() / 2;
-    let make = |ks: &[usize]| -> Vec<(usize, EvidenceSource)> {
+    let make = |ks: &[usize]| -> Vec<(usize, TlsIdentity, Option<EvidenceSource>)> {
         ks.iter()
             .map(|&k| {
-                let devices = SimDevices::issue(&nvidia, 1, 0, Duration::ZERO).expect("sim GPU");
-                let src = EvidenceSource {
+                let tls = TlsIdentity::generate(&[node_ip(k).to_string()]).expect("TLS key");
+                let src = (kind(k) == Kind::Honest).then(|| EvidenceSource {
                     tee: Box::new(tee.clone()),
-                    devices: Box::new(devices),
-                    cvm_id: tvm_protocol::Digest32::sha256(&k.to_be_bytes()),
+                    devices: Box::new(
+                        SimDevices::issue(&nvidia, 1, 0, Duration::ZERO).expect("sim GPU"),
+                    ),
+                    cvm_id: tls.cvm_id(),
                     runtime: Default::default(),
                     gather: Gather::Sequential,
-                };
-                (k, src)
+                });
+                (k, tls, src)
             })
             .collect()
     };
-    let sources: HashMap<usize, EvidenceSource> = std::thread::scope(|s| {
-        let a = s.spawn(|| make(&honest[..half]));
-        let b = make(&honest[half..]);
+    // Two threads: the machine has two cores.
+    let half = listening.len() / 2;
+    let made: Vec<(usize, TlsIdentity, Option<EvidenceSource>)> = std::thread::scope(|s| {
+        let a = s.spawn(|| make(&listening[..half]));
+        let b = make(&listening[half..]);
         let mut all = a.join().expect("setup thread");
         all.extend(b);
-        all.into_iter().collect()
+        all
     });
+    let mut sources = HashMap::new();
+    let mut keys = Vec::new();
+    for (k, tls, src) in made {
+        if let Some(src) = src {
+            sources.insert(k, src);
+        }
+        keys.push((k, tls));
+    }
+    let some_honest = *sources.keys().next().expect("an honest node");
     let stale = {
-        let src = &sources[&honest[0]];
+        let src = &sources[&some_honest];
         let other = Nonce::generate(&Hotkey::from_uri("//Someone").expect("key").account_id());
         serde_json::to_vec(&src.produce(other).expect("stale").bundle).expect("json")
+    };
+    // A certificate bomb: the stale bundle with 2,000 certificates in a chain.
+    let bomb = {
+        let mut b: serde_json::Value = serde_json::from_slice(&stale).expect("json");
+        let cert = b["gpus"][0]["cert_chain"][0].clone();
+        b["gpus"][0]["cert_chain"] = serde_json::Value::Array(vec![cert; 2000]);
+        serde_json::to_vec(&b).expect("json")
     };
     let miners = (0..miners_n)
         .map(|i| (miner_key(i).account_id().to_ss58(), i))
@@ -193,20 +216,23 @@ fn responder(sim: &Path, nodes: usize) {
         miners,
         sources,
         stale,
+        bomb,
     });
     rt.block_on(async move {
-        let port = std::net::TcpListener::bind(SocketAddr::new(listen_ip(0), 0))
+        let port = std::net::TcpListener::bind(SocketAddr::new(node_ip(0), 0))
             .and_then(|l| l.local_addr())
             .expect("port")
             .port();
-        for j in 0..PER_MINER {
+        for (k, tls) in keys {
             let app = Router::new()
                 .route("/api/v1/evidence", post(evidence))
-                .with_state((r.clone(), j));
-            let l = tokio::net::TcpListener::bind(SocketAddr::new(listen_ip(j), port))
+                .route("/health", get(|| async { "ok" }))
+                .with_state((r.clone(), k));
+            let l = tokio::net::TcpListener::bind(SocketAddr::new(node_ip(k), port))
                 .await
                 .expect("bind");
-            tokio::spawn(async move { axum::serve(l, app).await });
+            let tls = tls.server_config().expect("TLS config");
+            tokio::spawn(tvm_agent::listener::serve(l, app, Some(tls)));
         }
         let app = Router::new().route("/cvm", get(node_list)).with_state(r);
         let l = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -282,10 +308,9 @@ fn main() {
             axon,
         })
         .collect();
-    let (mut policy, pcs) = tvm_e2e::devnet_trust(&sim).expect("devnet trust");
-    // The responder serves plain HTTP (no TLS handshakes to pay for on
-    // either side): the TLS key check is relaxed, everything else is not.
-    policy.dangerous_allow_plain_http = true;
+    // Nothing relaxed but the simulated roots: every node is fetched over
+    // RA-TLS and its TLS key checked, as real rounds run.
+    let (policy, pcs) = tvm_e2e::devnet_trust(&sim).expect("devnet trust");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let mut attester = Attester::new(validator.clone(), TIMEOUT).expect("client");
     attester.ports = vec![port];
@@ -293,7 +318,7 @@ fn main() {
         concurrency: 256,
         node_timeout: TIMEOUT,
         retries: 1,
-        // Loopback responder, plain HTTP (below).
+        // A loopback responder.
         dangerous_allow_private_addresses: true,
         ..RoundConfig::default()
     };
@@ -310,6 +335,29 @@ fn main() {
     let wall = t.elapsed();
     let cpu = rusage(libc::RUSAGE_SELF) - cpu0;
     let rss = peak_rss_mib();
+    // The validator's CPU for one RA-TLS connection (handshake, one small
+    // request), measured apart: fresh clients to one honest node.
+    let honest_ip = (0..nodes)
+        .map(node_ip)
+        .zip(0..)
+        .find(|(_, k)| kind(*k) == Kind::Honest)
+        .map(|(ip, _)| ip)
+        .expect("an honest node");
+    const TLS_CONNECTIONS: u32 = 300;
+    let tls_cpu0 = rusage(libc::RUSAGE_SELF);
+    rt.block_on(async {
+        for _ in 0..TLS_CONNECTIONS {
+            let client =
+                tvm_validator::ratls::dangerous_any_certificate_client(TIMEOUT).expect("client");
+            let r = client
+                .get(format!("https://{honest_ip}:{port}/health"))
+                .send()
+                .await
+                .expect("health");
+            assert!(r.status().is_success());
+        }
+    });
+    let tls_cpu = (rusage(libc::RUSAGE_SELF) - tls_cpu0) / TLS_CONNECTIONS;
     let _ = child.kill();
     let _ = child.wait();
     let responder_cpu = rusage(libc::RUSAGE_CHILDREN);
@@ -322,14 +370,10 @@ fn main() {
         .map(|(i, m)| (m.hotkey, i))
         .collect();
     let uid_to_i: HashMap<u16, usize> = miners.iter().map(|m| (m.uid, index[&m.hotkey])).collect();
+    let k_of: HashMap<String, usize> = (0..nodes).map(|k| (node_ip(k).to_string(), k)).collect();
     for (n, s) in &report.scores.nodes {
-        let last: usize = n
-            .node
-            .rsplit('.')
-            .next()
-            .and_then(|x| x.parse().ok())
-            .expect("node ip");
-        let k = uid_to_i[&n.miner_uid] * PER_MINER + last - 1;
+        let k = k_of[&n.node];
+        assert_eq!(k / PER_MINER, uid_to_i[&n.miner_uid], "{}", n.node);
         let kd = kind(k);
         let ok = match kd {
             Kind::Honest => matches!(s, NodeScore::Counted { .. }),
@@ -349,6 +393,11 @@ fn main() {
         cpu.as_secs_f64() * 100.0 / wall.as_secs_f64() / 2.0,
         rss,
         responder_cpu.as_secs_f64(),
+    );
+    println!(
+        "  validator CPU per node {:.2} ms; per RA-TLS connection (new client, handshake, one request) {:.2} ms",
+        cpu.as_secs_f64() * 1e3 / nodes as f64,
+        tls_cpu.as_secs_f64() * 1e3,
     );
     let mut kinds: Vec<_> = by_kind.into_iter().collect();
     kinds.sort_by_key(|(k, _)| format!("{k:?}"));
