@@ -106,3 +106,181 @@ async fn a_round_scores_honest_duplicate_and_silent_nodes() {
     assert_eq!(report.scores.weights, vec![(0, 19661), (2, 45874)]);
     assert!(report.miner_errors.is_empty(), "{:?}", report.miner_errors);
 }
+
+/// A node that answers with `answers` in turn (then the last one forever),
+/// counting requests. `None` hangs.
+async fn scripted_node(
+    at: SocketAddr,
+    answers: Vec<Option<(u16, &'static str)>>,
+) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    let app = axum::Router::new().route(
+        "/api/v1/evidence",
+        axum::routing::post(move || {
+            let n = seen.fetch_add(1, Ordering::SeqCst);
+            let answer = answers[n.min(answers.len() - 1)];
+            async move {
+                match answer {
+                    None => {
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                        (axum::http::StatusCode::OK, "")
+                    }
+                    Some((status, body)) => {
+                        (axum::http::StatusCode::from_u16(status).unwrap(), body)
+                    }
+                }
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind(at).await.unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await });
+    count
+}
+
+/// The round's own timeout and retry path (the scale bench covers it at
+/// size, but CI does not run benches): a hanging node is given up on after
+/// its tries, a 503 is tried again, junk is refused without a retry; a
+/// miner of hanging nodes spends its budget, not the round's; the round's
+/// deadline stops what is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hanging_busy_and_junk_nodes_and_the_round_s_budgets() {
+    use std::sync::atomic::Ordering;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let sim = dir.path().join("sim");
+    let port = std::net::TcpListener::bind("127.0.0.60:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let at = |host: u8| SocketAddr::from(([127, 0, 0, host], port));
+    let _honest = sim_agent(&sim, "//Miner1", at(60), 1).unwrap();
+    let hang = scripted_node(at(61), vec![None]).await;
+    let busy = scripted_node(
+        at(62),
+        vec![Some((503, "busy")), Some((200, "{\"version\": 2}"))],
+    )
+    .await;
+    let junk = scripted_node(at(63), vec![Some((200, "{\"quote\": 42}"))]).await;
+    // Miner 2: eight hanging nodes, more than its budget holds.
+    for h in 70..78 {
+        scripted_node(at(h), vec![None]).await;
+    }
+    let entry = |host: u8| NodeEntry {
+        ip: format!("127.0.0.{host}"),
+        price: None,
+    };
+    let miners = vec![
+        Miner {
+            uid: 1,
+            hotkey: key("//Miner1").unwrap().account_id(),
+            axon: axon("//Miner1", vec![entry(60), entry(61), entry(62), entry(63)])
+                .await
+                .unwrap(),
+        },
+        Miner {
+            uid: 2,
+            hotkey: key("//Miner2").unwrap().account_id(),
+            axon: axon("//Miner2", (70..78).map(entry).collect())
+                .await
+                .unwrap(),
+        },
+    ];
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let (policy, collateral) = devnet_trust(&sim).unwrap();
+    let mut attester = Attester::new(key("//Validator").unwrap(), Duration::from_secs(10)).unwrap();
+    attester.ports = vec![port];
+    let cfg = RoundConfig {
+        concurrency: 4,
+        node_timeout: Duration::from_secs(1),
+        retries: 1,
+        node_deadline: Duration::from_secs(5),
+        // 5 s of node time per miner: miner 1's hanging node (two tries of
+        // 1 s and a pause) fits; miner 2's first hanging nodes spend its
+        // budget and the rest are not attested.
+        miner_budget: round::MinerBudget {
+            base: Duration::from_secs(5),
+            per_node: Duration::ZERO,
+        },
+        dangerous_allow_private_addresses: true,
+        ..RoundConfig::default()
+    };
+    let validator = key("//Validator").unwrap().account_id();
+    let report = round::run(
+        &miners,
+        &attester,
+        &validator,
+        &policy,
+        &collateral,
+        &cfg,
+        now,
+    )
+    .await;
+    let node = |host: &str| report.nodes.iter().find(|n| n.node == host).unwrap();
+    let error = |host: &str| node(host).error.clone().unwrap_or_default();
+
+    assert!(node("127.0.0.60").verdict.as_ref().unwrap().accepted());
+    // Hanging: each try gets node_timeout, and both tries are said.
+    assert!(
+        error("127.0.0.61").contains("no evidence within 1s (tried 2 times)"),
+        "{}",
+        error("127.0.0.61")
+    );
+    assert_eq!(hang.load(Ordering::SeqCst), 2);
+    // Busy, then an answer: tried again, and the answer is judged.
+    assert_eq!(busy.load(Ordering::SeqCst), 2);
+    assert!(
+        error("127.0.0.62").contains("malformed"),
+        "{}",
+        error("127.0.0.62")
+    );
+    // Junk: refused as malformed, not tried again.
+    assert!(
+        error("127.0.0.63").contains("malformed"),
+        "{}",
+        error("127.0.0.63")
+    );
+    assert_eq!(junk.load(Ordering::SeqCst), 1);
+    // Miner 2 spent its budget: some nodes were not attested, and say why.
+    let unattested = (70..78)
+        .filter(|h| error(&format!("127.0.0.{h}")).contains("time budget"))
+        .count();
+    assert!(unattested >= 4, "{:?}", report.nodes);
+    // Miner 1's honest node was not held up by miner 2's.
+    assert_eq!(report.scores.v6, BTreeMap::from([(1, 1.0)]));
+
+    // A round deadline shorter than one hanging node: what is left is not
+    // attested, and the round still scores what it has.
+    let cfg = RoundConfig {
+        concurrency: 1,
+        round_deadline: Some(Duration::from_millis(1500)),
+        miner_budget: round::MinerBudget::default(),
+        ..cfg
+    };
+    let report = round::run(
+        &miners,
+        &attester,
+        &validator,
+        &policy,
+        &collateral,
+        &cfg,
+        now,
+    )
+    .await;
+    let over = report
+        .nodes
+        .iter()
+        .filter(|n| {
+            n.error
+                .as_deref()
+                .is_some_and(|e| e.contains("round's deadline"))
+        })
+        .count();
+    assert!(over >= 8, "{:?}", report.nodes);
+    assert_eq!(report.nodes.len(), 12);
+}
