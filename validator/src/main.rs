@@ -144,6 +144,10 @@ struct CheckArgs {
     /// TDX collateral (JSON) instead of the store.
     #[arg(long)]
     collateral: Option<PathBuf>,
+    /// Judge the evidence as of this time: RFC 3339 or Unix seconds
+    /// (collateral saved earlier). Default: now.
+    #[arg(long)]
+    at: Option<String>,
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -528,10 +532,13 @@ fn check(args: &CheckArgs) -> Result<tvm_verifier::bundle::BundleVerdict, String
         },
         _ => (bare.to_string(), None),
     };
-    let at = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+    let at = match &args.at {
+        Some(s) => parse_time(s).map_err(|e| format!("--at: {e}"))?,
+        None => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0),
+    };
     let rt = runtime()?;
     let mut attester =
         tvm_validator::attest::Attester::new(signer.clone(), std::time::Duration::from_secs(120))

@@ -270,19 +270,23 @@ fn check_prints_every_check_and_exits_by_the_verdict() {
     let miner = Hotkey::from_uri("//Miner1").unwrap().account_id().to_ss58();
     let collateral = td("tdx/dcapqvl_tdx_quote_v4_collateral.json");
     let node = format!("http://127.0.0.60:{port}");
+    // At a time the collateral is fresh (not today: it expired in 2025).
     let (code, out, err) = check(&[
         &node,
         "--miner-hotkey",
         &miner,
         "--collateral",
         collateral.to_str().unwrap(),
+        "--at",
+        "2025-07-04T10:16:31Z",
     ]);
     assert_eq!(code, 1, "rejected: {out}{err}");
     assert!(err.contains("(plain HTTP)"), "{err}");
     assert!(out.contains("REJECTED"), "{out}");
     // The quote is genuine; its report_data is not for our nonce.
-    assert!(out.contains("report_data"), "{out}");
-    assert!(out.contains("quote.signature"), "{out}");
+    assert!(out.contains("PASS  collateral.fresh"), "{out}");
+    assert!(out.contains("PASS  quote.signature"), "{out}");
+    assert!(out.contains("FAIL  report_data"), "{out}");
     assert_eq!(hits.lock().unwrap().len(), 1);
 
     let (code, out, _) = check(&[
