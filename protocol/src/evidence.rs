@@ -129,7 +129,7 @@ pub struct Runtime {
 pub enum BundleError {
     #[error("evidence bundle is {0} bytes; the limit is {MAX_BUNDLE_BYTES}")]
     TooLarge(usize),
-    #[error("evidence bundle version {found} is not supported (this build reads version {supported}): upgrade tvm")]
+    #[error("evidence bundle version {found} is not supported (this build reads version {supported}): the agent and the validator speak different protocol versions; upgrade whichever is older")]
     UnsupportedVersion { found: u64, supported: u32 },
     #[error("evidence bundle is malformed at {path}: {reason}")]
     Malformed { path: String, reason: String },

@@ -283,8 +283,15 @@ fn verify_gpus(args: &VerifyArgs, policy: &Policy, at: i64) -> Result<NodeVerdic
         None => None,
     };
     let mut devices = Vec::new();
+    // The devices of an agent's bundle answer the nonce bound to its CVM.
+    let mut bundle_cvm = None;
     for path in &args.gpu_evidence {
         let data = read(path, "GPU evidence")?;
+        if data.trim_ascii_start().starts_with(b"{") {
+            if let Ok(b) = tvm_protocol::EvidenceBundle::from_json(&data) {
+                bundle_cvm = Some(b.claims.cvm_id);
+            }
+        }
         devices.extend(
             gpu_input::read(&data, chain.as_deref())
                 .map_err(|e| format!("{}: {e}", path.display()))?,
@@ -293,10 +300,14 @@ fn verify_gpus(args: &VerifyArgs, policy: &Policy, at: i64) -> Result<NodeVerdic
     let nonce = match &args.nonce {
         None => None,
         Some(h) => {
-            let mut out = [0u8; 32];
-            hex::decode_to_slice(h.trim_start_matches("0x"), &mut out)
+            let nonce: tvm_protocol::Nonce = h
+                .trim_start_matches("0x")
+                .parse()
                 .map_err(|_| "--nonce must be 64 hex characters (32 bytes)".to_string())?;
-            Some(out)
+            Some(match bundle_cvm {
+                Some(cvm) => tvm_protocol::device_nonce(&nonce, &cvm),
+                None => nonce.0,
+            })
         }
     };
     let mut rims = args

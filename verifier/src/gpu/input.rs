@@ -118,7 +118,11 @@ pub fn pem_chain(pem: &[u8]) -> Result<Vec<Vec<u8>>, EvidenceError> {
 
 /// The GPUs and switches of one of our evidence bundles.
 pub fn from_bundle(bundle: &EvidenceBundle) -> Vec<DeviceEvidence> {
-    let nonce = Some(hex::encode(bundle.nonce.0));
+    // What the devices were asked to sign: the nonce bound to the CVM.
+    let nonce = Some(hex::encode(tvm_protocol::binding::device_nonce(
+        &bundle.nonce,
+        &bundle.claims.cvm_id,
+    )));
     let gpus = bundle.gpus.iter().enumerate().map(|(i, d)| ("gpu", i, d));
     let switches = bundle
         .switches
