@@ -364,4 +364,36 @@ mod tests {
         );
         assert_eq!(crate::policy::parse_tcb_status("UpTodate"), None);
     }
+
+    /// No real vector carries advisories, so the policy's advisory list is
+    /// tested on facts (appraisal judges facts; verify made them).
+    #[test]
+    fn advisories_pass_only_when_the_policy_lists_every_one() {
+        let with = |ids: &[&str]| {
+            let mut v = verified_td(Some(TcbStatus::SWHardeningNeeded));
+            if let Some(Facts::Tdx(f)) = v.facts.as_mut() {
+                f.advisory_ids = ids.iter().map(|s| s.to_string()).collect();
+            }
+            v
+        };
+        let policy = Policy::from_yaml(
+            "tdx: {allowed_tcb_statuses: [UpToDate, SWHardeningNeeded], allowed_advisories: [INTEL-SA-00837]}",
+        )
+        .unwrap();
+        let check = |ids: &[&str], p: &Policy| {
+            let v = appraise(with(ids), p, None, 0);
+            let c = v.check(TCB_ADVISORIES).unwrap().clone();
+            (c.status, c.detail, v.accepted())
+        };
+        assert_eq!(check(&[], &policy).0, Status::Pass);
+        let (s, d, ok) = check(&["INTEL-SA-00837"], &policy);
+        assert_eq!((s, ok), (Status::Pass, true));
+        assert!(d.contains("allowed by policy"), "{d}");
+        let (s, d, ok) = check(&["INTEL-SA-00837", "INTEL-SA-00960"], &policy);
+        assert_eq!((s, ok), (Status::Fail, false));
+        assert!(d.contains("INTEL-SA-00960") && !d.contains("00837"), "{d}");
+        // The default policy allows none.
+        let (s, _, _) = check(&["INTEL-SA-00837"], &Policy::default());
+        assert_eq!(s, Status::Fail);
+    }
 }

@@ -1,0 +1,206 @@
+//! The policy's paths on real evidence: the image allow-list (measurements,
+//! `valid_from`/`valid_until`), `guest.smt`, `tcb.minimum`, and the guard that
+//! keeps real SEV-SNP evidence from vouching for SIMULATED claims. Each
+//! fails when the property it names breaks.
+
+mod common;
+use common::{at, testdata};
+use tvm_verifier::tee::{snp, tdx};
+use tvm_verifier::{appraise, Policy, Status, Verdict};
+
+fn tdx1(policy: &Policy, when: &str) -> Verdict {
+    let c = tdx::parse_collateral(&testdata("tdx/dcapqvl_tdx_quote_v4_collateral.json")).unwrap();
+    let c = tdx::TdxCollateral::prepare(c, tvm_certs::anchors::intel_sgx_root().unwrap());
+    let v = tdx::verify(&tdx::TdxInput {
+        quote: &testdata("tdx/dcapqvl_tdx_quote_v4.bin"),
+        collateral: &c,
+        at: at(when),
+        grace_seconds: 0,
+    });
+    assert!(v.genuine());
+    appraise(v, policy, None, at(when))
+}
+
+const MRTD: &str = "91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7";
+const WHEN: &str = "2025-07-04T10:16:31Z";
+
+fn images(yaml: &str) -> Policy {
+    Policy::from_yaml(&format!("images:\n{yaml}")).unwrap()
+}
+
+fn measurement(v: &Verdict) -> (Status, String) {
+    let c = v.check("measurement").unwrap();
+    (c.status, c.detail.clone())
+}
+
+#[test]
+fn tdx_images_are_matched_by_measurement_and_time() {
+    let zeros = "0".repeat(96);
+    // MRTD and RTMR3 as TDX-1 measured them.
+    let p = images(&format!(
+        "  - {{name: v1, tdx: {{mrtd: \"{MRTD}\", rtmr3: \"{zeros}\"}}}}\n"
+    ));
+    let v = tdx1(&p, WHEN);
+    assert_eq!(measurement(&v), (Status::Pass, "image v1".into()));
+    assert!(v.accepted());
+    // Another MRTD: no image matches, and the closest is named.
+    let p = images(&format!(
+        "  - {{name: other, tdx: {{mrtd: \"{zeros}\", rtmr3: \"{ones}\"}}}}\n  - {{name: v1-wrong-rtmr, tdx: {{mrtd: \"{MRTD}\", rtmr3: \"{ones}\"}}}}\n",
+        ones = "1".repeat(96)
+    ));
+    let (s, d) = measurement(&tdx1(&p, WHEN));
+    assert_eq!(s, Status::Fail);
+    assert!(d.contains("closest is v1-wrong-rtmr (RTMR3 differ)"), "{d}");
+    // The right image outside its window: before valid_from, after valid_until.
+    for window in [
+        "valid_until: 2025-07-01T00:00:00Z",
+        "valid_from: 2025-08-01T00:00:00Z",
+    ] {
+        let p = images(&format!(
+            "  - {{name: v1, tdx: {{mrtd: \"{MRTD}\"}}, {window}}}\n"
+        ));
+        let v = tdx1(&p, WHEN);
+        let (s, d) = measurement(&v);
+        assert_eq!(s, Status::Fail, "{window}");
+        assert!(d.contains("not accepted at this time"), "{window}: {d}");
+        assert!(!v.accepted());
+    }
+    // Inside the window it passes.
+    let p = images(&format!(
+        "  - {{name: v1, tdx: {{mrtd: \"{MRTD}\"}}, valid_from: 2025-07-01T00:00:00Z, valid_until: 2025-08-01T00:00:00Z}}\n"
+    ));
+    assert_eq!(measurement(&tdx1(&p, WHEN)).0, Status::Pass);
+}
+
+/// SNP-2 (virtee): TCB bl 3, tee 0, snp 8, microcode 115; SMT allowed.
+fn snp2(policy: &Policy) -> Verdict {
+    let when = "2025-06-01T00:00:00Z";
+    let e = snp::SnpEndorsement::prepare(&testdata("snp/virtee_milan_vcek.der"), None);
+    let v = snp::verify(&snp::SnpInput {
+        report: &testdata("snp/virtee_milan_report.hex"),
+        endorsement: &e,
+        grace_seconds: 0,
+        at: at(when),
+    });
+    assert!(v.genuine());
+    appraise(v, policy, None, at(when))
+}
+
+fn snp_policy(extra: &str) -> Policy {
+    // No real AMD CRL is among the vectors.
+    Policy::from_yaml(&format!(
+        "snp: {{dangerous_allow_missing_crl: true{extra}}}"
+    ))
+    .unwrap()
+}
+
+#[test]
+fn snp_smt_minimum_tcb_and_image() {
+    let check = |p: &Policy, name: &str| {
+        let v = snp2(p);
+        let c = v.check(name).unwrap().clone();
+        (c.status, c.detail, v.accepted())
+    };
+    assert_eq!(check(&snp_policy(""), "guest.smt").0, Status::Pass);
+    let (s, d, ok) = check(&snp_policy(", allow_smt: false"), "guest.smt");
+    assert_eq!((s, ok), (Status::Fail, false), "{d}");
+
+    let at_min = ", minimum_tcb: {bootloader: 3, tee: 0, snp: 8, microcode: 115}";
+    assert_eq!(check(&snp_policy(at_min), "tcb.minimum").0, Status::Pass);
+    for (above, says) in [
+        (
+            ", minimum_tcb: {bootloader: 3, tee: 0, snp: 9, microcode: 115}",
+            "snp 8 < 9",
+        ),
+        (
+            ", minimum_tcb: {bootloader: 3, tee: 0, snp: 8, microcode: 116}",
+            "microcode 115 < 116",
+        ),
+        (
+            ", minimum_tcb: {bootloader: 4, tee: 1, snp: 8, microcode: 115}",
+            "bootloader 3 < 4, tee 0 < 1",
+        ),
+    ] {
+        let (s, d, ok) = check(&snp_policy(above), "tcb.minimum");
+        assert_eq!((s, ok), (Status::Fail, false), "{above}");
+        assert!(d.contains(says), "{d}");
+    }
+
+    let m = "7a1e5c266c0108dbc9bb94fa926951320940915d0aafb42464bd88b579ea158d3e1a0dc39b2c60bd95b9c480cd81841f";
+    let with_image = |m: &str| {
+        Policy::from_yaml(&format!(
+            "snp: {{dangerous_allow_missing_crl: true}}\nimages:\n  - {{name: snp-v1, sev_snp: {{measurement: \"{m}\"}}}}\n"
+        ))
+        .unwrap()
+    };
+    assert_eq!(check(&with_image(m), "measurement").0, Status::Pass);
+    let (s, d, _) = check(&with_image(&"ab".repeat(48)), "measurement");
+    assert_eq!(s, Status::Fail);
+    assert!(d.contains("closest is snp-v1 (measurement differ)"), "{d}");
+}
+
+/// Real SEV-SNP evidence in a bundle that claims to be SIMULATED is refused
+/// by name, even under a devnet policy: there is no simulated SEV-SNP, and
+/// a real report must not lend its standing to simulated GPUs.
+#[test]
+fn an_snp_report_claiming_to_be_simulated_is_refused() {
+    use tvm_protocol::evidence::{Claims, EvidenceBundle, NodeType, TeeEvidence, BUNDLE_VERSION};
+    use tvm_protocol::{Digest32, Nonce};
+    use tvm_verifier::bundle::{appraise_bundle, BundleInput, TeeCollateral};
+    // Any PEM certificate will do as a "simulated root" here: AMD's ARK.
+    let pem = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../certs/anchors/amd_ask_ark_milan.pem"
+    ))
+    .unwrap();
+    let end = "-----END CERTIFICATE-----";
+    let root = pem[..pem.find(end).unwrap() + end.len()].to_string();
+    let mut policy = snp_policy("");
+    policy.dangerous_trust_simulated = Some(tvm_verifier::policy::SimulatedRoots {
+        intel_root: root.clone(),
+        nvidia_root: root,
+    });
+    let cvm = Digest32([9; 32]);
+    let bundle = EvidenceBundle {
+        version: BUNDLE_VERSION,
+        nonce: Nonce([1; 32]),
+        tee: TeeEvidence::SevSnp {
+            report: testdata("snp/virtee_milan_report.hex").into(),
+            certs: None,
+        },
+        gpus: vec![],
+        switches: vec![],
+        claims: Claims {
+            cvm_id: cvm,
+            node_type: NodeType::Cpu,
+            agent_version: "0.1.0".into(),
+            simulated: true,
+            gpu_reports_sha256: vec![],
+            switch_reports_sha256: vec![],
+            runtime: Default::default(),
+        },
+    };
+    let e = snp::SnpEndorsement::prepare(&testdata("snp/virtee_milan_vcek.der"), None);
+    let v = appraise_bundle(&BundleInput {
+        bundle: &bundle,
+        nonce: &Nonce([1; 32]),
+        tls_spki_sha256: Some(cvm.0),
+        tee_collateral: TeeCollateral::Snp(&e),
+        rims: &[],
+        revocation: &[],
+        policy: &policy,
+        at: at("2025-06-01T00:00:00Z"),
+    });
+    assert!(!v.accepted());
+    let failures: Vec<_> = v
+        .failures()
+        .iter()
+        .map(|c| (c.name, c.detail.clone()))
+        .collect();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].0, "tee.collateral");
+    assert!(
+        failures[0].1.contains("there is no simulated SEV-SNP"),
+        "{failures:?}"
+    );
+}
