@@ -425,4 +425,102 @@ mod tests {
         };
         extensions(&md, &CHAIN, &p).unwrap();
     }
+
+    /// The signer payload and the whole extrinsic against subxt's own
+    /// offline construction (its transaction extensions, its encoders) for
+    /// the same call, nonce, tip and era on finney's metadata: a second
+    /// implementation, not the test chain that shares our code.
+    #[test]
+    fn payload_and_extrinsic_equal_subxts_offline_construction() {
+        use std::sync::Arc;
+        use subxt::config::substrate::SpecVersionForRange;
+        use subxt::config::DefaultExtrinsicParamsBuilder;
+        use subxt::utils::{AccountId32, MultiSignature, H256};
+        use subxt::{OfflineClient, SubstrateConfig};
+
+        let md = crate::metadata::finney().unwrap();
+        let config = SubstrateConfig::builder()
+            .set_metadata_for_spec_versions([(
+                CHAIN.spec_version,
+                Arc::new(crate::metadata::finney().unwrap()),
+            )])
+            .set_spec_version_for_block_ranges([SpecVersionForRange {
+                block_range: 0..u64::MAX,
+                spec_version: CHAIN.spec_version,
+                transaction_version: CHAIN.transaction_version,
+            }])
+            .set_genesis_hash(H256(CHAIN.genesis_hash))
+            .build();
+        let client = OfflineClient::new_with_config(config)
+            .at_block(1010u64)
+            .unwrap();
+        let tx = client.tx();
+        let alice = Hotkey::from_uri("//Alice").unwrap();
+        let call = SetWeights {
+            netuid: 4,
+            dests: vec![0, 1, 7],
+            weights: vec![65535, 100, 3],
+            version_key: 9,
+        }
+        .call_data(&md)
+        .unwrap();
+        // subxt reads our call bytes with the metadata and encodes them again.
+        let theirs_call = tx.from_call_data_bytes(&call).unwrap();
+        assert_eq!(tx.call_data(&theirs_call).unwrap(), call);
+
+        for (nonce, tip, mortality) in [
+            (
+                5u64,
+                0u128,
+                Mortality::Mortal {
+                    period: 64,
+                    block: 1000,
+                    block_hash: hash_of(1000).unwrap(),
+                },
+            ),
+            (77, 1_000_000, Mortality::Immortal),
+        ] {
+            let p = TxParams {
+                nonce,
+                tip,
+                mortality,
+            };
+            let mut params = DefaultExtrinsicParamsBuilder::<SubstrateConfig>::new()
+                .nonce(nonce)
+                .tip(tip);
+            if let Mortality::Mortal {
+                period,
+                block,
+                block_hash,
+            } = mortality
+            {
+                params = params.mortal_from_unchecked(period, block, H256(block_hash));
+            }
+            let mut signable = tx
+                .create_v4_signable_offline(&theirs_call, params.build())
+                .unwrap();
+            let (extra, additional) = extensions(&md, &CHAIN, &p).unwrap();
+            let ours = payload(&call, &extra, &additional);
+            let theirs = signable.signer_payload().unwrap();
+            // Substrate signs a payload over 256 bytes by its hash.
+            let theirs = if theirs.len() > 256 {
+                blake2_256(&theirs).to_vec()
+            } else {
+                theirs
+            };
+            assert_eq!(ours, theirs, "signer payload, nonce {nonce}");
+
+            // The whole extrinsic, with our signature put into subxt's.
+            let x = sign(&md, &CHAIN, &p, &call, &alice).unwrap();
+            let at = x.iter().position(|b| *b == SIGNED_V4).unwrap() + 2 + 32 + 1;
+            let signature: [u8; 64] = x[at..at + 64].try_into().unwrap();
+            let built = signable
+                .sign_with_account_and_signature(
+                    &AccountId32(alice.account_id().0),
+                    &MultiSignature::Sr25519(signature),
+                )
+                .unwrap();
+            assert_eq!(built.encoded(), &x[..], "extrinsic, nonce {nonce}");
+        }
+    }
 }
