@@ -111,7 +111,7 @@ impl Hyperparams {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use parity_scale_codec::Encode;
+    use parity_scale_codec::{Decode, Encode};
 
     #[test]
     fn keys_are_prefix_then_hashed_netuid() {
@@ -130,6 +130,29 @@ mod tests {
     fn absent_values_read_as_the_runtimes_defaults_and_stored_ones_as_stored() {
         let md = crate::metadata::finney().unwrap();
         let d = Hyperparams::from_storage(&md, [None, None, None, None, None]).unwrap();
+        // Each field is the default the runtime declares for it, read here
+        // from the metadata's raw default bytes with the field's own type.
+        let raw = |item| default_bytes(&md, item).unwrap();
+        let expected = Hyperparams {
+            commit_reveal: bool::decode(&mut &raw(Item::CommitRevealWeightsEnabled)[..]).unwrap(),
+            weights_rate_limit: u64::decode(&mut &raw(Item::WeightsSetRateLimit)[..]).unwrap(),
+            weights_version_key: u64::decode(&mut &raw(Item::WeightsVersionKey)[..]).unwrap(),
+            tempo: u16::decode(&mut &raw(Item::Tempo)[..]).unwrap(),
+            last_update: Vec::<u64>::decode(&mut &raw(Item::LastUpdate)[..]).unwrap(),
+        };
+        assert_eq!(d, expected);
+        // finney declares these (spec 393): a default tempo of 360 blocks, a
+        // rate limit of 100, commit-reveal on, version key 0.
+        assert_eq!(
+            (
+                d.tempo,
+                d.weights_rate_limit,
+                d.commit_reveal,
+                d.weights_version_key
+            ),
+            (360, 100, true, 0),
+            "{d:?}"
+        );
         assert!(d.last_update.is_empty());
         let (t, rl, vk, lu) = (
             360u16.encode(),

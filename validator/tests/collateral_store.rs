@@ -65,9 +65,16 @@ async fn outage_serves_from_cache_until_next_update_then_expires() {
     );
     assert!(verify_at(&c, t1).genuine());
 
-    // The service goes away.
+    // The service goes away: wait (generously) until its port refuses.
     server.handle.shutdown();
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while tokio::net::TcpStream::connect(server.addr).await.is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server never stopped"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 
     // Well before nextUpdate: the cache answers, no request is made.
     let sent = st.requests_sent();

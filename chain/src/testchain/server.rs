@@ -96,6 +96,8 @@ pub struct TestChain {
     heads: broadcast::Sender<Header>,
     handle: ServerHandle,
     blocks: tokio::task::JoinHandle<()>,
+    /// While set, no block is made (tests hold the chain still).
+    paused: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -191,11 +193,16 @@ impl TestChain {
             .map_err(|e| TestChainError::Server(e.to_string()))?;
         let handle = server.start(module);
         let (bi, bh) = (inner.clone(), heads.clone());
+        let paused = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let held = paused.clone();
         let blocks = tokio::spawn(async move {
             let mut tick = tokio::time::interval(block_time);
             tick.tick().await;
             loop {
                 tick.tick().await;
+                if held.load(std::sync::atomic::Ordering::Acquire) {
+                    continue;
+                }
                 let header = produce_block(&bi);
                 let _ = bh.send(header);
             }
@@ -206,11 +213,25 @@ impl TestChain {
             heads,
             handle,
             blocks,
+            paused,
         })
     }
 
     pub fn url(&self) -> String {
         format!("ws://{}", self.addr)
+    }
+
+    /// Stop making blocks until [`TestChain::resume`]: a test can then rely
+    /// on the chain's height (a rate limit not passing behind its back on a
+    /// slow machine).
+    pub fn pause(&self) {
+        self.paused
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    pub fn resume(&self) {
+        self.paused
+            .store(false, std::sync::atomic::Ordering::Release);
     }
 
     /// The current best block number.

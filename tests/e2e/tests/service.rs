@@ -118,7 +118,10 @@ neurons:
         run_epoch(&service, 1).await.unwrap(),
         EpochOutcome::AlreadyDone { epoch: 1 }
     ));
-    // The next epoch, inside the rate limit: scored, stored, not sent.
+    // The next epoch, inside the rate limit: scored, stored, not sent. The
+    // chain is held still meanwhile, so the limit cannot pass however slow
+    // the machine is.
+    chain.pause();
     let EpochOutcome::Done { weights, .. } = run_epoch(&service, 2).await.unwrap() else {
         panic!()
     };
@@ -146,6 +149,7 @@ neurons:
         "exactly one extrinsic sent"
     );
     // Once the limit has passed, epoch 2's weights go out, once.
+    chain.resume();
     while client.best_block().await.unwrap() < next {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
