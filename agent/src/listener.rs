@@ -51,6 +51,8 @@ struct Activity {
     /// Milliseconds after `opened` of the last request started.
     last_request_ms: AtomicU64,
     signed: AtomicBool,
+    /// Told to drop the connection (room is needed for a new one).
+    evict: tokio::sync::Notify,
 }
 
 impl ConnActivity {
@@ -59,6 +61,7 @@ impl ConnActivity {
             opened: Instant::now(),
             last_request_ms: AtomicU64::new(0),
             signed: AtomicBool::new(false),
+            evict: tokio::sync::Notify::new(),
         }))
     }
 
@@ -86,6 +89,41 @@ impl ConnActivity {
             Some("maximum age")
         } else {
             None
+        }
+    }
+}
+
+/// Every open connection, oldest first: when all places are taken, the
+/// oldest that has made no signed request gives its place to a new one, so
+/// connections that only wait (from however many addresses) cannot keep a
+/// validator out.
+#[derive(Default)]
+struct Open(Mutex<std::collections::VecDeque<std::sync::Weak<Activity>>>);
+
+impl Open {
+    fn add(&self, a: &ConnActivity) {
+        let mut q = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if q.len() >= 2 * MAX_CONNECTIONS {
+            q.retain(|w| w.strong_count() > 0);
+        }
+        q.push_back(Arc::downgrade(&a.0));
+    }
+
+    /// Tell the oldest unsigned connection to go; false when there is none.
+    fn evict_oldest_unsigned(&self) -> bool {
+        let mut q = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        q.retain(|w| w.strong_count() > 0);
+        let victim = q
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .find(|a| !a.signed.load(Ordering::Acquire));
+        match victim {
+            Some(a) => {
+                a.signed.store(true, Ordering::Release); // not chosen twice
+                a.evict.notify_one();
+                true
+            }
+            None => false,
         }
     }
 }
@@ -158,6 +196,12 @@ macro_rules! supervise {
         };
         match closing {
             Err(r) => r,
+            // Never signed: dropped at once, not drained (a stream it keeps
+            // open must not hold the connection for the drain time).
+            Ok(why @ "no signed request") => {
+                tracing::debug!(peer = %$peer, reason = why, "dropping the connection");
+                Ok(())
+            }
             Ok(why) => {
                 tracing::debug!(peer = %$peer, reason = why, "closing the connection");
                 conn.as_mut().graceful_shutdown();
@@ -179,10 +223,8 @@ pub async fn serve(
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let per_address = Arc::new(PerAddress::default());
+    let open = Arc::new(Open::default());
     loop {
-        let Ok(permit) = connections.clone().acquire_owned().await else {
-            return Ok(());
-        };
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
@@ -197,56 +239,91 @@ pub async fn serve(
             tracing::debug!(%peer, "too many connections from this address");
             continue;
         };
+        // Every place taken: the oldest connection that never signed a
+        // request makes room; if every one has, the newcomer waits briefly.
+        let permit = match connections.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(tokio::sync::TryAcquireError::Closed) => return Ok(()),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                open.evict_oldest_unsigned();
+                match tokio::time::timeout(
+                    Duration::from_secs(1),
+                    connections.clone().acquire_owned(),
+                )
+                .await
+                {
+                    Ok(Ok(p)) => p,
+                    _ => continue,
+                }
+            }
+        };
+        let activity = ConnActivity::new();
+        open.add(&activity);
         let app = app.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let _slot = slot;
-            let _ = stream.set_nodelay(true);
-            let mut first = [0u8; 1];
-            match tokio::time::timeout(FIRST_BYTES_TIMEOUT, stream.peek(&mut first)).await {
-                Ok(Ok(1)) => {}
-                _ => return,
-            }
-            let activity = ConnActivity::new();
-            let seen = activity.clone();
-            let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-                seen.request_started();
-                req.extensions_mut().insert(seen.clone());
-                app.clone().call(req)
-            });
-            let mut builder = Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT);
-            builder
-                .http2()
-                .timer(TokioTimer::new())
-                .keep_alive_interval(Duration::from_secs(30))
-                .keep_alive_timeout(Duration::from_secs(10));
-            let tls = acceptor.filter(|_| first[0] == TLS_HANDSHAKE);
-            let result = if let Some(acceptor) = tls {
-                match tokio::time::timeout(FIRST_BYTES_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => {
-                        let conn =
-                            builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-                        supervise!(conn, activity, peer)
-                    }
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => return,
+            let evicted = activity.clone();
+            tokio::select! {
+                _ = evicted.0.evict.notified() => {
+                    tracing::debug!(%peer, "dropped to make room for a new connection");
                 }
-            } else {
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                supervise!(conn, activity, peer)
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                _ = connection(stream, peer, app, acceptor, activity) => {}
             }
         });
+    }
+}
+
+/// Serve one accepted connection until it ends or is closed.
+async fn connection(
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    app: Router,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    activity: ConnActivity,
+) {
+    let _ = stream.set_nodelay(true);
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(FIRST_BYTES_TIMEOUT, stream.peek(&mut first)).await {
+        Ok(Ok(1)) => {}
+        _ => return,
+    }
+    let seen = activity.clone();
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        seen.request_started();
+        req.extensions_mut().insert(seen.clone());
+        app.clone().call(req)
+    });
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10));
+    let tls = acceptor.filter(|_| first[0] == TLS_HANDSHAKE);
+    let result = if let Some(acceptor) = tls {
+        match tokio::time::timeout(FIRST_BYTES_TIMEOUT, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => {
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+                supervise!(conn, activity, peer)
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => return,
+        }
+    } else {
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        supervise!(conn, activity, peer)
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }
 
@@ -260,6 +337,7 @@ mod tests {
             opened,
             last_request_ms: AtomicU64::new(last_request.map_or(0, |d| d.as_millis() as u64)),
             signed: AtomicBool::new(signed),
+            evict: tokio::sync::Notify::new(),
         }))
     }
 

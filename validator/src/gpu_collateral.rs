@@ -55,15 +55,24 @@ pub async fn rims(
     at: i64,
 ) -> (Vec<RimInput>, Vec<String>) {
     let mut ids: Vec<String> = Vec::new();
-    let Ok(root) = tvm_certs::anchors::nvidia_device_root() else {
-        return (
-            Vec::new(),
-            vec!["the pinned NVIDIA root is unusable".into()],
-        );
-    };
     for d in devices {
-        // RIMs only for a device whose chain reaches NVIDIA's root.
-        if tvm_certs::verify_chain(&d.chain, root, at).is_err() {
+        // RIMs only for a report a genuine NVIDIA device signed: its chain
+        // reaches NVIDIA's root and the report verifies with its leaf, so
+        // the driver and VBIOS versions the ids are made of are the
+        // device's, not made up (each made-up id would be a request).
+        let v = tvm_verifier::gpu::device::verify(&tvm_verifier::gpu::device::DeviceInput {
+            evidence: &d.evidence,
+            chain: &d.chain,
+            nonce: None,
+            arch: d.arch,
+            at,
+            root: tvm_verifier::gpu::DeviceRoot::Nvidia,
+        });
+        let signed = v
+            .verification()
+            .check(tvm_verifier::gpu::device::check::SPDM_SIGNATURE)
+            .is_some_and(|c| c.status == tvm_verifier::Status::Pass);
+        if !signed {
             continue;
         }
         let (Ok(report), Some(arch)) = (MeasurementReport::parse(&d.evidence), arch_of(d)) else {

@@ -11,7 +11,7 @@
 //! itself has a deadline that leaves the epoch time to set weights.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -315,13 +315,27 @@ pub async fn run_resumable(
             Err(e) => miner_errors.push((m.uid, e)),
         }
     }
-    // Each miner's budget, in milliseconds of node time left.
-    let budgets: HashMap<u16, (AtomicU64, Duration)> = per_miner
+    // Each miner's budget, in milliseconds of node time left (counting only
+    // the nodes that will be called), and its collateral look-ups that failed.
+    let budgets: HashMap<u16, MinerState> = per_miner
         .iter()
         .filter_map(|jobs| {
             let (m, _) = jobs.first()?;
-            let b = cfg.miner_budget.for_nodes(jobs.len());
-            Some((m.uid, (AtomicU64::new(b.as_millis() as u64), b)))
+            let called = jobs
+                .iter()
+                .filter(|(_, n)| {
+                    cfg.dangerous_allow_private_addresses || not_public(n.host()).is_none()
+                })
+                .count();
+            let b = cfg.miner_budget.for_nodes(called);
+            Some((
+                m.uid,
+                MinerState {
+                    left_ms: AtomicU64::new(b.as_millis() as u64),
+                    budget: b,
+                    failed_lookups: AtomicU32::new(0),
+                },
+            ))
         })
         .collect();
     // Round robin over miners: the first node of each, then the second...
@@ -341,34 +355,58 @@ pub async fn run_resumable(
                 true => None,
                 false => not_public(node.host()),
             };
-            let (left, budget) = budgets
-                .get(&m.uid)
-                .map(|(l, b)| (l.load(Ordering::Acquire), *b))
-                .unwrap_or((0, Duration::ZERO));
-            let r = if let Some(why) = refused {
+            let state = budgets.get(&m.uid);
+            let budget = state.map_or(Duration::ZERO, |s| s.budget);
+            // What is left of the miner's budget when the node starts bounds
+            // its deadline; its time is charged when it ends (nodes running
+            // side by side can overspend by at most their own deadlines).
+            let blocked = match refused {
+                Some(why) => Some(why),
+                None if round_end.is_some_and(|end| tokio::time::Instant::now() >= end) => {
+                    Some(round_over(cfg))
+                }
+                None => None,
+            };
+            let reserved = match blocked {
+                Some(_) => 0,
+                None => state.map_or(0, |s| {
+                    s.left_ms
+                        .load(Ordering::Acquire)
+                        .min(cfg.node_deadline.as_millis() as u64)
+                }),
+            };
+            let r = if let Some(why) = blocked {
                 no_evidence(&m, node, why)
-            } else if round_end.is_some_and(|end| tokio::time::Instant::now() >= end) {
-                no_evidence(&m, node, round_over(cfg))
-            } else if left == 0 {
+            } else if reserved == 0 {
                 no_evidence(&m, node, budget_spent(budget))
             } else {
                 let t0 = Instant::now();
                 // The whole node, under one deadline: the tighter of the
-                // node's own, the miner's budget left and the round's.
-                let mut deadline = tokio::time::Instant::now()
-                    + cfg.node_deadline.min(Duration::from_millis(left));
+                // node's own, the miner's budget reserved and the round's.
+                let mut deadline = tokio::time::Instant::now() + Duration::from_millis(reserved);
                 if let Some(end) = round_end {
                     deadline = deadline.min(end);
                 }
+                let no_failures = AtomicU32::new(0);
+                let failed_lookups = state.map_or(&no_failures, |s| &s.failed_lookups);
                 let work = attest_one(
-                    &m, &node, attester, validator, policy, collateral, cfg, at, started,
+                    &m,
+                    &node,
+                    attester,
+                    validator,
+                    policy,
+                    collateral,
+                    cfg,
+                    at,
+                    started,
+                    failed_lookups,
                 );
                 let r = match tokio::time::timeout_at(deadline, work).await {
                     Ok(r) => r,
                     Err(_) => {
                         let why = if round_end.is_some_and(|end| deadline >= end) {
                             round_over(cfg)
-                        } else if Duration::from_millis(left) < cfg.node_deadline {
+                        } else if Duration::from_millis(reserved) < cfg.node_deadline {
                             budget_spent(budget)
                         } else {
                             format!(
@@ -379,11 +417,13 @@ pub async fn run_resumable(
                         no_evidence(&m, node, why)
                     }
                 };
-                if let Some((l, _)) = budgets.get(&m.uid) {
+                if let Some(s) = state {
                     let spent = t0.elapsed().as_millis() as u64;
-                    let _ = l.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
-                        Some(v.saturating_sub(spent))
-                    });
+                    let _ = s
+                        .left_ms
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                            Some(v.saturating_sub(spent))
+                        });
                 }
                 r
             };
@@ -403,6 +443,21 @@ pub async fn run_resumable(
         nodes: reports,
         scores,
     }
+}
+
+/// Collateral look-ups that may fail for one miner's nodes in a round
+/// before its other nodes are no longer looked up for: a genuine chip,
+/// platform or device is found (and cached); made-up ones are not, and each
+/// would be a request to Intel, AMD or NVIDIA that could get the validator
+/// rate-limited for everyone.
+pub const MAX_FAILED_LOOKUPS: u32 = 3;
+
+/// One miner's share of a round.
+struct MinerState {
+    /// Node time left, in milliseconds.
+    left_ms: AtomicU64,
+    budget: Duration,
+    failed_lookups: AtomicU32,
 }
 
 fn round_over(cfg: &RoundConfig) -> String {
@@ -500,6 +555,7 @@ async fn attest_one(
     cfg: &RoundConfig,
     at: i64,
     started: Instant,
+    failed_lookups: &AtomicU32,
 ) -> NodeReport {
     let node = node.clone();
     let mut tries = 0;
@@ -541,6 +597,12 @@ async fn attest_one(
     // checks first, so forged chip ids, FMSPCs and certificates cost no fetch.
     let (tee, gpu) = match precheck(&fetched.bundle, &nonce, fetched.tls_spki_sha256, policy) {
         Err(why) => (Err(format!("not fetched: {why}")), GpuCollateral::default()),
+        Ok(()) if failed_lookups.load(Ordering::Acquire) >= MAX_FAILED_LOOKUPS => (
+            Err(format!(
+                "not fetched: {MAX_FAILED_LOOKUPS} collateral look-ups for this miner's nodes failed this round (made-up platforms cost vendor requests); the node is attested again next round"
+            )),
+            GpuCollateral::default(),
+        ),
         Ok(()) => {
             let tee = match &fetched.bundle.tee {
                 TeeEvidence::Tdx { quote, .. } => {
@@ -550,6 +612,9 @@ async fn attest_one(
                     collateral.snp(&report.0, now()).await.map(Tee::Snp)
                 }
             };
+            if tee.is_err() {
+                failed_lookups.fetch_add(1, Ordering::AcqRel);
+            }
             let devices = tvm_verifier::gpu::input::from_bundle(&fetched.bundle);
             let gpu = if devices.is_empty() || fetched.bundle.claims.simulated {
                 GpuCollateral::default()

@@ -434,7 +434,17 @@ async fn made_up_certificates_cost_no_request() {
             "{r:?}"
         );
     }
-    // The genuine chain is asked about: the counters would have seen the bomb.
+    // A genuine chain with a report it did not sign (one byte changed): its
+    // driver and VBIOS versions could be made up, so no RIM is asked for.
+    let mut forged = genuine.clone();
+    forged.evidence[120] ^= 1;
+    let (rims, _) = gpu_collateral::rims(&st, std::slice::from_ref(&forged), when).await;
+    assert!(rims.is_empty());
+    assert_eq!(server.state.requests.load(Ordering::SeqCst), 0);
+    // The genuine device is asked about: the counters would have seen them.
+    let (rims, _) = gpu_collateral::rims(&st, std::slice::from_ref(&genuine), when).await;
+    assert_eq!(rims.len(), 2);
+    assert_eq!(server.state.requests.load(Ordering::SeqCst), 2);
     let _ = gpu_collateral::revocation(&st, std::slice::from_ref(&genuine), when, 0).await;
     assert_eq!(server.state.ocsp_requests.load(Ordering::SeqCst), 3);
 
@@ -450,10 +460,10 @@ async fn made_up_certificates_cost_no_request() {
     let t = at("2025-07-04T10:16:31Z");
     let e = collateral.tdx(&quote, t).await.err().unwrap();
     assert!(e.contains("no collateral is fetched"), "{e}");
-    assert_eq!(server.state.requests.load(Ordering::SeqCst), 0);
+    assert_eq!(server.state.requests.load(Ordering::SeqCst), 2);
     // The genuine quote is fetched for (4 requests: TCB info, QE identity, CRLs).
     let good = testdata("tdx/dcapqvl_tdx_quote_v4.bin");
     assert!(collateral.tdx(&good, t).await.is_ok());
-    assert_eq!(server.state.requests.load(Ordering::SeqCst), 4);
+    assert_eq!(server.state.requests.load(Ordering::SeqCst), 6);
     let _ = std::fs::remove_dir_all(&dir);
 }

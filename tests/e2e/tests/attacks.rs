@@ -326,6 +326,8 @@ async fn griefer_lifter_and_bomb_get_nothing_and_cost_no_fetch() {
 /// 2048 HTTP/2 connections from one address that send the preface and then
 /// nothing (the agent's connection limit) do not keep a validator out: one
 /// address holds at most its share, and the validator is served at once.
+/// Nor do more connections than the agent has places, from 40 addresses:
+/// the oldest that never signed a request make room.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_http2_flood_from_one_address_does_not_lock_out_a_validator() {
     use tokio::io::AsyncWriteExt;
@@ -372,4 +374,134 @@ async fn an_idle_http2_flood_from_one_address_does_not_lock_out_a_validator() {
     .unwrap();
     assert!(fetched.tls_spki_sha256.is_some(), "served over RA-TLS");
     drop(flood);
+
+    // From 40 addresses, 64 each: more than all the agent's places. The
+    // oldest connections that never signed a request make room, at once
+    // (without that, each connection over the limit stalls the agent's
+    // accept loop until an unsigned one times out, 30 s after it opened).
+    let t = std::time::Instant::now();
+    let mut flood = Vec::new();
+    for a in 0..40u8 {
+        for _ in 0..64 {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket
+                .bind(SocketAddr::from(([127, 0, 1, 10 + a], 0)))
+                .unwrap();
+            let Ok(Ok(mut s)) =
+                tokio::time::timeout(Duration::from_secs(2), socket.connect(agent.https)).await
+            else {
+                continue;
+            };
+            let _ = s.write_all(PREFACE).await;
+            flood.push(s);
+        }
+    }
+    assert!(
+        flood.len() > 2048,
+        "only {} connections opened",
+        flood.len()
+    );
+    let nonce = Nonce::generate(&key("//Validator").unwrap().account_id());
+    let fetched = tokio::time::timeout(
+        Duration::from_secs(10),
+        attester.evidence(
+            &NodeEntry {
+                ip: "127.0.0.50".into(),
+                price: None,
+            },
+            &key("//Victim").unwrap().account_id(),
+            &nonce,
+        ),
+    )
+    .await
+    .expect("the validator waited behind a flood from many addresses")
+    .unwrap();
+    assert!(fetched.tls_spki_sha256.is_some());
+    assert!(
+        t.elapsed() < Duration::from_secs(25),
+        "the flood held the agent for {:?}",
+        t.elapsed()
+    );
+    drop(flood);
+}
+
+/// Collateral that no vendor has (a made-up FMSPC or chip id): every look-up
+/// fails, and is counted.
+struct Unfindable(AtomicUsize);
+
+impl Collateral for Unfindable {
+    fn tdx<'a>(&'a self, _: &'a [u8], _: i64) -> Fut<'a, Result<Arc<TdxCollateral>, String>> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async { Err("404 from the vendor".to_string()) })
+    }
+}
+
+/// A miner whose nodes pass the binding checks but name platforms no vendor
+/// knows costs the validator at most MAX_FAILED_LOOKUPS look-ups a round;
+/// its other nodes say why they were not looked up for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_platforms_cost_a_bounded_number_of_lookups() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let sim = dir.path().join("sim");
+    let port = std::net::TcpListener::bind("127.0.0.80:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut agents = Vec::new();
+    let mut nodes = Vec::new();
+    for h in 80..88u8 {
+        let at = SocketAddr::from(([127, 0, 0, h], port));
+        agents.push(sim_agent(&sim, "//Forger", at, 0).unwrap());
+        nodes.push(NodeEntry {
+            ip: format!("127.0.0.{h}"),
+            price: None,
+        });
+    }
+    let miners = vec![Miner {
+        uid: 1,
+        hotkey: key("//Forger").unwrap().account_id(),
+        axon: axon("//Forger", nodes).await.unwrap(),
+    }];
+    let (policy, _) = devnet_trust(&sim).unwrap();
+    let collateral = Unfindable(AtomicUsize::new(0));
+    let mut attester = Attester::new(key("//Validator").unwrap(), Duration::from_secs(10)).unwrap();
+    attester.ports = vec![port];
+    let cfg = RoundConfig {
+        // One at a time, so the count is exact.
+        concurrency: 1,
+        dangerous_allow_private_addresses: true,
+        ..RoundConfig::default()
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let report = round::run(
+        &miners,
+        &attester,
+        &key("//Validator").unwrap().account_id(),
+        &policy,
+        &collateral,
+        &cfg,
+        now,
+    )
+    .await;
+    assert_eq!(
+        collateral.0.load(Ordering::SeqCst),
+        round::MAX_FAILED_LOOKUPS as usize
+    );
+    let not_looked_up = report
+        .scores
+        .nodes
+        .iter()
+        .filter(|(n, _)| {
+            n.reasons
+                .iter()
+                .any(|r| r.contains("look-ups for this miner's nodes failed"))
+        })
+        .count();
+    assert_eq!(not_looked_up, 8 - round::MAX_FAILED_LOOKUPS as usize);
+    assert!(report.scores.v6.is_empty());
 }
