@@ -211,7 +211,12 @@ async fn start_rogue(
     let l = tokio::net::TcpListener::bind(at)
         .await
         .map_err(setup("rogue listener"))?;
-    tokio::spawn(async move { axum::serve(l, app).await });
+    // Over TLS with a key of its own, as a cheat would serve: validators do
+    // not fall back to plain HTTP unless their policy allows it.
+    let tls = tvm_agent::tls::TlsIdentity::generate(&[at.ip().to_string()])
+        .and_then(|t| t.server_config())
+        .map_err(setup("rogue TLS key"))?;
+    tokio::spawn(tvm_agent::listener::serve(l, app, Some(tls)));
     Ok(())
 }
 

@@ -46,6 +46,10 @@ pub struct Attester {
     validator: Hotkey,
     /// Evidence ports, tried in order (8080, 8980).
     pub ports: Vec<u16>,
+    /// Also try plain HTTP when RA-TLS cannot connect. Off when the policy
+    /// refuses plain HTTP: such an answer could only fail `tls.key`, and a
+    /// TLS hiccup would then count as a failure instead of being tried again.
+    pub plain_http: bool,
 }
 
 fn now_ms() -> u64 {
@@ -105,6 +109,7 @@ impl Attester {
                 .map_err(AttestError::Client)?,
             validator,
             ports: vec![8080, 8980],
+            plain_http: true,
         })
     }
 
@@ -164,7 +169,12 @@ impl Attester {
             .map_err(|e| AttestError::Client(e.to_string()))?;
         let mut tried = Vec::new();
         for port in &self.ports {
-            for scheme in ["https", "http"] {
+            let schemes: &[&str] = if self.plain_http {
+                &["https", "http"]
+            } else {
+                &["https"]
+            };
+            for scheme in schemes {
                 let url = format!("{scheme}://{host}:{port}/api/v1/evidence");
                 let req = self
                     .client

@@ -289,6 +289,12 @@ fn verify_gpus(args: &VerifyArgs, policy: &Policy, at: i64) -> Result<NodeVerdic
         let data = read(path, "GPU evidence")?;
         if data.trim_ascii_start().starts_with(b"{") {
             if let Ok(b) = tvm_protocol::EvidenceBundle::from_json(&data) {
+                if bundle_cvm.is_some_and(|c| c != b.claims.cvm_id) {
+                    return Err(format!(
+                        "{}: a bundle of another CVM than the one before; give one CVM's bundle at a time",
+                        path.display()
+                    ));
+                }
                 bundle_cvm = Some(b.claims.cvm_id);
             }
         }

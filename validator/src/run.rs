@@ -447,6 +447,7 @@ impl Validator {
         let mut attester =
             Attester::new(hotkey.clone(), timeout).map_err(|e| RunError::Setup(e.to_string()))?;
         attester.ports = cfg.evidence_ports.clone();
+        attester.plain_http = policy.dangerous_allow_plain_http;
         let collateral: Box<dyn Collateral> = match &cfg.dangerous_simulated_pcs {
             Some(dir) => {
                 tracing::warn!(dir = %dir.display(), "DEVNET: TDX collateral from the SIMULATED PCS");

@@ -178,6 +178,27 @@ async fn sim_agent_evidence_is_genuine_and_bound() {
         "{}",
         s.render()
     );
+    // The lifter's whole attack: its own quote over those claims (its TLS key,
+    // B's report lifted, both asked with the validator's very nonce). Only
+    // the device nonce, bound to the CVM that asked, gives it away.
+    {
+        use tvm_agent::backend::Tee;
+        let tee = tvm_agent::backend::sim::SimTee::open(&tvm_agent::config::SimConfig {
+            dir: sim.clone(),
+            ..Default::default()
+        })
+        .unwrap();
+        swapped.tee = tee
+            .evidence(&tvm_protocol::report_data(&nonce, &swapped.claims))
+            .unwrap();
+    }
+    let s = v.appraise(&swapped, &nonce, Some(spki));
+    assert_eq!(
+        names(&s),
+        vec!["node.nonce", "spdm.nonce"],
+        "{}",
+        s.render()
+    );
 
     // A's evidence, but the TLS connection ended at B (a relay).
     let relayed = v.appraise(&bundle, &nonce, Some(b_spki));

@@ -4,7 +4,10 @@
 //! - the identity-collision griefer: a GPU-less CVM whose agent claims an
 //!   honest node's CVM id with its own TLS key, listed in 4096 spellings;
 //! - the GPU report lifter: a CVM that fetches another agent's GPU reports
-//!   and lists them in its own claims, quoted with its own TLS key;
+//!   and lists them in its own claims, quoted with its own TLS key (the
+//!   victim refuses the validator's nonce from it, so it asks with one of
+//!   its own; `agent_verifier.rs` shows the device nonce's binding alone,
+//!   with both asked for the validator's very nonce);
 //! - the certificate bomb: a bundle with thousands of certificates.
 //!
 //! The honest node keeps its point; the attackers get nothing, say why,

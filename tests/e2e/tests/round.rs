@@ -172,18 +172,19 @@ async fn hanging_busy_and_junk_nodes_and_the_round_s_budgets() {
         ip: format!("127.0.0.{host}"),
         price: None,
     };
+    // Miner 2, first in the metagraph, lists only hanging nodes.
     let miners = vec![
-        Miner {
-            uid: 1,
-            hotkey: key("//Miner1").unwrap().account_id(),
-            axon: axon("//Miner1", vec![entry(60), entry(61), entry(62), entry(63)])
-                .await
-                .unwrap(),
-        },
         Miner {
             uid: 2,
             hotkey: key("//Miner2").unwrap().account_id(),
             axon: axon("//Miner2", (70..78).map(entry).collect())
+                .await
+                .unwrap(),
+        },
+        Miner {
+            uid: 1,
+            hotkey: key("//Miner1").unwrap().account_id(),
+            axon: axon("//Miner1", vec![entry(60), entry(61), entry(62), entry(63)])
                 .await
                 .unwrap(),
         },
@@ -196,7 +197,7 @@ async fn hanging_busy_and_junk_nodes_and_the_round_s_budgets() {
     let mut attester = Attester::new(key("//Validator").unwrap(), Duration::from_secs(10)).unwrap();
     attester.ports = vec![port];
     let cfg = RoundConfig {
-        concurrency: 4,
+        concurrency: 2,
         node_timeout: Duration::from_secs(1),
         retries: 1,
         node_deadline: Duration::from_secs(5),
@@ -211,7 +212,9 @@ async fn hanging_busy_and_junk_nodes_and_the_round_s_budgets() {
         ..RoundConfig::default()
     };
     let validator = key("//Validator").unwrap().account_id();
-    let report = round::run(
+    // The order nodes finish in.
+    let finished = std::sync::Mutex::new(Vec::new());
+    let report = round::run_resumable(
         &miners,
         &attester,
         &validator,
@@ -219,8 +222,18 @@ async fn hanging_busy_and_junk_nodes_and_the_round_s_budgets() {
         &collateral,
         &cfg,
         now,
+        Vec::new(),
+        &|r, _| finished.lock().unwrap().push(r.node.clone()),
     )
     .await;
+    // Interleaved: miner 1's honest node is called beside miner 2's first
+    // hanging one and finishes first, not after miner 2's eight.
+    assert_eq!(
+        finished.lock().unwrap()[0],
+        "127.0.0.60",
+        "{:?}",
+        finished.lock().unwrap()
+    );
     let node = |host: &str| report.nodes.iter().find(|n| n.node == host).unwrap();
     let error = |host: &str| node(host).error.clone().unwrap_or_default();
 

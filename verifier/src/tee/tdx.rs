@@ -392,12 +392,19 @@ pub fn verify(input: &TdxInput<'_>) -> Verification {
             }
         }
         Err(e) => {
+            let msg = format!("{e:#}");
+            // A certificate out of its validity explains a chain or date
+            // failure; any other failure (a bad signature) is told as it is.
             let (failed, msg) = match &expired_cert {
-                Some((stage, why)) => (*stage, why.clone()),
-                None => {
-                    let msg = format!("{e:#}");
-                    (classify(&msg), msg)
+                Some((stage, why))
+                    if matches!(
+                        classify(&msg),
+                        PCK_CHAIN | COLLATERAL_CHAIN | COLLATERAL_FRESH
+                    ) =>
+                {
+                    (*stage, why.clone())
                 }
+                _ => (classify(&msg), msg),
             };
             let pos = DCAP_STAGES.iter().position(|s| *s == failed);
             match pos {
@@ -433,6 +440,10 @@ pub fn verify(input: &TdxInput<'_>) -> Verification {
     }
 }
 
+/// Certificates a quote's PCK chain may have (dcap-qvl verifies the chain;
+/// this bounds what tvm parses of it besides).
+const MAX_PCK_CHAIN: usize = 4;
+
 /// A certificate of the quote's PCK chain or of the collateral's issuer
 /// chains that is not valid at `at`, with the check it fails.
 fn certificate_expired(
@@ -440,10 +451,11 @@ fn certificate_expired(
     raw: &QuoteCollateralV3,
     at: i64,
 ) -> Option<(&'static str, String)> {
-    let pck = Quote::parse(quote)
+    let mut pck = Quote::parse(quote)
         .ok()
         .and_then(|q| dcap_qvl::intel::extract_cert_chain(&q).ok())
         .unwrap_or_default();
+    pck.truncate(MAX_PCK_CHAIN);
     let issuers = [
         &raw.tcb_info_issuer_chain,
         &raw.qe_identity_issuer_chain,
@@ -508,6 +520,13 @@ pub fn verified_platform_of(
     let q = Quote::parse(quote).map_err(|e| PlatformError::Quote(format!("{e:#}")))?;
     let chain = dcap_qvl::intel::extract_cert_chain(&q)
         .map_err(|e| PlatformError::Chain(format!("{e:#}")))?;
+    // Intel's is PCK, platform or processor CA, root.
+    if chain.len() > MAX_PCK_CHAIN {
+        return Err(PlatformError::Chain(format!(
+            "{} certificates; Intel's chains have at most {MAX_PCK_CHAIN}",
+            chain.len()
+        )));
+    }
     tvm_certs::verify_chain(&chain, root_der, at)
         .map_err(|e| PlatformError::Chain(e.to_string()))?;
     platform_of(quote)
