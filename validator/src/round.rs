@@ -488,10 +488,7 @@ fn not_public(host: &str) -> Option<String> {
             // (::ffff:0:0:0/96), NAT64, 6to4.
             let embedded = if let Some(v4) = v6.to_ipv4() {
                 Some(v4)
-            } else if s[..6] == [0, 0, 0, 0, 0xffff, 0]
-                || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
-                || s[..3] == [0x64, 0xff9b, 1]
-            {
+            } else if s[..6] == [0, 0, 0, 0, 0xffff, 0] || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
                 Some(std::net::Ipv4Addr::from(
                     (u32::from(s[6]) << 16) | u32::from(s[7]),
                 ))
@@ -509,6 +506,12 @@ fn not_public(host: &str) -> Option<String> {
                 || (s[0] & 0xfe00) == 0xfc00
                 || (s[0] & 0xffc0) == 0xfe80
                 || (s[0] & 0xffc0) == 0xfec0
+                // Teredo (2001::/32) carries a server and an obscured client
+                // IPv4 address, and 64:ff9b:1::/48 is local-use NAT64 (RFC
+                // 8215) translating however the local network likes: where
+                // either ends up is not known here, so neither is called.
+                || s[..2] == [0x2001, 0]
+                || s[..3] == [0x64, 0xff9b, 1]
                 || embedded.is_some_and(|v4| !public_v4(v4))
         }
     };
@@ -692,6 +695,8 @@ mod tests {
             "::ffff:0:7f00:1",
             "fec0::1",
             "168.63.129.16",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "64:ff9b:1::808:808",
             "0.1.2.3",
             "192.0.0.8",
             "198.19.0.1",
