@@ -587,7 +587,11 @@ fn check(args: &CheckArgs) -> Result<tvm_verifier::bundle::BundleVerdict, String
                 Some(c) => tdx::parse_collateral(&read(c, "collateral")?)
                     .map_err(|e| format!("{}: {e}", c.display()))?,
                 None => {
-                    let (fmspc, ca) = tdx::platform_of(&quote.0).map_err(|e| e.to_string())?;
+                    // Only for a platform Intel vouched for (the node is not
+                    // trusted to name one).
+                    let root = tvm_certs::anchors::intel_sgx_root().map_err(|e| e.to_string())?;
+                    let (fmspc, ca) =
+                        tdx::verified_platform_of(&quote.0, root, at).map_err(|e| e.to_string())?;
                     let store = args.store.open()?;
                     rt.block_on(store.tdx(&fmspc, ca, at))
                         .map_err(|e| format!("no collateral for FMSPC {fmspc}: {e}"))?
