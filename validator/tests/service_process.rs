@@ -147,11 +147,16 @@ fn a_killed_validator_resumes_its_round_without_losing_a_verdict() {
     let db_path = dir.path().join("validator.db");
     let weights = dir.path().join("weights.json");
     let config = dir.path().join("validator.yaml");
+    // The responder speaks plain HTTP: without this the validator would not
+    // ask it at all (RA-TLS only), and no verdict would be made.
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, "dangerous_allow_plain_http: true\n").unwrap();
     let miner = Hotkey::from_uri("//Miner1").unwrap().account_id().to_ss58();
     std::fs::write(
         &config,
         format!(
             r#"hotkey_phrase: "//Validator"
+policy: "{policy}"
 miners:
   - uid: 1
     hotkey: "{miner}"
@@ -172,6 +177,7 @@ dangerous_simulated_pcs: "{sim}"
             weights = weights.display(),
             db = db_path.display(),
             sim = sim.display(),
+            policy = policy.display(),
         ),
     )
     .unwrap();
