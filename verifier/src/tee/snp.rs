@@ -179,30 +179,28 @@ impl SnpEndorsement {
         self.crl = match (crl, self.product, self.signer) {
             (Err(why), _, _) => CrlState::NotGiven(why),
             (Ok(der), Some(product), Some(signer)) => match AmdCrl::check(der, product, signer) {
-                Ok(crl) => {
-                    let revoked = if crl.revokes(&self.ask_der) {
-                        Some(if signer == AmdSigner::Vlek {
-                            "ASVK"
-                        } else {
-                            "ASK"
-                        })
-                    } else if crl.revokes(&self.vek_der) {
-                        Some(if signer == AmdSigner::Vlek {
-                            "VLEK"
-                        } else {
-                            "VCEK"
-                        })
-                    } else {
-                        None
-                    };
-                    CrlState::Checked { crl, revoked }
-                }
+                Ok(crl) => return self.with_checked_crl(crl, signer),
                 Err(e) => CrlState::Invalid(e.to_string()),
             },
             (Ok(_), _, _) => CrlState::Invalid(
                 "the endorsement key was not recognised, so its CRL cannot be checked".into(),
             ),
         };
+        self
+    }
+
+    /// A CRL whose signature AMD's root verified: is the intermediate or the
+    /// endorsement key on it?
+    fn with_checked_crl(mut self, crl: AmdCrl, signer: AmdSigner) -> Self {
+        let vlek = signer == AmdSigner::Vlek;
+        let revoked = if crl.revokes(&self.ask_der) {
+            Some(if vlek { "ASVK" } else { "ASK" })
+        } else if crl.revokes(&self.vek_der) {
+            Some(if vlek { "VLEK" } else { "VCEK" })
+        } else {
+            None
+        };
+        self.crl = CrlState::Checked { crl, revoked };
         self
     }
 
@@ -624,4 +622,88 @@ pub fn vcek_request(report: &[u8]) -> Result<([u8; 64], tvm_certs::amd::SnpTcb),
             fmc: t.fmc,
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verdict::Status;
+
+    // SNP-2 (virtee): a genuine Milan report and its VCEK (testdata/README.md).
+    const REPORT: &[u8] = include_bytes!("../../../testdata/snp/virtee_milan_report.hex");
+    const VCEK: &[u8] = include_bytes!("../../../testdata/snp/virtee_milan_vcek.der");
+    const DAY: i64 = 86_400;
+
+    fn at() -> i64 {
+        crate::input::parse_time("2025-06-01T00:00:00Z").unwrap()
+    }
+
+    fn serial(der: &[u8]) -> Vec<u8> {
+        let (_, c) = X509Certificate::from_der(der).unwrap();
+        let s = c.raw_serial();
+        s[s.iter().position(|b| *b != 0).unwrap_or(s.len())..].to_vec()
+    }
+
+    /// The `amd.crl` check for SNP-2 with a CRL of these dates and serials
+    /// (as if AMD's root had verified it: no real AMD CRL is in the vectors,
+    /// so its signature check is not what is tested here), at `when`.
+    fn crl_check(this: i64, next: i64, revoked: Vec<Vec<u8>>, when: i64, grace: u64) -> Check {
+        let report = crate::input::binary_or_hex(REPORT);
+        let e = SnpEndorsement::prepare(VCEK, None);
+        let e = e.with_checked_crl(
+            AmdCrl {
+                this_update: this,
+                next_update: next,
+                revoked,
+            },
+            AmdSigner::Vcek,
+        );
+        let v = verify(&SnpInput {
+            report: &report,
+            endorsement: &e,
+            at: when,
+            grace_seconds: grace,
+        });
+        v.check(AMD_CRL).unwrap().clone()
+    }
+
+    #[test]
+    fn every_branch_of_the_amd_crl_check() {
+        let t = at();
+        let ok = crl_check(t - DAY, t + DAY, vec![], t, 0);
+        assert_eq!(ok.status, Status::Pass, "{}", ok.detail);
+        // The VCEK on the list.
+        let c = crl_check(t - DAY, t + DAY, vec![serial(VCEK)], t, 0);
+        assert_eq!(c.status, Status::Fail);
+        assert!(c.detail.contains("revoked this VCEK"), "{}", c.detail);
+        // The ASK (the pinned Milan one) on the list.
+        let ask = tvm_certs::anchors::amd_ca(AmdProduct::Milan, AmdSigner::Vcek)
+            .unwrap()
+            .ask;
+        let c = crl_check(t - DAY, t + DAY, vec![vec![1, 2, 3], serial(&ask)], t, 0);
+        assert_eq!(c.status, Status::Fail);
+        assert!(c.detail.contains("revoked this ASK"), "{}", c.detail);
+        // Past nextUpdate: fails, unless inside the policy's grace.
+        let c = crl_check(t - 3 * DAY, t - DAY, vec![], t, 0);
+        assert_eq!(c.status, Status::Fail);
+        assert!(c.detail.contains("expired at"), "{}", c.detail);
+        let c = crl_check(t - 3 * DAY, t - DAY, vec![], t, 2 * DAY as u64);
+        assert_eq!(c.status, Status::Pass, "{}", c.detail);
+        // Not yet valid.
+        let c = crl_check(t + DAY, t + 2 * DAY, vec![], t, 0);
+        assert_eq!(c.status, Status::Fail);
+        assert!(c.detail.contains("not valid until"), "{}", c.detail);
+        // Not a CRL at all (or not AMD's): refused, with what to do.
+        let report = crate::input::binary_or_hex(REPORT);
+        let e = SnpEndorsement::prepare(VCEK, None).with_crl(Ok(b"not a CRL"));
+        let v = verify(&SnpInput {
+            report: &report,
+            endorsement: &e,
+            at: t,
+            grace_seconds: 0,
+        });
+        let c = v.check(AMD_CRL).unwrap();
+        assert_eq!(c.status, Status::Fail);
+        assert!(c.detail.contains("fetch AMD's CRL again"), "{}", c.detail);
+    }
 }
