@@ -314,6 +314,8 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let mut attester = Attester::new(validator.clone(), TIMEOUT).expect("client");
     attester.ports = vec![port];
+    // As `tvm-verifier run` sets it: RA-TLS only under this policy.
+    attester.plain_http = policy.dangerous_allow_plain_http;
     let cfg = RoundConfig {
         concurrency: 256,
         node_timeout: TIMEOUT,
