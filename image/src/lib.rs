@@ -6,3 +6,4 @@
 //! the quote's registers, and see *which* component differs.
 
 pub mod eventlog;
+pub mod manifest;
