@@ -7,3 +7,4 @@
 
 pub mod eventlog;
 pub mod manifest;
+pub mod tdx;

@@ -162,3 +162,105 @@ fn dstack_event_log_replays_to_its_quotes_rtmrs() {
         quoted.map(hex::encode)
     );
 }
+
+/// A minimal CBOR reader for dstack's measurement document (maps, byte and
+/// text strings, unsigned integers: all it uses).
+#[derive(Debug, Clone, PartialEq)]
+enum Cbor {
+    Uint(u64),
+    Bytes(Vec<u8>),
+    Text(String),
+    Map(Vec<(Cbor, Cbor)>),
+}
+
+fn cbor(b: &[u8], pos: &mut usize) -> Cbor {
+    let head = b[*pos];
+    *pos += 1;
+    let (major, info) = (head >> 5, head & 0x1f);
+    let mut arg = |info: u8| -> u64 {
+        let n = match info {
+            0..=23 => return u64::from(info),
+            24 => 1,
+            25 => 2,
+            26 => 4,
+            27 => 8,
+            _ => panic!("unsupported CBOR length {info}"),
+        };
+        let v = b[*pos..*pos + n]
+            .iter()
+            .fold(0u64, |a, x| (a << 8) | u64::from(*x));
+        *pos += n;
+        v
+    };
+    let len = arg(info);
+    match major {
+        0 => Cbor::Uint(len),
+        2 | 3 => {
+            let s = b[*pos..*pos + len as usize].to_vec();
+            *pos += len as usize;
+            if major == 2 {
+                Cbor::Bytes(s)
+            } else {
+                Cbor::Text(String::from_utf8(s).unwrap())
+            }
+        }
+        5 => Cbor::Map((0..len).map(|_| (cbor(b, pos), cbor(b, pos))).collect()),
+        _ => panic!("unsupported CBOR major type {major}"),
+    }
+}
+
+fn get<'a>(m: &'a Cbor, key: &str) -> &'a Cbor {
+    match m {
+        Cbor::Map(kv) => {
+            &kv.iter()
+                .find(|(k, _)| *k == Cbor::Text(key.into()))
+                .unwrap_or_else(|| panic!("no {key}"))
+                .1
+        }
+        _ => panic!("not a map"),
+    }
+}
+
+fn bytes48(c: &Cbor) -> [u8; 48] {
+    match c {
+        Cbor::Bytes(b) => b.as_slice().try_into().unwrap(),
+        _ => panic!("not bytes"),
+    }
+}
+
+/// dstack's measurement document (kernel Authenticode, command line and
+/// initrd digests, MRTD) for the quote it came with: RTMR1 and RTMR2
+/// computed from the artifacts' hashes equal the quote's, and MRTD is the
+/// document's two-pass value. A changed input changes the register.
+#[test]
+fn dstack_rtmr1_rtmr2_and_mrtd_from_the_artifacts() {
+    use base64::Engine;
+    use tvm_image::tdx;
+    let doc: serde_json::Value =
+        serde_json::from_slice(&testdata("dstack_tdx-lite-getquote.json")).unwrap();
+    let quote = hex::decode(doc["quote"].as_str().unwrap()).unwrap();
+    let vm: serde_json::Value = serde_json::from_str(doc["vm_config"].as_str().unwrap()).unwrap();
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(vm["tdx_measurement"]["measurement"].as_str().unwrap())
+        .unwrap();
+    let m = cbor(&raw, &mut 0);
+    let image = get(&m, "image");
+    let kernel = bytes48(get(image, "kernel_authenticode"));
+    let cmdline = bytes48(get(image, "cmdline_sha384"));
+    let initrd = bytes48(get(image, "initrd_sha384"));
+    let mrtd = bytes48(get(get(get(&m, "tdvf"), "mrtd"), "two_pass"));
+
+    let q = dcap_qvl::quote::Quote::parse(&quote).unwrap();
+    let td = q.report.as_td10().unwrap();
+    assert_eq!(tdx::rtmr1(&kernel), td.rt_mr1);
+    assert_eq!(tdx::rtmr2(&cmdline, &initrd), td.rt_mr2);
+    assert_eq!(mrtd, td.mr_td);
+    // Another kernel, command line or initrd: another register.
+    let mut k = kernel;
+    k[0] ^= 1;
+    assert_ne!(tdx::rtmr1(&k), td.rt_mr1);
+    let mut c = cmdline;
+    c[47] ^= 1;
+    assert_ne!(tdx::rtmr2(&c, &initrd), td.rt_mr2);
+    assert_ne!(tdx::rtmr2(&initrd, &cmdline), td.rt_mr2, "order matters");
+}
