@@ -7,4 +7,5 @@
 
 pub mod eventlog;
 pub mod manifest;
+pub mod snp;
 pub mod tdx;
