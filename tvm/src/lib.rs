@@ -3,4 +3,5 @@
 //! whole network on one machine.
 
 pub mod devnet;
+pub mod image;
 pub mod serve;

@@ -45,6 +45,105 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         epoch_blocks: u64,
     },
+    /// Operators: image signing keys and signed image manifests.
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// A new Ed25519 signing key (PKCS#8, written with mode 0600, never over a file).
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign a manifest (its exact text), or add a signature to a signed one.
+    Sign {
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        manifest: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// `--manifest` is already signed: add this key's signature (rotation).
+        #[arg(long)]
+        add: bool,
+    },
+    /// What a validator pinning `--keys` concludes about a signed manifest.
+    Verify {
+        #[arg(long)]
+        keys: PathBuf,
+        #[arg(long)]
+        manifest: PathBuf,
+        /// RFC 3339 or Unix seconds; default now.
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// Withdraw a release ("NAME VERSION") in a key set.
+    Retire {
+        #[arg(long)]
+        keys: PathBuf,
+        #[arg(long)]
+        release: String,
+    },
+    /// Add a new key to a key set; the current keys expire after the overlap.
+    RotateKey {
+        #[arg(long)]
+        keys: PathBuf,
+        /// The new key's public key, hex (from `tvm image keygen`).
+        #[arg(long)]
+        public_key: String,
+        #[arg(long, default_value_t = 14)]
+        overlap_days: u32,
+        #[arg(long, default_value_t = 365)]
+        lifetime_days: u32,
+        /// When the new key starts (RFC 3339 or Unix seconds); default now.
+        #[arg(long)]
+        at: Option<String>,
+    },
+}
+
+fn time_or_now(at: Option<&str>) -> Result<i64, String> {
+    match at {
+        Some(s) => tvm_verifier::input::parse_time(s).map_err(|e| format!("--at: {e}")),
+        None => Ok(std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)),
+    }
+}
+
+fn image(cmd: ImageCommand) -> Result<(), String> {
+    use tvm::image;
+    let e = |e: image::ImageError| e.to_string();
+    match cmd {
+        ImageCommand::Keygen { out } => {
+            print!("{}", image::keygen(&out).map_err(e)?);
+            Ok(())
+        }
+        ImageCommand::Sign {
+            key,
+            manifest,
+            out,
+            add,
+        } => image::sign(&key, &manifest, &out, add).map_err(e),
+        ImageCommand::Verify { keys, manifest, at } => {
+            let at = time_or_now(at.as_deref())?;
+            print!("{}", image::verify(&keys, &manifest, at).map_err(e)?);
+            Ok(())
+        }
+        ImageCommand::Retire { keys, release } => image::retire(&keys, &release).map_err(e),
+        ImageCommand::RotateKey {
+            keys,
+            public_key,
+            overlap_days,
+            lifetime_days,
+            at,
+        } => {
+            let at = time_or_now(at.as_deref())?;
+            image::rotate_key(&keys, &public_key, at, overlap_days, lifetime_days).map_err(e)
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -60,6 +159,15 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    if let Command::Image(cmd) = cli.command {
+        return match image(cmd) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -92,6 +200,7 @@ fn main() -> ExitCode {
                 epoch_blocks: epoch_blocks.max(2),
             }))
             .map_err(|e| e.to_string()),
+        Command::Image(_) => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
