@@ -256,3 +256,70 @@ pub fn first_mismatch(
         .find(|i| replayed[*i] != quoted[*i])
         .map(|i| (i, replayed[i], quoted[i]))
 }
+
+/// Where a log first departs from what was expected of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Divergence {
+    /// The RTMR (0–3) whose events differ.
+    pub rtmr: usize,
+    /// Position among that register's events (0-based).
+    pub position: usize,
+    /// The log's event there, if the log has one.
+    pub event: Option<Event>,
+    /// The digest expected there, if one was.
+    pub expected: Option<[u8; 48]>,
+}
+
+impl std::fmt::Display for Divergence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.event, &self.expected) {
+            (Some(e), Some(want)) => write!(
+                f,
+                "RTMR{} event {} (log record {}, {}): digest {}, expected {}",
+                self.rtmr,
+                self.position,
+                e.index,
+                e.type_name(),
+                hex::encode(e.digest),
+                hex::encode(want)
+            ),
+            (Some(e), None) => write!(
+                f,
+                "RTMR{} has an event more than expected: record {} ({}), digest {}",
+                self.rtmr,
+                e.index,
+                e.type_name(),
+                hex::encode(e.digest)
+            ),
+            (None, Some(want)) => write!(
+                f,
+                "RTMR{} ends after {} events; expected one more, digest {}",
+                self.rtmr,
+                self.position,
+                hex::encode(want)
+            ),
+            (None, None) => write!(f, "RTMR{}: no difference", self.rtmr),
+        }
+    }
+}
+
+/// The first event, register by register (RTMR0 first), whose digest is not
+/// the one `expected` lists for its place: what `tvm image diagnose` names
+/// when a quote's register differs from a manifest's.
+pub fn diagnose(events: &[Event], expected: &[Vec<[u8; 48]>; 4]) -> Option<Divergence> {
+    for (rtmr, want) in expected.iter().enumerate() {
+        let got: Vec<&Event> = events.iter().filter(|e| e.rtmr() == Some(rtmr)).collect();
+        for position in 0..got.len().max(want.len()) {
+            let (e, w) = (got.get(position), want.get(position));
+            if e.map(|e| e.digest) != w.copied() {
+                return Some(Divergence {
+                    rtmr,
+                    position,
+                    event: e.map(|e| (*e).clone()),
+                    expected: w.copied(),
+                });
+            }
+        }
+    }
+    None
+}

@@ -264,3 +264,43 @@ fn dstack_rtmr1_rtmr2_and_mrtd_from_the_artifacts() {
     assert_ne!(tdx::rtmr2(&c, &initrd), td.rt_mr2);
     assert_ne!(tdx::rtmr2(&initrd, &cmdline), td.rt_mr2, "order matters");
 }
+
+/// `diagnose` against a reference boot's event digests: the same log has no
+/// divergence; a changed kernel (RTMR1's application event) is named by its
+/// register, place and type; a missing or extra event is said as such.
+#[test]
+fn diagnose_names_the_first_event_that_differs() {
+    let events = eventlog::parse(&testdata("gotdxguest_ccel_data.dat")).unwrap();
+    let reference: [Vec<[u8; 48]>; 4] = std::array::from_fn(|r| {
+        events
+            .iter()
+            .filter(|e| e.rtmr() == Some(r))
+            .map(|e| e.digest)
+            .collect()
+    });
+    assert_eq!(eventlog::diagnose(&events, &reference), None);
+
+    let mut other_kernel = events.clone();
+    let app = other_kernel
+        .iter()
+        .position(|e| e.rtmr() == Some(1) && e.type_name() == "EV_EFI_BOOT_SERVICES_APPLICATION")
+        .unwrap();
+    other_kernel[app].digest[0] ^= 1;
+    let d = eventlog::diagnose(&other_kernel, &reference).unwrap();
+    assert_eq!((d.rtmr, d.event.as_ref().unwrap().index), (1, app + 1));
+    let said = d.to_string();
+    assert!(
+        said.starts_with("RTMR1 event") && said.contains("EV_EFI_BOOT_SERVICES_APPLICATION"),
+        "{said}"
+    );
+
+    let mut fewer = reference.clone();
+    let extra = fewer[2].pop().unwrap();
+    let d = eventlog::diagnose(&events, &fewer).unwrap();
+    assert_eq!(d.rtmr, 2);
+    assert!(d.to_string().contains("an event more than expected"), "{d}");
+    let mut more = reference.clone();
+    more[2].push(extra);
+    let d = eventlog::diagnose(&events, &more).unwrap();
+    assert!(d.to_string().contains("expected one more"), "{d}");
+}
