@@ -10,7 +10,6 @@
 //! miner of hanging nodes holds only its share of the slots; the round
 //! itself has a deadline that leaves the epoch time to set weights.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -295,71 +294,54 @@ pub async fn run_resumable(
         .iter()
         .map(|p| (p.miner_uid, p.node.as_str()))
         .collect();
-    let mut per_miner: Vec<Vec<(Miner, tvm_protocol::nodes::NodeEntry)>> = Vec::new();
+    // Each miner's nodes (one per host called) with its share of the round.
+    type Job = (Miner, tvm_protocol::nodes::NodeEntry);
+    let mut per_miner: Vec<(MinerState, Vec<Job>)> = Vec::new();
     let mut miner_errors = Vec::new();
     for (_, m, list) in lists {
         match list {
             Ok(nodes) => {
                 let mut seen = std::collections::HashSet::new();
-                per_miner.push(
-                    nodes
-                        .into_iter()
-                        // A node listed twice by one miner, in any spelling, is
-                        // attested once: the host called is what counts.
-                        .filter(|n| seen.insert(n.address()))
-                        .filter(|n| !done.contains(&(m.uid, n.ip.as_str())))
-                        .map(|n| (m.clone(), n))
-                        .collect(),
-                )
+                let jobs: Vec<Job> = nodes
+                    .into_iter()
+                    // A node listed twice by one miner, in any spelling, is
+                    // attested once: the host called is what counts.
+                    .filter(|n| seen.insert(n.address()))
+                    .filter(|n| !done.contains(&(m.uid, n.ip.as_str())))
+                    .map(|n| (m.clone(), n))
+                    .collect();
+                // The budget counts only the nodes that will be called.
+                let called = jobs
+                    .iter()
+                    .filter(|(_, n)| {
+                        cfg.dangerous_allow_private_addresses || not_public(n.host()).is_none()
+                    })
+                    .count();
+                per_miner.push((MinerState::new(cfg.miner_budget.for_nodes(called)), jobs));
             }
             Err(e) => miner_errors.push((m.uid, e)),
         }
     }
-    // Each miner's budget, in milliseconds of node time left (counting only
-    // the nodes that will be called), and its collateral look-ups that failed.
-    let budgets: HashMap<u16, MinerState> = per_miner
-        .iter()
-        .filter_map(|jobs| {
-            let (m, _) = jobs.first()?;
-            let called = jobs
-                .iter()
-                .filter(|(_, n)| {
-                    cfg.dangerous_allow_private_addresses || not_public(n.host()).is_none()
-                })
-                .count();
-            let b = cfg.miner_budget.for_nodes(called);
-            Some((
-                m.uid,
-                MinerState {
-                    left_ms: AtomicU64::new(b.as_millis() as u64),
-                    budget: b,
-                    failed_lookups: AtomicU32::new(0),
-                },
-            ))
-        })
-        .collect();
     // Round robin over miners: the first node of each, then the second...
     let mut jobs = Vec::new();
-    let longest = per_miner.iter().map(Vec::len).max().unwrap_or(0);
-    let mut queues: Vec<_> = per_miner.into_iter().map(Vec::into_iter).collect();
+    let longest = per_miner.iter().map(|(_, j)| j.len()).max().unwrap_or(0);
+    let mut queues: Vec<_> = per_miner
+        .iter()
+        .map(|(state, j)| j.iter().map(move |job| (state, job)))
+        .collect();
     for _ in 0..longest {
         jobs.extend(queues.iter_mut().filter_map(Iterator::next));
     }
     let started = Instant::now();
     let round_end = cfg.round_deadline.map(|d| tokio::time::Instant::now() + d);
-    let budgets = &budgets;
     // Unordered: a node that hangs holds its own slot, never the ones after it.
     let mut reports: Vec<(usize, NodeReport)> = stream::iter(jobs.into_iter().enumerate())
-        .map(|(i, (m, node))| async move {
+        .map(|(i, (state, (m, node)))| async move {
+            let node = node.clone();
             let refused = match cfg.dangerous_allow_private_addresses {
                 true => None,
                 false => not_public(node.host()),
             };
-            let state = budgets.get(&m.uid);
-            let budget = state.map_or(Duration::ZERO, |s| s.budget);
-            // What is left of the miner's budget when the node starts bounds
-            // its deadline; its time is charged when it ends (nodes running
-            // side by side can overspend by at most their own deadlines).
             let blocked = match refused {
                 Some(why) => Some(why),
                 None if round_end.is_some_and(|end| tokio::time::Instant::now() >= end) => {
@@ -367,30 +349,27 @@ pub async fn run_resumable(
                 }
                 None => None,
             };
-            let reserved = match blocked {
-                Some(_) => 0,
-                None => state.map_or(0, |s| {
-                    s.left_ms
-                        .load(Ordering::Acquire)
-                        .min(cfg.node_deadline.as_millis() as u64)
-                }),
-            };
+            // What is left of the miner's budget when the node starts bounds
+            // its deadline; its time is charged when it ends (nodes running
+            // side by side can overspend by at most their own deadlines).
+            let allowed = state
+                .left_ms
+                .load(Ordering::Acquire)
+                .min(cfg.node_deadline.as_millis() as u64);
             let r = if let Some(why) = blocked {
-                no_evidence(&m, node, why)
-            } else if reserved == 0 {
-                no_evidence(&m, node, budget_spent(budget))
+                no_evidence(m, node, why)
+            } else if allowed == 0 {
+                no_evidence(m, node, budget_spent(state.budget))
             } else {
                 let t0 = Instant::now();
                 // The whole node, under one deadline: the tighter of the
-                // node's own, the miner's budget reserved and the round's.
-                let mut deadline = tokio::time::Instant::now() + Duration::from_millis(reserved);
+                // node's own, the miner's budget left and the round's.
+                let mut deadline = tokio::time::Instant::now() + Duration::from_millis(allowed);
                 if let Some(end) = round_end {
                     deadline = deadline.min(end);
                 }
-                let no_failures = AtomicU32::new(0);
-                let failed_lookups = state.map_or(&no_failures, |s| &s.failed_lookups);
                 let work = attest_one(
-                    &m,
+                    m,
                     &node,
                     attester,
                     validator,
@@ -399,32 +378,30 @@ pub async fn run_resumable(
                     cfg,
                     at,
                     started,
-                    failed_lookups,
+                    &state.failed_lookups,
                 );
                 let r = match tokio::time::timeout_at(deadline, work).await {
                     Ok(r) => r,
                     Err(_) => {
                         let why = if round_end.is_some_and(|end| deadline >= end) {
                             round_over(cfg)
-                        } else if Duration::from_millis(reserved) < cfg.node_deadline {
-                            budget_spent(budget)
+                        } else if Duration::from_millis(allowed) < cfg.node_deadline {
+                            budget_spent(state.budget)
                         } else {
                             format!(
                                 "the node's work (evidence, collateral, appraisal) took over {:?}",
                                 cfg.node_deadline
                             )
                         };
-                        no_evidence(&m, node, why)
+                        no_evidence(m, node, why)
                     }
                 };
-                if let Some(s) = state {
-                    let spent = t0.elapsed().as_millis() as u64;
-                    let _ = s
-                        .left_ms
-                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
-                            Some(v.saturating_sub(spent))
-                        });
-                }
+                let spent = t0.elapsed().as_millis() as u64;
+                let _ = state
+                    .left_ms
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                        Some(v.saturating_sub(spent))
+                    });
                 r
             };
             on_node(&r, &result_of(&r));
@@ -458,6 +435,16 @@ struct MinerState {
     left_ms: AtomicU64,
     budget: Duration,
     failed_lookups: AtomicU32,
+}
+
+impl MinerState {
+    fn new(budget: Duration) -> Self {
+        MinerState {
+            left_ms: AtomicU64::new(budget.as_millis() as u64),
+            budget,
+            failed_lookups: AtomicU32::new(0),
+        }
+    }
 }
 
 fn round_over(cfg: &RoundConfig) -> String {
