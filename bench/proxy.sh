@@ -2,8 +2,8 @@
 # The inference proxy under load, side by side in one run: the upstream
 # directly, tvm-agent (Epistula verification + proxy) and nginx as a reverse
 # proxy to the same upstream. nginx is installed when missing and apt-get is
-# there; otherwise its row is left out. Settings: PROXY_BENCH_CONNS (32),
-# PROXY_BENCH_SECS (5), PROXY_BENCH_POOL (90000). Two runs: an upstream that
+# there; otherwise its row is left out. Settings: PROXY_BENCH_CONNS (32; at
+# most 64, the agent's per-address connection cap), PROXY_BENCH_SECS (5), PROXY_BENCH_POOL (90000). Two runs: an upstream that
 # answers at once (the proxy's CPU cost is all there is: its worst case) and
 # one that takes 20 ms per completion (still faster than any real model).
 set -euo pipefail

@@ -6,7 +6,8 @@
 //! this machine: load generator, agent, upstream (and nginx) share its cores.
 //!
 //! `cargo bench -p tvm-agent --bench proxy` (or `bench/proxy.sh`). Settings
-//! from the environment: PROXY_BENCH_CONNS (32), PROXY_BENCH_SECS (5),
+//! from the environment: PROXY_BENCH_CONNS (32; at most 64, the agent's
+//! per-address connection cap), PROXY_BENCH_SECS (5),
 //! PROXY_BENCH_POOL (pre-signed requests, 90000: the agent's replay guard
 //! holds 100000). Without `--bench` (as `cargo test --benches` runs it) it
 //! does a short smoke run.

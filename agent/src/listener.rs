@@ -109,21 +109,17 @@ impl Open {
         q.push_back(Arc::downgrade(&a.0));
     }
 
-    /// Tell the oldest unsigned connection to go; false when there is none.
-    fn evict_oldest_unsigned(&self) -> bool {
+    /// Tell the oldest unsigned connection, if any, to go.
+    fn evict_oldest_unsigned(&self) {
         let mut q = self.0.lock().unwrap_or_else(|p| p.into_inner());
         q.retain(|w| w.strong_count() > 0);
-        let victim = q
-            .iter()
-            .filter_map(std::sync::Weak::upgrade)
-            .find(|a| !a.signed.load(Ordering::Acquire));
-        match victim {
-            Some(a) => {
-                a.signed.store(true, Ordering::Release); // not chosen twice
-                a.evict.notify_one();
-                true
-            }
-            None => false,
+        let victim = q.iter().position(|w| {
+            w.upgrade()
+                .is_some_and(|a| !a.signed.load(Ordering::Acquire))
+        });
+        // Out of the list: it is not chosen twice.
+        if let Some(a) = victim.and_then(|i| q.remove(i)).and_then(|w| w.upgrade()) {
+            a.evict.notify_one();
         }
     }
 }

@@ -345,7 +345,7 @@ pub fn verify(input: &TdxInput<'_>) -> Verification {
     // It also names a certificate that is not yet valid with its dates (the
     // path validator's own error says only "not valid yet").
     let expired_cert =
-        certificate_expired(input.quote, &coll.raw, input.at).map(|(stage, why)| {
+        certificate_expired(&quote, &coll.raw, input.at).map(|(stage, why)| {
             if (dcap_at as i64) < input.at {
                 (stage, format!("{why}: the policy's collateral grace covers collateral past its nextUpdate, not certificates"))
             } else {
@@ -447,14 +447,11 @@ const MAX_PCK_CHAIN: usize = 4;
 /// A certificate of the quote's PCK chain or of the collateral's issuer
 /// chains that is not valid at `at`, with the check it fails.
 fn certificate_expired(
-    quote: &[u8],
+    quote: &Quote,
     raw: &QuoteCollateralV3,
     at: i64,
 ) -> Option<(&'static str, String)> {
-    let mut pck = Quote::parse(quote)
-        .ok()
-        .and_then(|q| dcap_qvl::intel::extract_cert_chain(&q).ok())
-        .unwrap_or_default();
+    let mut pck = dcap_qvl::intel::extract_cert_chain(quote).unwrap_or_default();
     pck.truncate(MAX_PCK_CHAIN);
     let issuers = [
         &raw.tcb_info_issuer_chain,
