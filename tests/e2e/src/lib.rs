@@ -56,3 +56,29 @@ pub fn devnet_trust(sim: &Path) -> Result<(Policy, SimulatedPcs), Error> {
     let policy = Policy::from_yaml(&text)?;
     Ok((policy, SimulatedPcs::load(sim)?))
 }
+
+/// A port number free on `ip`, to give several loopback "machines" the same
+/// port (as CVMs on different hosts have).
+pub fn free_port(ip: [u8; 4]) -> Result<u16, Error> {
+    Ok(std::net::TcpListener::bind(SocketAddr::from((ip, 0)))?
+        .local_addr()?
+        .port())
+}
+
+/// Now, in Unix seconds.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// `//Validator`'s attester, asking for evidence on `port` only.
+pub fn validator_attester(port: u16) -> Result<tvm_validator::attest::Attester, Error> {
+    let mut a = tvm_validator::attest::Attester::new(
+        key("//Validator")?,
+        std::time::Duration::from_secs(10),
+    )?;
+    a.ports = vec![port];
+    Ok(a)
+}

@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tvm_agent::auth::Access;
 use tvm_agent::backend::sim::SimTee;
@@ -26,7 +26,7 @@ use tvm_agent::backend::{BackendError, DeviceSet, Devices, Gather, NoDevices, Re
 use tvm_agent::evidence::EvidenceSource;
 use tvm_agent::server::AppState;
 use tvm_agent::{Agent, Running};
-use tvm_e2e::{axon, devnet_trust, key, sim_agent};
+use tvm_e2e::{axon, devnet_trust, free_port, key, sim_agent, unix_now, validator_attester};
 use tvm_protocol::keys::AccountId;
 use tvm_protocol::nodes::NodeEntry;
 use tvm_protocol::nonce::Nonce;
@@ -148,11 +148,7 @@ async fn griefer_lifter_and_bomb_get_nothing_and_cost_no_fetch() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let sim = dir.path().join("sim");
-    let port = std::net::TcpListener::bind("127.0.0.40:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port([127, 0, 0, 40]).unwrap();
     let at = |host: u8| SocketAddr::from(([127, 0, 0, host], port));
 
     // The honest node: miner V, one GPU.
@@ -250,17 +246,13 @@ async fn griefer_lifter_and_bomb_get_nothing_and_cost_no_fetch() {
         inner: pcs,
         tdx: AtomicUsize::new(0),
     };
-    let mut attester = Attester::new(key("//Validator").unwrap(), Duration::from_secs(10)).unwrap();
-    attester.ports = vec![port];
+    let attester = validator_attester(port).unwrap();
     let cfg = RoundConfig {
         node_timeout: Duration::from_secs(10),
         dangerous_allow_private_addresses: true,
         ..RoundConfig::default()
     };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let now = unix_now();
     let report = round::run(
         &miners,
         &attester,
@@ -447,11 +439,7 @@ async fn made_up_platforms_cost_a_bounded_number_of_lookups() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let sim = dir.path().join("sim");
-    let port = std::net::TcpListener::bind("127.0.0.80:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port([127, 0, 0, 80]).unwrap();
     let mut agents = Vec::new();
     let mut nodes = Vec::new();
     for h in 80..88u8 {
@@ -469,18 +457,14 @@ async fn made_up_platforms_cost_a_bounded_number_of_lookups() {
     }];
     let (policy, _) = devnet_trust(&sim).unwrap();
     let collateral = Unfindable(AtomicUsize::new(0));
-    let mut attester = Attester::new(key("//Validator").unwrap(), Duration::from_secs(10)).unwrap();
-    attester.ports = vec![port];
+    let attester = validator_attester(port).unwrap();
     let cfg = RoundConfig {
         // One at a time, so the count is exact.
         concurrency: 1,
         dangerous_allow_private_addresses: true,
         ..RoundConfig::default()
     };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let now = unix_now();
     let report = round::run(
         &miners,
         &attester,

@@ -5,11 +5,10 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use tvm_e2e::{axon, devnet_trust, key, sim_agent};
+use tvm_e2e::{axon, devnet_trust, free_port, key, sim_agent, unix_now, validator_attester};
 use tvm_protocol::nodes::NodeEntry;
-use tvm_validator::attest::Attester;
 use tvm_validator::round::{self, Miner, RoundConfig};
 use tvm_validator::scoring::NodeScore;
 
@@ -19,11 +18,7 @@ async fn a_round_scores_honest_duplicate_and_silent_nodes() {
     let dir = tempfile::tempdir().unwrap();
     let sim = dir.path().join("sim");
     // One port number, several loopback hosts: like CVMs on different machines.
-    let port = std::net::TcpListener::bind("127.0.0.2:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port([127, 0, 0, 2]).unwrap();
     let at = |host: u8| SocketAddr::from(([127, 0, 0, host], port));
     let _a = sim_agent(&sim, "//Miner1", at(2), 2).unwrap();
     let _b = sim_agent(&sim, "//Miner2", at(3), 1).unwrap();
@@ -50,13 +45,9 @@ async fn a_round_scores_honest_duplicate_and_silent_nodes() {
             axon: axon("//Miner1", vec![entry(2)]).await.unwrap(),
         },
     ];
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let now = unix_now();
     let (policy, collateral) = devnet_trust(&sim).unwrap();
-    let mut attester = Attester::new(key("//Validator").unwrap(), Duration::from_secs(10)).unwrap();
-    attester.ports = vec![port];
+    let attester = validator_attester(port).unwrap();
     let cfg = RoundConfig {
         node_timeout: Duration::from_secs(10),
         dangerous_allow_private_addresses: true,
@@ -150,11 +141,7 @@ async fn hanging_busy_and_junk_nodes_and_the_round_s_budgets() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let sim = dir.path().join("sim");
-    let port = std::net::TcpListener::bind("127.0.0.60:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port([127, 0, 0, 60]).unwrap();
     let at = |host: u8| SocketAddr::from(([127, 0, 0, host], port));
     let _honest = sim_agent(&sim, "//Miner1", at(60), 1).unwrap();
     let hang = scripted_node(at(61), vec![None]).await;
@@ -189,13 +176,9 @@ async fn hanging_busy_and_junk_nodes_and_the_round_s_budgets() {
                 .unwrap(),
         },
     ];
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let now = unix_now();
     let (policy, collateral) = devnet_trust(&sim).unwrap();
-    let mut attester = Attester::new(key("//Validator").unwrap(), Duration::from_secs(10)).unwrap();
-    attester.ports = vec![port];
+    let attester = validator_attester(port).unwrap();
     let cfg = RoundConfig {
         concurrency: 2,
         node_timeout: Duration::from_secs(1),
