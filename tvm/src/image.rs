@@ -61,25 +61,14 @@ fn save_keys(path: &Path, keys: &KeySet) -> Result<(), ImageError> {
 
 /// A new key at `out` (never overwritten); returns what to tell the operator.
 pub fn keygen(out: &Path) -> Result<String, ImageError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let (pkcs8, public) = manifest::keygen()?;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(out)
-        .map_err(|source| ImageError::Io {
-            path: out.display().to_string(),
-            source,
-        })?;
-    f.write_all(&pkcs8).map_err(|source| ImageError::Io {
+    // Owner-only, never over an existing file (as the agent keeps its key).
+    tvm_agent::tls::write_private(out, &pkcs8).map_err(|source| ImageError::Io {
         path: out.display().to_string(),
         source,
     })?;
     Ok(format!(
-        "key {} written to {} (keep it secret)\npublic key {}\nkey id     {}\n",
-        out.display(),
+        "key written to {} (keep it secret)\npublic key {}\nkey id     {}\n",
         out.display(),
         hex::encode(&public),
         manifest::key_id(&public)
