@@ -21,6 +21,7 @@ fn source(dir: &std::path::Path, latency_ms: u64, gather: Gather) -> EvidenceSou
         gpus: 8,
         switches: 0,
         gpu_latency_ms: latency_ms,
+        ..SimConfig::default()
     };
     let (_, nvidia) = hierarchy(dir).expect("hierarchy");
     EvidenceSource {

@@ -143,6 +143,19 @@ pub struct SimConfig {
     /// Modelled time one simulated GPU takes to produce its report
     /// (real H100s take tens to hundreds of milliseconds).
     pub gpu_latency_ms: u64,
+    /// Which simulated image the TD measures as.
+    pub image: SimImage,
+}
+
+/// The simulated image a SIMULATED TD runs.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SimImage {
+    /// The one the devnet's operator key signed a manifest for.
+    #[default]
+    Published,
+    /// One no manifest lists (a guest of the miner's own making): validators reject it.
+    Unlisted,
 }
 
 impl Default for SimConfig {
@@ -152,6 +165,7 @@ impl Default for SimConfig {
             gpus: 8,
             switches: 0,
             gpu_latency_ms: 0,
+            image: SimImage::Published,
         }
     }
 }

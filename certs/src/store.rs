@@ -26,6 +26,9 @@ use crate::intel;
 #[path = "store_nvidia.rs"]
 mod store_nvidia;
 pub use store_nvidia::valid_rim_id;
+#[path = "store_images.rs"]
+mod store_images;
+pub use store_images::{manifests_in_folders, FoundManifests, MANIFEST_REFRESH_SECONDS};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -415,6 +418,7 @@ impl CollateralStore {
             crl: Vec::new(),
             nvidia_ocsp,
             nvidia_rim,
+            images: self.export_images()?,
         };
         let tdx_dir = self.cfg.dir.join("tdx");
         for entry in read_dir_sorted(&tdx_dir)? {
@@ -544,6 +548,7 @@ impl CollateralStore {
             written += 1;
         }
         written += self.import_nvidia(&bundle.nvidia_ocsp, &bundle.nvidia_rim)?;
+        written += self.import_images(&bundle.images)?;
         Ok(written)
     }
 }
@@ -576,6 +581,9 @@ struct Bundle {
     nvidia_ocsp: Vec<store_nvidia::OcspItem>,
     #[serde(default)]
     nvidia_rim: Vec<store_nvidia::RimItem>,
+    /// Signed image manifests (checked by the verifier when loaded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    images: Vec<serde_json::Value>,
 }
 
 #[derive(Serialize, Deserialize)]

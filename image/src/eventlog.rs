@@ -307,19 +307,27 @@ impl std::fmt::Display for Divergence {
 /// the one `expected` lists for its place: what `tvm image diagnose` names
 /// when a quote's register differs from a manifest's.
 pub fn diagnose(events: &[Event], expected: &[Vec<[u8; 48]>; 4]) -> Option<Divergence> {
-    for (rtmr, want) in expected.iter().enumerate() {
-        let got: Vec<&Event> = events.iter().filter(|e| e.rtmr() == Some(rtmr)).collect();
-        for position in 0..got.len().max(want.len()) {
-            let (e, w) = (got.get(position), want.get(position));
-            if e.map(|e| e.digest) != w.copied() {
-                return Some(Divergence {
-                    rtmr,
-                    position,
-                    event: e.map(|e| (*e).clone()),
-                    expected: w.copied(),
-                });
-            }
-        }
-    }
-    None
+    expected
+        .iter()
+        .enumerate()
+        .find_map(|(rtmr, want)| diagnose_register(events, rtmr, want))
+}
+
+/// The first event of RTMR `rtmr` whose digest is not `expected`'s at its
+/// place (or the event missing or extra).
+pub fn diagnose_register(
+    events: &[Event],
+    rtmr: usize,
+    expected: &[[u8; 48]],
+) -> Option<Divergence> {
+    let got: Vec<&Event> = events.iter().filter(|e| e.rtmr() == Some(rtmr)).collect();
+    (0..got.len().max(expected.len())).find_map(|position| {
+        let (e, w) = (got.get(position), expected.get(position));
+        (e.map(|e| e.digest) != w.copied()).then(|| Divergence {
+            rtmr,
+            position,
+            event: e.map(|e| (*e).clone()),
+            expected: w.copied(),
+        })
+    })
 }

@@ -46,12 +46,37 @@ pub struct File {
     pub size: u64,
 }
 
+/// The CPU TEE a measurement is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Platform {
+    Tdx,
+    SevSnp,
+}
+
+impl Platform {
+    /// The registers a manifest may give for this platform, in the order
+    /// they are compared (the first differing one is named).
+    pub fn registers(self) -> &'static [&'static str] {
+        match self {
+            Platform::Tdx => &["mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3"],
+            Platform::SevSnp => &["measurement"],
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Tdx => "tdx",
+            Platform::SevSnp => "sev-snp",
+        }
+    }
+}
+
 /// The measurements the image produces on one platform and VM shape.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Expected {
-    /// `tdx` or `sev-snp`.
-    pub platform: String,
+    pub platform: Platform,
     /// The VM shape the values are for (e.g. `8xH100-96vcpu`); registers
     /// that depend on it (RTMR0, the SNP digest) differ between shapes.
     pub shape: String,
@@ -64,6 +89,87 @@ pub struct Expected {
     /// it cannot be computed for a shape).
     #[serde(default)]
     pub source: Option<String>,
+    /// TDX: per RTMR (`rtmr0`…`rtmr2`), the event digests (SHA-384, hex)
+    /// a boot of this image extends it with, in order; they must replay
+    /// to the register's value. With them a mismatch is named down to the
+    /// event (`tvm image diagnose`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub events: BTreeMap<String, Vec<String>>,
+}
+
+impl Expected {
+    /// The expected value of `register`, if the manifest gives it.
+    pub fn register(&self, register: &str) -> Option<[u8; 48]> {
+        self.registers.get(register).and_then(|h| hex48(h).ok())
+    }
+
+    pub fn mode(&self, register: &str) -> Mode {
+        self.modes.get(register).copied().unwrap_or_default()
+    }
+
+    /// The reference event digests of RTMR `index`, if given.
+    pub fn events_of(&self, index: usize) -> Option<Vec<[u8; 48]>> {
+        self.events
+            .get(&format!("rtmr{index}"))
+            .map(|v| v.iter().filter_map(|h| hex48(h).ok()).collect())
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let known = self.platform.registers();
+        let at = |r: &str| format!("{} shape {:?}, {r}", self.platform.as_str(), self.shape);
+        if self.registers.is_empty() {
+            return Err(format!("{}: no registers", at("registers")));
+        }
+        for (r, v) in &self.registers {
+            if !known.contains(&r.as_str()) {
+                return Err(format!(
+                    "{}: not a register of this platform (known: {known:?})",
+                    at(r)
+                ));
+            }
+            hex48(v).map_err(|e| format!("{}: {e}", at(r)))?;
+        }
+        for r in self.modes.keys() {
+            if !self.registers.contains_key(r) {
+                return Err(format!(
+                    "{}: a mode for a register the manifest does not give",
+                    at(r)
+                ));
+            }
+        }
+        for (r, events) in &self.events {
+            if self.platform != Platform::Tdx || !["rtmr0", "rtmr1", "rtmr2"].contains(&r.as_str())
+            {
+                return Err(format!(
+                    "{}: events are given for rtmr0…rtmr2 of tdx only",
+                    at(r)
+                ));
+            }
+            let mut replayed = [0u8; 48];
+            for e in events {
+                replayed = crate::eventlog::extend(
+                    &replayed,
+                    &hex48(e).map_err(|e| format!("{}: event {e}", at(r)))?,
+                );
+            }
+            if self.register(r) != Some(replayed) {
+                return Err(format!(
+                    "{}: its events replay to {}, not the register's value",
+                    at(r),
+                    hex::encode(replayed)
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A 48-byte value in hex.
+pub fn hex48(text: &str) -> Result<[u8; 48], String> {
+    let b = hex::decode(text).map_err(|e| format!("not hex: {e}"))?;
+    b.as_slice()
+        .try_into()
+        .map_err(|_| format!("{} bytes, expected 48", b.len()))
 }
 
 /// One image release, as its operator describes it.
@@ -90,6 +196,26 @@ impl Manifest {
     /// `name version`, as key sets retire it.
     pub fn release(&self) -> String {
         format!("{} {}", self.name, self.version)
+    }
+
+    /// What signatures cannot catch: unknown registers, values that are
+    /// not 48-byte hex, reference events that do not replay to their
+    /// register. Checked before signing and after every verification.
+    pub fn validate(&self) -> Result<(), ManifestError> {
+        if self.format != FORMAT {
+            return Err(ManifestError::Format(self.format));
+        }
+        if self.measurements.is_empty() {
+            return Err(ManifestError::Malformed(format!(
+                "{}: no measurements",
+                self.release()
+            )));
+        }
+        for e in &self.measurements {
+            e.validate()
+                .map_err(|why| ManifestError::Malformed(format!("{}: {why}", self.release())))?;
+        }
+        Ok(())
     }
 }
 
@@ -260,9 +386,7 @@ pub fn verify(signed: &[u8], keys: &KeySet, at: i64) -> Result<Manifest, Manifes
     }
     let m: Manifest = serde_json::from_str(&s.manifest)
         .map_err(|e| ManifestError::Malformed(format!("manifest: {e}")))?;
-    if m.format != FORMAT {
-        return Err(ManifestError::Format(m.format));
-    }
+    m.validate()?;
     if keys.retired.contains(&m.release()) {
         return Err(ManifestError::Retired(m.release()));
     }

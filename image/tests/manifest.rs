@@ -172,3 +172,56 @@ fn a_rotation_accepts_both_keys_inside_the_overlap_only() {
         assert!(ok(&both, t), "{t}");
     }
 }
+
+#[test]
+fn what_signatures_cannot_catch_is_refused_before_signing_and_after_verifying() {
+    let (k, p) = manifest::keygen().unwrap();
+    let keys = KeySet {
+        keys: vec![trusted(&p, T0, T0 + 365 * DAY)],
+        retired: vec![],
+    };
+    let base: serde_json::Value =
+        serde_json::from_str(&manifest_text("1.0.0", T0, T0 + 90 * DAY)).unwrap();
+    let refused = |edit: &dyn Fn(&mut serde_json::Value), says: &str| {
+        let mut v = base.clone();
+        edit(&mut v);
+        let text = v.to_string();
+        let e = manifest::verify(&signed(&text, &k), &keys, T0 + DAY).unwrap_err();
+        assert!(matches!(e, ManifestError::Malformed(_)), "{e}");
+        assert!(e.to_string().contains(says), "{says}: {e}");
+    };
+    refused(
+        &|v| v["measurements"][0]["registers"]["rtmr9"] = "00".repeat(48).into(),
+        "not a register of this platform",
+    );
+    refused(
+        &|v| v["measurements"][0]["registers"]["mrtd"] = "00".repeat(32).into(),
+        "32 bytes, expected 48",
+    );
+    refused(
+        &|v| v["measurements"][0]["modes"]["rtmr2"] = "warn".into(),
+        "a mode for a register the manifest does not give",
+    );
+    refused(
+        &|v| {
+            v["measurements"][0]["platform"] = "sev-snp".into();
+        },
+        "not a register of this platform",
+    );
+    // Reference events must replay to their register.
+    let one = [0x33u8; 48];
+    let replayed = tvm_image::eventlog::extend(&[0; 48], &one);
+    refused(
+        &|v| v["measurements"][0]["events"]["rtmr0"] = vec![hex::encode(one)].into(),
+        "replay to",
+    );
+    let mut good = base.clone();
+    good["measurements"][0]["registers"]["rtmr0"] = hex::encode(replayed).into();
+    good["measurements"][0]["events"]["rtmr0"] = vec![hex::encode(one)].into();
+    let m = manifest::verify(&signed(&good.to_string(), &k), &keys, T0 + DAY).unwrap();
+    assert_eq!(m.measurements[0].events_of(0), Some(vec![one]));
+    refused(
+        &|v| v["measurements"] = serde_json::json!([]),
+        "no measurements",
+    );
+}

@@ -21,6 +21,7 @@ pub const INTEL_QE_VENDOR_ID: [u8; 16] = [
 ];
 /// What the default measurements are derived from.
 pub const SIM_IMAGE_LABEL: &str = "tvm simulated image";
+pub const SIM_UNLISTED_IMAGE_LABEL: &str = "tvm simulated image (unlisted)";
 /// TD attributes of a production TD: only SEPT_VE_DISABLE (bit 28) set; not
 /// debug, not migratable. (DCAP verifiers reject a TD without SEPT_VE_DISABLE.)
 pub const SIM_TD_ATTRIBUTES: [u8; 8] = (1u64 << 28).to_le_bytes();
@@ -53,8 +54,18 @@ impl TdMeasurements {
     /// SHA-384("tvm simulated image/RTMR*i*"), MRCONFIGID, MROWNER and
     /// MROWNERCONFIG zero, [`SIM_TD_ATTRIBUTES`], [`SIM_XFAM`].
     pub fn simulated_image() -> Self {
+        Self::labelled(SIM_IMAGE_LABEL)
+    }
+
+    /// A simulated image no operator published: the same, labelled
+    /// `tvm simulated image (unlisted)`: a guest of the miner's own making.
+    pub fn unlisted_image() -> Self {
+        Self::labelled(SIM_UNLISTED_IMAGE_LABEL)
+    }
+
+    fn labelled(image: &str) -> Self {
         let label = |part: &str| -> [u8; 48] {
-            Sha384::digest(format!("{SIM_IMAGE_LABEL}/{part}").as_bytes()).into()
+            Sha384::digest(format!("{image}/{part}").as_bytes()).into()
         };
         TdMeasurements {
             mrtd: label("MRTD"),

@@ -1,7 +1,7 @@
 //! `tvm devnet`: the whole network on one machine, every part the real code.
 //! A loopback test chain (banner TEST CHAIN), three miners running `tvm
 //! serve` (each announces its axon with `serve_axon`), six SIMULATED agents
-//! and three misbehaving nodes, and a validator running the same service
+//! and four misbehaving nodes, and a validator running the same service
 //! as `tvm-verifier run`. One epoch is run at once and its verdicts and the
 //! weights the chain accepted are printed; the dashboard stays up until
 //! Ctrl-C (or the command exits after one epoch with `--once`).
@@ -20,6 +20,7 @@
 //! | 127.0.0.15  | 4     | answers with evidence for a nonce of its own (agent at .21)  |
 //! | 127.0.0.16  | 4     | agent presenting .13's GPU as its own                      |
 //! | 127.0.0.17  | 4     | listed, nothing listening                                  |
+//! | 127.0.0.19  | 4     | honest hardware, but an image no operator manifest lists   |
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -120,7 +121,10 @@ fn start_agent(
     gpus: usize,
     at: SocketAddr,
 ) -> Result<Running, DevnetError> {
-    let cfg = agent_config(sim, miner, gpus)?;
+    start_agent_with(agent_config(sim, miner, gpus)?, at)
+}
+
+fn start_agent_with(cfg: Config, at: SocketAddr) -> Result<Running, DevnetError> {
     Agent::build(&cfg)
         .and_then(|a| a.start_at(at))
         .map_err(setup("agent"))
@@ -252,6 +256,10 @@ async fn start_network(
     ];
     let (victim, clone) = start_cloned_pair(&sim, (MINERS[1], at(13)), (MINERS[2], at(16)))?;
     agents.extend([victim, clone]);
+    // Genuine (simulated) hardware running a guest no manifest lists.
+    let mut unlisted = agent_config(&sim, MINERS[2], 1)?;
+    unlisted.sim.image = tvm_agent::config::SimImage::Unlisted;
+    agents.push(start_agent_with(unlisted, at(19))?);
     start_rogue(Trick::Relay, at(14), host(12), MINERS[0], port).await?;
     start_rogue(Trick::WrongNonce, at(15), host(21), MINERS[2], port).await?;
 
@@ -278,7 +286,7 @@ async fn start_network(
         .await
         .map_err(setup("test chain"))?;
 
-    let lists: [Vec<u8>; 3] = [vec![11, 12], vec![13, 18], vec![14, 15, 16, 17]];
+    let lists: [Vec<u8>; 3] = [vec![11, 12], vec![13, 18], vec![14, 15, 16, 17, 19]];
     let mut axon_ports = Vec::new();
     for (miner, hosts) in MINERS.iter().zip(lists) {
         let port = free_port(host(1))?;
@@ -473,7 +481,7 @@ pub async fn run(opts: DevnetOptions) -> Result<(), DevnetError> {
 }
 
 async fn run_in(opts: &DevnetOptions, dir: &Path) -> Result<(), DevnetError> {
-    println!("tvm devnet: a TEST CHAIN, 3 miners, 6 SIMULATED agents, 3 misbehaving nodes and a validator, all on loopback.");
+    println!("tvm devnet: a TEST CHAIN, 3 miners, 6 SIMULATED agents, 4 misbehaving nodes and a validator, all on loopback.");
     println!("Nothing here is real hardware: every quote and GPU report is SIMULATED, signed by a local test hierarchy in {}.", dir.join("sim").display());
     let (net, cfg) = start_network(opts, dir).await?;
     println!(

@@ -88,7 +88,9 @@ pub fn sign(key: &Path, manifest_path: &Path, out: &Path, add: bool) -> Result<(
     } else {
         let text = String::from_utf8(text).map_err(|e| invalid(manifest_path, e))?;
         // Refuse what no validator would accept.
-        serde_json::from_str::<manifest::Manifest>(&text).map_err(|e| invalid(manifest_path, e))?;
+        serde_json::from_str::<manifest::Manifest>(&text)
+            .map_err(|e| invalid(manifest_path, e))?
+            .validate()?;
         manifest::sign(&text, &key_bytes)?
     };
     let mut bytes = serde_json::to_vec_pretty(&signed).map_err(|e| invalid(out, e))?;

@@ -53,6 +53,8 @@ fn devnet_once_prints_verdicts_and_the_accepted_weights() {
             "duplicate of 127.0.0.13",
         ),
         ("127.0.0.17", "NO EVIDENCE", "cannot reach"),
+        // Genuine (simulated) hardware, an image no manifest lists.
+        ("127.0.0.19", "REJECTED", "failed measurement"),
     ];
     for (node, verdict, counted) in expect {
         let r = row(&stdout, node);
@@ -148,7 +150,7 @@ fn the_dashboard_shows_the_devnet_in_a_real_browser() {
         // The API and metrics, as a script would read them.
         let nodes: serde_json::Value =
             serde_json::from_str(&http_get(&format!("{url}api/v1/nodes"))).unwrap();
-        assert_eq!(nodes["nodes"].as_array().unwrap().len(), 8, "{nodes}");
+        assert_eq!(nodes["nodes"].as_array().unwrap().len(), 9, "{nodes}");
         assert!(nodes["round"]["finished_at"].is_i64());
         let miner: serde_json::Value =
             serde_json::from_str(&http_get(&format!("{url}api/v1/miners/2"))).unwrap();
@@ -162,7 +164,7 @@ fn the_dashboard_shows_the_devnet_in_a_real_browser() {
             .starts_with("set on chain"));
         let metrics = http_get(&format!("{url}metrics"));
         assert!(
-            metrics.contains("tvm_validator_round_nodes{verdict=\"rejected\"} 1"),
+            metrics.contains("tvm_validator_round_nodes{verdict=\"rejected\"} 2"),
             "{metrics}"
         );
         assert!(
@@ -180,7 +182,7 @@ fn the_dashboard_shows_the_devnet_in_a_real_browser() {
         };
         assert!(dom.contains("<h1>tvm validator"), "{dom}");
         assert!(dom.contains("SIMULATED"));
-        for n in 11..=18 {
+        for n in [11, 12, 13, 14, 15, 16, 17, 18, 19] {
             assert!(dom.contains(&format!("127.0.0.{n}")), "node .{n} listed");
         }
         // The wrong-nonce node's reason, in words.
@@ -198,6 +200,17 @@ fn the_dashboard_shows_the_devnet_in_a_real_browser() {
         assert!(
             silent.contains("NO EVIDENCE") && silent.contains("cannot reach"),
             "{silent}"
+        );
+        // The unlisted image: the register and the manifest nearest to it.
+        let unlisted = dom
+            .split("<tr>")
+            .find(|r| r.contains("127.0.0.19"))
+            .unwrap();
+        assert!(
+            unlisted.contains("REJECTED")
+                && unlisted.contains("nearest is tvm-simulated devnet")
+                && unlisted.contains("first differing register mrtd"),
+            "{unlisted}"
         );
     });
     let _ = child.kill();

@@ -144,6 +144,10 @@ struct CheckArgs {
     /// TDX collateral (JSON) instead of the store.
     #[arg(long)]
     collateral: Option<PathBuf>,
+    /// Signed image manifests: a folder or an `https://` URL (repeatable);
+    /// the policy's images.operator_keys decide which are accepted.
+    #[arg(long)]
+    manifests: Vec<String>,
     /// Judge the evidence as of this time: RFC 3339 or Unix seconds
     /// (collateral saved earlier). Default: now.
     #[arg(long)]
@@ -190,6 +194,14 @@ struct VerifyArgs {
     /// Expected report_data (128 hex characters); without it binding is not checked.
     #[arg(long)]
     report_data: Option<String>,
+    /// Folders of signed image manifests (repeatable); the policy's
+    /// images.operator_keys decide which are accepted.
+    #[arg(long)]
+    manifests: Vec<String>,
+    /// The TDX event log (CCEL) of the quote, to name the first event that
+    /// differs from the nearest manifest's reference events.
+    #[arg(long, requires = "quote")]
+    event_log: Option<PathBuf>,
     /// NVIDIA GPU/NVSwitch evidence: nvtrust's JSON list, one of our evidence
     /// bundles, or a single SPDM report (hex or binary) with --cert-chain.
     /// Repeat (GPUs, then switches) to appraise a node from several files.
@@ -483,9 +495,31 @@ fn verify(args: &VerifyArgs) -> Result<Outcome, String> {
                 .into(),
         );
     };
+    let found = tvm_certs::store::manifests_in_folders(&args.manifests);
+    for p in &found.problems {
+        eprintln!("warning: image manifests: {p}");
+    }
+    let images = tvm_verifier::Images::load(
+        found
+            .manifests
+            .iter()
+            .map(|(s, b)| (s.as_str(), b.as_slice())),
+        &policy.images.operator_keys,
+        at,
+    );
+    let event_log = match &args.event_log {
+        Some(p) => Some(read(p, "event log")?),
+        None => None,
+    };
+    let image = tvm_verifier::ImageInput {
+        images: &images,
+        node_type: None,
+        event_log: event_log.as_deref(),
+    };
     Ok(Outcome::Cpu(Box::new(appraise(
         verification,
         &policy,
+        &image,
         expected.as_ref(),
         at,
     ))))
@@ -619,6 +653,7 @@ fn check(args: &CheckArgs) -> Result<tvm_verifier::bundle::BundleVerdict, String
             let store = tvm_validator::run::StoreCollateral::new(
                 args.store.open()?,
                 policy.gpu.ocsp_grace_seconds,
+                Vec::new(),
             );
             let snp = match &b.tee {
                 tvm_protocol::evidence::TeeEvidence::SevSnp { report, .. } => {
@@ -638,6 +673,16 @@ fn check(args: &CheckArgs) -> Result<tvm_verifier::bundle::BundleVerdict, String
         (_, Some(Err(why))) => tvm_verifier::bundle::TeeCollateral::Unavailable(why),
         _ => tvm_verifier::bundle::TeeCollateral::None,
     };
+    let images = if policy.images.dangerous_allow_unmeasured {
+        tvm_verifier::Images::none()
+    } else {
+        let store = tvm_validator::run::StoreCollateral::new(
+            args.store.open()?,
+            policy.gpu.ocsp_grace_seconds,
+            args.manifests.clone(),
+        );
+        rt.block_on(store.images(&policy.images.operator_keys, at))
+    };
     Ok(tvm_verifier::bundle::appraise_bundle(
         &tvm_verifier::bundle::BundleInput {
             bundle: b,
@@ -647,6 +692,7 @@ fn check(args: &CheckArgs) -> Result<tvm_verifier::bundle::BundleVerdict, String
             rims: &gpu.rims,
             revocation: &gpu.revocation,
             policy: &policy,
+            images: &images,
             at,
         },
     ))

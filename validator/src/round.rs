@@ -26,6 +26,7 @@ use tvm_verifier::bundle::{appraise_bundle, precheck, BundleInput, BundleVerdict
 use tvm_verifier::facts::Facts;
 use tvm_verifier::gpu::input::DeviceEvidence;
 use tvm_verifier::gpu::node::{Revocation, RimInput};
+use tvm_verifier::image::{Images, KeySet};
 use tvm_verifier::policy::Policy;
 use tvm_verifier::tee::snp::SnpEndorsement;
 use tvm_verifier::tee::tdx::TdxCollateral;
@@ -65,6 +66,11 @@ pub trait Collateral: Send + Sync {
         _at: i64,
     ) -> BoxFuture<'a, GpuCollateral> {
         Box::pin(async { GpuCollateral::default() })
+    }
+    /// The signed image manifests, verified under the policy's operator
+    /// `keys` at `at` (once a round; none: every node fails `measurement`).
+    fn images<'a>(&'a self, _keys: &'a KeySet, _at: i64) -> BoxFuture<'a, Images> {
+        Box::pin(async { Images::none() })
     }
 }
 
@@ -294,6 +300,15 @@ pub async fn run_resumable(
         .iter()
         .map(|p| (p.miner_uid, p.node.as_str()))
         .collect();
+    // Which images are accepted is decided once, at the round's start.
+    let images = Arc::new(if policy.images.dangerous_allow_unmeasured {
+        Images::none()
+    } else {
+        collateral.images(&policy.images.operator_keys, at).await
+    });
+    for (source, why) in images.refused() {
+        tracing::warn!(source, reason = %why, "image manifest refused");
+    }
     // Each miner's nodes (one per host called) with its share of the round.
     type Job = (Miner, tvm_protocol::nodes::NodeEntry);
     let mut per_miner: Vec<(MinerState, Vec<Job>)> = Vec::new();
@@ -333,6 +348,7 @@ pub async fn run_resumable(
         jobs.extend(queues.iter_mut().filter_map(Iterator::next));
     }
     let started = Instant::now();
+    let images = &images;
     let round_end = cfg.round_deadline.map(|d| tokio::time::Instant::now() + d);
     // Unordered: a node that hangs holds its own slot, never the ones after it.
     let mut reports: Vec<(usize, NodeReport)> = stream::iter(jobs.into_iter().enumerate())
@@ -373,7 +389,7 @@ pub async fn run_resumable(
                     &node,
                     attester,
                     validator,
-                    policy,
+                    (policy, images),
                     collateral,
                     cfg,
                     at,
@@ -540,7 +556,7 @@ async fn attest_one(
     node: &tvm_protocol::nodes::NodeEntry,
     attester: &Attester,
     validator: &AccountId,
-    policy: &Policy,
+    (policy, images): (&Policy, &Arc<Images>),
     collateral: &dyn Collateral,
     cfg: &RoundConfig,
     at: i64,
@@ -618,6 +634,7 @@ async fn attest_one(
     // Signature checks are CPU work: off the async workers, so fetching
     // the other nodes (and the status pages) goes on meanwhile.
     let policy = policy.clone();
+    let images = images.clone();
     let appraised = tokio::task::spawn_blocking(move || {
         appraise_bundle(&BundleInput {
             bundle: &fetched.bundle,
@@ -629,6 +646,7 @@ async fn attest_one(
             rims: &gpu.rims,
             revocation: &gpu.revocation,
             policy: &policy,
+            images: &images,
             at,
         })
     })

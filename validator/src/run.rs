@@ -23,6 +23,7 @@ use crate::round::{Collateral, GpuCollateral, Miner, RoundConfig};
 use crate::scoring::ScoringConfig;
 use crate::service::{self, EpochOutcome, Network, Service, ServiceError, WeightsSent};
 use tvm_verifier::gpu::input::DeviceEvidence;
+use tvm_verifier::image::{Images, KeySet};
 use tvm_verifier::policy::Policy;
 use tvm_verifier::tee::snp::{self, SnpEndorsement};
 use tvm_verifier::tee::tdx::{self, TdxCollateral};
@@ -57,6 +58,10 @@ pub struct RunConfig {
     pub status_listen: Option<SocketAddr>,
     /// Appraisal policy (YAML, docs/policy.md); absent: the strict default.
     pub policy: Option<PathBuf>,
+    /// Where the operators' signed image manifests are: folders, or
+    /// `https://` URLs (fetched through the collateral store, cached). The
+    /// policy's `images.operator_keys` decide which are accepted.
+    pub manifests: Vec<String>,
     /// Evidence ports, tried in order.
     pub evidence_ports: Vec<u16>,
     /// Nodes attested at once.
@@ -105,6 +110,7 @@ impl Default for RunConfig {
             database: PathBuf::from("validator.db"),
             status_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9100))),
             policy: None,
+            manifests: Vec::new(),
             evidence_ports: vec![8080, 8980],
             concurrency: 64,
             node_timeout_seconds: 60,
@@ -255,6 +261,7 @@ impl Cache {
 /// GPUs, through the on-disk store.
 pub struct StoreCollateral {
     store: CollateralStore,
+    manifests: Vec<String>,
     grace_seconds: u64,
     cache: Cache,
     /// The AMD product each chip's VCEK was found under (v2 reports do not say).
@@ -262,9 +269,10 @@ pub struct StoreCollateral {
 }
 
 impl StoreCollateral {
-    pub fn new(store: CollateralStore, grace_seconds: u64) -> Self {
+    pub fn new(store: CollateralStore, grace_seconds: u64, manifests: Vec<String>) -> Self {
         StoreCollateral {
             store,
+            manifests,
             grace_seconds,
             cache: Cache::default(),
             products: Mutex::default(),
@@ -272,7 +280,28 @@ impl StoreCollateral {
     }
 }
 
+/// Verify what was found under `keys` at `at`, and log what could not be read.
+fn verified_images(found: tvm_certs::store::FoundManifests, keys: &KeySet, at: i64) -> Images {
+    for p in &found.problems {
+        tracing::warn!(problem = %p, "image manifests");
+    }
+    Images::load(
+        found
+            .manifests
+            .iter()
+            .map(|(s, b)| (s.as_str(), b.as_slice())),
+        keys,
+        at,
+    )
+}
+
 impl Collateral for StoreCollateral {
+    fn images<'a>(&'a self, keys: &'a KeySet, at: i64) -> BoxFuture<'a, Images> {
+        Box::pin(async move {
+            verified_images(self.store.image_manifests(&self.manifests).await, keys, at)
+        })
+    }
+
     fn snp<'a>(
         &'a self,
         report: &'a [u8],
@@ -370,6 +399,8 @@ impl Collateral for StoreCollateral {
 pub struct SimulatedPcs {
     intel: SimIntel,
     cache: Cache,
+    /// Folders of signed manifests (the devnet's own, signed by its key).
+    pub manifests: Vec<String>,
 }
 
 impl SimulatedPcs {
@@ -383,6 +414,8 @@ impl SimulatedPcs {
         Ok(SimulatedPcs {
             intel,
             cache: Cache::default(),
+            // The devnet's own manifest, signed by its key (`tvm-agent sim-init`).
+            manifests: vec![dir.join("manifests").display().to_string()],
         })
     }
 }
@@ -409,6 +442,10 @@ impl Collateral for SimulatedPcs {
         at: i64,
     ) -> BoxFuture<'a, Result<Arc<TdxCollateral>, String>> {
         Box::pin(self.collateral(at))
+    }
+    fn images<'a>(&'a self, keys: &'a KeySet, at: i64) -> BoxFuture<'a, Images> {
+        let found = tvm_certs::store::manifests_in_folders(&self.manifests);
+        Box::pin(async move { verified_images(found, keys, at) })
     }
 }
 
@@ -451,11 +488,14 @@ impl Validator {
         let collateral: Box<dyn Collateral> = match &cfg.dangerous_simulated_pcs {
             Some(dir) => {
                 tracing::warn!(dir = %dir.display(), "DEVNET: TDX collateral from the SIMULATED PCS");
-                Box::new(SimulatedPcs::load(dir)?)
+                let mut pcs = SimulatedPcs::load(dir)?;
+                pcs.manifests.extend(cfg.manifests.iter().cloned());
+                Box::new(pcs)
             }
             None => Box::new(StoreCollateral::new(
                 cfg.store()?,
                 policy.gpu.ocsp_grace_seconds,
+                cfg.manifests.clone(),
             )),
         };
         let miners = cfg

@@ -24,18 +24,82 @@ fn run(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// A policy file that accepts SEV-SNP evidence without AMD's CRL: no real
-/// CRL is among the vectors.
+/// A policy file that accepts SEV-SNP evidence without AMD's CRL (no real
+/// CRL is among the vectors) and does not check which image runs (no one
+/// published tvm manifests for the images the vectors come from).
 fn no_crl_policy() -> String {
     let p = std::env::temp_dir().join(format!("tvm-cli-no-crl-{}.yaml", std::process::id()));
-    std::fs::write(&p, "snp: {dangerous_allow_missing_crl: true}\n").unwrap();
+    std::fs::write(
+        &p,
+        "snp: {dangerous_allow_missing_crl: true}\nimages: {dangerous_allow_unmeasured: true}\n",
+    )
+    .unwrap();
     p.display().to_string()
+}
+
+/// TDX-1's MRTD.
+const TDX1_MRTD: &str = "91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7";
+
+/// A policy pinning a fresh operator key, and a folder with a manifest it
+/// signed for TDX-1's image (July 2025).
+fn measured_policy(dir: &std::path::Path) -> (String, String) {
+    let (key, public) = tvm_image::manifest::keygen().unwrap();
+    let manifest = serde_json::json!({
+        "format": 1, "name": "tdx1-test", "version": "1", "node_types": ["cpu"], "files": [],
+        "measurements": [{"platform": "tdx", "shape": "dcap-qvl", "registers": {"mrtd": TDX1_MRTD}}],
+        "valid_from": "2025-07-01T00:00:00Z", "valid_until": "2025-08-01T00:00:00Z",
+    });
+    let signed = tvm_image::manifest::sign(&manifest.to_string(), &key).unwrap();
+    let manifests = dir.join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    std::fs::write(
+        manifests.join("tdx1.json"),
+        serde_json::to_vec(&signed).unwrap(),
+    )
+    .unwrap();
+    let policy = dir.join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "images:\n  operator_keys:\n    keys:\n      - {{public_key: {}, valid_from: 2025-01-01T00:00:00Z, valid_until: 2026-01-01T00:00:00Z}}\n",
+            hex::encode(public)
+        ),
+    )
+    .unwrap();
+    (
+        policy.display().to_string(),
+        manifests.display().to_string(),
+    )
 }
 
 #[test]
 fn tdx_accepted_rejected_and_json() {
     let q = td("tdx/dcapqvl_tdx_quote_v4.bin");
     let c = td("tdx/dcapqvl_tdx_quote_v4_collateral.json");
+    let tmp = tempfile::tempdir().unwrap();
+    let (measured, manifests) = measured_policy(tmp.path());
+    let (code, out, _) = run(&[
+        "verify",
+        "--quote",
+        &q,
+        "--collateral",
+        &c,
+        "--policy",
+        &measured,
+        "--manifests",
+        &manifests,
+        "--at",
+        "2025-07-04T10:16:31Z",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("ACCEPTED")
+            && out.contains("UpToDate")
+            && out.contains("image tdx1-test 1 (tdx shape dcap-qvl)"),
+        "{out}"
+    );
+    // The default policy pins no operator key: genuine, but which image
+    // runs is unknown, and that is a rejection saying what to do.
     let (code, out, _) = run(&[
         "verify",
         "--quote",
@@ -45,11 +109,12 @@ fn tdx_accepted_rejected_and_json() {
         "--at",
         "2025-07-04T10:16:31Z",
     ]);
-    assert_eq!(code, 0, "{out}");
+    assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains("ACCEPTED") && out.contains("UpToDate"),
+        out.contains("FAIL  measurement") && out.contains("no signed image manifest is loaded"),
         "{out}"
     );
+    let policy = no_crl_policy();
     // Unix seconds work as well; the expired CRL is named.
     let (code, out, _) = run(&[
         "verify",
@@ -57,6 +122,8 @@ fn tdx_accepted_rejected_and_json() {
         &q,
         "--collateral",
         &c,
+        "--policy",
+        &policy,
         "--at",
         "1784419200",
     ]);
@@ -68,6 +135,8 @@ fn tdx_accepted_rejected_and_json() {
         &q,
         "--collateral",
         &c,
+        "--policy",
+        &policy,
         "--at",
         "2025-07-04T10:16:31Z",
         "--json",
@@ -84,6 +153,8 @@ fn tdx_accepted_rejected_and_json() {
         &td("tdx/dcapqvl_tappd_tdx_quote_v4.hex"),
         "--collateral",
         &c,
+        "--policy",
+        &policy,
         "--at",
         "2025-07-04T10:16:31Z",
     ]);
@@ -95,6 +166,8 @@ fn tdx_accepted_rejected_and_json() {
         &q,
         "--collateral",
         &c,
+        "--policy",
+        &policy,
         "--at",
         "2025-07-04T10:16:31Z",
         "--report-data",
@@ -245,14 +318,22 @@ async fn collateral_and_vcek_come_from_the_store_and_travel_as_a_bundle() {
     let quote = td("tdx/dcapqvl_tdx_quote_v4.bin");
     let snp = td("snp/virtee_milan_report.hex");
     let bundle = tmp.join("bundle.json").display().to_string();
-    let tdx_args = ["verify", "--quote", &quote, "--at", "2025-07-04T10:16:31Z"];
+    let policy = no_crl_policy();
+    let tdx_args = [
+        "verify",
+        "--quote",
+        &quote,
+        "--policy",
+        &policy,
+        "--at",
+        "2025-07-04T10:16:31Z",
+    ];
 
     let (code, out, err) = cli(&tdx_args, &dir).await.unwrap();
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("UpToDate"), "{out}");
 
     // The VCEK of SNP-2 from "KDS" (a v2 report: the product is given).
-    let policy = no_crl_policy();
     let snp_args = [
         "verify",
         "--snp-report",

@@ -334,7 +334,7 @@ async fn the_round_collateral_endorses_an_snp_report_from_the_store() {
     use tvm_validator::round::Collateral;
     let server = serve(false).await;
     let dir = tempdir("round-snp");
-    let collateral = tvm_validator::run::StoreCollateral::new(store(&dir, &server), 0);
+    let collateral = tvm_validator::run::StoreCollateral::new(store(&dir, &server), 0, Vec::new());
     let report = testdata("snp/virtee_milan_report.hex");
     let at = common::at("2025-06-01T00:00:00Z");
     let endorsement = collateral
@@ -449,7 +449,7 @@ async fn made_up_certificates_cost_no_request() {
     assert_eq!(server.state.ocsp_requests.load(Ordering::SeqCst), 3);
 
     // TDX: one base64 character of the quote's PCK certificate changed.
-    let collateral = tvm_validator::run::StoreCollateral::new(store(&dir, &server), 0);
+    let collateral = tvm_validator::run::StoreCollateral::new(store(&dir, &server), 0, Vec::new());
     let mut quote = testdata("tdx/dcapqvl_tdx_quote_v4.bin");
     let begin = quote
         .windows(27)

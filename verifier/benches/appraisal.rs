@@ -18,7 +18,9 @@ fn bench(c: &mut Criterion) {
     let raw = tdx::parse_collateral(COLLATERAL).expect("collateral");
     let root = tvm_certs::anchors::intel_sgx_root().expect("root");
     let warm = TdxCollateral::prepare(raw.clone(), root);
-    let policy = Policy::default();
+    let mut policy = Policy::default();
+    // TDX-1 and SNP-2 run images no one published a tvm manifest for.
+    policy.images.dangerous_allow_unmeasured = true;
 
     let mut g = c.benchmark_group("tdx");
     g.throughput(Throughput::Elements(1));
@@ -34,7 +36,13 @@ fn bench(c: &mut Criterion) {
                 at: AT,
                 grace_seconds: 0,
             });
-            let verdict = appraise(v, &policy, None, AT);
+            let verdict = appraise(
+                v,
+                &policy,
+                &tvm_verifier::ImageInput::new(&tvm_verifier::Images::none()),
+                None,
+                AT,
+            );
             assert!(verdict.accepted());
             verdict
         })
@@ -48,7 +56,7 @@ fn bench(c: &mut Criterion) {
     let endorsement = snp::SnpEndorsement::prepare(VCEK, None);
     // No real AMD CRL is among the vectors: the default policy would refuse
     // SNP-2 for it (snp.revocation), and the bench times an acceptance.
-    let mut snp_policy = Policy::default();
+    let mut snp_policy = policy.clone();
     snp_policy.snp.dangerous_allow_missing_crl = true;
     let mut g = c.benchmark_group("snp");
     g.throughput(Throughput::Elements(1));
@@ -60,7 +68,13 @@ fn bench(c: &mut Criterion) {
                 grace_seconds: 0,
                 at: 1_748_736_000,
             });
-            let verdict = appraise(v, &snp_policy, None, 1_748_736_000);
+            let verdict = appraise(
+                v,
+                &snp_policy,
+                &tvm_verifier::ImageInput::new(&tvm_verifier::Images::none()),
+                None,
+                1_748_736_000,
+            );
             assert!(verdict.accepted());
             verdict
         })

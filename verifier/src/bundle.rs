@@ -15,8 +15,9 @@ use tvm_protocol::nonce::Nonce;
 use crate::gpu;
 use crate::gpu::node::{appraise_node, NodeInput, NodeVerdict, Revocation, RimInput};
 use crate::gpu::DeviceRoot;
+use crate::image::Images;
 use crate::policy::Policy;
-use crate::tee::appraise::appraise;
+use crate::tee::appraise::{appraise, ImageInput};
 use crate::tee::snp::{self, SnpEndorsement};
 use crate::tee::tdx::{self, TdxCollateral};
 use crate::verdict::{Check, Status, Verdict};
@@ -52,6 +53,8 @@ pub struct BundleInput<'a> {
     /// Per device (GPUs then switches), as `gpu_collateral::revocation` gives it.
     pub revocation: &'a [Revocation],
     pub policy: &'a Policy,
+    /// The image manifests accepted under the policy's operator keys.
+    pub images: &'a Images,
     pub at: i64,
 }
 
@@ -297,6 +300,14 @@ pub fn appraise_bundle(input: &BundleInput<'_>) -> BundleVerdict {
 
     // The CPU TEE, with report_data from *our* nonce.
     let expected = report_data(input.nonce, &b.claims);
+    let image = ImageInput {
+        images: input.images,
+        node_type: Some(b.claims.node_type),
+        event_log: match &b.tee {
+            TeeEvidence::Tdx { event_log, .. } => event_log.as_ref().map(|l| l.0.as_slice()),
+            TeeEvidence::SevSnp { .. } => None,
+        },
+    };
     let tee = match (&b.tee, input.tee_collateral) {
         (TeeEvidence::Tdx { quote, .. }, TeeCollateral::Tdx(c)) => {
             let want_root = match &sim_roots {
@@ -311,7 +322,7 @@ pub fn appraise_bundle(input: &BundleInput<'_>) -> BundleVerdict {
                         at: input.at,
                         grace_seconds: policy.collateral_grace_seconds,
                     });
-                    appraise(v, policy, Some(&expected), input.at)
+                    appraise(v, policy, &image, Some(&expected), input.at)
                 }
                 Ok(_) => Verdict::new(
                     vec![Check::fail(
@@ -339,7 +350,7 @@ pub fn appraise_bundle(input: &BundleInput<'_>) -> BundleVerdict {
                 at: input.at,
                 grace_seconds: policy.collateral_grace_seconds,
             });
-            appraise(v, policy, Some(&expected), input.at)
+            appraise(v, policy, &image, Some(&expected), input.at)
         }
         (tee, given) => {
             let (kind, carried) = match tee {

@@ -6,12 +6,14 @@
 pub mod bundle;
 pub mod facts;
 pub mod gpu;
+pub mod image;
 pub mod input;
 pub mod policy;
 pub mod tee;
 pub mod verdict;
 
 pub use facts::Facts;
+pub use image::Images;
 pub use policy::Policy;
-pub use tee::appraise::appraise;
+pub use tee::appraise::{appraise, ImageInput};
 pub use verdict::{Check, Status, Verdict, Verification};

@@ -2,7 +2,6 @@
 //! evidence is genuine; the policy decides whether genuine evidence is good enough.
 
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 pub use tvm_certs::amd::SnpTcb;
 
 /// Intel's TCB statuses as dcap-qvl reads them from TCB Info (policy files
@@ -25,9 +24,9 @@ pub struct Policy {
     /// How long past its `nextUpdate` collateral (TCB Info, QE Identity, CRLs)
     /// may still be used when fresh collateral cannot be fetched. 0 = never.
     pub collateral_grace_seconds: u64,
-    /// The VM images whose measurements are accepted. Empty: measurements are
-    /// shown but not checked.
-    pub images: Vec<Image>,
+    /// Which VM images are accepted: the operator keys whose signed
+    /// manifests list them. No manifest: every node fails `measurement`.
+    pub images: crate::image::ImagePolicy,
     pub gpu: GpuPolicy,
     /// Trust SIMULATED evidence signed by these roots. Devnet only: with it,
     /// anyone holding the simulated keys can forge a "TEE".
@@ -161,51 +160,6 @@ impl Default for SnpPolicy {
     }
 }
 
-/// An accepted VM image release: its name, the measurements it produces on
-/// each platform, and when it is accepted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Image {
-    pub name: String,
-    #[serde(default)]
-    pub tdx: Option<TdxMeasurement>,
-    #[serde(default)]
-    pub sev_snp: Option<SnpMeasurement>,
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    pub valid_from: Option<OffsetDateTime>,
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    pub valid_until: Option<OffsetDateTime>,
-}
-
-/// Expected TDX registers, hex. Registers left out are not compared.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TdxMeasurement {
-    pub mrtd: String,
-    #[serde(default)]
-    pub rtmr0: Option<String>,
-    #[serde(default)]
-    pub rtmr1: Option<String>,
-    #[serde(default)]
-    pub rtmr2: Option<String>,
-    #[serde(default)]
-    pub rtmr3: Option<String>,
-}
-
-/// Expected SEV-SNP launch measurement, hex.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SnpMeasurement {
-    pub measurement: String,
-}
-
-impl Image {
-    pub fn valid_at(&self, at: i64) -> bool {
-        self.valid_from.is_none_or(|t| t.unix_timestamp() <= at)
-            && self.valid_until.is_none_or(|t| at <= t.unix_timestamp())
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
     #[error("policy file {path}: {source}")]
@@ -215,8 +169,10 @@ pub enum PolicyError {
     },
     #[error("policy is not valid YAML for tvm: {0}")]
     Yaml(String),
-    #[error("policy image {name:?}: {reason}")]
-    BadImage { name: String, reason: String },
+    #[error(
+        "policy images.operator_keys: key {key:?} is not 32 bytes of hex (an Ed25519 public key)"
+    )]
+    BadOperatorKey { key: String },
     #[error("policy: {0}")]
     BadSimulatedRoots(#[from] RootError),
 }
@@ -237,43 +193,17 @@ impl Policy {
         Self::from_yaml(&text)
     }
 
-    /// Catch typos in measurements when the policy loads, not when a node fails.
+    /// Catch a mistyped key when the policy loads, not when a node fails.
     fn validate(&self) -> Result<(), PolicyError> {
         if let Some(r) = &self.dangerous_trust_simulated {
             r.intel_root_der()?;
             r.nvidia_root_der()?;
         }
-        for img in &self.images {
-            let bad = |reason: String| PolicyError::BadImage {
-                name: img.name.clone(),
-                reason,
-            };
-            if img.tdx.is_none() && img.sev_snp.is_none() {
-                return Err(bad("give its tdx or sev_snp measurements".into()));
-            }
-            let mut fields: Vec<(&str, &String)> = Vec::new();
-            if let Some(t) = &img.tdx {
-                fields.push(("tdx.mrtd", &t.mrtd));
-                for (n, v) in [
-                    ("tdx.rtmr0", &t.rtmr0),
-                    ("tdx.rtmr1", &t.rtmr1),
-                    ("tdx.rtmr2", &t.rtmr2),
-                    ("tdx.rtmr3", &t.rtmr3),
-                ] {
-                    if let Some(v) = v {
-                        fields.push((n, v));
-                    }
-                }
-            }
-            if let Some(m) = &img.sev_snp {
-                fields.push(("sev_snp.measurement", &m.measurement));
-            }
-            for (field, value) in fields {
-                match hex::decode(value) {
-                    Ok(b) if b.len() == 48 => {}
-                    Ok(b) => return Err(bad(format!("{field} is {} bytes, expected 48", b.len()))),
-                    Err(e) => return Err(bad(format!("{field} is not hex: {e}"))),
-                }
+        for k in &self.images.operator_keys.keys {
+            if hex::decode(&k.public_key).map_or(true, |b| b.len() != 32) {
+                return Err(PolicyError::BadOperatorKey {
+                    key: k.public_key.clone(),
+                });
             }
         }
         Ok(())
@@ -305,19 +235,18 @@ snp:
   minimum_tcb: {bootloader: 3, tee: 0, snp: 8, microcode: 115}
 collateral_grace_seconds: 86400
 images:
-  - name: tvm-2026.11
-    tdx:
-      mrtd: 91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7
-    valid_until: 2027-01-01T00:00:00Z
-  - name: tvm-snp
-    sev_snp:
-      measurement: b07af9620f3b839b47996422ddec6058338951d984e312115131ea82705eaf5b6bdf8a9ece31a5a608eb0cf2e4872b01
+  operator_keys:
+    keys:
+      - public_key: 3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c
+        valid_from: 2026-01-01T00:00:00Z
+        valid_until: 2027-01-01T00:00:00Z
+    retired: ["tvm-gpu 2026.11"]
 "#,
         )
         .unwrap();
-        assert_eq!(p.images.len(), 2);
-        assert!(p.images[0].valid_at(1_700_000_000));
-        assert!(!p.images[0].valid_at(1_900_000_000));
+        assert_eq!(p.images.operator_keys.keys.len(), 1);
+        assert_eq!(p.images.operator_keys.retired, ["tvm-gpu 2026.11"]);
+        assert!(!p.images.dangerous_allow_unmeasured);
         assert_eq!(p.snp.minimum_tcb.unwrap().microcode, 115);
     }
 
@@ -331,16 +260,19 @@ images:
             Policy::from_yaml("tdx: {allow_debug: true}"),
             Err(PolicyError::Yaml(_))
         ));
+        // Image digests are not pinned in a policy: keys are.
         assert!(matches!(
             Policy::from_yaml("images: [{name: x, tdx: {mrtd: abcd}}]"),
-            Err(PolicyError::BadImage { .. })
+            Err(PolicyError::Yaml(_))
         ));
         assert!(matches!(
-            Policy::from_yaml("images: [{name: x}]"),
-            Err(PolicyError::BadImage { .. })
+            Policy::from_yaml(
+                "images: {operator_keys: {keys: [{public_key: abcd, valid_from: 2026-01-01T00:00:00Z, valid_until: 2027-01-01T00:00:00Z}]}}"
+            ),
+            Err(PolicyError::BadOperatorKey { .. })
         ));
         assert!(matches!(
-            Policy::from_yaml("images: [{name: x, tdx: {mrtd: ab, rtrm0: cd}}]"),
+            Policy::from_yaml("images: {dangerous_allow_unmeasred: true}"),
             Err(PolicyError::Yaml(_))
         ));
     }

@@ -6,7 +6,7 @@ mod common;
 use common::{at, testdata};
 use tvm_verifier::tee::snp::{self, SnpInput};
 use tvm_verifier::tee::tdx::{self, TdxInput};
-use tvm_verifier::{appraise, Policy, Status, Verdict};
+use tvm_verifier::{appraise, Status, Verdict};
 
 fn first_failure(v: &Verdict) -> &'static str {
     v.checks()
@@ -49,7 +49,13 @@ impl TdxCase {
             at: self.at,
             grace_seconds: 0,
         });
-        appraise(v, &Policy::default(), self.expected.as_ref(), self.at)
+        appraise(
+            v,
+            &common::unmeasured(),
+            &tvm_verifier::ImageInput::new(&tvm_verifier::Images::none()),
+            self.expected.as_ref(),
+            self.at,
+        )
     }
 
     /// Offsets inside the quote: (body start, signature start, QE report start).
@@ -329,12 +335,18 @@ impl SnpCase {
             at: self.at,
         });
         // A policy that the genuine vectors meet, so each mutant's failure is its own.
-        let mut policy = Policy::default();
+        let mut policy = common::unmeasured();
         policy.snp.dangerous_allow_debug = true;
         policy.snp.allowed_vmpls = vec![0, 1];
         // No real AMD CRL is among the vectors.
         policy.snp.dangerous_allow_missing_crl = true;
-        appraise(v, &policy, self.expected.as_ref(), self.at)
+        appraise(
+            v,
+            &policy,
+            &tvm_verifier::ImageInput::new(&tvm_verifier::Images::none()),
+            self.expected.as_ref(),
+            self.at,
+        )
     }
 }
 

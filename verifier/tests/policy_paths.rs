@@ -1,76 +1,11 @@
-//! The policy's paths on real evidence: the image allow-list (measurements,
-//! `valid_from`/`valid_until`), `guest.smt`, `tcb.minimum`, and the guard that
+//! The policy's paths on real evidence: `guest.smt`, `tcb.minimum`, and the guard that
 //! keeps real SEV-SNP evidence from vouching for SIMULATED claims. Each
 //! fails when the property it names breaks.
 
 mod common;
 use common::{at, testdata};
-use tvm_verifier::tee::{snp, tdx};
+use tvm_verifier::tee::snp;
 use tvm_verifier::{appraise, Policy, Status, Verdict};
-
-fn tdx1(policy: &Policy, when: &str) -> Verdict {
-    let c = tdx::parse_collateral(&testdata("tdx/dcapqvl_tdx_quote_v4_collateral.json")).unwrap();
-    let c = tdx::TdxCollateral::prepare(c, tvm_certs::anchors::intel_sgx_root().unwrap());
-    let v = tdx::verify(&tdx::TdxInput {
-        quote: &testdata("tdx/dcapqvl_tdx_quote_v4.bin"),
-        collateral: &c,
-        at: at(when),
-        grace_seconds: 0,
-    });
-    assert!(v.genuine());
-    appraise(v, policy, None, at(when))
-}
-
-const MRTD: &str = "91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7";
-const WHEN: &str = "2025-07-04T10:16:31Z";
-
-fn images(yaml: &str) -> Policy {
-    Policy::from_yaml(&format!("images:\n{yaml}")).unwrap()
-}
-
-fn measurement(v: &Verdict) -> (Status, String) {
-    let c = v.check("measurement").unwrap();
-    (c.status, c.detail.clone())
-}
-
-#[test]
-fn tdx_images_are_matched_by_measurement_and_time() {
-    let zeros = "0".repeat(96);
-    // MRTD and RTMR3 as TDX-1 measured them.
-    let p = images(&format!(
-        "  - {{name: v1, tdx: {{mrtd: \"{MRTD}\", rtmr3: \"{zeros}\"}}}}\n"
-    ));
-    let v = tdx1(&p, WHEN);
-    assert_eq!(measurement(&v), (Status::Pass, "image v1".into()));
-    assert!(v.accepted());
-    // Another MRTD: no image matches, and the closest is named.
-    let p = images(&format!(
-        "  - {{name: other, tdx: {{mrtd: \"{zeros}\", rtmr3: \"{ones}\"}}}}\n  - {{name: v1-wrong-rtmr, tdx: {{mrtd: \"{MRTD}\", rtmr3: \"{ones}\"}}}}\n",
-        ones = "1".repeat(96)
-    ));
-    let (s, d) = measurement(&tdx1(&p, WHEN));
-    assert_eq!(s, Status::Fail);
-    assert!(d.contains("closest is v1-wrong-rtmr (RTMR3 differ)"), "{d}");
-    // The right image outside its window: before valid_from, after valid_until.
-    for window in [
-        "valid_until: 2025-07-01T00:00:00Z",
-        "valid_from: 2025-08-01T00:00:00Z",
-    ] {
-        let p = images(&format!(
-            "  - {{name: v1, tdx: {{mrtd: \"{MRTD}\"}}, {window}}}\n"
-        ));
-        let v = tdx1(&p, WHEN);
-        let (s, d) = measurement(&v);
-        assert_eq!(s, Status::Fail, "{window}");
-        assert!(d.contains("not accepted at this time"), "{window}: {d}");
-        assert!(!v.accepted());
-    }
-    // Inside the window it passes.
-    let p = images(&format!(
-        "  - {{name: v1, tdx: {{mrtd: \"{MRTD}\"}}, valid_from: 2025-07-01T00:00:00Z, valid_until: 2025-08-01T00:00:00Z}}\n"
-    ));
-    assert_eq!(measurement(&tdx1(&p, WHEN)).0, Status::Pass);
-}
 
 /// SNP-2 (virtee): TCB bl 3, tee 0, snp 8, microcode 115; SMT allowed.
 fn snp2(policy: &Policy) -> Verdict {
@@ -83,7 +18,13 @@ fn snp2(policy: &Policy) -> Verdict {
         at: at(when),
     });
     assert!(v.genuine());
-    appraise(v, policy, None, at(when))
+    appraise(
+        v,
+        policy,
+        &tvm_verifier::ImageInput::new(&tvm_verifier::Images::none()),
+        None,
+        at(when),
+    )
 }
 
 fn snp_policy(extra: &str) -> Policy {
@@ -95,7 +36,7 @@ fn snp_policy(extra: &str) -> Policy {
 }
 
 #[test]
-fn snp_smt_minimum_tcb_and_image() {
+fn snp_smt_and_minimum_tcb() {
     let check = |p: &Policy, name: &str| {
         let v = snp2(p);
         let c = v.check(name).unwrap().clone();
@@ -125,18 +66,6 @@ fn snp_smt_minimum_tcb_and_image() {
         assert_eq!((s, ok), (Status::Fail, false), "{above}");
         assert!(d.contains(says), "{d}");
     }
-
-    let m = "7a1e5c266c0108dbc9bb94fa926951320940915d0aafb42464bd88b579ea158d3e1a0dc39b2c60bd95b9c480cd81841f";
-    let with_image = |m: &str| {
-        Policy::from_yaml(&format!(
-            "snp: {{dangerous_allow_missing_crl: true}}\nimages:\n  - {{name: snp-v1, sev_snp: {{measurement: \"{m}\"}}}}\n"
-        ))
-        .unwrap()
-    };
-    assert_eq!(check(&with_image(m), "measurement").0, Status::Pass);
-    let (s, d, _) = check(&with_image(&"ab".repeat(48)), "measurement");
-    assert_eq!(s, Status::Fail);
-    assert!(d.contains("closest is snp-v1 (measurement differ)"), "{d}");
 }
 
 /// Real SEV-SNP evidence in a bundle that claims to be SIMULATED is refused
@@ -189,6 +118,7 @@ fn an_snp_report_claiming_to_be_simulated_is_refused() {
         rims: &[],
         revocation: &[],
         policy: &policy,
+        images: &tvm_verifier::Images::none(),
         at: at("2025-06-01T00:00:00Z"),
     });
     assert!(!v.accepted());

@@ -65,13 +65,19 @@ fn snp1_facts_match_sources() {
     );
     assert!(f.debug_allowed && f.smt_allowed && !f.migration_agent_allowed);
     assert_eq!(f.vmpl, 0);
-    // Genuine, but its guest policy allows debugging and no AMD CRL was
-    // given: the default policy refuses it for both.
-    let verdict = appraise(v, &Policy::default(), None, at(WHEN));
+    // Genuine, but its guest policy allows debugging, no AMD CRL was given
+    // and no manifest lists its image: the default policy refuses it for each.
+    let verdict = appraise(
+        v,
+        &Policy::default(),
+        &tvm_verifier::ImageInput::new(&tvm_verifier::Images::none()),
+        None,
+        at(WHEN),
+    );
     assert!(!verdict.accepted());
     assert_eq!(
         verdict.failures().map(|c| c.name).collect::<Vec<_>>(),
-        vec!["snp.revocation", "guest.debug"]
+        vec!["snp.revocation", "guest.debug", "measurement"]
     );
 }
 
@@ -119,7 +125,13 @@ fn snp4_vlek_verifies_inside_its_window_only() {
         assert_eq!(f[0].0, VEK_VALIDITY, "{outside}");
     }
     // Genuine but from VMPL 1: the default policy wants VMPL 0.
-    let verdict = appraise(v, &no_crl_needed(), None, at("2025-06-01T00:00:00Z"));
+    let verdict = appraise(
+        v,
+        &no_crl_needed(),
+        &tvm_verifier::ImageInput::new(&tvm_verifier::Images::none()),
+        None,
+        at("2025-06-01T00:00:00Z"),
+    );
     assert_eq!(
         verdict.failures().map(|c| c.name).collect::<Vec<_>>(),
         vec!["vmpl"]
@@ -129,7 +141,7 @@ fn snp4_vlek_verifies_inside_its_window_only() {
 /// The default policy, but accepting evidence without AMD's CRL (the
 /// vectors come without one).
 fn no_crl_needed() -> Policy {
-    let mut p = Policy::default();
+    let mut p = common::unmeasured();
     p.snp.dangerous_allow_missing_crl = true;
     p
 }
@@ -141,10 +153,22 @@ fn report_data_binding_is_checked_when_expected() {
         panic!()
     };
     let mut want = f.report_data;
-    let ok = appraise(v.clone(), &no_crl_needed(), Some(&want), at(WHEN));
+    let ok = appraise(
+        v.clone(),
+        &no_crl_needed(),
+        &tvm_verifier::ImageInput::new(&tvm_verifier::Images::none()),
+        Some(&want),
+        at(WHEN),
+    );
     assert!(ok.accepted(), "{}", ok.render());
     // Without a CRL the default policy refuses the same genuine report.
-    let strict = appraise(v.clone(), &Policy::default(), Some(&want), at(WHEN));
+    let strict = appraise(
+        v.clone(),
+        &Policy::default(),
+        &tvm_verifier::ImageInput::new(&tvm_verifier::Images::none()),
+        Some(&want),
+        at(WHEN),
+    );
     let revocation = strict.check("snp.revocation").unwrap();
     assert_eq!(revocation.status, Status::Fail);
     assert!(
@@ -153,7 +177,13 @@ fn report_data_binding_is_checked_when_expected() {
         revocation.detail
     );
     want[0] ^= 1;
-    let wrong = appraise(v, &no_crl_needed(), Some(&want), at(WHEN));
+    let wrong = appraise(
+        v,
+        &no_crl_needed(),
+        &tvm_verifier::ImageInput::new(&tvm_verifier::Images::none()),
+        Some(&want),
+        at(WHEN),
+    );
     assert_eq!(
         wrong.failures().map(|c| c.name).collect::<Vec<_>>(),
         vec!["report_data"]

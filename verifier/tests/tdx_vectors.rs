@@ -4,7 +4,7 @@
 mod common;
 use common::{at, failed, testdata};
 use tvm_verifier::tee::tdx::{self, checks::*, TdxInput};
-use tvm_verifier::{appraise, Facts, Policy, Status, Verification};
+use tvm_verifier::{appraise, Facts, Status, Verification};
 
 fn run(quote: &str, collateral: &str, when: &str) -> Verification {
     let q = testdata(quote);
@@ -58,7 +58,13 @@ fn tdx1_up_to_date_across_its_window() {
         Some("B0C06F000000")
     );
     assert!(!f.debug);
-    let verdict = appraise(v, &Policy::default(), None, at("2025-07-04T10:16:31Z"));
+    let verdict = appraise(
+        v,
+        &common::unmeasured(),
+        &tvm_verifier::ImageInput::new(&tvm_verifier::Images::none()),
+        None,
+        at("2025-07-04T10:16:31Z"),
+    );
     assert!(verdict.accepted(), "{}", verdict.render());
     assert_eq!(
         verdict.check(MEASUREMENT_NAME).unwrap().status,
@@ -111,7 +117,13 @@ fn tdx3_and_tdx5_have_no_matching_tcb_level() {
                 "{q} {name}"
             );
         }
-        let verdict = appraise(v, &Policy::default(), None, at(when));
+        let verdict = appraise(
+            v,
+            &common::unmeasured(),
+            &tvm_verifier::ImageInput::new(&tvm_verifier::Images::none()),
+            None,
+            at(when),
+        );
         assert!(!verdict.accepted());
     }
 }

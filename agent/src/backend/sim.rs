@@ -13,9 +13,9 @@ use tvm_sim::intel::SimIntel;
 use tvm_sim::nvidia::{SimDeviceKind, SimNvidia};
 
 use super::{gather, BackendError, DeviceSet, Devices, Gather, Readiness, Tee, TeeKind};
-use crate::config::SimConfig;
+use crate::config::{SimConfig, SimImage};
 use tvm_sim::gpu::{default_fwid, GpuProfile, SimGpu};
-use tvm_sim::tdx::SimTd;
+use tvm_sim::tdx::{SimTd, TdMeasurements};
 
 const WHAT: &str = "the simulated TEE";
 
@@ -30,6 +30,15 @@ fn failed(reason: impl ToString) -> BackendError {
 pub const POLICY_FILE: &str = "policy-devnet.yaml";
 /// TDX collateral for the simulated platform (valid 30 days from `sim-init`).
 pub const COLLATERAL_FILE: &str = "tdx-collateral.json";
+/// The devnet's image operator key (PKCS#8 Ed25519): it signs the manifest
+/// of the simulated image, and the devnet policy pins it.
+pub const IMAGE_KEY_FILE: &str = "image-operator.pk8";
+/// The folder of signed manifests a devnet validator loads.
+pub const MANIFESTS_DIR: &str = "manifests";
+/// The signed manifest of the simulated image, in [`MANIFESTS_DIR`].
+pub const MANIFEST_FILE: &str = "tvm-simulated.json";
+/// The simulated image's release.
+pub const SIM_RELEASE: (&str, &str) = ("tvm-simulated", "devnet");
 
 /// Load the hierarchy in `dir`, or make it. Concurrent agents starting on
 /// the same folder agree on one hierarchy: it is built aside and renamed into
@@ -44,8 +53,7 @@ pub fn hierarchy(dir: &Path) -> Result<(SimIntel, SimNvidia), BackendError> {
         let nvidia = SimNvidia::generate().map_err(failed)?;
         intel.save(&tmp).map_err(failed)?;
         nvidia.save(&tmp).map_err(failed)?;
-        std::fs::write(tmp.join(POLICY_FILE), policy_snippet(&intel, &nvidia))
-            .map_err(|e| failed(format!("cannot write the devnet policy: {e}")))?;
+        devnet_files(&tmp, &intel, &nvidia)?;
         if std::fs::rename(&tmp, dir).is_err() {
             let _ = std::fs::remove_dir_all(&tmp);
             if !dir.join(tvm_sim::nvidia::ROOT_FILE).exists() {
@@ -61,8 +69,90 @@ pub fn hierarchy(dir: &Path) -> Result<(SimIntel, SimNvidia), BackendError> {
     Ok((intel, nvidia))
 }
 
-/// The validator policy that trusts this hierarchy (and nothing else new).
-pub fn policy_snippet(intel: &SimIntel, nvidia: &SimNvidia) -> String {
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn rfc3339(t: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".into())
+}
+
+/// The devnet image operator key in `dir`, made on first use.
+fn image_key(dir: &Path) -> Result<(Vec<u8>, Vec<u8>), BackendError> {
+    let path = dir.join(IMAGE_KEY_FILE);
+    let pkcs8 = match std::fs::read(&path) {
+        Ok(k) => k,
+        Err(_) => {
+            let (k, _) = tvm_image::manifest::keygen().map_err(failed)?;
+            crate::tls::write_private(&path, &k)
+                .map_err(|e| failed(format!("cannot write {}: {e}", path.display())))?;
+            k
+        }
+    };
+    let public = ring::signature::Ed25519KeyPair::from_pkcs8(&pkcs8)
+        .map(|k| ring::signature::KeyPair::public_key(&k).as_ref().to_vec())
+        .map_err(|_| failed(format!("{} is not a PKCS#8 Ed25519 key", path.display())))?;
+    Ok((pkcs8, public))
+}
+
+/// The manifest of the simulated image: its registers as the SIMULATED TD
+/// shows them (RTMR3 is the runtime's, checked by replaying its events).
+pub fn simulated_manifest(now: i64) -> String {
+    let m = tvm_sim::tdx::TdMeasurements::simulated_image();
+    let mut registers = std::collections::BTreeMap::new();
+    registers.insert("mrtd".to_string(), hex::encode(m.mrtd));
+    for i in 0..3 {
+        registers.insert(format!("rtmr{i}"), hex::encode(m.rtmr[i]));
+    }
+    serde_json::json!({
+        "format": tvm_image::manifest::FORMAT,
+        "name": SIM_RELEASE.0,
+        "version": SIM_RELEASE.1,
+        "node_types": ["gpu", "cpu"],
+        "files": [],
+        "launch": {"tee": "SIMULATED TDX (tvm-sim)"},
+        "measurements": [{
+            "platform": "tdx",
+            "shape": "simulated",
+            "registers": registers,
+            "source": "computed: the SIMULATED TD's labelled registers",
+        }],
+        "valid_from": rfc3339(now - 86_400),
+        "valid_until": rfc3339(now + 30 * 86_400),
+    })
+    .to_string()
+}
+
+/// The devnet policy and the signed manifest of the simulated image.
+fn devnet_files(dir: &Path, intel: &SimIntel, nvidia: &SimNvidia) -> Result<(), BackendError> {
+    let now = unix_now();
+    let (pkcs8, public) = image_key(dir)?;
+    let signed = tvm_image::manifest::sign(&simulated_manifest(now), &pkcs8).map_err(failed)?;
+    let manifests = dir.join(MANIFESTS_DIR);
+    std::fs::create_dir_all(&manifests)
+        .map_err(|e| failed(format!("cannot create {}: {e}", manifests.display())))?;
+    let json = serde_json::to_vec_pretty(&signed).map_err(failed)?;
+    std::fs::write(manifests.join(MANIFEST_FILE), json)
+        .map_err(|e| failed(format!("cannot write the devnet manifest: {e}")))?;
+    std::fs::write(
+        dir.join(POLICY_FILE),
+        policy_snippet(intel, nvidia, &public, now),
+    )
+    .map_err(|e| failed(format!("cannot write the devnet policy: {e}")))
+}
+
+/// The validator policy that trusts this hierarchy and the devnet's image
+/// operator key (and nothing else new).
+pub fn policy_snippet(intel: &SimIntel, nvidia: &SimNvidia, image_key: &[u8], now: i64) -> String {
     let indent = |pem: &str| {
         pem.trim_end()
             .lines()
@@ -74,9 +164,17 @@ pub fn policy_snippet(intel: &SimIntel, nvidia: &SimNvidia) -> String {
         "# DEVNET ONLY: trusts SIMULATED evidence signed by this hierarchy.\n\
          # Anyone with the keys in this folder can forge it; never use on a real validator.\n\
          dangerous_trust_simulated:\n  intel_root: |\n{}  nvidia_root: |\n{}\
-         gpu:\n  # Simulated GPUs have no NVIDIA reference values or OCSP answers.\n  require_rims: false\n  require_revocation_check: false\n",
+         gpu:\n  # Simulated GPUs have no NVIDIA reference values or OCSP answers.\n  require_rims: false\n  require_revocation_check: false\n\
+         images:\n  # The devnet's image operator key ({key_file}): it signed {manifests}/{manifest}.\n  \
+         operator_keys:\n    keys:\n      - public_key: {key}\n        valid_from: {from}\n        valid_until: {until}\n",
         indent(intel.root_pem()),
-        indent(&nvidia_pem)
+        indent(&nvidia_pem),
+        key_file = IMAGE_KEY_FILE,
+        manifests = MANIFESTS_DIR,
+        manifest = MANIFEST_FILE,
+        key = hex::encode(image_key),
+        from = rfc3339(now - 86_400),
+        until = rfc3339(now + 365 * 86_400),
     )
 }
 
@@ -92,10 +190,9 @@ pub fn init(dir: &Path) -> Result<String, BackendError> {
     let json = serde_json::to_vec_pretty(&collateral).map_err(failed)?;
     std::fs::write(dir.join(COLLATERAL_FILE), json)
         .map_err(|e| failed(format!("cannot write the collateral: {e}")))?;
-    std::fs::write(dir.join(POLICY_FILE), policy_snippet(&intel, &nvidia))
-        .map_err(|e| failed(format!("cannot write the devnet policy: {e}")))?;
+    devnet_files(dir, &intel, &nvidia)?;
     Ok(format!(
-        "SIMULATED hierarchy in {dir}\n  validator policy (devnet only): {dir}/{POLICY_FILE}\n  TDX collateral (30 days):       {dir}/{COLLATERAL_FILE}\n  agent: tvm-agent run --sim --sim-dir {dir} ...",
+        "SIMULATED hierarchy in {dir}\n  validator policy (devnet only): {dir}/{POLICY_FILE}\n  image manifests (devnet key):   {dir}/{MANIFESTS_DIR}\n  TDX collateral (30 days):       {dir}/{COLLATERAL_FILE}\n  agent: tvm-agent run --sim --sim-dir {dir} ...",
         dir = dir.display()
     ))
 }
@@ -109,8 +206,12 @@ impl SimTee {
     pub fn open(cfg: &SimConfig) -> Result<Self, BackendError> {
         let (intel, _) = hierarchy(&cfg.dir)?;
         let platform = intel.issue_platform().map_err(failed)?;
+        let measurements = match cfg.image {
+            SimImage::Published => TdMeasurements::simulated_image(),
+            SimImage::Unlisted => TdMeasurements::unlisted_image(),
+        };
         Ok(SimTee {
-            td: SimTd::new(platform).map_err(failed)?,
+            td: SimTd::with_measurements(platform, measurements).map_err(failed)?,
         })
     }
 }

@@ -57,6 +57,21 @@ pub fn devnet_trust(sim: &Path) -> Result<(Policy, SimulatedPcs), Error> {
     Ok((policy, SimulatedPcs::load(sim)?))
 }
 
+/// The devnet's signed manifests in `sim`, verified under `policy`'s
+/// operator keys now (what a devnet validator's round loads).
+pub fn devnet_images(sim: &Path, policy: &Policy) -> tvm_verifier::Images {
+    let dir = sim.join(tvm_agent::backend::sim::MANIFESTS_DIR);
+    let found = tvm_certs::store::manifests_in_folders(&[dir.display().to_string()]);
+    tvm_verifier::Images::load(
+        found
+            .manifests
+            .iter()
+            .map(|(s, b)| (s.as_str(), b.as_slice())),
+        &policy.images.operator_keys,
+        unix_now(),
+    )
+}
+
 /// A port number free on `ip`, to give several loopback "machines" the same
 /// port (as CVMs on different hosts have).
 pub fn free_port(ip: [u8; 4]) -> Result<u16, Error> {

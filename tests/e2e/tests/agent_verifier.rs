@@ -71,6 +71,7 @@ async fn fetch(agent: &Running, nonce: &Nonce) -> (EvidenceBundle, [u8; 32]) {
 
 struct Validator {
     policy: Policy,
+    images: tvm_verifier::Images,
     collateral: std::sync::Arc<TdxCollateral>,
 }
 
@@ -81,6 +82,7 @@ impl Validator {
         let collateral =
             TdxCollateral::prepare(intel.collateral(now().0).unwrap(), intel.root_der());
         Validator {
+            images: tvm_e2e::devnet_images(sim_dir, &policy),
             policy,
             collateral: std::sync::Arc::new(collateral),
         }
@@ -100,6 +102,7 @@ impl Validator {
             rims: &[],
             revocation: &[],
             policy: &self.policy,
+            images: &self.images,
             at: now().0,
         })
     }
@@ -212,6 +215,7 @@ async fn sim_agent_evidence_is_genuine_and_bound() {
     // A validator whose policy does not trust the simulated roots.
     let strict = Validator {
         policy: Policy::default(),
+        images: tvm_verifier::Images::none(),
         collateral: std::sync::Arc::new(TdxCollateral::prepare(
             SimIntel::load(&sim).unwrap().collateral(now().0).unwrap(),
             tvm_certs::anchors::intel_sgx_root().unwrap(),

@@ -50,6 +50,13 @@ impl Collateral for Counting {
         self.tdx.fetch_add(1, Ordering::SeqCst);
         self.inner.tdx(quote, at)
     }
+    fn images<'a>(
+        &'a self,
+        keys: &'a tvm_verifier::image::KeySet,
+        at: i64,
+    ) -> Fut<'a, tvm_verifier::Images> {
+        self.inner.images(keys, at)
+    }
 }
 
 /// An agent of `miner` over `source` instead of its own evidence source:

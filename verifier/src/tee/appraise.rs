@@ -1,8 +1,11 @@
 //! Does genuine evidence meet my policy? Runs only on what `verify` passed:
 //! facts from evidence that failed verification are not trusted.
 
+use tvm_protocol::evidence::NodeType;
+
 use crate::facts::{Facts, SnpFacts, TdxFacts};
-use crate::policy::{Image, Policy};
+use crate::image::{appraise_measurement, Images};
+use crate::policy::Policy;
 use crate::verdict::{Check, Verdict, Verification};
 
 pub mod checks {
@@ -20,11 +23,34 @@ pub mod checks {
 }
 use checks::*;
 
-/// Apply `policy` to a verification. `expected_report_data` is what the quote
-/// must carry (from the nonce and claims); `None` leaves binding unchecked.
+/// What the `measurement` check compares a quote with.
+#[derive(Clone, Copy)]
+pub struct ImageInput<'a> {
+    /// The manifests accepted under the policy's operator keys.
+    pub images: &'a Images,
+    /// The node type the claims give (`None`: any).
+    pub node_type: Option<NodeType>,
+    /// The TDX event log (CCEL) the node sent, to name a differing event.
+    pub event_log: Option<&'a [u8]>,
+}
+
+impl<'a> ImageInput<'a> {
+    pub fn new(images: &'a Images) -> Self {
+        ImageInput {
+            images,
+            node_type: None,
+            event_log: None,
+        }
+    }
+}
+
+/// Apply `policy` to a verification. `image` is what `measurement` compares
+/// the quote with; `expected_report_data` is what the quote must carry
+/// (from the nonce and claims); `None` leaves binding unchecked.
 pub fn appraise(
     v: Verification,
     policy: &Policy,
+    image: &ImageInput<'_>,
     expected_report_data: Option<&[u8; 64]>,
     at: i64,
 ) -> Verdict {
@@ -55,7 +81,7 @@ pub fn appraise(
         .iter()
         .all(|c| c.status != crate::verdict::Status::Fail);
     match (&v.facts, genuine) {
-        (Some(Facts::Tdx(f)), true) => checks.extend(appraise_tdx(f, policy, at)),
+        (Some(Facts::Tdx(f)), true) => checks.extend(appraise_tdx(f, policy)),
         (Some(Facts::SevSnp(f)), true) => {
             // verify says whether AMD's CRL was checked; whether an unchecked
             // one will do is this policy's call.
@@ -76,7 +102,7 @@ pub fn appraise(
                     ),
                 },
             );
-            checks.extend(appraise_snp(f, policy, at));
+            checks.extend(appraise_snp(f, policy));
         }
         _ => {
             for name in policy_checks {
@@ -84,6 +110,16 @@ pub fn appraise(
             }
             return Verdict::new(checks, v.facts);
         }
+    }
+    if let Some(facts) = &v.facts {
+        checks.push(appraise_measurement(
+            facts,
+            image.node_type,
+            image.event_log,
+            image.images,
+            &policy.images,
+            at,
+        ));
     }
     let actual = match &v.facts {
         Some(Facts::Tdx(f)) => Some(&f.report_data),
@@ -105,12 +141,7 @@ pub fn appraise(
     Verdict::new(checks, v.facts)
 }
 
-/// A measurement as the policy writes it (hex, either case) against the bytes.
-fn same_hex(policy: &str, actual: &[u8]) -> bool {
-    hex::decode(policy).is_ok_and(|p| p == actual)
-}
-
-fn appraise_tdx(f: &TdxFacts, policy: &Policy, at: i64) -> Vec<Check> {
+fn appraise_tdx(f: &TdxFacts, policy: &Policy) -> Vec<Check> {
     let p = &policy.tdx;
     let status = f
         .tcb_status
@@ -158,66 +189,10 @@ fn appraise_tdx(f: &TdxFacts, policy: &Policy, at: i64) -> Vec<Check> {
             "the TD has debug enabled: the host can read its memory; launch a production image",
         ),
     });
-    let images: Vec<&Image> = policy.images.iter().filter(|i| i.tdx.is_some()).collect();
-    out.push(if images.is_empty() {
-        Check::not_checked(MEASUREMENT, "policy lists no TDX images")
-    } else {
-        image_check(&images, at, |img| {
-            let Some(m) = &img.tdx else {
-                return vec!["platform"];
-            };
-            let mut diff = Vec::new();
-            if !same_hex(&m.mrtd, &f.mrtd) {
-                diff.push("MRTD");
-            }
-            for (i, want) in [&m.rtmr0, &m.rtmr1, &m.rtmr2, &m.rtmr3]
-                .into_iter()
-                .enumerate()
-            {
-                if want.as_ref().is_some_and(|w| !same_hex(w, &f.rtmr[i])) {
-                    diff.push(["RTMR0", "RTMR1", "RTMR2", "RTMR3"][i]);
-                }
-            }
-            diff
-        })
-    });
     out
 }
 
-fn image_check<'a>(
-    images: &[&'a Image],
-    at: i64,
-    diff: impl Fn(&Image) -> Vec<&'static str>,
-) -> Check {
-    let mut closest: Option<(&'a Image, Vec<&'static str>)> = None;
-    for img in images {
-        let d = diff(img);
-        if d.is_empty() {
-            if img.valid_at(at) {
-                return Check::pass(MEASUREMENT, format!("image {}", img.name));
-            }
-            return Check::fail(
-                MEASUREMENT,
-                format!("image {} is not accepted at this time (outside its validity window): upgrade to a current image", img.name),
-            );
-        }
-        if closest.as_ref().is_none_or(|(_, c)| d.len() < c.len()) {
-            closest = Some((img, d));
-        }
-    }
-    let hint = closest
-        .map(|(img, d)| format!("; closest is {} ({} differ)", img.name, d.join(", ")))
-        .unwrap_or_default();
-    Check::fail(
-        MEASUREMENT,
-        format!(
-            "measurements match none of the {} allowed images{hint}: run a published tvm image",
-            images.len()
-        ),
-    )
-}
-
-fn appraise_snp(f: &SnpFacts, policy: &Policy, at: i64) -> Vec<Check> {
+fn appraise_snp(f: &SnpFacts, policy: &Policy) -> Vec<Check> {
     let p = &policy.snp;
     let mut out = Vec::new();
     out.push(match (f.debug_allowed, p.dangerous_allow_debug) {
@@ -286,19 +261,6 @@ fn appraise_snp(f: &SnpFacts, policy: &Policy, at: i64) -> Vec<Check> {
             }
         }
     });
-    let images: Vec<&Image> = policy
-        .images
-        .iter()
-        .filter(|i| i.sev_snp.is_some())
-        .collect();
-    out.push(if images.is_empty() {
-        Check::not_checked(MEASUREMENT, "policy lists no SEV-SNP images")
-    } else {
-        image_check(&images, at, |img| match &img.sev_snp {
-            Some(m) if same_hex(&m.measurement, &f.measurement) => vec![],
-            _ => vec!["measurement"],
-        })
-    });
     out
 }
 
@@ -329,7 +291,13 @@ mod tests {
     }
 
     fn tcb_check(policy: &Policy, status: Option<TcbStatus>) -> Status {
-        let verdict = appraise(verified_td(status), policy, None, 0);
+        let verdict = appraise(
+            verified_td(status),
+            policy,
+            &ImageInput::new(&Images::none()),
+            None,
+            0,
+        );
         verdict.check(TCB_STATUS).map(|c| c.status).unwrap()
     }
 
@@ -377,11 +345,11 @@ mod tests {
             v
         };
         let policy = Policy::from_yaml(
-            "tdx: {allowed_tcb_statuses: [UpToDate, SWHardeningNeeded], allowed_advisories: [INTEL-SA-00837]}",
+            "tdx: {allowed_tcb_statuses: [UpToDate, SWHardeningNeeded], allowed_advisories: [INTEL-SA-00837]}\nimages: {dangerous_allow_unmeasured: true}",
         )
         .unwrap();
         let check = |ids: &[&str], p: &Policy| {
-            let v = appraise(with(ids), p, None, 0);
+            let v = appraise(with(ids), p, &ImageInput::new(&Images::none()), None, 0);
             let c = v.check(TCB_ADVISORIES).unwrap().clone();
             (c.status, c.detail, v.accepted())
         };

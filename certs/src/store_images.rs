@@ -1,0 +1,182 @@
+//! Signed image manifests in the collateral store. An operator publishes
+//! them at a URL (one signed manifest, or a JSON array of them) or a
+//! validator keeps them in a folder; the store caches what it fetched under
+//! `images/`, serves the cache when the URL cannot be reached, and carries
+//! the cache in the offline bundle. Nothing here trusts a manifest: the
+//! verifier checks each one's signatures under the policy's operator keys
+//! every time it loads them.
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::{io, read_dir_sorted, write_atomic, CollateralStore, StoreError};
+
+/// A URL's manifests are fetched again when the cached copy is this old.
+pub const MANIFEST_REFRESH_SECONDS: u64 = 3600;
+/// Manifest files larger than this are not read (a signed manifest is a few
+/// KiB; a published set of them stays far below).
+pub const MAX_MANIFEST_FILE: u64 = 4 * 1024 * 1024;
+/// Manifests read from one source at most.
+pub const MAX_MANIFESTS: usize = 256;
+
+/// Manifests as found, each with where it came from, and what went wrong
+/// on the way (a source that could not be read or fetched).
+#[derive(Debug, Default)]
+pub struct FoundManifests {
+    pub manifests: Vec<(String, Vec<u8>)>,
+    pub problems: Vec<String>,
+}
+
+/// Split a file into signed manifests: a JSON array of them, or one.
+fn split(source: &str, bytes: &[u8], out: &mut FoundManifests) {
+    match serde_json::from_slice::<serde_json::Value>(bytes) {
+        Ok(serde_json::Value::Array(items)) => {
+            if items.len() > MAX_MANIFESTS {
+                out.problems.push(format!(
+                    "{source}: {} manifests, only the first {MAX_MANIFESTS} are read",
+                    items.len()
+                ));
+            }
+            for (i, item) in items.into_iter().take(MAX_MANIFESTS).enumerate() {
+                match serde_json::to_vec(&item) {
+                    Ok(b) => out.manifests.push((format!("{source}[{i}]"), b)),
+                    Err(e) => out.problems.push(format!("{source}[{i}]: {e}")),
+                }
+            }
+        }
+        Ok(_) => out.manifests.push((source.to_string(), bytes.to_vec())),
+        Err(e) => out.problems.push(format!(
+            "{source}: not JSON (a signed manifest or an array of them): {e}"
+        )),
+    }
+}
+
+fn read_limited(path: &Path) -> Result<Vec<u8>, String> {
+    let len = std::fs::metadata(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .len();
+    if len > MAX_MANIFEST_FILE {
+        return Err(format!(
+            "{}: {len} bytes, more than the {MAX_MANIFEST_FILE} read",
+            path.display()
+        ));
+    }
+    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The `*.json` files of a folder, sorted by name.
+fn read_folder(dir: &Path, out: &mut FoundManifests) {
+    match read_dir_sorted(dir) {
+        Err(e) => out.problems.push(e.to_string()),
+        Ok(entries) => {
+            for e in entries {
+                let path = e.path();
+                if path.extension().is_none_or(|x| x != "json") {
+                    continue;
+                }
+                match read_limited(&path) {
+                    Ok(b) => split(&path.display().to_string(), &b, out),
+                    Err(why) => out.problems.push(why),
+                }
+            }
+        }
+    }
+}
+
+/// Signed manifests from folders only (no store, no network): what a
+/// devnet or an offline check reads.
+pub fn manifests_in_folders(folders: &[String]) -> FoundManifests {
+    let mut out = FoundManifests::default();
+    for f in folders {
+        if f.starts_with("https://") || f.starts_with("http://") {
+            out.problems.push(format!(
+                "{f}: a URL, and manifests are read from folders here"
+            ));
+        } else {
+            read_folder(Path::new(f), &mut out);
+        }
+    }
+    out
+}
+
+impl CollateralStore {
+    fn images_dir(&self) -> PathBuf {
+        self.cfg.dir.join("images")
+    }
+
+    fn image_url_path(&self, url: &str) -> PathBuf {
+        let h = Sha256::digest(url.as_bytes());
+        self.images_dir()
+            .join(format!("url-{}.json", hex::encode(&h[..16])))
+    }
+
+    /// Every signed manifest from `sources` (folders, or `https://` URLs
+    /// fetched when their cached copy is over an hour old), then every one
+    /// cached or imported into the store. Unchecked: the caller verifies.
+    pub async fn image_manifests(&self, sources: &[String]) -> FoundManifests {
+        let mut out = FoundManifests::default();
+        for source in sources {
+            if source.starts_with("https://") || source.starts_with("http://") {
+                if let Err(e) = self.refresh_image_url(source).await {
+                    out.problems.push(format!(
+                        "{source}: {e} (the copy cached before, if any, is used)"
+                    ));
+                }
+            } else {
+                read_folder(Path::new(source), &mut out);
+            }
+        }
+        read_folder(&self.images_dir(), &mut out);
+        out
+    }
+
+    async fn refresh_image_url(&self, url: &str) -> Result<(), StoreError> {
+        let path = self.image_url_path(url);
+        let lock = self.item_lock(&path.display().to_string());
+        let _guard = lock.lock().await;
+        let fresh = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age.as_secs() < MANIFEST_REFRESH_SECONDS);
+        if fresh {
+            return Ok(());
+        }
+        let body = self.fetcher.get(url).await?.body;
+        // Keep only what parses as JSON: a captive portal's page is not a
+        // manifest set, and must not replace a good cached copy.
+        serde_json::from_slice::<serde_json::Value>(&body).map_err(|e| StoreError::Invalid {
+            what: format!("manifests at {url}"),
+            reason: format!("not JSON: {e}"),
+        })?;
+        write_atomic(&path, &body)
+    }
+
+    /// The cached and imported manifest files, for the offline bundle.
+    pub(super) fn export_images(&self) -> Result<Vec<serde_json::Value>, StoreError> {
+        let mut items = Vec::new();
+        let mut found = FoundManifests::default();
+        read_folder(&self.images_dir(), &mut found);
+        for (_, bytes) in found.manifests {
+            if let Ok(v) = serde_json::from_slice(&bytes) {
+                items.push(v);
+            }
+        }
+        Ok(items)
+    }
+
+    /// Write a bundle's manifests as one file under `images/` (replacing
+    /// what an earlier import wrote); they are checked when loaded.
+    pub(super) fn import_images(&self, items: &[serde_json::Value]) -> Result<usize, StoreError> {
+        if items.is_empty() {
+            return Ok(0);
+        }
+        let path = self.images_dir().join("imported.json");
+        let bytes =
+            serde_json::to_vec_pretty(items).map_err(|e| StoreError::Bundle(e.to_string()))?;
+        std::fs::create_dir_all(self.images_dir()).map_err(io(&self.images_dir()))?;
+        write_atomic(&path, &bytes)?;
+        Ok(items.len())
+    }
+}
