@@ -32,6 +32,7 @@ fn source(dir: &std::path::Path, latency_ms: u64, gather: Gather) -> EvidenceSou
         cvm_id: tvm_protocol::Digest32([7; 32]),
         runtime: Runtime::default(),
         gather,
+        runtime_events: Vec::new(),
     }
 }
 

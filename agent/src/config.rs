@@ -57,6 +57,38 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// SHA-256 of the parts of this configuration that change what the
+    /// agent's claims mean: whose requests it answers and who may ask, its
+    /// TEE and GPU backends, and what it serves. Listen addresses, limits
+    /// and logging are left out: they change nothing a validator pays on.
+    /// Each field is `name ‖ u32 length ‖ value` (values as this build
+    /// prints them), so a field cannot run into the next.
+    pub fn meaning_digest(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        let mut field = |name: &str, value: String| {
+            h.update(name.as_bytes());
+            h.update((value.len() as u32).to_be_bytes());
+            h.update(value.as_bytes());
+        };
+        field("hotkey", self.hotkey.clone());
+        field("access.allow", format!("{:?}", self.access.allow));
+        field("access.allowlist", format!("{:?}", self.access.allowlist));
+        field("tee", format!("{:?}", self.tee));
+        field("gpus", format!("{:?}", self.gpus));
+        field("set_gpus_ready", self.set_gpus_ready.to_string());
+        field("snp_vmpl", self.snp_vmpl.to_string());
+        field("runtime.upstream", format!("{:?}", self.runtime.upstream));
+        field("runtime.models", format!("{:?}", self.runtime.models));
+        field(
+            "runtime.image_digest",
+            format!("{:?}", self.runtime.image_digest),
+        );
+        h.finalize().into()
+    }
+}
+
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum TeeChoice {

@@ -7,7 +7,9 @@
 use std::time::Instant;
 
 use tvm_protocol::binding::{device_nonce, report_data};
-use tvm_protocol::evidence::{Claims, EvidenceBundle, NodeType, Runtime, BUNDLE_VERSION};
+use tvm_protocol::evidence::{
+    Claims, EvidenceBundle, NodeType, Runtime, RuntimeEvent, BUNDLE_VERSION,
+};
 use tvm_protocol::hexbytes::Digest32;
 use tvm_protocol::nonce::Nonce;
 
@@ -21,6 +23,8 @@ pub struct EvidenceSource {
     /// SHA-256 of the RA-TLS key's SubjectPublicKeyInfo.
     pub cvm_id: Digest32,
     pub runtime: Runtime,
+    /// What the agent recorded in RTMR3 at start (TDX), sent with each bundle.
+    pub runtime_events: Vec<RuntimeEvent>,
     pub gather: Gather,
 }
 
@@ -90,6 +94,7 @@ impl EvidenceSource {
                 gpus: set.gpus,
                 switches: set.switches,
                 claims,
+                runtime_events: self.runtime_events.clone(),
             },
             devices_ms,
             tee_ms,

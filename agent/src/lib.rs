@@ -48,6 +48,42 @@ pub enum StartError {
     },
 }
 
+/// Record the runtime in RTMR3 (TDX) before any quote: the events
+/// [`tvm_protocol::binding::runtime_events`] gives, extended in order from a
+/// zero register. An agent restarted in the same TD finds them there already
+/// and extends nothing; a register holding anything else (another
+/// configuration since boot) stops the start: what was measured cannot be
+/// unmeasured, so the CVM must reboot to serve something else. SEV-SNP has
+/// no such register: there the runtime is bound by report_data only.
+fn record_runtime(
+    tee: &dyn backend::Tee,
+    runtime: &Runtime,
+) -> Result<Vec<tvm_protocol::evidence::RuntimeEvent>, StartError> {
+    use tvm_protocol::binding::{replay_runtime_events, runtime_event_digest, runtime_events};
+    let events = runtime_events(runtime);
+    let want = replay_runtime_events(&events);
+    match tee.rtmr3()? {
+        None => {}
+        Some(now) if now == want => {
+            tracing::info!(events = events.len(), "RTMR3 already holds this runtime (agent restarted)");
+        }
+        Some(now) if now == [0; 48] => {
+            for e in &events {
+                tee.extend_rtmr3(&runtime_event_digest(e))?;
+            }
+            tracing::info!(events = events.len(), rtmr3 = %hex::encode(want), "runtime recorded in RTMR3");
+        }
+        Some(now) => {
+            return Err(StartError::Other(format!(
+                "RTMR3 is {}, neither zero nor this configuration's runtime ({}): another configuration ran in this CVM since it booted, and a measurement cannot be taken back; reboot the CVM to serve with this one",
+                hex::encode(now),
+                hex::encode(want)
+            )))
+        }
+    }
+    Ok(events)
+}
+
 /// A configured agent, ready to serve.
 pub struct Agent {
     pub state: Arc<AppState>,
@@ -78,12 +114,15 @@ impl Agent {
             image_digest: cfg.runtime.image_digest.clone(),
             upstream: cfg.runtime.upstream.clone(),
             models: cfg.runtime.models.keys().cloned().collect(),
+            agent_config: Some(tvm_protocol::hexbytes::Digest32(cfg.meaning_digest())),
         };
+        let runtime_events = record_runtime(tee.as_ref(), &runtime)?;
         let source = Arc::new(EvidenceSource {
             tee,
             devices,
             cvm_id: tls.cvm_id(),
             runtime,
+            runtime_events,
             gather: Gather::Parallel,
         });
         let access = auth::Access::new(miner, &cfg.access)?;

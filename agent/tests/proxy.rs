@@ -289,8 +289,10 @@ async fn not_ready_agent(upstream: &str) -> Fixture {
             image_digest: None,
             upstream: cfg.runtime.upstream.clone(),
             models: Vec::new(),
+            agent_config: None,
         },
         gather: Gather::Parallel,
+        runtime_events: Vec::new(),
     });
     let state = Arc::new(AppState::new(
         source,

@@ -87,9 +87,12 @@ fn handle(cmd: &Value) -> Result<Value, String> {
             let claims: Claims =
                 serde_json::from_value(cmd.get("claims").cloned().unwrap_or_default())
                     .map_err(|e| e.to_string())?;
+            let events = tvm_protocol::binding::runtime_events(&claims.runtime);
             Ok(json!({
                 "report_data": hex::encode(report_data(&nonce, &claims)),
                 "device_nonce": hex::encode(device_nonce(&nonce, &claims.cvm_id)),
+                "runtime_events": events,
+                "rtmr3": hex::encode(tvm_protocol::binding::replay_runtime_events(&events)),
             }))
         }
         other => Err(format!("unknown op {other}")),

@@ -1,7 +1,7 @@
 //! How one TEE quote vouches for a whole node: its 64-byte report_data is
 //!
 //! ```text
-//! report_data = SHA-512( "tvm-report-data-v2" || nonce[32] || SHA-256(canonical_claims) )
+//! report_data = SHA-512( "tvm-report-data-v3" || nonce[32] || SHA-256(canonical_claims) )
 //! ```
 //!
 //! and every GPU and NVSwitch signs [`device_nonce`], the validator's nonce
@@ -12,16 +12,29 @@
 //! language can rebuild from the JSON claims without a canonical-JSON library.
 //! docs/protocol.md has the same definition and a worked example.
 
-use sha2::{Digest, Sha256, Sha512};
+use sha2::{Digest, Sha256, Sha384, Sha512};
 
-use crate::evidence::Claims;
+use crate::evidence::{Claims, Runtime, RuntimeEvent};
 use crate::hexbytes::Digest32;
 use crate::nonce::Nonce;
 
 /// Domain tag of report_data: no other tvm hash starts with these bytes.
-pub const REPORT_DATA_TAG: &[u8] = b"tvm-report-data-v2";
+pub const REPORT_DATA_TAG: &[u8] = b"tvm-report-data-v3";
 /// First field of the canonical claims; changes with the claims schema.
-pub const CLAIMS_TAG: &[u8] = b"tvm-claims-v2";
+pub const CLAIMS_TAG: &[u8] = b"tvm-claims-v3";
+/// Domain tag of runtime event digests (RTMR3 extensions).
+pub const RUNTIME_EVENT_TAG: &[u8] = b"tvm-runtime-event-v1";
+
+/// The runtime event types this build knows; a verifier fails any other.
+pub mod runtime_event {
+    /// The agent configuration digest (hex SHA-256).
+    pub const AGENT_CONFIG: &str = "agent-config";
+    /// The inference runtime's image digest.
+    pub const RUNTIME_IMAGE: &str = "runtime-image";
+    /// One model served.
+    pub const MODEL: &str = "model";
+    pub const KNOWN: [&str; 3] = [AGENT_CONFIG, RUNTIME_IMAGE, MODEL];
+}
 /// Domain tag of the nonce the devices sign.
 pub const DEVICE_NONCE_TAG: &[u8] = b"tvm-device-nonce-v1";
 
@@ -45,7 +58,7 @@ fn put_opt(out: &mut Vec<u8>, b: Option<&[u8]>) {
 ///
 /// | field | encoding |
 /// |---|---|
-/// | tag | `bytes("tvm-claims-v1")` |
+/// | tag | `bytes("tvm-claims-v3")` |
 /// | cvm_id | 32 raw bytes |
 /// | node_type | `bytes("gpu" \| "cpu")` |
 /// | agent_version | `bytes(utf8)` |
@@ -55,6 +68,7 @@ fn put_opt(out: &mut Vec<u8>, b: Option<&[u8]>) {
 /// | runtime.image_digest | `opt(utf8)` |
 /// | runtime.upstream | `opt(utf8)` |
 /// | runtime.models | u32 count, then `bytes(utf8)` each |
+/// | runtime.agent_config | `opt(32 raw bytes)` |
 ///
 /// `bytes(x)` = u32 big-endian length ‖ x; `opt(x)` = `00` when absent, `01 ‖ bytes(x)` when present.
 pub fn canonical_claims(c: &Claims) -> Vec<u8> {
@@ -80,7 +94,48 @@ pub fn canonical_claims(c: &Claims) -> Vec<u8> {
     for m in &c.runtime.models {
         put_bytes(&mut out, m.as_bytes());
     }
+    put_opt(&mut out, c.runtime.agent_config.as_ref().map(|d| &d.0[..]));
     out
+}
+
+/// The events an agent extends RTMR3 with at start, in this order: its
+/// configuration digest, its runtime image, each model it serves.
+pub fn runtime_events(r: &Runtime) -> Vec<RuntimeEvent> {
+    let event = |kind: &str, value: String| RuntimeEvent {
+        kind: kind.to_string(),
+        value,
+    };
+    let mut out = Vec::new();
+    if let Some(d) = &r.agent_config {
+        out.push(event(runtime_event::AGENT_CONFIG, hex::encode(d.0)));
+    }
+    if let Some(i) = &r.image_digest {
+        out.push(event(runtime_event::RUNTIME_IMAGE, i.clone()));
+    }
+    for m in &r.models {
+        out.push(event(runtime_event::MODEL, m.clone()));
+    }
+    out
+}
+
+/// What one runtime event extends RTMR3 with:
+/// `SHA-384("tvm-runtime-event-v1" ‖ bytes(kind) ‖ bytes(value))`.
+pub fn runtime_event_digest(e: &RuntimeEvent) -> [u8; 48] {
+    let mut m = RUNTIME_EVENT_TAG.to_vec();
+    put_bytes(&mut m, e.kind.as_bytes());
+    put_bytes(&mut m, e.value.as_bytes());
+    Sha384::digest(m).into()
+}
+
+/// RTMR3 after `events`, extended from zero as TDX extends:
+/// `RTMR = SHA-384(RTMR ‖ digest)`.
+pub fn replay_runtime_events(events: &[RuntimeEvent]) -> [u8; 48] {
+    events.iter().fold([0u8; 48], |rtmr, e| {
+        let mut h = Sha384::new();
+        h.update(rtmr);
+        h.update(runtime_event_digest(e));
+        h.finalize().into()
+    })
 }
 
 /// The 64 bytes the TEE quote/report must carry as its report_data.
@@ -130,6 +185,7 @@ mod tests {
                 ),
                 upstream: None,
                 models: vec!["meta-llama/Llama-3.1-8B-Instruct".into()],
+                agent_config: Some(Digest32::sha256(b"example agent config")),
             },
         };
         (nonce, claims)
@@ -140,12 +196,19 @@ mod tests {
         let (nonce, claims) = example();
         assert_eq!(
             hex::encode(Sha256::digest(canonical_claims(&claims))),
-            "fca370a0c2e9d23fb6e2b2d1bb02424ce7792a4c34894844878be9bf6309e9ef"
+            "0873931a15140869776e72534b5a2164f706fdbd255b50f5a2e85b8a426e37f1"
         );
-        assert_eq!(hex::encode(report_data(&nonce, &claims)), "8dab86d2d63d03f337013f40509095460a16990c61ac5995e3602e545df0a5d3212aee939daa1e8bf50bd2927ee9c0adf40b57e3258464af226749b89f922310");
+        assert_eq!(hex::encode(report_data(&nonce, &claims)), "7070b204437e050633eaeaaefd51d50d35f86fcb3602695b041414fb63cbc51eb7cf53941b5e054de41c4afe504585908c8fab0c1bc9928120c5207a2a6d9c0f");
         assert_eq!(
             hex::encode(device_nonce(&nonce, &claims.cvm_id)),
             "b3e880c0deb4b49372dd030a31e333db6c213c5d7d6fb1afb8b79537ac65c8d8"
+        );
+        let events = runtime_events(&claims.runtime);
+        let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["agent-config", "runtime-image", "model"]);
+        assert_eq!(
+            hex::encode(replay_runtime_events(&events)),
+            "00c896a777f1d2908923e82c36bfa09f8f8d12c68d804c4411bb00455e09ca7aa6e84ddf457d35c3621fcabb96f7fde5"
         );
     }
 
@@ -179,6 +242,9 @@ mod tests {
         variants.push(c);
         let mut c = base.clone();
         c.runtime.models.push(String::new());
+        variants.push(c);
+        let mut c = base.clone();
+        c.runtime.agent_config = None;
         variants.push(c);
         for (i, v) in variants.iter().enumerate() {
             assert_ne!(report_data(&nonce, v), rd, "variant {i}");

@@ -7,7 +7,8 @@ use crate::hexbytes::{Digest32, HexBytes};
 use crate::nonce::Nonce;
 
 /// The bundle version this crate reads and writes.
-pub const BUNDLE_VERSION: u32 = 2;
+/// (tests/e2e/tests/round.rs sends a bare `{"version": 3}`: keep it in step.)
+pub const BUNDLE_VERSION: u32 = 3;
 
 /// A node with 8 GPUs and 4 switches sends ~250 KB; this leaves room for
 /// event logs and certificate tables without letting a peer exhaust memory.
@@ -20,6 +21,10 @@ pub const MAX_DEVICES: usize = 16;
 /// Certificates in one device chain: NVIDIA's are 5 (leaf, device CA,
 /// provisioner, model CA, root).
 pub const MAX_CHAIN_CERTS: usize = 8;
+
+/// Runtime events in one bundle: the agent's configuration, its image and
+/// the models it serves.
+pub const MAX_RUNTIME_EVENTS: usize = 64;
 
 /// Request body of `POST /api/v1/evidence`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +45,20 @@ pub struct EvidenceBundle {
     #[serde(default)]
     pub switches: Vec<DeviceEvidence>,
     pub claims: Claims,
+    /// What the agent extended RTMR3 with at start, in order
+    /// ([`crate::binding::runtime_events`] of the claims' runtime). On TDX
+    /// their replay must be the quote's RTMR3.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runtime_events: Vec<RuntimeEvent>,
+}
+
+/// One runtime measurement: a type ([`crate::binding::runtime_event`]) and
+/// its value, extended as [`crate::binding::runtime_event_digest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeEvent {
+    pub kind: String,
+    pub value: String,
 }
 
 /// CPU TEE evidence whose report_data is [`crate::binding::report_data`].
@@ -123,6 +142,11 @@ pub struct Runtime {
     /// Models served.
     #[serde(default)]
     pub models: Vec<String>,
+    /// SHA-256 of the agent's configuration, the parts that change what
+    /// its claims mean (whose requests it answers, its backends, what it
+    /// serves).
+    #[serde(default)]
+    pub agent_config: Option<Digest32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -200,6 +224,13 @@ impl EvidenceBundle {
                 what: "GPU and NVSwitch reports",
                 count: devices,
                 limit: MAX_DEVICES,
+            });
+        }
+        if self.runtime_events.len() > MAX_RUNTIME_EVENTS {
+            return Err(BundleError::TooMany {
+                what: "runtime events",
+                count: self.runtime_events.len(),
+                limit: MAX_RUNTIME_EVENTS,
             });
         }
         let longest = self

@@ -33,6 +33,7 @@ fn bundle() -> EvidenceBundle {
         },
         gpus,
         switches: vec![],
+        runtime_events: vec![],
     }
 }
 
@@ -69,22 +70,37 @@ fn round_trip_and_shape() {
 #[test]
 fn newer_versions_and_unknown_fields_are_typed_errors() {
     let mut v = json(&bundle());
-    v["version"] = 3.into();
+    v["version"] = 4.into();
     v["claims"]["new_field"] = "x".into();
     assert_eq!(
         parse(&v).unwrap_err(),
         BundleError::UnsupportedVersion {
-            found: 3,
-            supported: 2
+            found: 4,
+            supported: 3
         }
     );
-    // Version 1 (whose CVM id was not the TLS key) is refused by name.
+    // Version 1 (whose CVM id was not the TLS key) and version 2 (whose
+    // claims did not carry the agent's configuration) are refused by name.
+    for old in [1, 2] {
+        let mut v = json(&bundle());
+        v["version"] = old.into();
+        assert!(parse(&v)
+            .unwrap_err()
+            .to_string()
+            .contains(&format!("version {old} is not supported")));
+    }
+    // More runtime events than any agent records: refused before appraisal.
     let mut v = json(&bundle());
-    v["version"] = 1.into();
-    assert!(parse(&v)
-        .unwrap_err()
-        .to_string()
-        .contains("version 1 is not supported"));
+    v["runtime_events"] = (0..=tvm_protocol::evidence::MAX_RUNTIME_EVENTS)
+        .map(|i| serde_json::json!({"kind": "model", "value": i.to_string()}))
+        .collect();
+    assert!(matches!(
+        parse(&v),
+        Err(BundleError::TooMany {
+            what: "runtime events",
+            ..
+        })
+    ));
     // Its `tls_spki_sha256` claim is gone: the CVM id is the TLS key's hash.
     let mut v = json(&bundle());
     v["claims"]["tls_spki_sha256"] = serde_json::Value::Null;

@@ -50,9 +50,9 @@ pub struct TdMeasurements {
 
 impl TdMeasurements {
     /// The measurements of the simulated image: MRTD =
-    /// SHA-384("tvm simulated image/MRTD"), RTMR*i* =
-    /// SHA-384("tvm simulated image/RTMR*i*"), MRCONFIGID, MROWNER and
-    /// MROWNERCONFIG zero, [`SIM_TD_ATTRIBUTES`], [`SIM_XFAM`].
+    /// SHA-384("tvm simulated image/MRTD"), RTMR*i* (0–2) =
+    /// SHA-384("tvm simulated image/RTMR*i*"), RTMR3, MRCONFIGID, MROWNER
+    /// and MROWNERCONFIG zero, [`SIM_TD_ATTRIBUTES`], [`SIM_XFAM`].
     pub fn simulated_image() -> Self {
         Self::labelled(SIM_IMAGE_LABEL)
     }
@@ -69,12 +69,8 @@ impl TdMeasurements {
         };
         TdMeasurements {
             mrtd: label("MRTD"),
-            rtmr: [
-                label("RTMR0"),
-                label("RTMR1"),
-                label("RTMR2"),
-                label("RTMR3"),
-            ],
+            // RTMR3 starts at zero, as a real TD's does: the agent extends it.
+            rtmr: [label("RTMR0"), label("RTMR1"), label("RTMR2"), [0; 48]],
             mr_config_id: [0; 48],
             mr_owner: [0; 48],
             mr_owner_config: [0; 48],
@@ -125,6 +121,17 @@ impl SimTd {
 
     pub fn measurements(&self) -> &TdMeasurements {
         &self.measurements
+    }
+
+    /// Extend RTMR `index` (0–3) as the TDX module does:
+    /// `RTMR = SHA-384(RTMR ‖ digest)`. Other indices are ignored.
+    pub fn extend_rtmr(&mut self, index: usize, digest: &[u8; 48]) {
+        if let Some(r) = self.measurements.rtmr.get_mut(index) {
+            let mut h = Sha384::new();
+            h.update(*r);
+            h.update(digest);
+            *r = h.finalize().into();
+        }
     }
 
     /// A TDX v4 quote of this TD with `report_data` in its TD report.

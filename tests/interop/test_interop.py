@@ -20,6 +20,8 @@ from bittensor_wallet import Keyfile, Keypair, Wallet
 
 from report_data import device_nonce as py_device_nonce
 from report_data import report_data as py_report_data
+from report_data import rtmr3 as py_rtmr3
+from report_data import runtime_events as py_runtime_events
 
 DEV_PHRASE = "bottom drive obey lake curtain smoke basket hold race lonely fit walk"
 ALICE = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY"
@@ -203,12 +205,16 @@ def report_data_matches_independent_implementation(rust):
                 "image_digest": rng.choice([None, "sha256:" + h(b"img")]),
                 "upstream": rng.choice([None, "http://127.0.0.1:8000"]),
                 "models": rng.sample(["a", "b/c", "ünï"], rng.randint(0, 3)),
+                "agent_config": rng.choice([None, h(b"config %d" % i)]),
             },
         }
         nonce = os.urandom(32).hex()
         r = rust(op="report_data", nonce=nonce, claims=claims)
         assert r["report_data"] == py_report_data(nonce, claims).hex(), claims
         assert r["device_nonce"] == py_device_nonce(nonce, claims["cvm_id"]).hex(), claims
+        events = py_runtime_events(claims)
+        assert r["runtime_events"] == events, claims
+        assert r["rtmr3"] == py_rtmr3(events).hex(), claims
 
 
 def python_verify_rate():

@@ -515,6 +515,7 @@ fn verify(args: &VerifyArgs) -> Result<Outcome, String> {
         images: &images,
         node_type: None,
         event_log: event_log.as_deref(),
+        runtime: None,
     };
     Ok(Outcome::Cpu(Box::new(appraise(
         verification,

@@ -49,6 +49,7 @@ fn canned_bundle() -> Vec<u8> {
             switch_reports_sha256: Vec::new(),
             runtime: Default::default(),
         },
+        runtime_events: vec![],
     };
     serde_json::to_vec(&b).unwrap()
 }

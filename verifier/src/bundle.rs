@@ -307,6 +307,7 @@ pub fn appraise_bundle(input: &BundleInput<'_>) -> BundleVerdict {
             TeeEvidence::Tdx { event_log, .. } => event_log.as_ref().map(|l| l.0.as_slice()),
             TeeEvidence::SevSnp { .. } => None,
         },
+        runtime: Some((&b.runtime_events, &b.claims.runtime)),
     };
     let tee = match (&b.tee, input.tee_collateral) {
         (TeeEvidence::Tdx { quote, .. }, TeeCollateral::Tdx(c)) => {

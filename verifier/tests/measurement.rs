@@ -171,6 +171,7 @@ fn a_tdx_quote_passes_only_with_a_manifest_that_gives_its_registers() {
             images,
             node_type: Some(NodeType::Gpu),
             event_log: None,
+            runtime: None,
         };
         measurement(&tdx1(&op.policy(), &input, WHEN))
     };

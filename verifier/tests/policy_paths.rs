@@ -108,6 +108,7 @@ fn an_snp_report_claiming_to_be_simulated_is_refused() {
             switch_reports_sha256: vec![],
             runtime: Default::default(),
         },
+        runtime_events: vec![],
     };
     let e = snp::SnpEndorsement::prepare(&testdata("snp/virtee_milan_vcek.der"), None);
     let v = appraise_bundle(&BundleInput {

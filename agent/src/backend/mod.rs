@@ -5,6 +5,7 @@
 //! local test hierarchy.
 
 pub mod nvml;
+pub mod rtmr;
 pub mod sev_guest;
 #[cfg(feature = "sim")]
 pub mod sim;
@@ -48,6 +49,18 @@ pub trait Tee: Send + Sync {
         false
     }
     fn evidence(&self, report_data: &[u8; 64]) -> Result<TeeEvidence, BackendError>;
+    /// RTMR3 now, on a TEE that has it (TDX); `None` on one that has no
+    /// run-time register (SEV-SNP: the runtime is bound by report_data).
+    fn rtmr3(&self) -> Result<Option<[u8; 48]>, BackendError> {
+        Ok(None)
+    }
+    /// Extend RTMR3 with `digest`.
+    fn extend_rtmr3(&self, _digest: &[u8; 48]) -> Result<(), BackendError> {
+        Err(BackendError::Unavailable {
+            what: "RTMR3",
+            reason: format!("{} has no run-time measurement register", self.describe()),
+        })
+    }
 }
 
 /// Whether the node's GPUs may run confidential work now.
@@ -99,6 +112,12 @@ impl<T: Tee + ?Sized> Tee for std::sync::Arc<T> {
     }
     fn evidence(&self, report_data: &[u8; 64]) -> Result<TeeEvidence, BackendError> {
         (**self).evidence(report_data)
+    }
+    fn rtmr3(&self) -> Result<Option<[u8; 48]>, BackendError> {
+        (**self).rtmr3()
+    }
+    fn extend_rtmr3(&self, digest: &[u8; 48]) -> Result<(), BackendError> {
+        (**self).extend_rtmr3(digest)
     }
 }
 

@@ -199,7 +199,8 @@ pub fn init(dir: &Path) -> Result<String, BackendError> {
 
 /// A simulated TDX platform (a fresh PCK key per agent start: one machine).
 pub struct SimTee {
-    td: SimTd,
+    /// Locked only to extend RTMR3 (at start) and to quote.
+    td: std::sync::Mutex<SimTd>,
 }
 
 impl SimTee {
@@ -211,7 +212,9 @@ impl SimTee {
             SimImage::Unlisted => TdMeasurements::unlisted_image(),
         };
         Ok(SimTee {
-            td: SimTd::with_measurements(platform, measurements).map_err(failed)?,
+            td: std::sync::Mutex::new(
+                SimTd::with_measurements(platform, measurements).map_err(failed)?,
+            ),
         })
     }
 }
@@ -227,10 +230,20 @@ impl Tee for SimTee {
         true
     }
     fn evidence(&self, report_data: &[u8; 64]) -> Result<TeeEvidence, BackendError> {
+        let td = self.td.lock().unwrap_or_else(|p| p.into_inner());
         Ok(TeeEvidence::Tdx {
-            quote: HexBytes(self.td.quote(report_data).map_err(failed)?),
+            quote: HexBytes(td.quote(report_data).map_err(failed)?),
             event_log: None,
         })
+    }
+    fn rtmr3(&self) -> Result<Option<[u8; 48]>, BackendError> {
+        let td = self.td.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(Some(td.measurements().rtmr[3]))
+    }
+    fn extend_rtmr3(&self, digest: &[u8; 48]) -> Result<(), BackendError> {
+        let mut td = self.td.lock().unwrap_or_else(|p| p.into_inner());
+        td.extend_rtmr(3, digest);
+        Ok(())
     }
 }
 

@@ -205,6 +205,12 @@ impl Tee for TdxGuest {
             event_log: self.ccel.clone(),
         })
     }
+    fn rtmr3(&self) -> Result<Option<[u8; 48]>, BackendError> {
+        super::rtmr::Rtmr3::default().read().map(Some)
+    }
+    fn extend_rtmr3(&self, digest: &[u8; 48]) -> Result<(), BackendError> {
+        super::rtmr::Rtmr3::default().extend(digest)
+    }
 }
 
 #[cfg(test)]

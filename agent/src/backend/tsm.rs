@@ -244,6 +244,17 @@ impl<F: TsmFs> Tee for Tsm<F> {
         format!("configfs-tsm ({})", self.provider)
     }
 
+    fn rtmr3(&self) -> Result<Option<[u8; 48]>, BackendError> {
+        match self.kind() {
+            TeeKind::Tdx => super::rtmr::Rtmr3::default().read().map(Some),
+            TeeKind::SevSnp => Ok(None),
+        }
+    }
+
+    fn extend_rtmr3(&self, digest: &[u8; 48]) -> Result<(), BackendError> {
+        super::rtmr::Rtmr3::default().extend(digest)
+    }
+
     fn evidence(&self, report_data: &[u8; 64]) -> Result<TeeEvidence, BackendError> {
         let r = self.report(report_data)?;
         Ok(match r.provider.as_str() {

@@ -174,6 +174,7 @@ fn responder(sim: &Path, nodes: usize) {
                     cvm_id: tls.cvm_id(),
                     runtime: Default::default(),
                     gather: Gather::Sequential,
+                    runtime_events: Vec::new(),
                 });
                 (k, tls, src)
             })

@@ -191,6 +191,11 @@ async fn sim_agent_evidence_is_genuine_and_bound() {
             ..Default::default()
         })
         .unwrap();
+        // Its agent records its runtime as an honest one would.
+        for e in &swapped.runtime_events {
+            tee.extend_rtmr3(&tvm_protocol::binding::runtime_event_digest(e))
+                .unwrap();
+        }
         swapped.tee = tee
             .evidence(&tvm_protocol::report_data(&nonce, &swapped.claims))
             .unwrap();
@@ -313,4 +318,115 @@ fn a_pck_certificate_not_yet_valid_is_named_with_its_date() {
         "{}",
         failed[0].detail
     );
+}
+
+/// RTMR3, over real sockets: the agent records its configuration, image and
+/// models at start and the verifier replays them against the quote; an
+/// unknown event type, events that are not the claims', and anything else
+/// extended into RTMR3 fail `runtime.events`; an agent restarted in the same
+/// TD keeps its record, one with another configuration refuses to start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runtime_is_recorded_in_rtmr3_and_replayed() {
+    use tvm_agent::backend::sim::{SimDevices, SimTee};
+    use tvm_agent::backend::Tee as _;
+    use tvm_protocol::evidence::RuntimeEvent;
+    let dir = tempfile::tempdir().unwrap();
+    let sim = dir.path().join("sim");
+    let mut cfg = Config {
+        hotkey: miner().account_id().to_ss58(),
+        tee: TeeChoice::Sim,
+        gpus: GpuChoice::Sim,
+        ..Config::default()
+    };
+    cfg.sim.dir = sim.clone();
+    cfg.sim.gpus = 1;
+    cfg.access.allow = Allow::AnySigner;
+    cfg.tls_names = vec!["127.0.0.1".into()];
+    cfg.runtime.upstream = Some("http://127.0.0.1:9".into());
+    cfg.runtime.image_digest = Some(format!("sha256:{}", "ab".repeat(32)));
+    cfg.runtime.models.insert(
+        "meta-llama/Llama-3.1-8B-Instruct".into(),
+        Default::default(),
+    );
+    let tee = std::sync::Arc::new(SimTee::open(&cfg.sim).unwrap());
+    let backends = |tee: &std::sync::Arc<SimTee>| -> tvm_agent::backend::Backends {
+        (
+            // One TD seen by the agent and by "other software in the CVM".
+            Box::new(tee.clone()),
+            Box::new(SimDevices::open(&cfg.sim).unwrap()),
+        )
+    };
+    let a = Agent::with_backends(&cfg, backends(&tee))
+        .unwrap()
+        .start_local()
+        .unwrap();
+    let v = Validator::for_devnet(&sim);
+    let nonce = Nonce::generate(&validator().account_id());
+    let (bundle, spki) = fetch(&a, &nonce).await;
+    let ok = v.appraise(&bundle, &nonce, Some(spki));
+    assert!(ok.accepted(), "{}", ok.render());
+    let c = ok.tee().check("runtime.events").unwrap();
+    assert!(
+        c.detail
+            .starts_with("RTMR3 holds 3 runtime events: agent-config=")
+            && c.detail.contains("model=meta-llama/Llama-3.1-8B-Instruct"),
+        "{}",
+        c.detail
+    );
+    let runtime_failure = |b: &EvidenceBundle| {
+        let r = v.appraise(b, &nonce, Some(spki));
+        assert!(!r.accepted());
+        r.tee().check("runtime.events").unwrap().detail.clone()
+    };
+
+    // An event of a type no verifier vetted.
+    let mut b = bundle.clone();
+    b.runtime_events.push(RuntimeEvent {
+        kind: "debug-shell".into(),
+        value: "on".into(),
+    });
+    let d = runtime_failure(&b);
+    assert!(d.contains("unknown type \"debug-shell\""), "{d}");
+    // Events that are not the claims' runtime (a model left out).
+    let mut b = bundle.clone();
+    b.runtime_events.pop();
+    assert!(runtime_failure(&b).contains("are not the claims' runtime"));
+    // Claims and events both without the model: the quote's report_data
+    // and RTMR3 both still say it.
+    let mut b = bundle.clone();
+    b.runtime_events.pop();
+    b.claims.runtime.models.clear();
+    let r = v.appraise(&b, &nonce, Some(spki));
+    let failed = names(&r);
+    assert!(failed.contains(&"report_data"), "{failed:?}");
+    assert!(
+        r.tee()
+            .check("runtime.events")
+            .unwrap()
+            .detail
+            .contains("replay to"),
+        "{}",
+        r.render()
+    );
+
+    // The agent restarted in the same TD keeps its record and still passes.
+    let again = Agent::with_backends(&cfg, backends(&tee))
+        .unwrap()
+        .start_local()
+        .unwrap();
+    let (b2, spki2) = fetch(&again, &nonce).await;
+    assert!(v.appraise(&b2, &nonce, Some(spki2)).accepted());
+    // Another configuration in that TD cannot start: RTMR3 says otherwise.
+    let mut other = cfg.clone();
+    other.runtime.image_digest = Some(format!("sha256:{}", "cd".repeat(32)));
+    let e = Agent::with_backends(&other, backends(&tee)).err().unwrap();
+    assert!(e.to_string().contains("reboot the CVM"), "{e}");
+
+    // Other software in the CVM extends RTMR3 after the agent started:
+    // every later quote shows it, and no runtime event accounts for it.
+    tee.extend_rtmr3(&[0x5a; 48]).unwrap();
+    let (b3, spki3) = fetch(&a, &nonce).await;
+    let r = v.appraise(&b3, &nonce, Some(spki3));
+    assert!(!r.accepted());
+    assert_eq!(names(&r), vec!["runtime.events"], "{}", r.render());
 }

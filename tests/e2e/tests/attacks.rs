@@ -169,6 +169,7 @@ async fn griefer_lifter_and_bomb_get_nothing_and_cost_no_fetch() {
         cvm_id: victim_id,
         runtime: Default::default(),
         gather: Gather::Parallel,
+        runtime_events: Vec::new(),
     });
 
     // The lifter: a CVM of miner L showing V's GPU reports as its own.
@@ -190,6 +191,7 @@ async fn griefer_lifter_and_bomb_get_nothing_and_cost_no_fetch() {
         cvm_id: own_id,
         runtime: Default::default(),
         gather: Gather::Parallel,
+        runtime_events: Vec::new(),
     });
 
     // The bomb: a bundle whose one GPU chain holds 2000 certificates.

@@ -147,7 +147,8 @@ async fn hanging_busy_and_junk_nodes_and_the_round_s_budgets() {
     let hang = scripted_node(at(61), vec![None]).await;
     let busy = scripted_node(
         at(62),
-        vec![Some((503, "busy")), Some((200, "{\"version\": 2}"))],
+        // The current version, and nothing else.
+        vec![Some((503, "busy")), Some((200, "{\"version\": 3}"))],
     )
     .await;
     let junk = scripted_node(at(63), vec![Some((200, "{\"quote\": 42}"))]).await;

@@ -1,7 +1,8 @@
 //! Does genuine evidence meet my policy? Runs only on what `verify` passed:
 //! facts from evidence that failed verification are not trusted.
 
-use tvm_protocol::evidence::NodeType;
+use tvm_protocol::binding::{replay_runtime_events, runtime_event, runtime_events};
+use tvm_protocol::evidence::{NodeType, Runtime, RuntimeEvent};
 
 use crate::facts::{Facts, SnpFacts, TdxFacts};
 use crate::image::{appraise_measurement, Images};
@@ -19,6 +20,7 @@ pub mod checks {
     pub const TCB_MINIMUM: &str = "tcb.minimum";
     pub const SNP_REVOCATION: &str = "snp.revocation";
     pub const MEASUREMENT: &str = "measurement";
+    pub const RUNTIME_EVENTS: &str = "runtime.events";
     pub const REPORT_DATA: &str = "report_data";
 }
 use checks::*;
@@ -32,6 +34,9 @@ pub struct ImageInput<'a> {
     pub node_type: Option<NodeType>,
     /// The TDX event log (CCEL) the node sent, to name a differing event.
     pub event_log: Option<&'a [u8]>,
+    /// The runtime events the node sent and the claims' runtime they must
+    /// be (`runtime.events`); `None`: a lone quote, not checked.
+    pub runtime: Option<(&'a [RuntimeEvent], &'a Runtime)>,
 }
 
 impl<'a> ImageInput<'a> {
@@ -40,6 +45,7 @@ impl<'a> ImageInput<'a> {
             images,
             node_type: None,
             event_log: None,
+            runtime: None,
         }
     }
 }
@@ -63,6 +69,7 @@ pub fn appraise(
             GUEST_SMT,
             VMPL,
             TCB_MINIMUM,
+            RUNTIME_EVENTS,
             MEASUREMENT,
             REPORT_DATA,
         ],
@@ -70,6 +77,7 @@ pub fn appraise(
             TCB_STATUS,
             TCB_ADVISORIES,
             TD_DEBUG,
+            RUNTIME_EVENTS,
             MEASUREMENT,
             REPORT_DATA,
         ],
@@ -111,6 +119,9 @@ pub fn appraise(
             return Verdict::new(checks, v.facts);
         }
     }
+    if let (Some(facts), Some((events, runtime))) = (&v.facts, image.runtime) {
+        checks.push(appraise_runtime(facts, events, runtime));
+    }
     if let Some(facts) = &v.facts {
         checks.push(appraise_measurement(
             facts,
@@ -139,6 +150,75 @@ pub fn appraise(
         ),
     });
     Verdict::new(checks, v.facts)
+}
+
+/// The runtime the agent recorded at start: only known event types, exactly
+/// the events the claims' runtime makes, and on TDX replaying to RTMR3.
+fn appraise_runtime(facts: &Facts, events: &[RuntimeEvent], runtime: &Runtime) -> Check {
+    if let Some((i, e)) = events
+        .iter()
+        .enumerate()
+        .find(|(_, e)| !runtime_event::KNOWN.contains(&e.kind.as_str()))
+    {
+        return Check::fail(
+            RUNTIME_EVENTS,
+            format!(
+                "runtime event {i} has the unknown type {:?} (known: {}): software that records other runtime events is not software this verifier can vouch for",
+                e.kind,
+                runtime_event::KNOWN.join(", ")
+            ),
+        );
+    }
+    let show = |ev: &[RuntimeEvent]| {
+        ev.iter()
+            .map(|e| format!("{}={}", e.kind, e.value))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let want = runtime_events(runtime);
+    if events != want.as_slice() {
+        return Check::fail(
+            RUNTIME_EVENTS,
+            format!(
+                "the runtime events [{}] are not the claims' runtime [{}]",
+                show(events),
+                show(&want)
+            ),
+        );
+    }
+    match facts {
+        Facts::Tdx(f) => {
+            let replayed = replay_runtime_events(events);
+            if replayed == f.rtmr[3] {
+                Check::pass(
+                    RUNTIME_EVENTS,
+                    format!(
+                        "RTMR3 holds {} runtime events: {}",
+                        events.len(),
+                        show(events)
+                    ),
+                )
+            } else {
+                Check::fail(
+                    RUNTIME_EVENTS,
+                    format!(
+                        "RTMR3 is {} but the runtime events replay to {}: something other than the agent extended RTMR3, or the agent restarted with another configuration",
+                        hex::encode(f.rtmr[3]),
+                        hex::encode(replayed)
+                    ),
+                )
+            }
+        }
+        Facts::SevSnp(_) => Check::pass(
+            RUNTIME_EVENTS,
+            format!(
+                "{} runtime events, bound by report_data (SEV-SNP has no run-time register): {}",
+                events.len(),
+                show(events)
+            ),
+        ),
+        Facts::Gpu(_) => Check::not_checked(RUNTIME_EVENTS, "not CPU TEE evidence"),
+    }
 }
 
 fn appraise_tdx(f: &TdxFacts, policy: &Policy) -> Vec<Check> {
