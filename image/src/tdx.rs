@@ -28,19 +28,32 @@ fn sha384(data: &[u8]) -> [u8; 48] {
 /// "Calling EFI Application from Boot Option", the separator (four zero
 /// bytes), then the two Exit Boot Services actions.
 pub fn rtmr1(kernel_authenticode: &[u8; 48]) -> [u8; 48] {
-    [
+    replay(&rtmr1_events(kernel_authenticode))
+}
+
+/// The event digests behind [`rtmr1`], in order (a manifest's reference events).
+pub fn rtmr1_events(kernel_authenticode: &[u8; 48]) -> Vec<[u8; 48]> {
+    vec![
         *kernel_authenticode,
         sha384(CALLING_EFI_APPLICATION),
         sha384(&[0; 4]),
         sha384(EXIT_BOOT_SERVICES_INVOCATION),
         sha384(EXIT_BOOT_SERVICES_SUCCESS),
     ]
-    .iter()
-    .fold([0; 48], |r, d| extend(&r, d))
 }
 
 /// RTMR2 for this command line and initrd, given the digests TDVF extends
 /// for them.
 pub fn rtmr2(cmdline_digest: &[u8; 48], initrd_digest: &[u8; 48]) -> [u8; 48] {
-    extend(&extend(&[0; 48], cmdline_digest), initrd_digest)
+    replay(&rtmr2_events(cmdline_digest, initrd_digest))
+}
+
+/// The event digests behind [`rtmr2`], in order.
+pub fn rtmr2_events(cmdline_digest: &[u8; 48], initrd_digest: &[u8; 48]) -> Vec<[u8; 48]> {
+    vec![*cmdline_digest, *initrd_digest]
+}
+
+/// One register extended with `events` from zero.
+pub fn replay(events: &[[u8; 48]]) -> [u8; 48] {
+    events.iter().fold([0; 48], |r, d| extend(&r, d))
 }

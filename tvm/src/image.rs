@@ -10,6 +10,11 @@
 //! - `retire --keys KEYS.json --release "NAME VERSION"`, `rotate-key --keys
 //!   KEYS.json --public-key HEX --overlap-days N --lifetime-days N`: edit the
 //!   key set validators pin.
+//! - `measure tdx|sev-snp --shape S …`: a manifest's measurement set for one
+//!   platform and VM shape, from a reference boot (quote and event log) or
+//!   from the release's digests.
+//! - `diagnose --quote Q [--event-log L] --manifest M [--keys K]`: why a
+//!   quote does not match a manifest, down to the event.
 
 use std::path::Path;
 
@@ -140,4 +145,323 @@ pub fn rotate_key(
         i64::from(lifetime_days) * 86_400,
     );
     save_keys(keys_path, &keys)
+}
+
+fn hex48(what: &str, text: &str) -> Result<[u8; 48], ImageError> {
+    manifest::hex48(text).map_err(|e| invalid(Path::new(what), e))
+}
+
+/// What `tvm image measure tdx` computes a measurement set from.
+pub enum TdxSource<'a> {
+    /// A reference boot of the image on this shape: its quote and, when
+    /// at hand, its event log (which must replay to the quote).
+    ReferenceBoot {
+        quote: &'a Path,
+        event_log: Option<&'a Path>,
+    },
+    /// The release's digests: MRTD (from the firmware, e.g. dstack-mr's
+    /// two-pass value), RTMR0 for this shape (from a reference boot), the
+    /// kernel's Authenticode SHA-384, and the command line and initrd
+    /// digests TDVF extends.
+    Digests {
+        mrtd: &'a str,
+        rtmr0: &'a str,
+        kernel_authenticode: &'a str,
+        cmdline_sha384: &'a str,
+        initrd_sha384: &'a str,
+    },
+}
+
+fn registers_json(regs: &[(&str, [u8; 48])]) -> serde_json::Map<String, serde_json::Value> {
+    regs.iter()
+        .map(|(k, v)| (k.to_string(), hex::encode(v).into()))
+        .collect()
+}
+
+fn events_json(events: &[(&str, Vec<[u8; 48]>)]) -> serde_json::Map<String, serde_json::Value> {
+    events
+        .iter()
+        .filter(|(_, e)| !e.is_empty())
+        .map(|(k, e)| {
+            (
+                k.to_string(),
+                e.iter().map(hex::encode).collect::<Vec<_>>().into(),
+            )
+        })
+        .collect()
+}
+
+/// A TDX measurement set for a manifest (`measurements[]` entry), as JSON.
+pub fn measure_tdx(shape: &str, source: TdxSource<'_>) -> Result<String, ImageError> {
+    use tvm_image::eventlog;
+    let (regs, events, how) = match source {
+        TdxSource::ReferenceBoot { quote, event_log } => {
+            let q = read(quote)?;
+            let (mrtd, rtmr) = tvm_verifier::tee::tdx::registers_of(&q)
+                .ok_or_else(|| invalid(quote, "not a TDX quote"))?;
+            let mut events: Vec<(&str, Vec<[u8; 48]>)> = Vec::new();
+            if let Some(log_path) = event_log {
+                let log = eventlog::parse(&read(log_path)?).map_err(|e| invalid(log_path, e))?;
+                let replayed = eventlog::replay(&log);
+                if let Some((i, got, want)) =
+                    eventlog::first_mismatch(&replayed, &rtmr).filter(|(i, _, _)| *i < 3)
+                {
+                    return Err(invalid(
+                        log_path,
+                        format!(
+                            "replays RTMR{i} to {}, the quote has {}: this log is not that boot's",
+                            hex::encode(got),
+                            hex::encode(want)
+                        ),
+                    ));
+                }
+                for (i, name) in ["rtmr0", "rtmr1", "rtmr2"].into_iter().enumerate() {
+                    events.push((
+                        name,
+                        log.iter()
+                            .filter(|e| e.rtmr() == Some(i))
+                            .map(|e| e.digest)
+                            .collect(),
+                    ));
+                }
+            }
+            let regs = vec![
+                ("mrtd", mrtd),
+                ("rtmr0", rtmr[0]),
+                ("rtmr1", rtmr[1]),
+                ("rtmr2", rtmr[2]),
+            ];
+            (regs, events, "reference boot")
+        }
+        TdxSource::Digests {
+            mrtd,
+            rtmr0,
+            kernel_authenticode,
+            cmdline_sha384,
+            initrd_sha384,
+        } => {
+            let kernel = hex48("--kernel-authenticode", kernel_authenticode)?;
+            let (cmdline, initrd) = (
+                hex48("--cmdline-sha384", cmdline_sha384)?,
+                hex48("--initrd-sha384", initrd_sha384)?,
+            );
+            let (r1, r2) = (
+                tvm_image::tdx::rtmr1_events(&kernel),
+                tvm_image::tdx::rtmr2_events(&cmdline, &initrd),
+            );
+            let regs = vec![
+                ("mrtd", hex48("--mrtd", mrtd)?),
+                ("rtmr0", hex48("--rtmr0", rtmr0)?),
+                ("rtmr1", tvm_image::tdx::replay(&r1)),
+                ("rtmr2", tvm_image::tdx::replay(&r2)),
+            ];
+            (
+                regs,
+                vec![("rtmr1", r1), ("rtmr2", r2)],
+                "computed (RTMR1, RTMR2); MRTD and RTMR0 given",
+            )
+        }
+    };
+    let set = serde_json::json!({
+        "platform": "tdx",
+        "shape": shape,
+        "registers": registers_json(&regs),
+        "events": events_json(&events),
+        "source": how,
+    });
+    let mut out = serde_json::to_string_pretty(&set).map_err(|e| invalid(Path::new(shape), e))?;
+    out.push('\n');
+    Ok(out)
+}
+
+/// A SEV-SNP measurement set from a launch document: the OVMF pages digest,
+/// its SNP sections, the kernel and initrd SHA-256, the command line, the
+/// hashes-table GPA, the reset EIP, vCPUs, CPU model and guest features
+/// (the shape of dstack's measurement documents).
+pub fn measure_snp(shape: &str, launch: &Path) -> Result<String, ImageError> {
+    use tvm_image::snp::{launch_digest_from_parts, BootHashes, LaunchParts, Section};
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        ovmf_hash: String,
+        ovmf_sections: Vec<Section>,
+        kernel_hash: Option<String>,
+        initrd_hash: Option<String>,
+        #[serde(alias = "base_cmdline")]
+        cmdline: Option<String>,
+        sev_hashes_table_gpa: u64,
+        sev_es_reset_eip: u32,
+        vcpus: u32,
+        vcpu_type: String,
+        guest_features: u64,
+    }
+    let d: Doc = serde_json::from_slice(&read(launch)?).map_err(|e| invalid(launch, e))?;
+    let h32 = |what: &str, v: &str| -> Result<[u8; 32], ImageError> {
+        hex::decode(v)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| invalid(launch, format!("{what} is not 32 bytes of hex")))
+    };
+    let hashes = match (&d.kernel_hash, &d.initrd_hash) {
+        (Some(k), i) => Some(BootHashes {
+            kernel: h32("kernel_hash", k)?,
+            // No initrd: QEMU hashes an empty one.
+            initrd: match i {
+                Some(i) => h32("initrd_hash", i)?,
+                None => h32(
+                    "sha256('')",
+                    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+                )?,
+            },
+            cmdline: BootHashes::cmdline_sha256(d.cmdline.as_deref().unwrap_or("")),
+        }),
+        (None, _) => None,
+    };
+    let digest = launch_digest_from_parts(&LaunchParts {
+        ovmf_hash: hex48("ovmf_hash", &d.ovmf_hash)?,
+        sections: &d.ovmf_sections,
+        hashes,
+        hashes_table_gpa: d.sev_hashes_table_gpa,
+        reset_eip: d.sev_es_reset_eip,
+        vcpus: d.vcpus,
+        cpu: &d.vcpu_type,
+        guest_features: d.guest_features,
+    })
+    .map_err(|e| invalid(launch, e))?;
+    let set = serde_json::json!({
+        "platform": "sev-snp",
+        "shape": shape,
+        "registers": registers_json(&[("measurement", digest)]),
+        "source": format!("computed: {} vCPUs {}, guest features {:#x}", d.vcpus, d.vcpu_type, d.guest_features),
+    });
+    let mut out = serde_json::to_string_pretty(&set).map_err(|e| invalid(launch, e))?;
+    out.push('\n');
+    Ok(out)
+}
+
+/// `tvm image diagnose`: a TDX quote and its event log against a manifest,
+/// register by register, naming the first event that differs. With `keys`
+/// the manifest's signatures are checked first.
+pub fn diagnose(
+    quote: &Path,
+    event_log: Option<&Path>,
+    manifest_path: &Path,
+    keys: Option<&Path>,
+    at: i64,
+) -> Result<(String, bool), ImageError> {
+    use std::fmt::Write as _;
+    use tvm_image::eventlog;
+    let signed = read(manifest_path)?;
+    let mut out = String::new();
+    let m = match keys {
+        Some(k) => manifest::verify(&signed, &load_keys(k)?, at)?,
+        None => {
+            let s: Signed =
+                serde_json::from_slice(&signed).map_err(|e| invalid(manifest_path, e))?;
+            let _ = writeln!(
+                out,
+                "(signatures not checked: give --keys to check them as a validator does)"
+            );
+            serde_json::from_str(&s.manifest).map_err(|e| invalid(manifest_path, e))?
+        }
+    };
+    let q = read(quote)?;
+    let (mrtd, rtmr) = tvm_verifier::tee::tdx::registers_of(&q)
+        .ok_or_else(|| invalid(quote, "not a TDX quote"))?;
+    let log = match event_log {
+        None => None,
+        Some(p) => {
+            let events = eventlog::parse(&read(p)?).map_err(|e| invalid(p, e))?;
+            let replayed = eventlog::replay(&events);
+            match eventlog::first_mismatch(&replayed, &rtmr).filter(|(i, _, _)| *i < 3) {
+                Some((i, got, want)) => {
+                    let _ = writeln!(
+                        out,
+                        "the event log replays RTMR{i} to {}, the quote has {}: it is not this boot's log, so events cannot be named",
+                        hex::encode(got),
+                        hex::encode(want)
+                    );
+                    None
+                }
+                None => Some(events),
+            }
+        }
+    };
+    let shown = [
+        ("mrtd", mrtd),
+        ("rtmr0", rtmr[0]),
+        ("rtmr1", rtmr[1]),
+        ("rtmr2", rtmr[2]),
+        ("rtmr3", rtmr[3]),
+    ];
+    let mut any_match = false;
+    for e in m
+        .measurements
+        .iter()
+        .filter(|e| e.platform == manifest::Platform::Tdx)
+    {
+        let _ = writeln!(out, "{} shape {}:", m.release(), e.shape);
+        let mut enforced_differ = false;
+        for (name, value) in shown {
+            let Some(want) = e.register(name) else {
+                continue;
+            };
+            if want == value {
+                let _ = writeln!(out, "  {name:<5} matches");
+                continue;
+            }
+            let mode = e.mode(name);
+            enforced_differ |= mode == manifest::Mode::Enforce;
+            let _ = writeln!(
+                out,
+                "  {name:<5} DIFFERS ({}): the quote has {}, the manifest {}",
+                if mode == manifest::Mode::Warn {
+                    "warn only"
+                } else {
+                    "enforced"
+                },
+                hex::encode(value),
+                hex::encode(want)
+            );
+            let index = ["rtmr0", "rtmr1", "rtmr2"].iter().position(|r| *r == name);
+            match (index, &log, index.and_then(|i| e.events_of(i))) {
+                (Some(i), Some(log), Some(reference)) => {
+                    match eventlog::diagnose_register(log, i, &reference) {
+                        Some(d) => {
+                            let _ = writeln!(out, "        first differing event: {d}");
+                        }
+                        None => {
+                            let _ = writeln!(out, "        every event matches the manifest's, yet the register differs: the manifest's value and its events disagree");
+                        }
+                    }
+                }
+                (Some(_), None, _) => {
+                    let _ = writeln!(out, "        (give --event-log to name the event)");
+                }
+                (Some(_), Some(_), None) => {
+                    let _ = writeln!(
+                        out,
+                        "        (the manifest lists no reference events for {name})"
+                    );
+                }
+                _ => {}
+            }
+        }
+        if !enforced_differ {
+            any_match = true;
+            let _ = writeln!(
+                out,
+                "  => this quote matches {} shape {}",
+                m.release(),
+                e.shape
+            );
+        }
+    }
+    if !any_match {
+        let _ = writeln!(
+            out,
+            "=> no TDX measurement set of {} matches this quote",
+            m.release()
+        );
+    }
+    Ok((out, any_match))
 }

@@ -86,6 +86,28 @@ enum ImageCommand {
         #[arg(long)]
         release: String,
     },
+    /// A manifest's measurement set for one platform and VM shape (JSON, for
+    /// `measurements[]`).
+    #[command(subcommand)]
+    Measure(MeasureCommand),
+    /// Why a TDX quote does not match a manifest: register by register, and
+    /// with the event log the first event that differs. Exit 1 when no
+    /// measurement set matches.
+    Diagnose {
+        #[arg(long)]
+        quote: PathBuf,
+        /// The TDX event log (CCEL, TCG2 crypto-agile) of that boot.
+        #[arg(long)]
+        event_log: Option<PathBuf>,
+        /// The signed manifest.
+        #[arg(long)]
+        manifest: PathBuf,
+        /// Check its signatures as a validator pinning this key set does.
+        #[arg(long)]
+        keys: Option<PathBuf>,
+        #[arg(long)]
+        at: Option<String>,
+    },
     /// Add a new key to a key set; the current keys expire after the overlap.
     RotateKey {
         #[arg(long)]
@@ -100,6 +122,38 @@ enum ImageCommand {
         /// When the new key starts (RFC 3339 or Unix seconds); default now.
         #[arg(long)]
         at: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum MeasureCommand {
+    /// TDX: from a reference boot (`--quote`, `--event-log`) or from digests
+    /// (`--mrtd --rtmr0 --kernel-authenticode --cmdline-sha384 --initrd-sha384`).
+    Tdx {
+        #[arg(long)]
+        shape: String,
+        #[arg(long, conflicts_with = "mrtd")]
+        quote: Option<PathBuf>,
+        #[arg(long, requires = "quote")]
+        event_log: Option<PathBuf>,
+        #[arg(long, requires_all = ["rtmr0", "kernel_authenticode", "cmdline_sha384", "initrd_sha384"])]
+        mrtd: Option<String>,
+        #[arg(long)]
+        rtmr0: Option<String>,
+        #[arg(long)]
+        kernel_authenticode: Option<String>,
+        #[arg(long)]
+        cmdline_sha384: Option<String>,
+        #[arg(long)]
+        initrd_sha384: Option<String>,
+    },
+    /// SEV-SNP: the launch digest from a launch document (OVMF pages digest,
+    /// sections, kernel/initrd SHA-256, command line, vCPUs, CPU model…).
+    SevSnp {
+        #[arg(long)]
+        shape: String,
+        #[arg(long)]
+        launch: PathBuf,
     },
 }
 
@@ -133,6 +187,60 @@ fn image(cmd: ImageCommand) -> Result<(), String> {
             Ok(())
         }
         ImageCommand::Retire { keys, release } => image::retire(&keys, &release).map_err(e),
+        ImageCommand::Measure(MeasureCommand::Tdx {
+            shape,
+            quote,
+            event_log,
+            mrtd,
+            rtmr0,
+            kernel_authenticode,
+            cmdline_sha384,
+            initrd_sha384,
+        }) => {
+            let source = match (&quote, &mrtd) {
+                (Some(q), _) => image::TdxSource::ReferenceBoot {
+                    quote: q,
+                    event_log: event_log.as_deref(),
+                },
+                (None, Some(mrtd)) => image::TdxSource::Digests {
+                    mrtd,
+                    rtmr0: rtmr0.as_deref().unwrap_or_default(),
+                    kernel_authenticode: kernel_authenticode.as_deref().unwrap_or_default(),
+                    cmdline_sha384: cmdline_sha384.as_deref().unwrap_or_default(),
+                    initrd_sha384: initrd_sha384.as_deref().unwrap_or_default(),
+                },
+                (None, None) => {
+                    return Err(
+                        "give --quote (a reference boot) or --mrtd with the release's digests"
+                            .into(),
+                    )
+                }
+            };
+            print!("{}", image::measure_tdx(&shape, source).map_err(e)?);
+            Ok(())
+        }
+        ImageCommand::Measure(MeasureCommand::SevSnp { shape, launch }) => {
+            print!("{}", image::measure_snp(&shape, &launch).map_err(e)?);
+            Ok(())
+        }
+        ImageCommand::Diagnose {
+            quote,
+            event_log,
+            manifest,
+            keys,
+            at,
+        } => {
+            let at = time_or_now(at.as_deref())?;
+            let (text, matched) =
+                image::diagnose(&quote, event_log.as_deref(), &manifest, keys.as_deref(), at)
+                    .map_err(e)?;
+            print!("{text}");
+            if matched {
+                Ok(())
+            } else {
+                Err("the quote matches no measurement set of this manifest".into())
+            }
+        }
         ImageCommand::RotateKey {
             keys,
             public_key,

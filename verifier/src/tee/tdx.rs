@@ -506,6 +506,14 @@ pub fn report_data_of(quote: &[u8]) -> Option<[u8; 64]> {
         .map(|td| td.report_data)
 }
 
+/// MRTD and RTMR0–3 of a quote, read without verifying anything (for an
+/// operator measuring a reference boot, and for diagnosis).
+pub fn registers_of(quote: &[u8]) -> Option<([u8; 48], [[u8; 48]; 4])> {
+    let q = Quote::parse(quote).ok()?;
+    let td = q.report.as_td10()?;
+    Some((td.mr_td, [td.rt_mr0, td.rt_mr1, td.rt_mr2, td.rt_mr3]))
+}
+
 /// [`platform_of`], once the quote's PCK certificate chain verifies to
 /// `root` at `at`: collateral is fetched only for a platform Intel vouched
 /// for, never for an FMSPC a forged quote makes up.
