@@ -5,6 +5,7 @@
 //! table points at it), so a verifier can replay the log, check it against
 //! the quote's registers, and see *which* component differs.
 
+pub mod authenticode;
 pub mod eventlog;
 pub mod manifest;
 pub mod snp;

@@ -1,6 +1,8 @@
 """Interop between tvm-protocol (Rust) and the real Python peer, bittensor-wallet
 from PyPI: Epistula headers both ways, hotkey files, key derivation, and an
-independent re-implementation of report_data.
+independent re-implementation of report_data; and `tvm image measure`'s
+Authenticode hashes of PE images against LIEF's (PyPI), on setuptools'
+launchers and, when run.sh could fetch it, Debian's signed cloud kernel.
 
 Run by tests/interop/run.sh (which builds the Rust driver and the venv).
 Usage: python test_interop.py PATH_TO_INTEROP_BINARY
@@ -215,6 +217,30 @@ def report_data_matches_independent_implementation(rust):
         events = py_runtime_events(claims)
         assert r["runtime_events"] == events, claims
         assert r["rtmr3"] == py_rtmr3(events).hex(), claims
+
+
+@test
+def kernel_authenticode_matches_lief(rust):
+    import glob
+    import lief
+    import setuptools
+    tvm = os.environ["TVM_BIN"]
+    files = sorted(glob.glob(os.path.join(os.path.dirname(setuptools.__file__), "cli-*.exe")))
+    kernel = os.environ.get("TVM_INTEROP_KERNEL")
+    if kernel:
+        files.append(kernel)
+    assert files, "no PE images to compare"
+    for f in files:
+        out = subprocess.run(
+            [tvm, "image", "measure", "tdx", "--shape", "interop", "--mrtd", "01" * 48, "--rtmr0", "02" * 48,
+             "--kernel", f, "--cmdline-sha384", "04" * 48, "--initrd-sha384", "05" * 48],
+            check=True, capture_output=True, text=True).stdout
+        ours = json.loads(out)["events"]["rtmr1"][0]
+        pe = lief.PE.parse(f)
+        assert pe is not None, f
+        theirs = pe.authentihash(lief.PE.ALGORITHMS.SHA_384).hex()
+        assert ours == theirs, (f, ours, theirs)
+        print(f"     {os.path.basename(f)}: {ours[:16]}… ({'signed' if pe.has_signatures else 'unsigned'})")
 
 
 def python_verify_rate():

@@ -151,6 +151,14 @@ fn hex48(what: &str, text: &str) -> Result<[u8; 48], ImageError> {
     manifest::hex48(text).map_err(|e| invalid(Path::new(what), e))
 }
 
+/// The Authenticode SHA-384 of a kernel file (what TDVF extends into RTMR1), hex.
+pub fn kernel_authenticode(kernel: &Path) -> Result<String, ImageError> {
+    let pe = read(kernel)?;
+    tvm_image::authenticode::sha384(&pe)
+        .map(hex::encode)
+        .map_err(|e| invalid(kernel, e))
+}
+
 /// What `tvm image measure tdx` computes a measurement set from.
 pub enum TdxSource<'a> {
     /// A reference boot of the image on this shape: its quote and, when

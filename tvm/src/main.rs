@@ -128,7 +128,8 @@ enum ImageCommand {
 #[derive(Subcommand)]
 enum MeasureCommand {
     /// TDX: from a reference boot (`--quote`, `--event-log`) or from digests
-    /// (`--mrtd --rtmr0 --kernel-authenticode --cmdline-sha384 --initrd-sha384`).
+    /// (`--mrtd --rtmr0 --kernel FILE|--kernel-authenticode HEX
+    /// --cmdline-sha384 --initrd-sha384`).
     Tdx {
         #[arg(long)]
         shape: String,
@@ -136,10 +137,14 @@ enum MeasureCommand {
         quote: Option<PathBuf>,
         #[arg(long, requires = "quote")]
         event_log: Option<PathBuf>,
-        #[arg(long, requires_all = ["rtmr0", "kernel_authenticode", "cmdline_sha384", "initrd_sha384"])]
+        #[arg(long, requires_all = ["rtmr0", "cmdline_sha384", "initrd_sha384"])]
         mrtd: Option<String>,
         #[arg(long)]
         rtmr0: Option<String>,
+        /// The kernel (bzImage): its Authenticode SHA-384 is computed.
+        #[arg(long, conflicts_with = "kernel_authenticode")]
+        kernel: Option<PathBuf>,
+        /// The kernel's Authenticode SHA-384, hex, when the file is not at hand.
         #[arg(long)]
         kernel_authenticode: Option<String>,
         #[arg(long)]
@@ -193,10 +198,15 @@ fn image(cmd: ImageCommand) -> Result<(), String> {
             event_log,
             mrtd,
             rtmr0,
+            kernel,
             kernel_authenticode,
             cmdline_sha384,
             initrd_sha384,
         }) => {
+            let kernel_authenticode = match (&kernel, kernel_authenticode) {
+                (Some(k), _) => Some(image::kernel_authenticode(k).map_err(e)?),
+                (None, given) => given,
+            };
             let source = match (&quote, &mrtd) {
                 (Some(q), _) => image::TdxSource::ReferenceBoot {
                     quote: q,
