@@ -129,6 +129,19 @@ impl Expected {
             }
             hex48(v).map_err(|e| format!("{}: {e}", at(r)))?;
         }
+        // The register that names the firmware (TDX) or the whole launch
+        // (SEV-SNP) is always given and always enforced: without it any
+        // guest would match a set whose other registers only warn.
+        let anchor = match self.platform {
+            Platform::Tdx => "mrtd",
+            Platform::SevSnp => "measurement",
+        };
+        if !self.registers.contains_key(anchor) || self.mode(anchor) != Mode::Enforce {
+            return Err(format!(
+                "{}: must be given and enforced (only the other registers can be warn-only)",
+                at(anchor)
+            ));
+        }
         for r in self.modes.keys() {
             if !self.registers.contains_key(r) {
                 return Err(format!(

@@ -225,3 +225,33 @@ fn what_signatures_cannot_catch_is_refused_before_signing_and_after_verifying() 
         "no measurements",
     );
 }
+
+#[test]
+fn the_firmware_register_is_always_given_and_enforced() {
+    let (k, p) = manifest::keygen().unwrap();
+    let keys = KeySet {
+        keys: vec![trusted(&p, T0, T0 + 365 * DAY)],
+        retired: vec![],
+    };
+    let mut v: serde_json::Value =
+        serde_json::from_str(&manifest_text("1.0.0", T0, T0 + 90 * DAY)).unwrap();
+    // Every register warn-only would let any guest through.
+    v["measurements"][0]["modes"]["mrtd"] = "warn".into();
+    let e = manifest::verify(&signed(&v.to_string(), &k), &keys, T0 + DAY).unwrap_err();
+    assert!(
+        e.to_string().contains("mrtd: must be given and enforced"),
+        "{e}"
+    );
+    // A set of RTMRs alone (RTMR3 is the runtime's) names no firmware.
+    let mut v: serde_json::Value =
+        serde_json::from_str(&manifest_text("1.0.0", T0, T0 + 90 * DAY)).unwrap();
+    v["measurements"][0]["registers"]
+        .as_object_mut()
+        .unwrap()
+        .remove("mrtd");
+    let e = manifest::verify(&signed(&v.to_string(), &k), &keys, T0 + DAY).unwrap_err();
+    assert!(
+        e.to_string().contains("mrtd: must be given and enforced"),
+        "{e}"
+    );
+}
