@@ -1,6 +1,6 @@
 //! `tvm devnet`: the whole network on one machine, every part the real code.
 //! A loopback test chain (banner TEST CHAIN), three miners running `tvm
-//! serve` (each announces its axon with `serve_axon`), six SIMULATED agents
+//! serve` (each announces its axon with `serve_axon`), seven SIMULATED agents
 //! and four misbehaving nodes, and a validator running the same service
 //! as `tvm-verifier run`. One epoch is run at once and its verdicts and the
 //! weights the chain accepted are printed; the dashboard stays up until
@@ -481,7 +481,7 @@ pub async fn run(opts: DevnetOptions) -> Result<(), DevnetError> {
 }
 
 async fn run_in(opts: &DevnetOptions, dir: &Path) -> Result<(), DevnetError> {
-    println!("tvm devnet: a TEST CHAIN, 3 miners, 6 SIMULATED agents, 4 misbehaving nodes and a validator, all on loopback.");
+    println!("tvm devnet: a TEST CHAIN, 3 miners, 7 SIMULATED agents, 4 misbehaving nodes and a validator, all on loopback.");
     println!("Nothing here is real hardware: every quote and GPU report is SIMULATED, signed by a local test hierarchy in {}.", dir.join("sim").display());
     let (net, cfg) = start_network(opts, dir).await?;
     println!(
