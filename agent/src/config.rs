@@ -320,6 +320,15 @@ impl Config {
                 "tee and gpus must both be sim or both be real: no policy accepts a simulated TEE vouching for real GPUs, or the reverse".into(),
             ));
         }
+        // Each model is a runtime event; a bundle carries at most
+        // MAX_RUNTIME_EVENTS, with the configuration and the image.
+        let most = tvm_protocol::evidence::MAX_RUNTIME_EVENTS - 2;
+        if self.runtime.models.len() > most {
+            return Err(ConfigError::Invalid(format!(
+                "runtime.models lists {} models; an agent serves at most {most}",
+                self.runtime.models.len()
+            )));
+        }
         if !self.runtime.models.is_empty() && self.runtime.upstream.is_none() {
             if let Some((m, _)) = self
                 .runtime

@@ -50,11 +50,12 @@ pub enum StartError {
 
 /// Record the runtime in RTMR3 (TDX) before any quote: the events
 /// [`tvm_protocol::binding::runtime_events`] gives, extended in order from a
-/// zero register. An agent restarted in the same TD finds them there already
-/// and extends nothing; a register holding anything else (another
-/// configuration since boot) stops the start: what was measured cannot be
-/// unmeasured, so the CVM must reboot to serve something else. SEV-SNP has
-/// no such register: there the runtime is bound by report_data only.
+/// zero register. An agent restarted in the same TD finds them there
+/// already and extends nothing (or, after a crash part-way through, only
+/// the rest); a register holding anything else (another configuration
+/// since boot) stops the start: what was measured cannot be unmeasured, so
+/// the CVM must reboot to serve something else. SEV-SNP has no such
+/// register: there the runtime is bound by report_data only.
 fn record_runtime(
     tee: &dyn backend::Tee,
     runtime: &Runtime,
@@ -62,18 +63,22 @@ fn record_runtime(
     use tvm_protocol::binding::{replay_runtime_events, runtime_event_digest, runtime_events};
     let events = runtime_events(runtime);
     let want = replay_runtime_events(&events);
-    match tee.rtmr3()? {
-        None => {}
-        Some(now) if now == want => {
-            tracing::info!(events = events.len(), "RTMR3 already holds this runtime (agent restarted)");
+    let Some(now) = tee.rtmr3()? else {
+        return Ok(events);
+    };
+    // How many of the events RTMR3 holds already (a prefix, or none).
+    let done = (0..=events.len()).find(|k| replay_runtime_events(&events[..*k]) == now);
+    match done {
+        Some(k) if k == events.len() => {
+            tracing::info!(events = k, "RTMR3 already holds this runtime (agent restarted)");
         }
-        Some(now) if now == [0; 48] => {
-            for e in &events {
+        Some(k) => {
+            for e in &events[k..] {
                 tee.extend_rtmr3(&runtime_event_digest(e))?;
             }
             tracing::info!(events = events.len(), rtmr3 = %hex::encode(want), "runtime recorded in RTMR3");
         }
-        Some(now) => {
+        None => {
             return Err(StartError::Other(format!(
                 "RTMR3 is {}, neither zero nor this configuration's runtime ({}): another configuration ran in this CVM since it booted, and a measurement cannot be taken back; reboot the CVM to serve with this one",
                 hex::encode(now),
@@ -116,6 +121,15 @@ impl Agent {
             models: cfg.runtime.models.keys().cloned().collect(),
             agent_config: Some(tvm_protocol::hexbytes::Digest32(cfg.meaning_digest())),
         };
+        let access = auth::Access::new(miner, &cfg.access)?;
+        let serves = cfg.runtime.upstream.is_some() || !cfg.runtime.models.is_empty();
+        let proxy = if serves {
+            Some(proxy::Proxy::new(&cfg.runtime).map_err(StartError::Other)?)
+        } else {
+            None
+        };
+        // Last of what can fail here: a start that fails after it would
+        // leave RTMR3 holding a configuration the fixed one is not.
         let runtime_events = record_runtime(tee.as_ref(), &runtime)?;
         let source = Arc::new(EvidenceSource {
             tee,
@@ -125,13 +139,6 @@ impl Agent {
             runtime_events,
             gather: Gather::Parallel,
         });
-        let access = auth::Access::new(miner, &cfg.access)?;
-        let serves = cfg.runtime.upstream.is_some() || !cfg.runtime.models.is_empty();
-        let proxy = if serves {
-            Some(proxy::Proxy::new(&cfg.runtime).map_err(StartError::Other)?)
-        } else {
-            None
-        };
         let state = Arc::new(AppState::new(
             source,
             access,

@@ -17,7 +17,7 @@ pub const MANIFEST_REFRESH_SECONDS: u64 = 3600;
 /// Manifest files larger than this are not read (a signed manifest is a few
 /// KiB; a published set of them stays far below).
 pub const MAX_MANIFEST_FILE: u64 = 4 * 1024 * 1024;
-/// Manifests read from one source at most.
+/// Manifests read from one file (or one URL's answer) at most.
 pub const MAX_MANIFESTS: usize = 256;
 
 /// Manifests as found, each with where it came from, and what went wrong
@@ -52,21 +52,80 @@ fn split(source: &str, bytes: &[u8], out: &mut FoundManifests) {
     }
 }
 
+/// A regular file (a FIFO or a device would block or never end), read to
+/// at most [`MAX_MANIFEST_FILE`] bytes.
 fn read_limited(path: &Path) -> Result<Vec<u8>, String> {
-    let len = std::fs::metadata(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?
-        .len();
-    if len > MAX_MANIFEST_FILE {
+    use std::io::Read as _;
+    let shown = |e: std::io::Error| format!("{}: {e}", path.display());
+    if !std::fs::metadata(path).map_err(shown)?.is_file() {
+        return Err(format!("{}: not a regular file", path.display()));
+    }
+    let mut data = Vec::new();
+    std::fs::File::open(path)
+        .map_err(shown)?
+        .take(MAX_MANIFEST_FILE + 1)
+        .read_to_end(&mut data)
+        .map_err(shown)?;
+    if data.len() as u64 > MAX_MANIFEST_FILE {
         return Err(format!(
-            "{}: {len} bytes, more than the {MAX_MANIFEST_FILE} read",
+            "{}: more than the {MAX_MANIFEST_FILE} bytes read",
             path.display()
         ));
     }
-    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+    Ok(data)
 }
 
-/// The `*.json` files of a folder, sorted by name.
-fn read_folder(dir: &Path, out: &mut FoundManifests) {
+/// How many entries of a JSON answer look like signed manifests (an object
+/// with `manifest` and `signatures`): an answer with none is not taken.
+fn signed_shaped(bytes: &[u8]) -> usize {
+    let shaped =
+        |v: &serde_json::Value| v.get("manifest").is_some() && v.get("signatures").is_some();
+    match serde_json::from_slice::<serde_json::Value>(bytes) {
+        Ok(serde_json::Value::Array(items)) => items.iter().filter(|v| shaped(v)).count(),
+        Ok(v) => usize::from(shaped(&v)),
+        Err(_) => 0,
+    }
+}
+
+/// A source given as a URL: `https://`, or plain `http://` to this machine
+/// (a local mirror, tests). Anything else on plain HTTP could be replaced
+/// on the way.
+fn url_allowed(url: &str) -> bool {
+    if url.starts_with("https://") {
+        return true;
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let host = rest.split('/').next().unwrap_or("");
+    let host = host.rsplit_once(':').map_or(host, |(h, port)| {
+        if port.bytes().all(|b| b.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    });
+    host == "localhost"
+        || host == "[::1]"
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn is_url(source: &str) -> bool {
+    source.starts_with("https://") || source.starts_with("http://")
+}
+
+/// The `*.json` files of a folder, sorted by name; a folder that is not
+/// there is a problem when it was configured (`required`).
+fn read_folder(dir: &Path, required: bool, out: &mut FoundManifests) {
+    if required && !dir.is_dir() {
+        out.problems.push(format!(
+            "{}: no such folder (a manifests source in the configuration)",
+            dir.display()
+        ));
+        return;
+    }
     match read_dir_sorted(dir) {
         Err(e) => out.problems.push(e.to_string()),
         Ok(entries) => {
@@ -89,12 +148,12 @@ fn read_folder(dir: &Path, out: &mut FoundManifests) {
 pub fn manifests_in_folders(folders: &[String]) -> FoundManifests {
     let mut out = FoundManifests::default();
     for f in folders {
-        if f.starts_with("https://") || f.starts_with("http://") {
+        if is_url(f) {
             out.problems.push(format!(
                 "{f}: a URL, and manifests are read from folders here"
             ));
         } else {
-            read_folder(Path::new(f), &mut out);
+            read_folder(Path::new(f), true, &mut out);
         }
     }
     out
@@ -117,17 +176,19 @@ impl CollateralStore {
     pub async fn image_manifests(&self, sources: &[String]) -> FoundManifests {
         let mut out = FoundManifests::default();
         for source in sources {
-            if source.starts_with("https://") || source.starts_with("http://") {
-                if let Err(e) = self.refresh_image_url(source).await {
-                    out.problems.push(format!(
-                        "{source}: {e} (the copy cached before, if any, is used)"
-                    ));
-                }
-            } else {
-                read_folder(Path::new(source), &mut out);
+            if !is_url(source) {
+                read_folder(Path::new(source), true, &mut out);
+            } else if !url_allowed(source) {
+                out.problems.push(format!(
+                    "{source}: manifests are fetched over https:// (plain http:// only from this machine)"
+                ));
+            } else if let Err(e) = self.refresh_image_url(source).await {
+                out.problems.push(format!(
+                    "{source}: {e} (the copy cached before, if any, is used)"
+                ));
             }
         }
-        read_folder(&self.images_dir(), &mut out);
+        read_folder(&self.images_dir(), false, &mut out);
         out
     }
 
@@ -144,12 +205,14 @@ impl CollateralStore {
             return Ok(());
         }
         let body = self.fetcher.get(url).await?.body;
-        // Keep only what parses as JSON: a captive portal's page is not a
-        // manifest set, and must not replace a good cached copy.
-        serde_json::from_slice::<serde_json::Value>(&body).map_err(|e| StoreError::Invalid {
-            what: format!("manifests at {url}"),
-            reason: format!("not JSON: {e}"),
-        })?;
+        // An answer with no signed manifest in it (an error page, `[]`)
+        // must not replace a good cached copy: every node would then fail.
+        if signed_shaped(&body) == 0 {
+            return Err(StoreError::Invalid {
+                what: format!("manifests at {url}"),
+                reason: "no signed manifest in the answer".into(),
+            });
+        }
         write_atomic(&path, &body)
     }
 
@@ -157,7 +220,7 @@ impl CollateralStore {
     pub(super) fn export_images(&self) -> Result<Vec<serde_json::Value>, StoreError> {
         let mut items = Vec::new();
         let mut found = FoundManifests::default();
-        read_folder(&self.images_dir(), &mut found);
+        read_folder(&self.images_dir(), false, &mut found);
         for (_, bytes) in found.manifests {
             if let Ok(v) = serde_json::from_slice(&bytes) {
                 items.push(v);

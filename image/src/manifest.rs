@@ -26,6 +26,8 @@ pub const SIGNING_TAG: &[u8] = b"tvm-image-manifest-v1\0";
 pub const FORMAT: u32 = 1;
 /// A signed manifest is small; larger files are refused unread.
 pub const MAX_SIGNED_BYTES: usize = 1 << 20;
+/// Signatures on one manifest (a rotation needs two): each costs a check.
+pub const MAX_SIGNATURES: usize = 8;
 
 /// Whether a mismatch of a measurement fails the node or is only reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -129,18 +131,23 @@ impl Expected {
             }
             hex48(v).map_err(|e| format!("{}: {e}", at(r)))?;
         }
-        // The register that names the firmware (TDX) or the whole launch
-        // (SEV-SNP) is always given and always enforced: without it any
-        // guest would match a set whose other registers only warn.
-        let anchor = match self.platform {
-            Platform::Tdx => "mrtd",
-            Platform::SevSnp => "measurement",
+        // What names the software is always given and always enforced:
+        // TDX's firmware (MRTD), kernel (RTMR1) and command line and initrd
+        // (RTMR2); SEV-SNP's whole launch. Without them a guest of the
+        // miner's own making on the published firmware would match.
+        // RTMR0 (the host's ACPI tables and the VM shape) and RTMR3 (the
+        // runtime) may be warn-only.
+        let required: &[&str] = match self.platform {
+            Platform::Tdx => &["mrtd", "rtmr1", "rtmr2"],
+            Platform::SevSnp => &["measurement"],
         };
-        if !self.registers.contains_key(anchor) || self.mode(anchor) != Mode::Enforce {
-            return Err(format!(
-                "{}: must be given and enforced (only the other registers can be warn-only)",
-                at(anchor)
-            ));
+        for r in required {
+            if !self.registers.contains_key(*r) || self.mode(r) != Mode::Enforce {
+                return Err(format!(
+                    "{}: must be given and enforced (only rtmr0 and rtmr3 can be left out or warn-only)",
+                    at(r)
+                ));
+            }
         }
         for r in self.modes.keys() {
             if !self.registers.contains_key(r) {
@@ -354,6 +361,12 @@ pub fn verify(signed: &[u8], keys: &KeySet, at: i64) -> Result<Manifest, Manifes
     if s.signatures.is_empty() {
         return Err(ManifestError::Unsigned);
     }
+    if s.signatures.len() > MAX_SIGNATURES {
+        return Err(ManifestError::Malformed(format!(
+            "{} signatures; at most {MAX_SIGNATURES} are checked",
+            s.signatures.len()
+        )));
+    }
     let when = OffsetDateTime::from_unix_timestamp(at)
         .map_err(|e| ManifestError::Malformed(format!("time {at}: {e}")))?;
     let msg = message(&s.manifest);
@@ -361,15 +374,18 @@ pub fn verify(signed: &[u8], keys: &KeySet, at: i64) -> Result<Manifest, Manifes
     let mut why: Option<ManifestError> = None;
     let mut good = false;
     for sig in &s.signatures {
-        let key = keys
+        // Every entry of the set for this key: a key listed twice is
+        // revoked if either entry says so, and valid in either window.
+        let entries: Vec<&TrustedKey> = keys
             .keys
             .iter()
-            .find(|k| hex::decode(&k.public_key).is_ok_and(|pk| key_id(&pk) == sig.key));
-        let Some(key) = key else {
+            .filter(|k| hex::decode(&k.public_key).is_ok_and(|pk| key_id(&pk) == sig.key))
+            .collect();
+        let Some(first) = entries.first() else {
             why.get_or_insert(ManifestError::UnknownKey(sig.key.clone()));
             continue;
         };
-        let pk = hex::decode(&key.public_key).unwrap_or_default();
+        let pk = hex::decode(&first.public_key).unwrap_or_default();
         let sig_bytes = hex::decode(&sig.sig).unwrap_or_default();
         if UnparsedPublicKey::new(&ED25519, &pk)
             .verify(&msg, &sig_bytes)
@@ -378,16 +394,19 @@ pub fn verify(signed: &[u8], keys: &KeySet, at: i64) -> Result<Manifest, Manifes
             why = Some(ManifestError::BadSignature(sig.key.clone()));
             continue;
         }
-        if key.revoked {
+        if entries.iter().any(|k| k.revoked) {
             why = Some(ManifestError::KeyRevoked(sig.key.clone()));
             continue;
         }
-        if when < key.valid_from || when > key.valid_until {
+        if !entries
+            .iter()
+            .any(|k| k.valid_from <= when && when <= k.valid_until)
+        {
             why = Some(ManifestError::KeyOutsideWindow {
                 key: sig.key.clone(),
                 at: rfc3339(when),
-                from: rfc3339(key.valid_from),
-                until: rfc3339(key.valid_until),
+                from: rfc3339(first.valid_from),
+                until: rfc3339(first.valid_until),
             });
             continue;
         }
@@ -428,7 +447,26 @@ impl KeySet {
     /// Rotate: `new` becomes valid from `at` for `lifetime` seconds, and
     /// every current key stays valid `overlap` seconds more (manifests
     /// signed by either are accepted in between), then expires.
-    pub fn rotate(&mut self, new_public_key: &[u8], at: i64, overlap: i64, lifetime: i64) {
+    /// A key already in the set is refused: rotating to it again would cut
+    /// its own window.
+    pub fn rotate(
+        &mut self,
+        new_public_key: &[u8],
+        at: i64,
+        overlap: i64,
+        lifetime: i64,
+    ) -> Result<(), ManifestError> {
+        let new = hex::encode(new_public_key);
+        if self
+            .keys
+            .iter()
+            .any(|k| k.public_key.eq_ignore_ascii_case(&new))
+        {
+            return Err(ManifestError::Malformed(format!(
+                "key {} is already in the key set",
+                key_id(new_public_key)
+            )));
+        }
         let start = OffsetDateTime::from_unix_timestamp(at).unwrap_or(OffsetDateTime::UNIX_EPOCH);
         let overlap_end = start + time::Duration::seconds(overlap);
         for k in &mut self.keys {
@@ -437,11 +475,12 @@ impl KeySet {
             }
         }
         self.keys.push(TrustedKey {
-            public_key: hex::encode(new_public_key),
+            public_key: new,
             valid_from: start,
             valid_until: start + time::Duration::seconds(lifetime),
             revoked: false,
         });
+        Ok(())
     }
 
     /// Retire a release (`name version`): no longer accepted.

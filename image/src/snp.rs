@@ -108,6 +108,11 @@ pub struct LaunchParts<'a> {
     pub guest_features: u64,
 }
 
+/// vCPUs a launch may have (one VMSA page each).
+pub const MAX_VCPUS: u32 = 512;
+/// An OVMF metadata section is a few pages; this bounds the fold's work.
+pub const MAX_SECTION: u64 = 64 << 20;
+
 // PAGE_INFO page types (SNP ABI, SNP_LAUNCH_UPDATE).
 const PAGE_NORMAL: u8 = 1;
 const PAGE_VMSA: u8 = 2;
@@ -151,7 +156,7 @@ impl Fold {
 
     fn zero(&mut self, page_type: u8, gpa: u64, size: u64) {
         for off in (0..size.max(1)).step_by(PAGE) {
-            self.page(page_type, gpa + off, &[0; 48]);
+            self.page(page_type, gpa.wrapping_add(off), &[0; 48]);
         }
     }
 }
@@ -203,6 +208,18 @@ pub fn launch_digest_from_parts(p: &LaunchParts<'_>) -> Result<[u8; 48], SnpMeas
     use sev::measurement::vmsa::VMSA;
     use sha2::{Digest, Sha384};
     let cpu = CpuType::try_from(p.cpu).map_err(|_| SnpMeasureError::Cpu(p.cpu.to_string()))?;
+    let bad = |why: String| Err(SnpMeasureError::Measure(why));
+    if !(1..=MAX_VCPUS).contains(&p.vcpus) {
+        return bad(format!("{} vCPUs; 1 to {MAX_VCPUS} are measured", p.vcpus));
+    }
+    for s in p.sections {
+        if s.size > MAX_SECTION || s.gpa.checked_add(s.size).is_none() {
+            return bad(format!(
+                "OVMF section at {:#x} of {:#x} bytes: at most {MAX_SECTION:#x}, below 2^64",
+                s.gpa, s.size
+            ));
+        }
+    }
     let mut f = Fold(p.ovmf_hash);
     let mut has_hashes_section = false;
     for s in p.sections {
@@ -213,6 +230,12 @@ pub fn launch_digest_from_parts(p: &LaunchParts<'_>) -> Result<[u8; 48], SnpMeas
             0x10 => {
                 has_hashes_section = true;
                 match &p.hashes {
+                    Some(_) if s.size != PAGE as u64 || p.hashes_table_gpa & !0xfff != s.gpa => {
+                        return bad(format!(
+                            "the hashes table at {:#x} is not in the one-page kernel hashes section at {:#x} ({:#x} bytes)",
+                            p.hashes_table_gpa, s.gpa, s.size
+                        ));
+                    }
                     Some(h) => {
                         let page = hashes_page(h, (p.hashes_table_gpa & 0xfff) as usize)?;
                         f.page(PAGE_NORMAL, s.gpa, &Sha384::digest(page).into());

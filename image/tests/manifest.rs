@@ -26,7 +26,8 @@ fn manifest_text(version: &str, from: i64, until: i64) -> String {
         "measurements": [{
             "platform": "tdx",
             "shape": "8xH100-96vcpu",
-            "registers": {"mrtd": "11".repeat(48), "rtmr0": "22".repeat(48)},
+            "registers": {"mrtd": "11".repeat(48), "rtmr0": "22".repeat(48),
+                          "rtmr1": "33".repeat(48), "rtmr2": "44".repeat(48)},
             "modes": {"rtmr0": "warn"},
             "source": "computed"
         }],
@@ -149,7 +150,12 @@ fn a_rotation_accepts_both_keys_inside_the_overlap_only() {
     };
     // Rotate on day 30 with a 7-day overlap; the new key lives a year.
     let rotated_at = T0 + 30 * DAY;
-    keys.rotate(&new_pub, rotated_at, 7 * DAY, 365 * DAY);
+    keys.rotate(&new_pub, rotated_at, 7 * DAY, 365 * DAY)
+        .unwrap();
+    // Rotating to the same key again is refused (it would cut its window).
+    assert!(keys
+        .rotate(&new_pub, rotated_at + DAY, 7 * DAY, 365 * DAY)
+        .is_err());
     let text = manifest_text("2.0.0", T0, T0 + 200 * DAY);
     let by_old = signed(&text, &old);
     let by_new = signed(&text, &new);
@@ -199,7 +205,7 @@ fn what_signatures_cannot_catch_is_refused_before_signing_and_after_verifying() 
         "32 bytes, expected 48",
     );
     refused(
-        &|v| v["measurements"][0]["modes"]["rtmr2"] = "warn".into(),
+        &|v| v["measurements"][0]["modes"]["rtmr3"] = "warn".into(),
         "a mode for a register the manifest does not give",
     );
     refused(
@@ -227,7 +233,7 @@ fn what_signatures_cannot_catch_is_refused_before_signing_and_after_verifying() 
 }
 
 #[test]
-fn the_firmware_register_is_always_given_and_enforced() {
+fn the_registers_naming_the_software_are_always_given_and_enforced() {
     let (k, p) = manifest::keygen().unwrap();
     let keys = KeySet {
         keys: vec![trusted(&p, T0, T0 + 365 * DAY)],
@@ -242,6 +248,34 @@ fn the_firmware_register_is_always_given_and_enforced() {
         e.to_string().contains("mrtd: must be given and enforced"),
         "{e}"
     );
+    // RTMR1 (the kernel) and RTMR2 (command line, initrd) too.
+    for r in ["rtmr1", "rtmr2"] {
+        let mut v: serde_json::Value =
+            serde_json::from_str(&manifest_text("1.0.0", T0, T0 + 90 * DAY)).unwrap();
+        v["measurements"][0]["modes"][r] = "warn".into();
+        let e = manifest::verify(&signed(&v.to_string(), &k), &keys, T0 + DAY).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(&format!("{r}: must be given and enforced")),
+            "{e}"
+        );
+    }
+    // A revocation in a second entry for the same key counts.
+    let good = signed(&manifest_text("1.0.0", T0, T0 + 90 * DAY), &k);
+    let mut twice = keys.clone();
+    let mut again = twice.keys[0].clone();
+    again.revoked = true;
+    twice.keys.push(again);
+    assert!(matches!(
+        manifest::verify(&good, &twice, T0 + DAY),
+        Err(ManifestError::KeyRevoked(_))
+    ));
+    // More signatures than any rotation needs are not all checked.
+    let mut many: manifest::Signed = serde_json::from_slice(&good).unwrap();
+    let one = many.signatures[0].clone();
+    many.signatures = vec![one; manifest::MAX_SIGNATURES + 1];
+    let e = manifest::verify(&serde_json::to_vec(&many).unwrap(), &keys, T0 + DAY).unwrap_err();
+    assert!(e.to_string().contains("at most 8 are checked"), "{e}");
     // A set of RTMRs alone (RTMR3 is the runtime's) names no firmware.
     let mut v: serde_json::Value =
         serde_json::from_str(&manifest_text("1.0.0", T0, T0 + 90 * DAY)).unwrap();

@@ -143,7 +143,7 @@ pub fn rotate_key(
         at,
         i64::from(overlap_days) * 86_400,
         i64::from(lifetime_days) * 86_400,
-    );
+    )?;
     save_keys(keys_path, &keys)
 }
 
@@ -309,6 +309,14 @@ pub fn measure_snp(shape: &str, launch: &Path) -> Result<String, ImageError> {
             .and_then(|b| b.try_into().ok())
             .ok_or_else(|| invalid(launch, format!("{what} is not 32 bytes of hex")))
     };
+    // Without measured direct boot the digest binds the firmware alone, and
+    // any kernel booted from the miner's disk would match it.
+    if d.kernel_hash.is_none() {
+        return Err(invalid(
+            launch,
+            "no kernel_hash: a launch without measured direct boot (QEMU -kernel with kernel-hashes=on) binds no kernel, initrd or command line",
+        ));
+    }
     let hashes = match (&d.kernel_hash, &d.initrd_hash) {
         (Some(k), i) => Some(BootHashes {
             kernel: h32("kernel_hash", k)?,
@@ -369,7 +377,10 @@ pub fn diagnose(
                 out,
                 "(signatures not checked: give --keys to check them as a validator does)"
             );
-            serde_json::from_str(&s.manifest).map_err(|e| invalid(manifest_path, e))?
+            let m: manifest::Manifest =
+                serde_json::from_str(&s.manifest).map_err(|e| invalid(manifest_path, e))?;
+            m.validate()?;
+            m
         }
     };
     let q = read(quote)?;
@@ -442,9 +453,10 @@ pub fn diagnose(
                         }
                     }
                 }
-                (Some(_), None, _) => {
+                (Some(_), None, _) if event_log.is_none() => {
                     let _ = writeln!(out, "        (give --event-log to name the event)");
                 }
+                (Some(_), None, _) => {}
                 (Some(_), Some(_), None) => {
                     let _ = writeln!(
                         out,

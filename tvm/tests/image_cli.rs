@@ -50,7 +50,7 @@ fn keygen_sign_verify_retire_and_rotate() {
     std::fs::write(p("keys.json"), keys.to_string()).unwrap();
     let manifest = serde_json::json!({
         "format": 1, "name": "tvm-gpu", "version": "1.0.0", "node_types": ["gpu"],
-        "files": [], "measurements": [{"platform": "tdx", "shape": "8xH100", "registers": {"mrtd": "00".repeat(48)}}],
+        "files": [], "measurements": [{"platform": "tdx", "shape": "8xH100", "registers": {"mrtd": "00".repeat(48), "rtmr1": "01".repeat(48), "rtmr2": "02".repeat(48)}}],
         "valid_from": "2026-01-01T00:00:00Z", "valid_until": "2026-12-01T00:00:00Z",
     });
     std::fs::write(p("m.json"), manifest.to_string()).unwrap();

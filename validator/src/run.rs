@@ -480,6 +480,13 @@ impl Validator {
             Some(p) => Policy::load(p).map_err(|e| RunError::Setup(e.to_string()))?,
             None => Policy::default(),
         };
+        if !policy.images.dangerous_allow_unmeasured {
+            if policy.images.operator_keys.keys.is_empty() {
+                tracing::warn!("the policy pins no image operator key (images.operator_keys): every node will fail `measurement` (docs/operator.md)");
+            } else if cfg.manifests.is_empty() && cfg.dangerous_simulated_pcs.is_none() {
+                tracing::warn!("no manifests source is configured: only manifests already in the collateral store count (docs/validator.md)");
+            }
+        }
         let timeout = Duration::from_secs(cfg.node_timeout_seconds.max(1));
         let mut attester =
             Attester::new(hotkey.clone(), timeout).map_err(|e| RunError::Setup(e.to_string()))?;

@@ -44,9 +44,12 @@ const TDX1_MRTD: &str = "91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c94
 /// signed for TDX-1's image (July 2025).
 fn measured_policy(dir: &std::path::Path) -> (String, String) {
     let (key, public) = tvm_image::manifest::keygen().unwrap();
+    let quote = std::fs::read(td("tdx/dcapqvl_tdx_quote_v4.bin")).unwrap();
+    let (_, rtmr) = tvm_verifier::tee::tdx::registers_of(&quote).unwrap();
     let manifest = serde_json::json!({
         "format": 1, "name": "tdx1-test", "version": "1", "node_types": ["cpu"], "files": [],
-        "measurements": [{"platform": "tdx", "shape": "dcap-qvl", "registers": {"mrtd": TDX1_MRTD}}],
+        "measurements": [{"platform": "tdx", "shape": "dcap-qvl", "registers": {
+            "mrtd": TDX1_MRTD, "rtmr1": hex::encode(rtmr[1]), "rtmr2": hex::encode(rtmr[2])}}],
         "valid_from": "2025-07-01T00:00:00Z", "valid_until": "2025-08-01T00:00:00Z",
     });
     let signed = tvm_image::manifest::sign(&manifest.to_string(), &key).unwrap();

@@ -467,3 +467,120 @@ async fn made_up_certificates_cost_no_request() {
     assert_eq!(server.state.requests.load(Ordering::SeqCst), 6);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Signed image manifests through the store: fetched from the operator's
+/// URL and cached; an answer with no signed manifest (an error page, `[]`)
+/// never replaces a good copy; plain HTTP elsewhere than this machine, a
+/// missing folder and a FIFO are refused by name; they travel in the
+/// offline bundle; and only what the policy's keys signed is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_manifests_are_fetched_cached_and_never_replaced_by_nothing() {
+    let server = serve(false).await;
+    let dir = tempdir("images");
+    let st = store(&dir, &server);
+    let (key, public) = tvm_image::manifest::keygen().unwrap();
+    let keys: tvm_verifier::image::KeySet = serde_json::from_value(serde_json::json!({"keys": [{
+        "public_key": hex::encode(public),
+        "valid_from": "2025-01-01T00:00:00Z", "valid_until": "2030-01-01T00:00:00Z"}]}))
+    .unwrap();
+    let manifest = serde_json::json!({
+        "format": 1, "name": "tvm-gpu", "version": "1", "node_types": ["gpu"], "files": [],
+        "measurements": [{"platform": "tdx", "shape": "s", "registers": {
+            "mrtd": "11".repeat(48), "rtmr1": "22".repeat(48), "rtmr2": "33".repeat(48)}}],
+        "valid_from": "2025-01-01T00:00:00Z", "valid_until": "2030-01-01T00:00:00Z",
+    })
+    .to_string();
+    let signed = tvm_image::manifest::sign(&manifest, &key).unwrap();
+    *server.state.manifests.lock().unwrap() = serde_json::to_vec(&vec![signed]).unwrap();
+    let url = format!("https://{}/manifests.json", server.addr);
+    let accepted = |found: &tvm_certs::store::FoundManifests| {
+        tvm_verifier::Images::load(
+            found
+                .manifests
+                .iter()
+                .map(|(s, b)| (s.as_str(), b.as_slice())),
+            &keys,
+            at("2026-01-01T00:00:00Z"),
+        )
+        .accepted()
+        .len()
+    };
+    let found = st.image_manifests(std::slice::from_ref(&url)).await;
+    assert!(found.problems.is_empty(), "{:?}", found.problems);
+    assert_eq!(accepted(&found), 1);
+
+    // The URL now answers `[]`; once the cached copy is old enough to be
+    // fetched again, the empty answer is refused and the copy kept.
+    *server.state.manifests.lock().unwrap() = b"[]".to_vec();
+    for entry in std::fs::read_dir(dir.join("images")).unwrap() {
+        let f = std::fs::File::options()
+            .write(true)
+            .open(entry.unwrap().path())
+            .unwrap();
+        f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(7200))
+            .unwrap();
+    }
+    let before = server.state.requests.load(Ordering::SeqCst);
+    let found = st.image_manifests(std::slice::from_ref(&url)).await;
+    assert_eq!(server.state.requests.load(Ordering::SeqCst), before + 1);
+    assert!(
+        found
+            .problems
+            .iter()
+            .any(|p| p.contains("no signed manifest in the answer")),
+        "{:?}",
+        found.problems
+    );
+    assert_eq!(accepted(&found), 1, "the cached copy still counts");
+
+    // Plain HTTP to another machine, a folder that is not there, a FIFO.
+    let folder = dir.join("operator");
+    std::fs::create_dir_all(&folder).unwrap();
+    assert!(std::process::Command::new("mkfifo")
+        .arg(folder.join("stuck.json"))
+        .status()
+        .unwrap()
+        .success());
+    let sources = [
+        "http://203.0.113.7/manifests.json".to_string(),
+        dir.join("nowhere").display().to_string(),
+        folder.display().to_string(),
+    ];
+    let found = st.image_manifests(&sources).await;
+    for says in [
+        "fetched over https://",
+        "no such folder",
+        "stuck.json: not a regular file",
+    ] {
+        assert!(
+            found.problems.iter().any(|p| p.contains(says)),
+            "{says}: {:?}",
+            found.problems
+        );
+    }
+    assert_eq!(accepted(&found), 1);
+
+    // The offline bundle carries them to a validator that never fetched.
+    let bundle = st.export_bundle().unwrap();
+    let other = tempdir("images-import");
+    let st2 = store(&other, &server);
+    st2.import_bundle(&bundle).unwrap();
+    let found = st2.image_manifests(&[]).await;
+    assert_eq!(accepted(&found), 1);
+    // ...and a key the policy does not pin accepts none of them.
+    let (_, stranger) = tvm_image::manifest::keygen().unwrap();
+    let foreign: tvm_verifier::image::KeySet =
+        serde_json::from_value(serde_json::json!({"keys": [{
+        "public_key": hex::encode(stranger),
+        "valid_from": "2025-01-01T00:00:00Z", "valid_until": "2030-01-01T00:00:00Z"}]}))
+        .unwrap();
+    let images = tvm_verifier::Images::load(
+        found
+            .manifests
+            .iter()
+            .map(|(s, b)| (s.as_str(), b.as_slice())),
+        &foreign,
+        at("2026-01-01T00:00:00Z"),
+    );
+    assert!(images.accepted().is_empty() && images.refused().len() == 1);
+}

@@ -229,9 +229,14 @@ pub fn appraise_measurement(
     }
 
     let mut why = Vec::new();
-    if images.accepted.is_empty() {
+    if images.accepted.is_empty() && images.refused.is_empty() {
         why.push(
             "no signed image manifest is loaded: pin the operator's keys under images.operator_keys in the policy and give the validator the operator's manifests (--manifests DIR or URL; docs/operator.md)"
+                .to_string(),
+        );
+    } else if images.accepted.is_empty() {
+        why.push(
+            "no signed image manifest was accepted: are images.operator_keys the operator's current keys?"
                 .to_string(),
         );
     }

@@ -45,11 +45,16 @@ fn manifest_json(name: &str, node_types: &[&str], set: serde_json::Value) -> Str
     .to_string()
 }
 
+/// A TDX measurement set: RTMR1 and RTMR2 (always enforced) as TDX-1
+/// shows them, then `registers`.
 fn tdx_set(registers: &[(&str, String)], warn: &[&str]) -> serde_json::Value {
-    let regs: serde_json::Map<_, _> = registers
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone().into()))
-        .collect();
+    let (_, rtmr) = tdx::registers_of(&testdata("tdx/dcapqvl_tdx_quote_v4.bin")).unwrap();
+    let mut regs = serde_json::Map::new();
+    regs.insert("rtmr1".into(), hex::encode(rtmr[1]).into());
+    regs.insert("rtmr2".into(), hex::encode(rtmr[2]).into());
+    for (k, v) in registers {
+        regs.insert(k.to_string(), v.clone().into());
+    }
     let modes: serde_json::Map<_, _> = warn
         .iter()
         .map(|r| (r.to_string(), "warn".into()))
@@ -147,20 +152,21 @@ fn a_tdx_quote_passes_only_with_a_manifest_that_gives_its_registers() {
     );
     assert!(!v.accepted());
 
-    // The same difference in a `warn` register: accepted, with a warning.
+    // A difference in a `warn` register (RTMR0: the host's ACPI tables):
+    // accepted, with a warning.
     let warned = manifest_json(
         "warned",
         &["gpu"],
         tdx_set(
-            &[("mrtd", MRTD.into()), ("rtmr1", ones.clone())],
-            &["rtmr1"],
+            &[("mrtd", MRTD.into()), ("rtmr0", ones.clone())],
+            &["rtmr0"],
         ),
     );
     let images = op.images(&[warned], WHEN);
     let v = tdx1(&op.policy(), &ImageInput::new(&images), WHEN);
     let (s, d) = measurement(&v);
     assert_eq!(s, Status::Pass, "{d}");
-    assert!(d.contains("WARNING") && d.contains("rtmr1"), "{d}");
+    assert!(d.contains("WARNING") && d.contains("rtmr0"), "{d}");
     assert!(v.accepted());
 
     // A manifest for other node types does not vouch for this one.

@@ -1,8 +1,9 @@
 //! RTMR3 of a TDX guest through the kernel's measurement registers (Linux
 //! 6.16+, `tdx_guest` driver): `/sys/class/misc/tdx_guest/measurements/
 //! rtmr3:sha384` reads as the register's 48 bytes, and a 48-byte write
-//! extends it (`TDG.MR.RTMR.EXTEND`). Older kernels have no such file; the
-//! agent then cannot record its runtime and says so.
+//! extends it (`TDG.MR.RTMR.EXTEND`). A TDX agent needs Linux 6.16 or later:
+//! older kernels have no such file, and the agent does not start without
+//! recording its runtime.
 
 use std::path::{Path, PathBuf};
 

@@ -422,6 +422,20 @@ async fn the_runtime_is_recorded_in_rtmr3_and_replayed() {
     let e = Agent::with_backends(&other, backends(&tee)).err().unwrap();
     assert!(e.to_string().contains("reboot the CVM"), "{e}");
 
+    // A start that stopped part-way (the first event recorded, then a
+    // crash): the next start records the rest.
+    let partial = std::sync::Arc::new(SimTee::open(&cfg.sim).unwrap());
+    let first = tvm_protocol::binding::runtime_events(&bundle.claims.runtime)[0].clone();
+    partial
+        .extend_rtmr3(&tvm_protocol::binding::runtime_event_digest(&first))
+        .unwrap();
+    let resumed = Agent::with_backends(&cfg, backends(&partial))
+        .unwrap()
+        .start_local()
+        .unwrap();
+    let (b4, spki4) = fetch(&resumed, &nonce).await;
+    assert!(v.appraise(&b4, &nonce, Some(spki4)).accepted());
+
     // Other software in the CVM extends RTMR3 after the agent started:
     // every later quote shows it, and no runtime event accounts for it.
     tee.extend_rtmr3(&[0x5a; 48]).unwrap();

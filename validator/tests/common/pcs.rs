@@ -20,6 +20,8 @@ pub struct Pcs {
     pub requests: AtomicUsize,
     pub ocsp_requests: AtomicUsize,
     rate_limited: bool,
+    /// What an operator's manifest URL answers (`/manifests.json`).
+    pub manifests: std::sync::Mutex<Vec<u8>>,
 }
 
 fn chain(v: &str) -> HeaderValue {
@@ -125,6 +127,11 @@ async fn ocsp(State(s): State<Arc<Pcs>>) -> Response {
     vec![0x30u8, 0x03, 0x0a, 0x01, 0x03].into_response()
 }
 
+async fn manifests(State(s): State<Arc<Pcs>>) -> Response {
+    s.requests.fetch_add(1, Ordering::SeqCst);
+    s.manifests.lock().unwrap().clone().into_response()
+}
+
 pub async fn serve(rate_limited: bool) -> Server {
     let state = Arc::new(Pcs {
         collateral: tvm_certs::intel::parse_collateral(&testdata(
@@ -135,6 +142,7 @@ pub async fn serve(rate_limited: bool) -> Server {
         requests: AtomicUsize::new(0),
         ocsp_requests: AtomicUsize::new(0),
         rate_limited,
+        manifests: std::sync::Mutex::new(b"[]".to_vec()),
     });
     let app = Router::new()
         .route("/tdx/certification/v4/tcb", get(tcb))
@@ -144,6 +152,7 @@ pub async fn serve(rate_limited: bool) -> Server {
         .route("/vcek/v1/{product}/{hwid}", get(vcek))
         .route("/v1/rim/{id}", get(rim))
         .route("/ocsp", post(ocsp))
+        .route("/manifests.json", get(manifests))
         .with_state(state.clone());
     let key =
         rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
