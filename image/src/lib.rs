@@ -9,4 +9,5 @@ pub mod authenticode;
 pub mod eventlog;
 pub mod manifest;
 pub mod snp;
+pub mod tdvf;
 pub mod tdx;

@@ -159,6 +159,20 @@ pub fn kernel_authenticode(kernel: &Path) -> Result<String, ImageError> {
         .map_err(|e| invalid(kernel, e))
 }
 
+/// MRTD of a TD booting this TDVF image, hex (`two_pass`: QEMU 8's order).
+pub fn firmware_mrtd(firmware: &Path, two_pass: bool) -> Result<String, ImageError> {
+    use tvm_image::tdvf::{mrtd, PageOrder};
+    let fw = read(firmware)?;
+    let order = if two_pass {
+        PageOrder::TwoPass
+    } else {
+        PageOrder::SinglePass
+    };
+    mrtd(&fw, order)
+        .map(hex::encode)
+        .map_err(|e| invalid(firmware, e))
+}
+
 /// What `tvm image measure tdx` computes a measurement set from.
 pub enum TdxSource<'a> {
     /// A reference boot of the image on this shape: its quote and, when
@@ -266,7 +280,7 @@ pub fn measure_tdx(shape: &str, source: TdxSource<'_>) -> Result<String, ImageEr
             (
                 regs,
                 vec![("rtmr1", r1), ("rtmr2", r2)],
-                "computed (RTMR1, RTMR2); MRTD and RTMR0 given",
+                "computed (RTMR1, RTMR2); MRTD computed from the firmware or given; RTMR0 given (a reference boot of this shape)",
             )
         }
     };

@@ -127,9 +127,9 @@ enum ImageCommand {
 
 #[derive(Subcommand)]
 enum MeasureCommand {
-    /// TDX: from a reference boot (`--quote`, `--event-log`) or from digests
-    /// (`--mrtd --rtmr0 --kernel FILE|--kernel-authenticode HEX
-    /// --cmdline-sha384 --initrd-sha384`).
+    /// TDX: from a reference boot (`--quote`, `--event-log`) or from the
+    /// release (`--firmware FILE|--mrtd HEX --rtmr0 --kernel FILE|
+    /// --kernel-authenticode HEX --cmdline-sha384 --initrd-sha384`).
     Tdx {
         #[arg(long)]
         shape: String,
@@ -137,8 +137,16 @@ enum MeasureCommand {
         quote: Option<PathBuf>,
         #[arg(long, requires = "quote")]
         event_log: Option<PathBuf>,
+        /// MRTD, hex, as the firmware's tooling gives it...
         #[arg(long, requires_all = ["rtmr0", "cmdline_sha384", "initrd_sha384"])]
         mrtd: Option<String>,
+        /// ...or computed from the TDVF (OVMF for TDX) image.
+        #[arg(long, conflicts_with_all = ["mrtd", "quote"], requires_all = ["rtmr0", "cmdline_sha384", "initrd_sha384"])]
+        firmware: Option<PathBuf>,
+        /// How the host's QEMU adds the firmware's pages: `single-pass`
+        /// (QEMU 9 and later) or `two-pass` (QEMU 8).
+        #[arg(long, default_value = "single-pass", value_parser = ["single-pass", "two-pass"])]
+        page_order: String,
         #[arg(long)]
         rtmr0: Option<String>,
         /// The kernel (bzImage): its Authenticode SHA-384 is computed.
@@ -197,12 +205,18 @@ fn image(cmd: ImageCommand) -> Result<(), String> {
             quote,
             event_log,
             mrtd,
+            firmware,
+            page_order,
             rtmr0,
             kernel,
             kernel_authenticode,
             cmdline_sha384,
             initrd_sha384,
         }) => {
+            let mrtd = match (&firmware, mrtd) {
+                (Some(f), _) => Some(image::firmware_mrtd(f, page_order == "two-pass").map_err(e)?),
+                (None, given) => given,
+            };
             let kernel_authenticode = match (&kernel, kernel_authenticode) {
                 (Some(k), _) => Some(image::kernel_authenticode(k).map_err(e)?),
                 (None, given) => given,
@@ -221,7 +235,7 @@ fn image(cmd: ImageCommand) -> Result<(), String> {
                 },
                 (None, None) => {
                     return Err(
-                        "give --quote (a reference boot) or --mrtd with the release's digests"
+                        "give --quote (a reference boot), or --mrtd or --firmware with the release's digests"
                             .into(),
                     )
                 }

@@ -358,6 +358,33 @@ fn measure_from_digests() {
         "{err}"
     );
 
+    // MRTD from the firmware itself (Debian's OVMF; dstack-mr's value).
+    let (code, out, err) = tvm(&[
+        "image",
+        "measure",
+        "tdx",
+        "--shape",
+        "8xH100",
+        "--firmware",
+        &measure_data("debian_ovmf_2022.11-6+deb12u2_OVMF.fd"),
+        "--page-order",
+        "two-pass",
+        "--rtmr0",
+        &h(2),
+        "--kernel-authenticode",
+        &h(3),
+        "--cmdline-sha384",
+        &h(4),
+        "--initrd-sha384",
+        &h(5),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let set: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        set["registers"]["mrtd"],
+        "acccbcc870a381adab0d3919d90a7f268ac3b0364771f202ed4bb4e892d045b33db3b32e6924cba830a724eed443f7e1"
+    );
+
     let (code, out, err) = tvm(&[
         "image",
         "measure",
