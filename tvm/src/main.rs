@@ -130,36 +130,7 @@ enum MeasureCommand {
     /// TDX: from a reference boot (`--quote`, `--event-log`) or from the
     /// release (`--firmware FILE|--mrtd HEX --rtmr0 --kernel FILE|
     /// --kernel-authenticode HEX --cmdline-sha384 --initrd-sha384`).
-    Tdx {
-        #[arg(long)]
-        shape: String,
-        #[arg(long, conflicts_with = "mrtd")]
-        quote: Option<PathBuf>,
-        #[arg(long, requires = "quote")]
-        event_log: Option<PathBuf>,
-        /// MRTD, hex, as the firmware's tooling gives it...
-        #[arg(long, requires_all = ["rtmr0", "cmdline_sha384", "initrd_sha384"])]
-        mrtd: Option<String>,
-        /// ...or computed from the TDVF (OVMF for TDX) image.
-        #[arg(long, conflicts_with_all = ["mrtd", "quote"], requires_all = ["rtmr0", "cmdline_sha384", "initrd_sha384"])]
-        firmware: Option<PathBuf>,
-        /// How the host's QEMU adds the firmware's pages: `single-pass`
-        /// (QEMU 9 and later) or `two-pass` (QEMU 8).
-        #[arg(long, default_value = "single-pass", value_parser = ["single-pass", "two-pass"])]
-        page_order: String,
-        #[arg(long)]
-        rtmr0: Option<String>,
-        /// The kernel (bzImage): its Authenticode SHA-384 is computed.
-        #[arg(long, conflicts_with = "kernel_authenticode")]
-        kernel: Option<PathBuf>,
-        /// The kernel's Authenticode SHA-384, hex, when the file is not at hand.
-        #[arg(long)]
-        kernel_authenticode: Option<String>,
-        #[arg(long)]
-        cmdline_sha384: Option<String>,
-        #[arg(long)]
-        initrd_sha384: Option<String>,
-    },
+    Tdx(Box<TdxMeasure>),
     /// SEV-SNP: the launch digest from a launch document (OVMF pages digest,
     /// sections, kernel/initrd SHA-256, command line, vCPUs, CPU model…).
     SevSnp {
@@ -168,6 +139,38 @@ enum MeasureCommand {
         #[arg(long)]
         launch: PathBuf,
     },
+}
+
+#[derive(clap::Args)]
+struct TdxMeasure {
+    #[arg(long)]
+    shape: String,
+    #[arg(long, conflicts_with = "mrtd")]
+    quote: Option<PathBuf>,
+    #[arg(long, requires = "quote")]
+    event_log: Option<PathBuf>,
+    /// MRTD, hex, as the firmware's tooling gives it...
+    #[arg(long, requires_all = ["rtmr0", "cmdline_sha384", "initrd_sha384"])]
+    mrtd: Option<String>,
+    /// ...or computed from the TDVF (OVMF for TDX) image.
+    #[arg(long, conflicts_with_all = ["mrtd", "quote"], requires_all = ["rtmr0", "cmdline_sha384", "initrd_sha384"])]
+    firmware: Option<PathBuf>,
+    /// How the host's QEMU adds the firmware's pages: `single-pass`
+    /// (QEMU 9 and later) or `two-pass` (QEMU 8).
+    #[arg(long, default_value = "single-pass", value_parser = ["single-pass", "two-pass"])]
+    page_order: String,
+    #[arg(long)]
+    rtmr0: Option<String>,
+    /// The kernel (bzImage): its Authenticode SHA-384 is computed.
+    #[arg(long, conflicts_with = "kernel_authenticode")]
+    kernel: Option<PathBuf>,
+    /// The kernel's Authenticode SHA-384, hex, when the file is not at hand.
+    #[arg(long)]
+    kernel_authenticode: Option<String>,
+    #[arg(long)]
+    cmdline_sha384: Option<String>,
+    #[arg(long)]
+    initrd_sha384: Option<String>,
 }
 
 fn time_or_now(at: Option<&str>) -> Result<i64, String> {
@@ -200,19 +203,20 @@ fn image(cmd: ImageCommand) -> Result<(), String> {
             Ok(())
         }
         ImageCommand::Retire { keys, release } => image::retire(&keys, &release).map_err(e),
-        ImageCommand::Measure(MeasureCommand::Tdx {
-            shape,
-            quote,
-            event_log,
-            mrtd,
-            firmware,
-            page_order,
-            rtmr0,
-            kernel,
-            kernel_authenticode,
-            cmdline_sha384,
-            initrd_sha384,
-        }) => {
+        ImageCommand::Measure(MeasureCommand::Tdx(args)) => {
+            let TdxMeasure {
+                shape,
+                quote,
+                event_log,
+                mrtd,
+                firmware,
+                page_order,
+                rtmr0,
+                kernel,
+                kernel_authenticode,
+                cmdline_sha384,
+                initrd_sha384,
+            } = *args;
             let mrtd = match (&firmware, mrtd) {
                 (Some(f), _) => Some(image::firmware_mrtd(f, page_order == "two-pass").map_err(e)?),
                 (None, given) => given,
