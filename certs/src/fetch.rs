@@ -66,7 +66,22 @@ impl Fetcher {
         .map_err(|e| FetchError::Tls(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
+        // Redirects stay on HTTPS (plain HTTP only to this machine, as
+        // tests and local mirrors serve), and are few: a redirect must not
+        // turn an https:// source into one anyone on the path can answer.
+        let redirects = reqwest::redirect::Policy::custom(|attempt| {
+            let u = attempt.url();
+            let loopback = matches!(u.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+            if attempt.previous().len() >= 5 {
+                attempt.error("more than 5 redirects")
+            } else if u.scheme() == "https" || (u.scheme() == "http" && loopback) {
+                attempt.follow()
+            } else {
+                attempt.error("a redirect away from https://")
+            }
+        });
         let client = reqwest::Client::builder()
+            .redirect(redirects)
             .tls_backend_preconfigured(tls)
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))

@@ -113,17 +113,20 @@ fn url_allowed(url: &str) -> bool {
 }
 
 fn is_url(source: &str) -> bool {
-    source.starts_with("https://") || source.starts_with("http://")
+    let s = source.to_ascii_lowercase();
+    s.starts_with("https://") || s.starts_with("http://")
 }
 
 /// The `*.json` files of a folder, sorted by name; a folder that is not
 /// there is a problem when it was configured (`required`).
 fn read_folder(dir: &Path, required: bool, out: &mut FoundManifests) {
     if required && !dir.is_dir() {
-        out.problems.push(format!(
-            "{}: no such folder (a manifests source in the configuration)",
-            dir.display()
-        ));
+        let what = if dir.exists() {
+            "not a folder (a manifests source is a folder or an https:// URL)"
+        } else {
+            "no such folder (a manifests source in the configuration)"
+        };
+        out.problems.push(format!("{}: {what}", dir.display()));
         return;
     }
     match read_dir_sorted(dir) {
@@ -173,7 +176,15 @@ impl CollateralStore {
     /// Every signed manifest from `sources` (folders, or `https://` URLs
     /// fetched when their cached copy is over an hour old), then every one
     /// cached or imported into the store. Unchecked: the caller verifies.
-    pub async fn image_manifests(&self, sources: &[String]) -> FoundManifests {
+    /// `accepts` is the caller's check of one signed manifest: a URL's
+    /// answer replaces its cached copy only when it passes for at least
+    /// one, so whoever answers there cannot wipe the copy with `[]`, an
+    /// error page or manifests no pinned key signed.
+    pub async fn image_manifests(
+        &self,
+        sources: &[String],
+        accepts: &(dyn Fn(&[u8]) -> bool + Sync),
+    ) -> FoundManifests {
         let mut out = FoundManifests::default();
         for source in sources {
             if !is_url(source) {
@@ -182,7 +193,7 @@ impl CollateralStore {
                 out.problems.push(format!(
                     "{source}: manifests are fetched over https:// (plain http:// only from this machine)"
                 ));
-            } else if let Err(e) = self.refresh_image_url(source).await {
+            } else if let Err(e) = self.refresh_image_url(source, accepts).await {
                 out.problems.push(format!(
                     "{source}: {e} (the copy cached before, if any, is used)"
                 ));
@@ -192,7 +203,11 @@ impl CollateralStore {
         out
     }
 
-    async fn refresh_image_url(&self, url: &str) -> Result<(), StoreError> {
+    async fn refresh_image_url(
+        &self,
+        url: &str,
+        accepts: &(dyn Fn(&[u8]) -> bool + Sync),
+    ) -> Result<(), StoreError> {
         let path = self.image_url_path(url);
         let lock = self.item_lock(&path.display().to_string());
         let _guard = lock.lock().await;
@@ -205,12 +220,15 @@ impl CollateralStore {
             return Ok(());
         }
         let body = self.fetcher.get(url).await?.body;
-        // An answer with no signed manifest in it (an error page, `[]`)
-        // must not replace a good cached copy: every node would then fail.
-        if signed_shaped(&body) == 0 {
+        // An answer with no manifest the caller accepts (an error page,
+        // `[]`, junk) must not replace a good cached copy: every node would
+        // then fail.
+        let mut found = FoundManifests::default();
+        split(url, &body, &mut found);
+        if !found.manifests.iter().any(|(_, m)| accepts(m)) {
             return Err(StoreError::Invalid {
                 what: format!("manifests at {url}"),
-                reason: "no signed manifest in the answer".into(),
+                reason: "no manifest in the answer is accepted under this validator's keys".into(),
             });
         }
         write_atomic(&path, &body)
@@ -235,9 +253,22 @@ impl CollateralStore {
         if items.is_empty() {
             return Ok(0);
         }
+        let bytes = serde_json::to_vec(items).map_err(|e| StoreError::Bundle(e.to_string()))?;
+        // What the store would refuse to read back is refused now, before
+        // it replaces the manifests imported earlier.
+        if items.len() > MAX_MANIFESTS || bytes.len() as u64 > MAX_MANIFEST_FILE {
+            return Err(StoreError::Bundle(format!(
+                "{} image manifests in {} bytes: at most {MAX_MANIFESTS} in {MAX_MANIFEST_FILE}",
+                items.len(),
+                bytes.len()
+            )));
+        }
+        if signed_shaped(&bytes) != items.len() {
+            return Err(StoreError::Bundle(
+                "an image manifest item is not a signed manifest (manifest and signatures)".into(),
+            ));
+        }
         let path = self.images_dir().join("imported.json");
-        let bytes =
-            serde_json::to_vec_pretty(items).map_err(|e| StoreError::Bundle(e.to_string()))?;
         std::fs::create_dir_all(self.images_dir()).map_err(io(&self.images_dir()))?;
         write_atomic(&path, &bytes)?;
         Ok(items.len())

@@ -83,10 +83,16 @@ fn hashed_ranges(pe: &[u8]) -> Result<Vec<std::ops::Range<usize>>, PeError> {
     }
     raw.sort_unstable();
     let mut hashed = size_of_headers;
+    let mut previous_end = 0;
     for (at, size) in raw {
         let end = at
             .checked_add(size)
             .ok_or_else(|| PeError(format!("section at {at:#x} overflows")))?;
+        // Overlapping sections would be hashed again and again.
+        if at < previous_end {
+            return Err(PeError(format!("sections overlap at {at:#x}")));
+        }
+        previous_end = end;
         out.push(range(pe, at, end, "a section")?);
         hashed += size;
     }

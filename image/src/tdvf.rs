@@ -19,8 +19,9 @@ const ATTR_MR_EXTEND: u32 = 1;
 const ATTR_PAGE_AUG: u32 = 2;
 /// Sections in one descriptor (TDVF has a handful).
 const MAX_SECTIONS: usize = 64;
-/// Pages in one section (a firmware volume is a few MiB).
-const MAX_SECTION_PAGES: u64 = 1 << 20;
+/// Pages in all sections together (real TDVF images have a few hundred):
+/// each costs a SHA-384 record, so a tiny crafted image must not cost GiBs.
+const MAX_PAGES: u64 = 1 << 16;
 
 const TABLE_FOOTER_GUID: &str = "96b582de-1fb2-45f7-baea-a366c55a082d";
 const TDX_METADATA_GUID: &str = "e47a6535-984a-4798-865e-4685a7bf8ec2";
@@ -136,6 +137,7 @@ pub fn sections(fw: &[u8]) -> Result<Vec<Section>, TdvfError> {
     if count > MAX_SECTIONS {
         return bad(format!("{count} sections; at most {MAX_SECTIONS}"));
     }
+    let mut pages = 0u64;
     (0..count)
         .map(|i| {
             let at = desc + 16 + 32 * i;
@@ -149,13 +151,40 @@ pub fn sections(fw: &[u8]) -> Result<Vec<Section>, TdvfError> {
             };
             if s.memory_address % PAGE != 0
                 || s.memory_data_size % PAGE != 0
-                || s.memory_data_size / PAGE > MAX_SECTION_PAGES
                 || s.memory_address.checked_add(s.memory_data_size).is_none()
             {
                 return bad(format!(
                     "section {i} at {:#x} of {:#x} bytes is not whole pages",
                     s.memory_address, s.memory_data_size
                 ));
+            }
+            pages = pages.saturating_add(s.memory_data_size / PAGE);
+            if pages > MAX_PAGES {
+                return bad(format!("more than {MAX_PAGES} pages in all"));
+            }
+            if u64::from(s.raw_data_size) > s.memory_data_size {
+                return bad(format!("section {i} has more data than memory"));
+            }
+            if s.attributes & ATTR_MR_EXTEND != 0 {
+                // What QEMU would measure differently, or not at all, is
+                // refused rather than given a wrong MRTD.
+                if s.attributes & ATTR_PAGE_AUG != 0 || s.raw_data_size == 0 {
+                    return bad(format!(
+                        "section {i} is measured (MR_EXTEND) but {}",
+                        if s.raw_data_size == 0 {
+                            "has no data in the image"
+                        } else {
+                            "is added after launch (PAGE_AUG)"
+                        }
+                    ));
+                }
+                let end = u64::from(s.data_offset) + s.memory_data_size;
+                if end > fw.len() as u64 {
+                    return bad(format!(
+                        "section {i}'s data ends at {end:#x}, beyond the image ({:#x} bytes)",
+                        fw.len()
+                    ));
+                }
             }
             Ok(s)
         })

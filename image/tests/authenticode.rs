@@ -41,6 +41,15 @@ fn what_is_hashed_and_what_is_not() {
     let last = c.len() - 1;
     c[last / 2] ^= 1;
     assert_ne!(sha384(&c).unwrap(), base);
+    // Overlapping sections (hashed again and again) are refused.
+    let sections_at = opt + usize::from(u16::from_le_bytes([file[nt + 20], file[nt + 21]]));
+    let mut c = file.clone();
+    let first_ptr = c[sections_at + 20..sections_at + 24].to_vec();
+    c[sections_at + 40 + 20..sections_at + 40 + 24].copy_from_slice(&first_ptr);
+    assert!(sha384(&c)
+        .unwrap_err()
+        .to_string()
+        .contains("sections overlap"));
     // Not a PE, or one whose section points past the end: an error, no panic.
     assert!(sha384(b"MZ").is_err());
     assert!(sha384(&file[..file.len() / 2]).is_err());

@@ -45,6 +45,23 @@ fn one_changed_byte_or_broken_metadata_is_caught() {
     assert!(mrtd(&fw[..fw.len() / 2], PageOrder::SinglePass).is_err());
     assert!(mrtd(b"short", PageOrder::SinglePass).is_err());
     let at = fw.windows(4).rposition(|w| w == b"TDVF").unwrap();
+    // What QEMU would measure otherwise is refused, not given a wrong MRTD:
+    // a measured section with no data; and no crafted image costs more
+    // than 65536 page records.
+    let first = at + 16;
+    assert_eq!(sections(&fw).unwrap()[0].attributes & 1, 1);
+    let mut c = fw.clone();
+    c[first + 4..first + 8].copy_from_slice(&0u32.to_le_bytes());
+    assert!(mrtd(&c, PageOrder::SinglePass)
+        .unwrap_err()
+        .to_string()
+        .contains("has no data in the image"));
+    let mut c = fw.clone();
+    c[first + 16..first + 24].copy_from_slice(&(1u64 << 30).to_le_bytes());
+    assert!(mrtd(&c, PageOrder::SinglePass)
+        .unwrap_err()
+        .to_string()
+        .contains("more than 65536 pages"));
     let mut c = fw.clone();
     c[at] = b'X';
     assert!(mrtd(&c, PageOrder::SinglePass)

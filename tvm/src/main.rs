@@ -156,9 +156,10 @@ struct TdxMeasure {
     #[arg(long, conflicts_with_all = ["mrtd", "quote"], requires_all = ["rtmr0", "cmdline_sha384", "initrd_sha384"])]
     firmware: Option<PathBuf>,
     /// How the host's QEMU adds the firmware's pages: `single-pass`
-    /// (QEMU 9 and later) or `two-pass` (QEMU 8).
-    #[arg(long, default_value = "single-pass", value_parser = ["single-pass", "two-pass"])]
-    page_order: String,
+    /// (QEMU 9 and later) or `two-pass` (QEMU 8). Required with
+    /// `--firmware`: the wrong one gives an MRTD no host shows.
+    #[arg(long, requires = "firmware", value_parser = ["single-pass", "two-pass"])]
+    page_order: Option<String>,
     #[arg(long)]
     rtmr0: Option<String>,
     /// The kernel (bzImage): its Authenticode SHA-384 is computed.
@@ -218,7 +219,12 @@ fn image(cmd: ImageCommand) -> Result<(), String> {
                 initrd_sha384,
             } = *args;
             let mrtd = match (&firmware, mrtd) {
-                (Some(f), _) => Some(image::firmware_mrtd(f, page_order == "two-pass").map_err(e)?),
+                (Some(f), _) => {
+                    let Some(order) = page_order else {
+                        return Err("--firmware needs --page-order single-pass (QEMU 9 and later) or two-pass (QEMU 8)".into());
+                    };
+                    Some(image::firmware_mrtd(f, order == "two-pass").map_err(e)?)
+                }
                 (None, given) => given,
             };
             let kernel_authenticode = match (&kernel, kernel_authenticode) {

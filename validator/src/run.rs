@@ -298,7 +298,12 @@ fn verified_images(found: tvm_certs::store::FoundManifests, keys: &KeySet, at: i
 impl Collateral for StoreCollateral {
     fn images<'a>(&'a self, keys: &'a KeySet, at: i64) -> BoxFuture<'a, Images> {
         Box::pin(async move {
-            verified_images(self.store.image_manifests(&self.manifests).await, keys, at)
+            let accepts = |m: &[u8]| !Images::load([("", m)], keys, at).accepted().is_empty();
+            verified_images(
+                self.store.image_manifests(&self.manifests, &accepts).await,
+                keys,
+                at,
+            )
         })
     }
 

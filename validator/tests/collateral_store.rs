@@ -505,7 +505,14 @@ async fn image_manifests_are_fetched_cached_and_never_replaced_by_nothing() {
         .accepted()
         .len()
     };
-    let found = st.image_manifests(std::slice::from_ref(&url)).await;
+    let accepts = |m: &[u8]| {
+        !tvm_verifier::Images::load([("", m)], &keys, at("2026-01-01T00:00:00Z"))
+            .accepted()
+            .is_empty()
+    };
+    let found = st
+        .image_manifests(std::slice::from_ref(&url), &accepts)
+        .await;
     assert!(found.problems.is_empty(), "{:?}", found.problems);
     assert_eq!(accepted(&found), 1);
 
@@ -521,17 +528,35 @@ async fn image_manifests_are_fetched_cached_and_never_replaced_by_nothing() {
             .unwrap();
     }
     let before = server.state.requests.load(Ordering::SeqCst);
-    let found = st.image_manifests(std::slice::from_ref(&url)).await;
+    let found = st
+        .image_manifests(std::slice::from_ref(&url), &accepts)
+        .await;
     assert_eq!(server.state.requests.load(Ordering::SeqCst), before + 1);
     assert!(
         found
             .problems
             .iter()
-            .any(|p| p.contains("no signed manifest in the answer")),
+            .any(|p| p.contains("no manifest in the answer is accepted")),
         "{:?}",
         found.problems
     );
     assert_eq!(accepted(&found), 1, "the cached copy still counts");
+    // Nor does a signed-looking answer no pinned key signed.
+    let (other_key, _) = tvm_image::manifest::keygen().unwrap();
+    let junk = tvm_image::manifest::sign(&manifest, &other_key).unwrap();
+    *server.state.manifests.lock().unwrap() = serde_json::to_vec(&vec![junk]).unwrap();
+    for entry in std::fs::read_dir(dir.join("images")).unwrap() {
+        let f = std::fs::File::options()
+            .write(true)
+            .open(entry.unwrap().path())
+            .unwrap();
+        f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(7200))
+            .unwrap();
+    }
+    let found = st
+        .image_manifests(std::slice::from_ref(&url), &accepts)
+        .await;
+    assert_eq!(accepted(&found), 1, "still the good copy");
 
     // Plain HTTP to another machine, a folder that is not there, a FIFO.
     let folder = dir.join("operator");
@@ -543,12 +568,14 @@ async fn image_manifests_are_fetched_cached_and_never_replaced_by_nothing() {
         .success());
     let sources = [
         "http://203.0.113.7/manifests.json".to_string(),
+        format!("https://{}/moved.json", server.addr),
         dir.join("nowhere").display().to_string(),
         folder.display().to_string(),
     ];
-    let found = st.image_manifests(&sources).await;
+    let found = st.image_manifests(&sources, &accepts).await;
     for says in [
         "fetched over https://",
+        "error following redirect",
         "no such folder",
         "stuck.json: not a regular file",
     ] {
@@ -565,7 +592,7 @@ async fn image_manifests_are_fetched_cached_and_never_replaced_by_nothing() {
     let other = tempdir("images-import");
     let st2 = store(&other, &server);
     st2.import_bundle(&bundle).unwrap();
-    let found = st2.image_manifests(&[]).await;
+    let found = st2.image_manifests(&[], &accepts).await;
     assert_eq!(accepted(&found), 1);
     // ...and a key the policy does not pin accepts none of them.
     let (_, stranger) = tvm_image::manifest::keygen().unwrap();

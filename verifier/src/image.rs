@@ -235,10 +235,24 @@ pub fn appraise_measurement(
                 .to_string(),
         );
     } else if images.accepted.is_empty() {
-        why.push(
-            "no signed image manifest was accepted: are images.operator_keys the operator's current keys?"
-                .to_string(),
-        );
+        // Say what would make them count, by why they did not.
+        let keys = images.refused.iter().any(|(_, e)| {
+            matches!(
+                e,
+                ManifestError::UnknownKey(_)
+                    | ManifestError::KeyOutsideWindow { .. }
+                    | ManifestError::KeyRevoked(_)
+                    | ManifestError::BadSignature(_)
+            )
+        });
+        why.push(format!(
+            "no signed image manifest was accepted: {}",
+            if keys {
+                "are images.operator_keys the operator's current keys?"
+            } else {
+                "the operator must publish manifests this build accepts (see the reasons)"
+            }
+        ));
     }
     if !images.refused.is_empty() {
         let refused: Vec<String> = images

@@ -153,6 +153,16 @@ pub async fn serve(rate_limited: bool) -> Server {
         .route("/v1/rim/{id}", get(rim))
         .route("/ocsp", post(ocsp))
         .route("/manifests.json", get(manifests))
+        .route(
+            "/moved.json",
+            get(|| async {
+                (
+                    StatusCode::FOUND,
+                    [("location", "http://203.0.113.7/manifests.json")],
+                )
+                    .into_response()
+            }),
+        )
         .with_state(state.clone());
     let key =
         rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
