@@ -1,5 +1,6 @@
-//! Arbitrary bytes as an SEV-SNP report (and, split off the end, as its VCEK):
-//! a verdict with a named failure, never a panic.
+//! Arbitrary bytes as an SEV-SNP report (and, split off the end, as its VCEK),
+//! and as an extended report's certificate table: a verdict with a named
+//! failure, never a panic.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use tvm_verifier::tee::snp::{self, SnpInput};
@@ -25,4 +26,9 @@ fuzz_target!(|data: &[u8]| {
         grace_seconds: 0,
         at: 1_748_736_000,
     });
+    // The same bytes as a certificate table (where a VLEK comes from).
+    if let Ok(der) = snp::endorsement_key_of_table(data, tvm_certs::AmdSigner::Vlek) {
+        assert!(der.len() <= data.len());
+    }
+    let _ = snp::signer_of_report(data);
 });

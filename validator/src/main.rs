@@ -657,9 +657,9 @@ fn check(args: &CheckArgs) -> Result<tvm_verifier::bundle::BundleVerdict, String
                 Vec::new(),
             );
             let snp = match &b.tee {
-                tvm_protocol::evidence::TeeEvidence::SevSnp { report, .. } => {
-                    Some(rt.block_on(store.snp(&report.0, at)))
-                }
+                tvm_protocol::evidence::TeeEvidence::SevSnp { report, certs } => Some(
+                    rt.block_on(store.snp(&report.0, certs.as_ref().map(|c| c.0.as_slice()), at)),
+                ),
                 _ => None,
             };
             let gpu = match devices.is_empty() {

@@ -51,9 +51,12 @@ pub trait Collateral: Send + Sync {
     ) -> BoxFuture<'a, Result<Arc<TdxCollateral>, String>>;
     /// The VCEK (with AMD's chain and CRL) for this SEV-SNP report, or why
     /// there is none.
+    /// `certs`: the extended report's certificate table the node sent (a
+    /// VLEK comes only from there).
     fn snp<'a>(
         &'a self,
         _report: &'a [u8],
+        _certs: Option<&'a [u8]>,
         _at: i64,
     ) -> BoxFuture<'a, Result<Arc<SnpEndorsement>, String>> {
         Box::pin(async { Err("this validator has no source of SEV-SNP collateral".into()) })
@@ -614,9 +617,10 @@ async fn attest_one(
                 TeeEvidence::Tdx { quote, .. } => {
                     collateral.tdx(&quote.0, now()).await.map(Tee::Tdx)
                 }
-                TeeEvidence::SevSnp { report, .. } => {
-                    collateral.snp(&report.0, now()).await.map(Tee::Snp)
-                }
+                TeeEvidence::SevSnp { report, certs } => collateral
+                    .snp(&report.0, certs.as_ref().map(|c| c.0.as_slice()), now())
+                    .await
+                    .map(Tee::Snp),
             };
             if tee.is_err() {
                 failed_lookups.fetch_add(1, Ordering::AcqRel);

@@ -310,9 +310,30 @@ impl Collateral for StoreCollateral {
     fn snp<'a>(
         &'a self,
         report: &'a [u8],
+        certs: Option<&'a [u8]>,
         at: i64,
     ) -> BoxFuture<'a, Result<Arc<SnpEndorsement>, String>> {
         Box::pin(async move {
+            // A VLEK is the cloud provider's, not in AMD KDS: it comes from
+            // the certificate table the host gave with the report, and is
+            // checked against the pinned ASVK and AMD's VLEK CRL.
+            if snp::signer_of_report(report) == Some(tvm_certs::AmdSigner::Vlek) {
+                let table = certs.ok_or(
+                    "the report is signed by a VLEK but came without its certificate table: the host must give the extended report's certificates (the VLEK is the cloud provider's)",
+                )?;
+                let vlek = snp::endorsement_key_of_table(table, tvm_certs::AmdSigner::Vlek)?;
+                let e = SnpEndorsement::prepare(&vlek, None);
+                let crl = match e.product_and_signer() {
+                    Some((product, signer)) => self
+                        .store
+                        .amd_crl(product, signer, at)
+                        .await
+                        .map(|(der, _)| der)
+                        .map_err(|e| format!("AMD CRL unavailable ({e})")),
+                    None => Err("the certificate table's VLEK is not an AMD VLEK".to_string()),
+                };
+                return Ok(Arc::new(e.with_crl(crl.as_deref().map_err(Clone::clone))));
+            }
             // The chip's VCEK from AMD KDS (cached), and AMD's CRL for it.
             let (chip_id, tcb) = snp::vcek_request(report).map_err(|e| e.to_string())?;
             // A v2 report does not name its product: the one this chip was

@@ -338,7 +338,7 @@ async fn the_round_collateral_endorses_an_snp_report_from_the_store() {
     let report = testdata("snp/virtee_milan_report.hex");
     let at = common::at("2025-06-01T00:00:00Z");
     let endorsement = collateral
-        .snp(&report, at)
+        .snp(&report, None, at)
         .await
         .expect("VCEK from the store");
     let v = tvm_verifier::tee::snp::verify(&tvm_verifier::tee::snp::SnpInput {
@@ -365,19 +365,92 @@ async fn the_round_collateral_endorses_an_snp_report_from_the_store() {
         .any(|c| c.name == "report.signature" && c.status == tvm_verifier::Status::Pass));
     // What cannot be endorsed says why, and nothing panics: a report cut
     // short, one with its chip ID masked, one signed by a VLEK.
-    let why = collateral.snp(&report[..100], at).await.err().unwrap();
+    let why = collateral
+        .snp(&report[..100], None, at)
+        .await
+        .err()
+        .unwrap();
     assert!(why.contains("cannot parse the report"), "{why}");
     let mut masked = report.clone();
     masked[0x1A0..0x1E0].fill(0);
-    let why = collateral.snp(&masked, at).await.err().unwrap();
+    let why = collateral.snp(&masked, None, at).await.err().unwrap();
     let lower = why.to_lowercase();
     assert!(
         lower.contains("chip id") || lower.contains("chip_id"),
         "{why}"
     );
     let vlek = testdata("snp/trustee_milan_vlek_report.bin");
-    let why = collateral.snp(&vlek, at).await.err().unwrap();
-    assert!(why.contains("VLEK"), "{why}");
+    let why = collateral.snp(&vlek, None, at).await.err().unwrap();
+    assert!(
+        why.contains("VLEK") && why.contains("certificate table"),
+        "{why}"
+    );
+
+    // SNP-4, VLEK-signed (a cloud provider's): its VLEK comes from the
+    // certificate table the host gives with the report, as the agent sends
+    // it (`certs`), and is checked against the pinned Milan ASVK.
+    let table = |guid: [u8; 16], der: &[u8], offset: u32| {
+        let mut t = guid.to_vec();
+        t.extend_from_slice(&offset.to_le_bytes());
+        t.extend_from_slice(&(der.len() as u32).to_le_bytes());
+        t.extend_from_slice(&[0u8; 24]);
+        t.extend_from_slice(der);
+        t
+    };
+    // a8074bc2-a25a-483e-aae6-39c045a0b8a1, as stored.
+    const VLEK_GUID: [u8; 16] = [
+        0xc2, 0x4b, 0x07, 0xa8, 0x5a, 0xa2, 0x3e, 0x48, 0xaa, 0xe6, 0x39, 0xc0, 0x45, 0xa0, 0xb8,
+        0xa1,
+    ];
+    let vlek_der = testdata("snp/trustee_milan_vlek.der");
+    let certs = table(VLEK_GUID, &vlek_der, 48);
+    let judged = |when: &str| {
+        let collateral = &collateral;
+        let (vlek, certs) = (&vlek, &certs);
+        let when = common::at(when);
+        async move {
+            let e = collateral
+                .snp(vlek, Some(certs), when)
+                .await
+                .expect("VLEK from the table");
+            tvm_verifier::tee::snp::verify(&tvm_verifier::tee::snp::SnpInput {
+                report: vlek,
+                endorsement: &e,
+                at: when,
+                grace_seconds: 0,
+            })
+        }
+    };
+    let inside = judged("2025-06-01T00:00:00Z").await;
+    assert!(
+        common::failed(&inside).is_empty(),
+        "{:?}",
+        common::failed(&inside)
+    );
+    assert!(inside
+        .checks()
+        .iter()
+        .any(|c| c.name == "report.signature" && c.status == tvm_verifier::Status::Pass));
+    // The same VLEK after its window (2024-12-10..2025-12-10): refused.
+    let after = judged("2026-01-01T00:00:00Z").await;
+    assert!(!after.genuine(), "{:?}", common::failed(&after));
+    // A table without the VLEK, or pointing outside itself: said so.
+    const VCEK_GUID: [u8; 16] = [
+        0x8d, 0x75, 0xda, 0x63, 0x64, 0xe6, 0x64, 0x45, 0xad, 0xc5, 0xf4, 0xb9, 0x3b, 0xe8, 0xac,
+        0xcd,
+    ];
+    let why = collateral
+        .snp(&vlek, Some(&table(VCEK_GUID, &vlek_der, 48)), at)
+        .await
+        .err()
+        .unwrap();
+    assert!(why.contains("carries no VLEK"), "{why}");
+    let why = collateral
+        .snp(&vlek, Some(&table(VLEK_GUID, &vlek_der, 1 << 20)), at)
+        .await
+        .err()
+        .unwrap();
+    assert!(why.contains("outside the table"), "{why}");
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -173,6 +173,12 @@ pub struct SnpEndorsement {
 }
 
 impl SnpEndorsement {
+    /// The AMD product and key kind the certificate names (`None` when it
+    /// is not an AMD VCEK or VLEK).
+    pub fn product_and_signer(&self) -> Option<(AmdProduct, AmdSigner)> {
+        self.product.zip(self.signer)
+    }
+
     /// Add AMD's CRL for the endorsement's product and key kind (DER), or why
     /// there is none; the `amd.crl` check reports it.
     pub fn with_crl(mut self, crl: Result<&[u8], String>) -> Self {
@@ -590,12 +596,76 @@ pub fn product_of_report(report: &[u8]) -> Option<AmdProduct> {
     }
 }
 
+/// Which key signed a report (`None`: not a report, or not signed).
+pub fn signer_of_report(report: &[u8]) -> Option<AmdSigner> {
+    match AttestationReport::from_bytes(report)
+        .ok()?
+        .key_info
+        .signing_key()
+    {
+        0 => Some(AmdSigner::Vcek),
+        1 => Some(AmdSigner::Vlek),
+        _ => None,
+    }
+}
+
+/// Certificate-table entries read at most (a table has four or five).
+const MAX_CERT_TABLE_ENTRIES: usize = 16;
+
+/// The VCEK or VLEK (DER) in an extended report's certificate table, as the
+/// host gives it (the `sev-guest` ioctl's or configfs-tsm's auxblob): 24-byte
+/// entries `GUID ‖ u32 offset ‖ u32 length` (little-endian), ended by an
+/// all-zero one, each pointing at a certificate in the same buffer. The
+/// `sev` crate's reader of this format reads through raw pointers meant for
+/// the kernel's buffer; evidence from the network gets this bounded one.
+pub fn endorsement_key_of_table(table: &[u8], signer: AmdSigner) -> Result<Vec<u8>, String> {
+    // GUIDs as stored (first three fields little-endian).
+    const VCEK: [u8; 16] = [
+        0x8d, 0x75, 0xda, 0x63, 0x64, 0xe6, 0x64, 0x45, 0xad, 0xc5, 0xf4, 0xb9, 0x3b, 0xe8, 0xac,
+        0xcd,
+    ];
+    const VLEK: [u8; 16] = [
+        0xc2, 0x4b, 0x07, 0xa8, 0x5a, 0xa2, 0x3e, 0x48, 0xaa, 0xe6, 0x39, 0xc0, 0x45, 0xa0, 0xb8,
+        0xa1,
+    ];
+    let want = match signer {
+        AmdSigner::Vcek => VCEK,
+        AmdSigner::Vlek => VLEK,
+    };
+    for i in 0..MAX_CERT_TABLE_ENTRIES {
+        let Some(entry) = table.get(i * 24..i * 24 + 24) else {
+            break;
+        };
+        if entry.iter().all(|b| *b == 0) {
+            break;
+        }
+        if entry[..16] != want {
+            continue;
+        }
+        let offset = u32::from_le_bytes([entry[16], entry[17], entry[18], entry[19]]) as usize;
+        let len = u32::from_le_bytes([entry[20], entry[21], entry[22], entry[23]]) as usize;
+        return table
+            .get(offset..offset.saturating_add(len))
+            .filter(|der| !der.is_empty())
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| {
+                format!(
+                    "the certificate table's {signer} entry ({len} bytes at {offset}) is outside the table ({} bytes)",
+                    table.len()
+                )
+            });
+    }
+    Err(format!(
+        "the certificate table carries no {signer}: the host must give the extended report's certificates"
+    ))
+}
+
 /// Why AMD KDS cannot be asked for a report's VCEK.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum VcekRequestError {
     #[error("cannot parse the report: {0}")]
     Report(String),
-    #[error("the report is signed by a VLEK (or not signed): a VLEK comes from the cloud provider, not AMD KDS; validators do not take it from the evidence yet")]
+    #[error("the report is signed by a VLEK (or not signed): a VLEK comes from the cloud provider, not AMD KDS; it is taken from the evidence's certificate table")]
     NotVcek,
     #[error("the report's chip ID is masked: give its VCEK or VLEK with --vcek")]
     MaskedChip,
