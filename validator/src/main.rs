@@ -202,6 +202,10 @@ struct VerifyArgs {
     /// differs from the nearest manifest's reference events.
     #[arg(long, requires = "quote")]
     event_log: Option<PathBuf>,
+    /// The node type the evidence is for (`gpu` or `cpu`): only manifests
+    /// listing it count, as in a round. Absent: any.
+    #[arg(long, value_parser = ["gpu", "cpu"])]
+    node_type: Option<String>,
     /// NVIDIA GPU/NVSwitch evidence: nvtrust's JSON list, one of our evidence
     /// bundles, or a single SPDM report (hex or binary) with --cert-chain.
     /// Repeat (GPUs, then switches) to appraise a node from several files.
@@ -513,7 +517,10 @@ fn verify(args: &VerifyArgs) -> Result<Outcome, String> {
     };
     let image = tvm_verifier::ImageInput {
         images: &images,
-        node_type: None,
+        node_type: args.node_type.as_deref().map(|t| match t {
+            "gpu" => tvm_protocol::evidence::NodeType::Gpu,
+            _ => tvm_protocol::evidence::NodeType::Cpu,
+        }),
         event_log: event_log.as_deref(),
         runtime: None,
     };

@@ -101,6 +101,24 @@ fn tdx_accepted_rejected_and_json() {
             && out.contains("image tdx1-test 1 (tdx shape dcap-qvl)"),
         "{out}"
     );
+    // The manifest is for CPU nodes: as a GPU node's quote it does not count.
+    let (code, out, _) = run(&[
+        "verify",
+        "--quote",
+        &q,
+        "--collateral",
+        &c,
+        "--policy",
+        &measured,
+        "--manifests",
+        &manifests,
+        "--node-type",
+        "gpu",
+        "--at",
+        "2025-07-04T10:16:31Z",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("not for gpu nodes"), "{out}");
     // The default policy pins no operator key: genuine, but which image
     // runs is unknown, and that is a rejection saying what to do.
     let (code, out, _) = run(&[
