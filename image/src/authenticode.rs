@@ -13,15 +13,11 @@ use sha2::{Digest, Sha384};
 pub struct PeError(String);
 
 fn u16_at(b: &[u8], at: usize) -> Result<u16, PeError> {
-    b.get(at..at + 2)
-        .map(|s| u16::from_le_bytes([s[0], s[1]]))
-        .ok_or_else(|| PeError(format!("truncated at {at:#x}")))
+    crate::le::u16_at(b, at).map_err(PeError)
 }
 
 fn u32_at(b: &[u8], at: usize) -> Result<u32, PeError> {
-    b.get(at..at + 4)
-        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-        .ok_or_else(|| PeError(format!("truncated at {at:#x}")))
+    crate::le::u32_at(b, at).map_err(PeError)
 }
 
 fn range(b: &[u8], from: usize, to: usize, what: &str) -> Result<std::ops::Range<usize>, PeError> {

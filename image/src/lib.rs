@@ -7,6 +7,7 @@
 
 pub mod authenticode;
 pub mod eventlog;
+mod le;
 pub mod manifest;
 pub mod snp;
 pub mod tdvf;

@@ -53,33 +53,22 @@ pub enum PageOrder {
     SinglePass,
 }
 
-/// A GUID as stored (first three fields little-endian).
-fn guid_bytes(guid: &str) -> [u8; 16] {
-    let hex: String = guid.chars().filter(|c| *c != '-').collect();
-    let mut b = [0u8; 16];
-    for (i, out) in b.iter_mut().enumerate() {
-        *out = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap_or(0);
-    }
-    b[0..4].reverse();
-    b[4..6].reverse();
-    b[6..8].reverse();
-    b
+/// A GUID as stored (first three fields little-endian), by the `sev`
+/// crate's conversion (the SEV-SNP measurement uses it too).
+fn guid_bytes(guid: &str) -> Result<[u8; 16], TdvfError> {
+    sev::measurement::ovmf::guid_le_to_slice(guid).map_err(|e| TdvfError(e.to_string()))
 }
 
 fn u16_at(fw: &[u8], at: usize) -> Result<u16, TdvfError> {
-    fw.get(at..at + 2)
-        .map(|s| u16::from_le_bytes([s[0], s[1]]))
-        .ok_or_else(|| TdvfError(format!("truncated at {at:#x}")))
+    crate::le::u16_at(fw, at).map_err(TdvfError)
 }
 
 fn u32_at(fw: &[u8], at: usize) -> Result<u32, TdvfError> {
-    fw.get(at..at + 4)
-        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-        .ok_or_else(|| TdvfError(format!("truncated at {at:#x}")))
+    crate::le::u32_at(fw, at).map_err(TdvfError)
 }
 
 fn u64_at(fw: &[u8], at: usize) -> Result<u64, TdvfError> {
-    Ok(u64::from(u32_at(fw, at)?) | (u64::from(u32_at(fw, at + 4)?) << 32))
+    crate::le::u64_at(fw, at).map_err(TdvfError)
 }
 
 /// The data of the GUIDed-table entry `guid`: the table ends 32 bytes
@@ -92,14 +81,14 @@ fn table_entry<'a>(fw: &'a [u8], guid: &str) -> Result<&'a [u8], TdvfError> {
     let Some(footer_header) = footer_end.checked_sub(18) else {
         return bad("the image is too small");
     };
-    if fw[footer_header + 2..footer_end] != guid_bytes(TABLE_FOOTER_GUID) {
+    if fw[footer_header + 2..footer_end] != guid_bytes(TABLE_FOOTER_GUID)? {
         return bad("no OVMF GUIDed table footer: not an OVMF image");
     }
     let table_len = usize::from(u16_at(fw, footer_header)?);
     let Some(start) = (footer_header + 18).checked_sub(table_len) else {
         return bad("the GUIDed table is longer than the image");
     };
-    let want = guid_bytes(guid);
+    let want = guid_bytes(guid)?;
     let mut end = footer_header;
     while end >= start + 18 {
         let len = usize::from(u16_at(fw, end - 18)?);

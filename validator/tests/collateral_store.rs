@@ -589,17 +589,21 @@ async fn image_manifests_are_fetched_cached_and_never_replaced_by_nothing() {
     assert!(found.problems.is_empty(), "{:?}", found.problems);
     assert_eq!(accepted(&found), 1);
 
+    // Two hours old: past the hour after which a URL is fetched again.
+    let age_cache = || {
+        for entry in std::fs::read_dir(dir.join("images")).unwrap() {
+            let f = std::fs::File::options()
+                .write(true)
+                .open(entry.unwrap().path())
+                .unwrap();
+            f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(7200))
+                .unwrap();
+        }
+    };
     // The URL now answers `[]`; once the cached copy is old enough to be
     // fetched again, the empty answer is refused and the copy kept.
     *server.state.manifests.lock().unwrap() = b"[]".to_vec();
-    for entry in std::fs::read_dir(dir.join("images")).unwrap() {
-        let f = std::fs::File::options()
-            .write(true)
-            .open(entry.unwrap().path())
-            .unwrap();
-        f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(7200))
-            .unwrap();
-    }
+    age_cache();
     let before = server.state.requests.load(Ordering::SeqCst);
     let found = st
         .image_manifests(std::slice::from_ref(&url), &accepts)
@@ -618,14 +622,7 @@ async fn image_manifests_are_fetched_cached_and_never_replaced_by_nothing() {
     let (other_key, _) = tvm_image::manifest::keygen().unwrap();
     let junk = tvm_image::manifest::sign(&manifest, &other_key).unwrap();
     *server.state.manifests.lock().unwrap() = serde_json::to_vec(&vec![junk]).unwrap();
-    for entry in std::fs::read_dir(dir.join("images")).unwrap() {
-        let f = std::fs::File::options()
-            .write(true)
-            .open(entry.unwrap().path())
-            .unwrap();
-        f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(7200))
-            .unwrap();
-    }
+    age_cache();
     let found = st
         .image_manifests(std::slice::from_ref(&url), &accepts)
         .await;
