@@ -69,6 +69,17 @@ pub struct ServeAxon {
     pub placeholder2: u8,
 }
 
+/// `SubtensorModule::commit_timelocked_weights(netuid, commit, reveal_round,
+/// commit_reveal_version)`: weights encrypted to a drand round
+/// ([`crate::drand`]), revealed by the chain itself.
+#[derive(Debug, Clone, PartialEq, Eq, Encode)]
+pub struct CommitTimelockedWeights {
+    pub netuid: u16,
+    pub commit: Vec<u8>,
+    pub reveal_round: u64,
+    pub commit_reveal_version: u16,
+}
+
 /// A call tvm knows how to encode.
 pub trait Call: Encode {
     const PALLET: &'static str;
@@ -85,6 +96,11 @@ pub trait Call: Encode {
 impl Call for SetWeights {
     const PALLET: &'static str = "SubtensorModule";
     const NAME: &'static str = "set_weights";
+}
+
+impl Call for CommitTimelockedWeights {
+    const PALLET: &'static str = "SubtensorModule";
+    const NAME: &'static str = "commit_timelocked_weights";
 }
 
 impl Call for ServeAxon {
@@ -110,6 +126,10 @@ mod tests {
         assert_eq!(
             call_fields(&md, "SubtensorModule", "set_weights").unwrap(),
             ["netuid", "dests", "weights", "version_key"]
+        );
+        assert_eq!(
+            call_fields(&md, "SubtensorModule", "commit_timelocked_weights").unwrap(),
+            ["netuid", "commit", "reveal_round", "commit_reveal_version"]
         );
         assert!(matches!(
             call_index(&md, "Nope", "x"),
@@ -168,5 +188,28 @@ mod tests {
         let theirs =
             encode_call_data("SubtensorModule", "serve_axon", &fields, &md, md.types()).unwrap();
         assert_eq!(sa.call_data(&md).unwrap(), theirs);
+
+        let ct = CommitTimelockedWeights {
+            netuid: 4,
+            commit: vec![1, 2, 3, 250],
+            reveal_round: 23_456_789,
+            commit_reveal_version: 4,
+        };
+        let fields = vec![
+            Value::u128(4),
+            Value::unnamed_composite(ct.commit.iter().map(|b| Value::u128(*b as u128))),
+            Value::u128(ct.reveal_round as u128),
+            Value::u128(4),
+        ];
+        let theirs = encode_call_data(
+            "SubtensorModule",
+            "commit_timelocked_weights",
+            &fields,
+            &md,
+            md.types(),
+        )
+        .unwrap();
+        assert_eq!(ct.call_data(&md).unwrap(), theirs);
+        assert_eq!(&theirs[..2], [7, 113]);
     }
 }

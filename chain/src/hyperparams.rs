@@ -52,17 +52,36 @@ pub enum HyperparamError {
 
 /// The full storage key of `item` for `netuid` in this runtime.
 pub fn storage_key(md: &Metadata, item: Item, netuid: u16) -> Result<Vec<u8>, HyperparamError> {
-    encode_storage_key(PALLET, item.name(), (netuid,), md, md.types())
-        .map_err(|e| HyperparamError::Key(item.name(), e.to_string()))
+    key_of(md, PALLET, item.name(), (netuid,))
+}
+
+/// The full storage key of any entry, by pallet, name and keys.
+pub fn key_of<K: subxt::ext::frame_decode::storage::IntoEncodableValues>(
+    md: &Metadata,
+    pallet: &'static str,
+    name: &'static str,
+    keys: K,
+) -> Result<Vec<u8>, HyperparamError> {
+    encode_storage_key(pallet, name, keys, md, md.types())
+        .map_err(|e| HyperparamError::Key(name, e.to_string()))
 }
 
 /// The value the chain returns when nothing is stored.
 pub fn default_bytes(md: &Metadata, item: Item) -> Result<Vec<u8>, HyperparamError> {
+    default_of(md, PALLET, item.name())
+}
+
+/// The declared default of any storage entry.
+pub fn default_of(
+    md: &Metadata,
+    pallet: &'static str,
+    name: &'static str,
+) -> Result<Vec<u8>, HyperparamError> {
     let entry = md
-        .pallet_by_name(PALLET)
+        .pallet_by_name(pallet)
         .and_then(|p| p.storage())
-        .and_then(|s| s.entry_by_name(item.name()))
-        .ok_or(HyperparamError::Missing(item.name()))?;
+        .and_then(|s| s.entry_by_name(name))
+        .ok_or(HyperparamError::Missing(name))?;
     Ok(entry
         .default_value()
         .map(<[u8]>::to_vec)
@@ -108,6 +127,72 @@ impl Hyperparams {
     }
 }
 
+/// What a validator needs to commit weights on a commit-reveal subnet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitReveal {
+    /// `CommitRevealWeightsVersion`: a commit of another version is refused.
+    pub version: u16,
+    /// `RevealPeriodEpochs`: a commit is revealed this many epochs later.
+    pub reveal_period_epochs: u64,
+    /// `Drand.BeaconConfig`: the beacon whose rounds open commits (drand's
+    /// quicknet on finney; the runtime's declared default when unset, and
+    /// quicknet for a runtime without the drand pallet).
+    pub beacon: crate::drand::Beacon,
+}
+
+/// Storage entries [`CommitReveal`] is read from, in its field order.
+pub const COMMIT_REVEAL_VERSION: (&str, &str) = (PALLET, "CommitRevealWeightsVersion");
+pub const REVEAL_PERIOD_EPOCHS: (&str, &str) = (PALLET, "RevealPeriodEpochs");
+pub const BEACON_CONFIG: (&str, &str) = ("Drand", "BeaconConfig");
+/// Weights each uid set, by `(netuid, uid)`.
+pub const WEIGHTS: (&str, &str) = (PALLET, "Weights");
+
+fn read_entry<T: Decode>(
+    md: &Metadata,
+    (pallet, name): (&'static str, &'static str),
+    stored: Option<&[u8]>,
+) -> Result<T, HyperparamError> {
+    let bytes = match stored {
+        Some(b) => b.to_vec(),
+        None => default_of(md, pallet, name)?,
+    };
+    T::decode(&mut &bytes[..]).map_err(|e| HyperparamError::Decode(name, e.to_string()))
+}
+
+impl CommitReveal {
+    /// From the stored values (`None` = nothing stored).
+    pub fn from_storage(
+        md: &Metadata,
+        version: Option<&[u8]>,
+        reveal_period: Option<&[u8]>,
+        beacon: Option<&[u8]>,
+    ) -> Result<Self, HyperparamError> {
+        // The head of `BeaconConfiguration`: public key, period, genesis time.
+        #[derive(Decode)]
+        struct BeaconHead {
+            public_key: Vec<u8>,
+            period: u32,
+            genesis_time: u32,
+        }
+        let beacon = match md.pallet_by_name(BEACON_CONFIG.0) {
+            None => crate::drand::Beacon::quicknet(),
+            Some(_) => {
+                let b: BeaconHead = read_entry(md, BEACON_CONFIG, beacon)?;
+                crate::drand::Beacon {
+                    public_key: b.public_key,
+                    genesis_time: u64::from(b.genesis_time),
+                    period: u64::from(b.period),
+                }
+            }
+        };
+        Ok(CommitReveal {
+            version: read_entry(md, COMMIT_REVEAL_VERSION, version)?,
+            reveal_period_epochs: read_entry(md, REVEAL_PERIOD_EPOCHS, reveal_period)?,
+            beacon,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +209,25 @@ mod tests {
             assert!(key.len() > 32, "{item:?} is keyed by netuid");
             assert_ne!(key, storage_key(&md, item, 5).unwrap());
         }
+    }
+
+    #[test]
+    fn commit_reveal_defaults_are_finneys_version_4_one_epoch_and_quicknet() {
+        let md = crate::metadata::finney().unwrap();
+        let d = CommitReveal::from_storage(&md, None, None, None).unwrap();
+        assert_eq!(d.version, 4);
+        assert_eq!(d.reveal_period_epochs, 1);
+        assert_eq!(d.beacon, crate::drand::Beacon::quicknet());
+        for (p, n) in [COMMIT_REVEAL_VERSION, BEACON_CONFIG] {
+            let key = key_of(&md, p, n, ()).unwrap();
+            assert_eq!(key.len(), 32, "{n} is a plain value");
+        }
+        assert!(key_of(&md, REVEAL_PERIOD_EPOCHS.0, REVEAL_PERIOD_EPOCHS.1, (4u16,)).is_ok());
+        assert!(key_of(&md, WEIGHTS.0, WEIGHTS.1, (4u16, 1u16)).is_ok());
+        let v = 5u16.encode();
+        let p = 3u64.encode();
+        let c = CommitReveal::from_storage(&md, Some(&v), Some(&p), None).unwrap();
+        assert_eq!((c.version, c.reveal_period_epochs), (5, 3));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod calls;
 pub mod client;
+pub mod drand;
 pub mod events;
 pub mod extrinsic;
 pub mod hyperparams;
