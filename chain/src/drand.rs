@@ -2,13 +2,14 @@
 //! one (the chain included) can read them before that round's beacon
 //! signature is published, and the chain then reveals them itself.
 //!
-//! The format is the chain's: `commit = serialize_compressed(TLECiphertext)`
-//! from ideal-lab5's `timelock` (Boneh–Franklin IBE on BLS12-381 for the
-//! identity `SHA-256(round as u64 big-endian)` under the beacon's G2 public
-//! key, then AES-GCM over the SCALE of [`WeightsPayload`]). The chain
-//! decrypts with the round's signature, the identity's IBE secret key.
+//! The cryptography is ideal-lab5's `timelock` (Boneh–Franklin IBE on
+//! BLS12-381 for the identity `SHA-256(round as u64 big-endian)` under the
+//! beacon's G2 public key, then AES-GCM over the SCALE of
+//! [`WeightsPayload`]); the ciphertext is written in the layout of the
+//! `timelock` revision the chain decrypts with (see [`decrypt`]). The chain
+//! opens it with the round's signature, the identity's IBE secret key.
 //! `reveal_round` is computed as the reference client (PyPI
-//! `bittensor-drand`, `generate_commit`) computes it.
+//! `bittensor-drand` 2.0, `get_encrypted_commit_v2`) computes it.
 
 use ark_serialize::{CanonicalDeserialize, CanonicalSerialize};
 use parity_scale_codec::{Decode, Encode};
@@ -110,12 +111,23 @@ pub fn encrypt(beacon: &Beacon, round: u64, plaintext: &[u8]) -> Result<Vec<u8>,
     )
     .map_err(|_| TlockError::Encrypt)?;
     let mut out = Vec::new();
-    ct.serialize_compressed(&mut out)
+    ct.header
+        .u
+        .serialize_compressed(&mut out)
         .map_err(|_| TlockError::Encrypt)?;
+    for v in [&ct.header.v[..], &ct.header.w, &ct.body, &ct.cipher_suite] {
+        put_vec(&mut out, v);
+    }
     if out.len() > MAX_COMMIT_BYTES {
         return Err(TlockError::TooLarge(out.len()));
     }
     Ok(out)
+}
+
+/// An ark-serialize vector: `u64` little-endian length, then the bytes.
+fn put_vec(out: &mut Vec<u8>, v: &[u8]) {
+    out.extend_from_slice(&(v.len() as u64).to_le_bytes());
+    out.extend_from_slice(v);
 }
 
 /// Split a `u64` little-endian length and that many bytes off `b`.
@@ -130,78 +142,188 @@ fn take_vec<'a>(b: &mut &'a [u8]) -> Result<&'a [u8], TlockError> {
     Ok(v)
 }
 
-/// The compressed ciphertext's layout, walked before `ark-serialize` reads
-/// it: that reserves memory for every length it reads before reading the
-/// bytes, so one flipped bit in a length would abort the process. The
-/// layout: U (G2, 96 bytes), V and W (32 each), the body (a vector holding
-/// the AES-GCM output: ciphertext and nonce vectors), the cipher suite (a
-/// vector); every vector is a `u64` LE length and its bytes.
-fn check_layout(commit: &[u8]) -> Result<(), TlockError> {
+/// The chain's ciphertext, read by hand: the layout of the `timelock`
+/// revision subtensor builds with (U as a compressed G2 point; V, W, the
+/// body and the cipher suite as vectors, each a `u64` LE length and its
+/// bytes; the body holds the AES-GCM ciphertext and nonce as two vectors).
+/// `timelock` 0.3 writes V and W without lengths, so its own reader cannot
+/// take the chain's commits; and ark-serialize reserves memory for a length
+/// before reading the bytes, so one flipped length bit would abort the
+/// process. Every length is checked here first.
+fn parse(commit: &[u8]) -> Result<TLECiphertext<TinyBLS381>, TlockError> {
     if commit.len() > MAX_COMMIT_BYTES {
         return Err(TlockError::TooLarge(commit.len()));
     }
-    let mut b = commit.get(96 + 32 + 32..).ok_or(TlockError::Ciphertext)?;
-    let mut body = take_vec(&mut b)?;
-    take_vec(&mut body)?;
-    take_vec(&mut body)?;
-    take_vec(&mut b)?;
-    match (body.is_empty(), b.is_empty()) {
-        (true, true) => Ok(()),
-        _ => Err(TlockError::Ciphertext),
+    let (u, mut b) = commit.split_at_checked(96).ok_or(TlockError::Ciphertext)?;
+    let u = <TinyBLS381 as EngineBLS>::PublicKeyGroup::deserialize_compressed(u)
+        .map_err(|_| TlockError::Ciphertext)?;
+    let v: [u8; 32] = take_vec(&mut b)?
+        .try_into()
+        .map_err(|_| TlockError::Ciphertext)?;
+    let w: [u8; 32] = take_vec(&mut b)?
+        .try_into()
+        .map_err(|_| TlockError::Ciphertext)?;
+    let body = take_vec(&mut b)?;
+    let cipher_suite = take_vec(&mut b)?;
+    let mut inner = body;
+    take_vec(&mut inner)?;
+    take_vec(&mut inner)?;
+    if !inner.is_empty() || !b.is_empty() {
+        return Err(TlockError::Ciphertext);
     }
+    Ok(TLECiphertext {
+        header: timelock::ibe::fullident::Ciphertext { u, v, w },
+        body: body.to_vec(),
+        cipher_suite: cipher_suite.to_vec(),
+    })
 }
 
 /// Open a commit with a round's signature (48 bytes), as the chain does.
 pub fn decrypt(commit: &[u8], signature: &[u8]) -> Result<Vec<u8>, TlockError> {
-    check_layout(commit)?;
-    let ct = TLECiphertext::<TinyBLS381>::deserialize_compressed(commit)
-        .map_err(|_| TlockError::Ciphertext)?;
+    let ct = parse(commit)?;
     let sig = <TinyBLS381 as EngineBLS>::SignatureGroup::deserialize_compressed(signature)
         .map_err(|_| TlockError::Signature)?;
     tld::<TinyBLS381, AESGCMBlockCipherProvider>(ct, sig).map_err(|_| TlockError::Decrypt)
 }
 
-/// A subnet's epoch schedule as the reference client reads it.
+/// The longest tempo the chain allows; past it an epoch runs anyway.
+pub const MAX_TEMPO: u64 = 50_400;
+
+/// Where a subnet's epochs stand at the chain's head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Epochs {
+    /// Runtimes with the stateful epoch counter (`SubnetEpochIndex`,
+    /// `LastEpochBlock`, `PendingEpochAt`, `BlocksSinceLastStep`): an epoch
+    /// runs `tempo` blocks after the last one, at an owner-set pending
+    /// block, or after `MAX_TEMPO` blocks without one.
+    Stateful {
+        index: u64,
+        last_epoch_block: u64,
+        pending_epoch_at: u64,
+        blocks_since_last_step: u64,
+    },
+    /// Older runtimes: an epoch runs where `(block + netuid + 1) % (tempo + 1) == 0`.
+    Modulo { netuid: u16 },
+}
+
+/// A subnet's epoch schedule, read at the chain's head `block`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Schedule {
-    pub netuid: u16,
+    pub block: u64,
     pub tempo: u64,
+    pub epochs: Epochs,
     /// `RevealPeriodEpochs`: commits are revealed this many epochs later.
     pub reveal_period_epochs: u64,
     /// Seconds per block (12 on finney).
     pub block_time: f64,
 }
 
+/// The stateful counter, stepped one block at a time as the chain steps it.
+#[derive(Debug, Clone, Copy)]
+struct Counter {
+    tempo: u64,
+    index: u64,
+    last_epoch_block: u64,
+    pending_epoch_at: u64,
+    blocks_since_last_step: u64,
+}
+
+impl Counter {
+    fn runs_at(&self, block: u64) -> bool {
+        self.tempo != 0
+            && ((self.pending_epoch_at > 0 && block >= self.pending_epoch_at)
+                || self.blocks_since_last_step > MAX_TEMPO
+                || block.saturating_sub(self.last_epoch_block) >= self.tempo)
+    }
+
+    /// The epoch a commit in `block` is filed under (the counter plus one
+    /// when an epoch runs in that block).
+    fn epoch_at(&self, block: u64) -> u64 {
+        self.index + u64::from(self.runs_at(block))
+    }
+
+    /// The counter after `block`.
+    fn step(mut self, block: u64) -> Self {
+        self.blocks_since_last_step += 1;
+        if self.runs_at(block) {
+            self.last_epoch_block = block;
+            self.pending_epoch_at = 0;
+            self.index += 1;
+            self.blocks_since_last_step = 0;
+        }
+        self
+    }
+}
+
 impl Schedule {
-    /// The epoch `block` belongs to: `(block + netuid + 1) / (tempo + 1)`.
-    pub fn epoch_of(&self, block: u64) -> u64 {
-        (block + u64::from(self.netuid) + 1) / (self.tempo + 1)
+    /// The block at which a commit sent now (included in the next block)
+    /// is first tried for reveal: the first block of the epoch
+    /// `reveal_period_epochs` after the commit's. `None` when the subnet
+    /// runs no epochs (tempo 0).
+    pub fn first_reveal_block(&self) -> Option<u64> {
+        let t1 = self.tempo + 1;
+        match self.epochs {
+            Epochs::Modulo { netuid } => {
+                let n1 = u64::from(netuid) + 1;
+                let epoch = (self.block + n1) / t1.max(1) + self.reveal_period_epochs;
+                Some(epoch.saturating_mul(t1).saturating_sub(n1))
+            }
+            Epochs::Stateful {
+                index,
+                last_epoch_block,
+                pending_epoch_at,
+                blocks_since_last_step,
+            } => {
+                let mut c = Counter {
+                    tempo: self.tempo,
+                    index,
+                    last_epoch_block,
+                    pending_epoch_at,
+                    blocks_since_last_step,
+                };
+                if c.tempo == 0 {
+                    return None;
+                }
+                let first = self.block + 1;
+                let target = c.epoch_at(first) + self.reveal_period_epochs;
+                let horizon = (self.reveal_period_epochs + 1).saturating_mul(MAX_TEMPO);
+                for b in first..=first.saturating_add(horizon) {
+                    if c.epoch_at(b) == target {
+                        return Some(b);
+                    }
+                    c = c.step(b);
+                }
+                None
+            }
+        }
     }
 
-    /// The first block of `epoch`.
-    pub fn first_block(&self, epoch: u64) -> u64 {
-        epoch
-            .saturating_mul(self.tempo + 1)
-            .saturating_sub(u64::from(self.netuid) + 1)
+    /// The first block of the epoch the chain's head is in: a commit at or
+    /// after it was made this epoch.
+    pub fn epoch_start(&self) -> u64 {
+        match self.epochs {
+            Epochs::Stateful {
+                last_epoch_block, ..
+            } => last_epoch_block,
+            Epochs::Modulo { netuid } => {
+                let (t1, n1) = (self.tempo + 1, u64::from(netuid) + 1);
+                ((self.block + n1) / t1.max(1))
+                    .saturating_mul(t1)
+                    .saturating_sub(n1)
+            }
+        }
     }
 
-    /// The epoch in which a commit made at `block` is revealed.
-    pub fn reveal_epoch(&self, block: u64) -> u64 {
-        self.epoch_of(block) + self.reveal_period_epochs
-    }
-
-    /// The drand round to encrypt to for a commit made at `block` when the
-    /// clock says `now` (Unix seconds): the round published by the third
-    /// block of the reveal epoch, rounded down so that the chain has the
-    /// pulse when it reveals. Exactly `bittensor-drand`'s computation.
-    pub fn reveal_round(&self, beacon: &Beacon, block: u64, now: f64) -> u64 {
-        let target_block = self
-            .first_block(self.reveal_epoch(block))
-            .saturating_add(SECURITY_BLOCK_OFFSET);
-        let wait = target_block.saturating_sub(block) as f64 * self.block_time;
+    /// The drand round to encrypt to when the clock says `now` (Unix
+    /// seconds): the round published by the third block of the reveal
+    /// epoch, rounded down so that the chain has the pulse when it reveals;
+    /// the reference client's computation. `None` when the subnet runs no epochs.
+    pub fn reveal_round(&self, beacon: &Beacon, now: f64) -> Option<u64> {
+        let target = self.first_reveal_block()? + SECURITY_BLOCK_OFFSET;
+        let wait = target.saturating_sub(self.block) as f64 * self.block_time;
         let round =
             ((now + wait - beacon.genesis_time as f64) / beacon.period.max(1) as f64).floor();
-        (round as u64).max(1)
+        Some((round as u64).max(1))
     }
 }
 
@@ -289,7 +411,7 @@ mod tests {
         assert_eq!(decrypt(&commit[..10], &sig), Err(TlockError::Ciphertext));
         // Every single-bit flip of every byte is refused, without aborting
         // on a length that promises more bytes than there are.
-        check_layout(&commit).unwrap();
+        parse(&commit).unwrap();
         for i in 0..commit.len() - 9 {
             let mut bad = commit.clone();
             bad[i] ^= 0x80;
@@ -326,28 +448,58 @@ mod tests {
     }
 
     #[test]
-    fn reveal_round_follows_the_reference_schedule() {
-        let s = Schedule {
-            netuid: 4,
+    fn reveal_blocks_follow_both_epoch_models() {
+        let modulo = Schedule {
+            block: 1000,
             tempo: 360,
+            epochs: Epochs::Modulo { netuid: 4 },
             reveal_period_epochs: 1,
             block_time: 12.0,
         };
-        // Block 1000 is in epoch (1000 + 5) / 361 = 2; the reveal epoch 3
-        // starts at block 3 * 361 - 5 = 1078; the target is block 1081,
-        // 81 blocks (972 s) away.
-        assert_eq!(s.epoch_of(1000), 2);
-        assert_eq!(s.first_block(3), 1078);
+        // Block 1000 is in epoch (1000 + 5) / 361 = 2, which began at block
+        // 2 * 361 - 5 = 717; the reveal epoch 3 starts at block 1078.
+        assert_eq!(modulo.epoch_start(), 717);
+        assert_eq!(modulo.first_reveal_block(), Some(1078));
         let q = Beacon::quicknet();
         let now = 1_764_000_000.0;
+        // The target is block 1081, 81 blocks (972 s) away.
         let want = ((now + 972.0 - QUICKNET_GENESIS_TIME as f64) / 3.0).floor() as u64;
-        assert_eq!(s.reveal_round(&q, 1000, now), want);
-        // A commit in the last block of an epoch still waits a whole epoch.
-        assert_eq!(s.epoch_of(1077), 2);
-        assert_eq!(s.epoch_of(1078), 3);
-        assert_eq!(s.reveal_epoch(1077), 3);
-        // Before genesis: round 1, never 0.
-        assert_eq!(s.reveal_round(&q, 1000, 0.0), 1);
+        assert_eq!(modulo.reveal_round(&q, now), Some(want));
+        assert_eq!(modulo.reveal_round(&q, 0.0), Some(1), "never round 0");
+        // The stateful counter: the last epoch ran at block 900, so the next
+        // runs at 1260 (tempo 360) and the one after at 1620.
+        let stateful = Schedule {
+            epochs: Epochs::Stateful {
+                index: 7,
+                last_epoch_block: 900,
+                pending_epoch_at: 0,
+                blocks_since_last_step: 100,
+            },
+            ..modulo
+        };
+        assert_eq!(stateful.epoch_start(), 900);
+        assert_eq!(stateful.first_reveal_block(), Some(1260));
+        assert_eq!(
+            Schedule {
+                reveal_period_epochs: 2,
+                ..stateful
+            }
+            .first_reveal_block(),
+            Some(1620)
+        );
+        // An owner-set pending epoch at block 1100 runs first.
+        let pending = Schedule {
+            epochs: Epochs::Stateful {
+                index: 7,
+                last_epoch_block: 900,
+                pending_epoch_at: 1100,
+                blocks_since_last_step: 100,
+            },
+            ..modulo
+        };
+        assert_eq!(pending.first_reveal_block(), Some(1100));
+        let none = Schedule { tempo: 0, ..stateful };
+        assert_eq!(none.first_reveal_block(), None);
         assert_eq!(q.round_at(QUICKNET_GENESIS_TIME as f64), 1);
         assert_eq!(q.round_at(QUICKNET_GENESIS_TIME as f64 + 2.9), 1);
         assert_eq!(q.round_at(QUICKNET_GENESIS_TIME as f64 + 3.0), 2);

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Interop with real peers: bittensor-wallet (PyPI) for keys and Epistula, and
+# Interop with real peers: bittensor-wallet (PyPI) for keys and Epistula,
+# bittensor-drand (PyPI) for commit-reveal timelock commits and reveal rounds, and
 # LIEF (PyPI) for Authenticode hashes, in a venv (.venv-interop); builds the
 # Rust drivers and runs tests/interop/test_interop.py.
 set -euo pipefail
@@ -8,6 +9,10 @@ venv=.venv-interop
 if ! "$venv/bin/python" -c 'import bittensor_wallet' 2>/dev/null; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check 'bittensor-wallet==4.1.1'
+fi
+# bittensor-drand: the reference commit-reveal client (timelock and reveal rounds).
+if ! "$venv/bin/python" -c 'import bittensor_drand' 2>/dev/null; then
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'bittensor-drand==2.0.0'
 fi
 # LIEF: an Authenticode implementation to compare `tvm image measure --kernel` with.
 if ! "$venv/bin/python" -c 'import lief' 2>/dev/null; then
@@ -35,3 +40,5 @@ cargo build --quiet -p tvm --bin tvm
 export TVM_BIN=target/debug/tvm
 cargo build --quiet -p tvm-protocol --example interop
 "$venv/bin/python" tests/interop/test_interop.py target/debug/examples/interop
+cargo build --quiet -p tvm-chain --example drand_interop
+"$venv/bin/python" tests/interop/test_drand.py target/debug/examples/drand_interop
