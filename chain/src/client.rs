@@ -9,9 +9,12 @@ use subxt::rpcs::{LegacyRpcMethods, RpcClient};
 use subxt::{Metadata, SubstrateConfig};
 use tvm_protocol::keys::{AccountId, Hotkey};
 
-use crate::calls::{Call, ServeAxon, SetWeights};
+use parity_scale_codec::Encode;
+
+use crate::calls::{Call, CommitTimelockedWeights, ServeAxon, SetWeights};
+use crate::drand::{Epochs, Schedule, WeightsPayload};
 use crate::extrinsic::{self, ChainState, Mortality, TxParams};
-use crate::hyperparams::{self, Hyperparams, Item};
+use crate::hyperparams::{self, CommitReveal, Hyperparams, Item};
 use crate::neurons::{self, Neuron};
 
 type Rpc = LegacyRpcMethods<RpcConfigFor<SubstrateConfig>>;
@@ -43,8 +46,14 @@ pub enum ClientError {
     Dispatch { call: &'static str, error: String },
     #[error("the transaction was dropped from the pool ({0}): resubmit")]
     Dropped(String),
-    #[error("commit-reveal is enabled on subnet {netuid}: weights must be committed and revealed, which tvm does not do yet; no weights were sent")]
+    #[error("commit-reveal is enabled on subnet {netuid}: weights are committed (commit_weights), not set; no weights were sent")]
     CommitRevealRequired { netuid: u16 },
+    #[error("commit-reveal is off on subnet {netuid}: set weights directly; nothing was committed")]
+    CommitRevealDisabled { netuid: u16 },
+    #[error("subnet {netuid} runs no epochs (tempo 0): a commit would never be revealed; nothing was committed")]
+    NoEpochs { netuid: u16 },
+    #[error("cannot encrypt the weights: {0}")]
+    Timelock(#[from] crate::drand::TlockError),
 }
 
 async fn timed<T, E: std::fmt::Display>(
@@ -68,6 +77,18 @@ async fn timed<T, E: std::fmt::Display>(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Included {
     pub block_hash: [u8; 32],
+}
+
+/// A commit the chain applied, and when it will be revealed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    pub included: Included,
+    /// The drand round whose signature opens it.
+    pub reveal_round: u64,
+    /// The first block at which the chain tries to reveal it.
+    pub first_reveal_block: u64,
+    /// BLAKE2-256 of the commit, as the chain's `TimelockedWeightsCommitted` event names it.
+    pub commit_hash: [u8; 32],
 }
 
 /// A connection to a subtensor node (or the test chain).
@@ -314,6 +335,132 @@ impl Client {
         }
         let call = w.call_data(&self.md)?;
         self.submit_and_watch("set_weights", signer, call).await
+    }
+
+    /// One storage value at the best block (`None`: nothing stored).
+    async fn storage(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
+        timed("state_getStorage", self.rpc.state_get_storage(key, None)).await
+    }
+
+    /// What committing on `netuid` needs now: the chain's commit-reveal
+    /// settings and its epoch schedule at the best block. `block_time` is
+    /// the chain's seconds per block (12 on finney).
+    pub async fn commit_schedule(
+        &self,
+        netuid: u16,
+        block_time: f64,
+    ) -> Result<(CommitReveal, Schedule), ClientError> {
+        use hyperparams::{key_of, BEACON_CONFIG, COMMIT_REVEAL_VERSION, REVEAL_PERIOD_EPOCHS};
+        let version = self
+            .storage(&key_of(&self.md, COMMIT_REVEAL_VERSION.0, COMMIT_REVEAL_VERSION.1, ())?)
+            .await?;
+        let period = self
+            .storage(&key_of(&self.md, REVEAL_PERIOD_EPOCHS.0, REVEAL_PERIOD_EPOCHS.1, (netuid,))?)
+            .await?;
+        let beacon = match self.md.pallet_by_name(BEACON_CONFIG.0) {
+            Some(_) => {
+                self.storage(&key_of(&self.md, BEACON_CONFIG.0, BEACON_CONFIG.1, ())?)
+                    .await?
+            }
+            None => None,
+        };
+        let cr = CommitReveal::from_storage(
+            &self.md,
+            version.as_deref(),
+            period.as_deref(),
+            beacon.as_deref(),
+        )?;
+        let hyper = self.hyperparams(netuid).await?;
+        let block = self.best_block().await?;
+        // The stateful epoch counter where the runtime has it.
+        let mut counter = Vec::new();
+        for name in hyperparams::EPOCH_COUNTER {
+            let stored = match key_of(&self.md, hyperparams::PALLET, name, (netuid,)) {
+                Ok(key) => self.storage(&key).await?,
+                Err(_) => break,
+            };
+            let value: u64 = hyperparams::read_u64(&self.md, name, stored.as_deref())?;
+            counter.push(value);
+        }
+        let epochs = match counter[..] {
+            [index, last_epoch_block, pending_epoch_at, blocks_since_last_step] => {
+                Epochs::Stateful {
+                    index,
+                    last_epoch_block,
+                    pending_epoch_at,
+                    blocks_since_last_step,
+                }
+            }
+            _ => Epochs::Modulo { netuid },
+        };
+        let schedule = Schedule {
+            block,
+            tempo: u64::from(hyper.tempo),
+            epochs,
+            reveal_period_epochs: cr.reveal_period_epochs,
+            block_time,
+        };
+        Ok((cr, schedule))
+    }
+
+    /// `commit_timelocked_weights`: the weights encrypted to the drand round
+    /// the chain will have when it reveals them (`reveal_period_epochs`
+    /// epochs on), waiting for the block. Refused up front, with nothing
+    /// sent, when the subnet does not run commit-reveal.
+    pub async fn commit_weights(
+        &self,
+        signer: &Hotkey,
+        w: SetWeights,
+        block_time: f64,
+    ) -> Result<Committed, ClientError> {
+        if !self.hyperparams(w.netuid).await?.commit_reveal {
+            return Err(ClientError::CommitRevealDisabled { netuid: w.netuid });
+        }
+        let (cr, schedule) = self.commit_schedule(w.netuid, block_time).await?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        let (Some(first_reveal_block), Some(reveal_round)) = (
+            schedule.first_reveal_block(),
+            schedule.reveal_round(&cr.beacon, now),
+        ) else {
+            return Err(ClientError::NoEpochs { netuid: w.netuid });
+        };
+        let payload = WeightsPayload {
+            hotkey: signer.account_id().0.to_vec(),
+            uids: w.dests,
+            values: w.weights,
+            version_key: w.version_key,
+        };
+        let commit = crate::drand::encrypt(&cr.beacon, reveal_round, &payload.encode())?;
+        let commit_hash = crate::extrinsic::blake2_256(&commit);
+        let call = CommitTimelockedWeights {
+            netuid: w.netuid,
+            commit,
+            reveal_round,
+            commit_reveal_version: cr.version,
+        }
+        .call_data(&self.md)?;
+        let included = self
+            .submit_and_watch("commit_timelocked_weights", signer, call)
+            .await?;
+        Ok(Committed {
+            included,
+            reveal_round,
+            first_reveal_block,
+            commit_hash,
+        })
+    }
+
+    /// The weights `uid` has on chain (`SubtensorModule.Weights`), as the
+    /// chain stores them (max-upscaled to 65535).
+    pub async fn weights_of(&self, netuid: u16, uid: u16) -> Result<Vec<(u16, u16)>, ClientError> {
+        use hyperparams::{key_of, WEIGHTS};
+        let stored = self
+            .storage(&key_of(&self.md, WEIGHTS.0, WEIGHTS.1, (netuid, uid))?)
+            .await?;
+        Ok(hyperparams::read_weights(&self.md, stored.as_deref())?)
     }
 
     pub async fn serve_axon(&self, signer: &Hotkey, a: ServeAxon) -> Result<Included, ClientError> {

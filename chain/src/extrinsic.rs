@@ -61,7 +61,7 @@ pub enum ExtrinsicError {
     BadEra(u64),
 }
 
-fn blake2_256(data: &[u8]) -> [u8; 32] {
+pub(crate) fn blake2_256(data: &[u8]) -> [u8; 32] {
     Blake2b::<U32>::digest(data).into()
 }
 

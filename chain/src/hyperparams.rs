@@ -146,6 +146,31 @@ pub const REVEAL_PERIOD_EPOCHS: (&str, &str) = (PALLET, "RevealPeriodEpochs");
 pub const BEACON_CONFIG: (&str, &str) = ("Drand", "BeaconConfig");
 /// Weights each uid set, by `(netuid, uid)`.
 pub const WEIGHTS: (&str, &str) = (PALLET, "Weights");
+/// The stateful epoch counter by netuid, in [`crate::drand::Epochs::Stateful`]'s
+/// field order (newer runtimes only).
+pub const EPOCH_COUNTER: [&str; 4] = [
+    "SubnetEpochIndex",
+    "LastEpochBlock",
+    "PendingEpochAt",
+    "BlocksSinceLastStep",
+];
+
+/// A `u64` entry of this pallet (the runtime's default when absent).
+pub fn read_u64(
+    md: &Metadata,
+    name: &'static str,
+    stored: Option<&[u8]>,
+) -> Result<u64, HyperparamError> {
+    read_entry(md, (PALLET, name), stored)
+}
+
+/// A uid's `Weights` entry.
+pub fn read_weights(
+    md: &Metadata,
+    stored: Option<&[u8]>,
+) -> Result<Vec<(u16, u16)>, HyperparamError> {
+    read_entry(md, WEIGHTS, stored)
+}
 
 fn read_entry<T: Decode>(
     md: &Metadata,

@@ -248,6 +248,16 @@ impl TestChain {
         self.lock().subnet.weights.clone()
     }
 
+    /// What became of each commit the chain tried to reveal.
+    pub fn reveals(&self) -> Vec<super::rules::Reveal> {
+        self.lock().subnet.reveals.clone()
+    }
+
+    /// Commits not revealed yet.
+    pub fn pending_commits(&self) -> usize {
+        self.lock().subnet.commits.values().map(Vec::len).sum()
+    }
+
     pub fn chain_state(&self) -> ChainState {
         self.lock().chain
     }
@@ -288,6 +298,11 @@ fn produce_block(inner: &Mutex<Inner>) -> Header {
         digest: vec![],
     };
     let hash = header.hash();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    g.subnet.on_block(u64::from(number), now);
     let mut extrinsics = Vec::new();
     let mut results = Vec::new();
     for (i, (bytes, v)) in pool.into_iter().enumerate() {
@@ -314,6 +329,42 @@ fn produce_block(inner: &Mutex<Inner>) -> Header {
     g.headers.push(header.clone());
     g.bodies.push((extrinsics, events));
     header
+}
+
+/// The commit-reveal storage the test chain serves: the version, the
+/// reveal period, its beacon (`Drand.BeaconConfig`), each uid's weights.
+fn commit_reveal_storage(g: &Inner, key: &[u8]) -> Option<Vec<u8>> {
+    use crate::hyperparams::{key_of, BEACON_CONFIG, COMMIT_REVEAL_VERSION, REVEAL_PERIOD_EPOCHS, WEIGHTS};
+    let (s, md) = (&g.subnet, &g.md);
+    let f = &s.fixture;
+    let is = |k: Result<Vec<u8>, _>| k.is_ok_and(|k| k == key);
+    if is(key_of(md, COMMIT_REVEAL_VERSION.0, COMMIT_REVEAL_VERSION.1, ())) {
+        return Some(f.commit_reveal_version.encode());
+    }
+    if is(key_of(md, REVEAL_PERIOD_EPOCHS.0, REVEAL_PERIOD_EPOCHS.1, (f.netuid,))) {
+        return Some(f.reveal_period_epochs.encode());
+    }
+    if is(key_of(md, BEACON_CONFIG.0, BEACON_CONFIG.1, ())) {
+        let b = &s.beacon.beacon;
+        // BeaconConfiguration: public key, period, genesis time, hash,
+        // group hash, scheme id, metadata (beacon id).
+        return Some(
+            (
+                b.public_key.clone(),
+                b.period as u32,
+                b.genesis_time as u32,
+                vec![0u8; 32],
+                vec![0u8; 32],
+                b"bls-unchained-g1-rfc9380".to_vec(),
+                b"tvm-test-beacon".to_vec(),
+            )
+                .encode(),
+        );
+    }
+    s.weights
+        .iter()
+        .find(|(uid, _)| is(key_of(md, WEIGHTS.0, WEIGHTS.1, (f.netuid, **uid))))
+        .map(|(_, w)| w.encode())
 }
 
 fn block_at(g: &Inner, hash: Option<String>) -> Result<usize, ErrorObjectOwned> {
@@ -493,7 +544,9 @@ fn rpc_module(
                     return Ok(json!(hex0x(&v)));
                 }
             }
-            Ok(Value::Null)
+            Ok(commit_reveal_storage(&g, &key)
+                .map(|v| json!(hex0x(&v)))
+                .unwrap_or(Value::Null))
         },
     )?;
     m.register_method(
