@@ -46,6 +46,9 @@ pub struct RunConfig {
     pub version_key: u64,
     /// Blocks per epoch (one round each).
     pub epoch_blocks: u64,
+    /// Seconds per block of the chain (12 on finney): how far ahead a
+    /// commit-reveal commit's drand round is.
+    pub block_seconds: f64,
     /// How often to look at the chain's best block.
     pub poll_seconds: u64,
     /// Without a chain: the miners to attest, and seconds per epoch.
@@ -103,6 +106,7 @@ impl Default for RunConfig {
             netuid: 4,
             version_key: 0,
             epoch_blocks: 360,
+            block_seconds: 12.0,
             poll_seconds: 12,
             miners: Vec::new(),
             epoch_seconds: 360 * 12,
@@ -606,6 +610,7 @@ impl Validator {
                 client,
                 netuid: self.cfg.netuid,
                 version_key: self.cfg.version_key,
+                block_time: self.cfg.block_seconds,
             },
             None => Network::Offline {
                 miners: &self.miners,

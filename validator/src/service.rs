@@ -22,6 +22,8 @@ pub enum Network<'a> {
         netuid: u16,
         /// The least version key to send (the chain's `WeightsVersionKey` wins when higher).
         version_key: u64,
+        /// Seconds per block, for the drand round of a commit (12 on finney).
+        block_time: f64,
     },
     /// No chain: a fixed list of miners, weights written to a JSON file.
     Offline {
@@ -53,9 +55,21 @@ pub enum WeightsSent {
         last: u64,
         next: u64,
     },
-    /// Not sent, and why (commit-reveal is on).
+    /// Not sent, and why.
     NotSent {
         reason: String,
+    },
+    /// Committed (commit-reveal): the chain reveals them itself from
+    /// `first_reveal_block`, once drand round `reveal_round` is on chain.
+    Committed {
+        block_hash: String,
+        reveal_round: u64,
+        first_reveal_block: u64,
+    },
+    /// This epoch's commit is on chain already (`LastUpdate` says when):
+    /// one commit an epoch, so nothing was sent (after a restart).
+    AlreadyCommitted {
+        block: u64,
     },
     /// Sent, and refused by the chain with its reason (tried again later in
     /// the epoch).
@@ -89,6 +103,18 @@ impl std::fmt::Display for WeightsSent {
                 "not sent yet: rate limit: weights were set at block {last}; sent at block {next} or later"
             ),
             WeightsSent::NotSent { reason } => write!(f, "not sent: {reason}"),
+            WeightsSent::Committed {
+                block_hash,
+                reveal_round,
+                first_reveal_block,
+            } => write!(
+                f,
+                "committed (block 0x{block_hash}); the chain reveals them from block {first_reveal_block}, once drand round {reveal_round} is out"
+            ),
+            WeightsSent::AlreadyCommitted { block } => write!(
+                f,
+                "committed already this epoch (block {block}); not sent again"
+            ),
             WeightsSent::Refused { reason } => write!(f, "refused by the chain: {reason}"),
             WeightsSent::Written { path } => write!(f, "written to {path} (no chain)"),
         }
@@ -215,10 +241,17 @@ pub async fn run_epoch(s: &Service<'_>, epoch: u64) -> Result<EpochOutcome, Serv
             client,
             netuid,
             version_key,
+            block_time,
         } => {
             let uid = my_uid.ok_or_else(|| ServiceError::NotRegistered(me.to_ss58(), *netuid))?;
             let w = &report.scores.weights;
-            set_on_chain(client, s.validator, *netuid, *version_key, uid, w).await?
+            let to = Target {
+                netuid: *netuid,
+                version_key: *version_key,
+                block_time: *block_time,
+                my_uid: uid,
+            };
+            set_on_chain(client, s.validator, &to, w).await?
         }
         Network::Offline { weights_file, .. } => {
             write_weights(weights_file, epoch, &report)?;
@@ -248,39 +281,64 @@ pub async fn run_epoch(s: &Service<'_>, epoch: u64) -> Result<EpochOutcome, Serv
     })
 }
 
-/// Set the round's weights unless commit-reveal or the rate limit says no.
+/// Where and how a round's weights go on chain.
+struct Target {
+    netuid: u16,
+    version_key: u64,
+    block_time: f64,
+    my_uid: u16,
+}
+
+/// Set the round's weights, or commit them where the subnet runs
+/// commit-reveal, unless the rate limit says no. Under commit-reveal only
+/// commits set `LastUpdate`, so a `LastUpdate` inside the current epoch
+/// means this epoch's commit landed already (a restart between the commit
+/// and the round's record): nothing is sent twice.
 async fn set_on_chain(
     client: &Client,
     validator: &Hotkey,
-    netuid: u16,
-    version_key: u64,
-    my_uid: u16,
+    to: &Target,
     weights: &[(u16, u16)],
 ) -> Result<WeightsSent, ServiceError> {
+    let netuid = to.netuid;
     let hyper = client.hyperparams(netuid).await?;
     let block = client.best_block().await?;
     let last = hyper
         .last_update
-        .get(usize::from(my_uid))
+        .get(usize::from(to.my_uid))
         .copied()
         .unwrap_or(0);
-    Ok(if hyper.commit_reveal {
-        WeightsSent::NotSent {
-            reason: format!("commit-reveal is enabled on subnet {netuid}: not sent"),
+    if hyper.commit_reveal {
+        let (_, schedule) = client.commit_schedule(netuid, to.block_time).await?;
+        if last != 0 && last >= schedule.epoch_start() {
+            return Ok(WeightsSent::AlreadyCommitted { block: last });
         }
-    } else if last != 0 && block.saturating_sub(last) < hyper.weights_rate_limit {
-        WeightsSent::RateLimited {
+    }
+    if last != 0 && block.saturating_sub(last) < hyper.weights_rate_limit {
+        return Ok(WeightsSent::RateLimited {
             last,
             next: last + hyper.weights_rate_limit,
+        });
+    }
+    let (dests, weights): (Vec<u16>, Vec<u16>) = weights.iter().copied().unzip();
+    let w = SetWeights {
+        netuid,
+        dests,
+        weights,
+        version_key: to.version_key.max(hyper.weights_version_key),
+    };
+    Ok(if hyper.commit_reveal {
+        match client.commit_weights(validator, w, to.block_time).await {
+            Ok(c) => WeightsSent::Committed {
+                block_hash: hex::encode(c.included.block_hash),
+                reveal_round: c.reveal_round,
+                first_reveal_block: c.first_reveal_block,
+            },
+            Err(e) => WeightsSent::Refused {
+                reason: e.to_string(),
+            },
         }
     } else {
-        let (dests, weights): (Vec<u16>, Vec<u16>) = weights.iter().copied().unzip();
-        let w = SetWeights {
-            netuid,
-            dests,
-            weights,
-            version_key: version_key.max(hyper.weights_version_key),
-        };
         match client.set_weights(validator, w).await {
             Ok(i) => WeightsSent::Landed {
                 block_hash: hex::encode(i.block_hash),
@@ -303,6 +361,7 @@ pub async fn resend_weights(
         client,
         netuid,
         version_key,
+        block_time,
     } = &s.network
     else {
         return Ok(None);
@@ -339,7 +398,13 @@ pub async fn resend_weights(
                 .ok_or_else(|| ServiceError::NotRegistered(me.to_ss58(), *netuid))?
         }
     };
-    let now_sent = set_on_chain(client, s.validator, *netuid, *version_key, uid, &weights).await?;
+    let to = Target {
+        netuid: *netuid,
+        version_key: *version_key,
+        block_time: *block_time,
+        my_uid: uid,
+    };
+    let now_sent = set_on_chain(client, s.validator, &to, &weights).await?;
     if let WeightsSent::RateLimited { .. } = now_sent {
         // Still waiting: nothing sent, nothing to record.
         return Ok(None);
