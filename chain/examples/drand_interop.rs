@@ -14,20 +14,30 @@ use serde_json::{json, Value};
 use tvm_chain::drand::{self, Beacon, Epochs, Schedule, WeightsPayload};
 
 fn hex_of(v: &Value, k: &str) -> Result<Vec<u8>, String> {
-    let s = v.get(k).and_then(Value::as_str).ok_or(format!("missing {k}"))?;
+    let s = v
+        .get(k)
+        .and_then(Value::as_str)
+        .ok_or(format!("missing {k}"))?;
     hex::decode(s).map_err(|e| format!("{k}: {e}"))
 }
 
 fn u64_of(v: &Value, k: &str) -> Result<u64, String> {
-    v.get(k).and_then(Value::as_u64).ok_or(format!("missing {k}"))
+    v.get(k)
+        .and_then(Value::as_u64)
+        .ok_or(format!("missing {k}"))
 }
 
 fn f64_of(v: &Value, k: &str) -> Result<f64, String> {
-    v.get(k).and_then(Value::as_f64).ok_or(format!("missing {k}"))
+    v.get(k)
+        .and_then(Value::as_f64)
+        .ok_or(format!("missing {k}"))
 }
 
 fn u16s(v: &Value, k: &str) -> Result<Vec<u16>, String> {
-    let a = v.get(k).and_then(Value::as_array).ok_or(format!("missing {k}"))?;
+    let a = v
+        .get(k)
+        .and_then(Value::as_array)
+        .ok_or(format!("missing {k}"))?;
     a.iter()
         .map(|x| {
             x.as_u64()
@@ -49,8 +59,12 @@ fn answer(cmd: &Value) -> Result<Value, String> {
             Ok(json!({"payload": hex::encode(p.encode())}))
         }
         Some("encrypt") => {
-            let c = drand::encrypt(&Beacon::quicknet(), u64_of(cmd, "round")?, &hex_of(cmd, "plain")?)
-                .map_err(|e| e.to_string())?;
+            let c = drand::encrypt(
+                &Beacon::quicknet(),
+                u64_of(cmd, "round")?,
+                &hex_of(cmd, "plain")?,
+            )
+            .map_err(|e| e.to_string())?;
             Ok(json!({"commit": hex::encode(c)}))
         }
         Some("decrypt") => {

@@ -48,7 +48,9 @@ pub enum ClientError {
     Dropped(String),
     #[error("commit-reveal is enabled on subnet {netuid}: weights are committed (commit_weights), not set; no weights were sent")]
     CommitRevealRequired { netuid: u16 },
-    #[error("commit-reveal is off on subnet {netuid}: set weights directly; nothing was committed")]
+    #[error(
+        "commit-reveal is off on subnet {netuid}: set weights directly; nothing was committed"
+    )]
     CommitRevealDisabled { netuid: u16 },
     #[error("subnet {netuid} runs no epochs (tempo 0): a commit would never be revealed; nothing was committed")]
     NoEpochs { netuid: u16 },
@@ -352,10 +354,20 @@ impl Client {
     ) -> Result<(CommitReveal, Schedule), ClientError> {
         use hyperparams::{key_of, BEACON_CONFIG, COMMIT_REVEAL_VERSION, REVEAL_PERIOD_EPOCHS};
         let version = self
-            .storage(&key_of(&self.md, COMMIT_REVEAL_VERSION.0, COMMIT_REVEAL_VERSION.1, ())?)
+            .storage(&key_of(
+                &self.md,
+                COMMIT_REVEAL_VERSION.0,
+                COMMIT_REVEAL_VERSION.1,
+                (),
+            )?)
             .await?;
         let period = self
-            .storage(&key_of(&self.md, REVEAL_PERIOD_EPOCHS.0, REVEAL_PERIOD_EPOCHS.1, (netuid,))?)
+            .storage(&key_of(
+                &self.md,
+                REVEAL_PERIOD_EPOCHS.0,
+                REVEAL_PERIOD_EPOCHS.1,
+                (netuid,),
+            )?)
             .await?;
         let beacon = match self.md.pallet_by_name(BEACON_CONFIG.0) {
             Some(_) => {

@@ -102,14 +102,9 @@ pub fn encrypt(beacon: &Beacon, round: u64, plaintext: &[u8]) -> Result<Vec<u8>,
             .map_err(|_| TlockError::PublicKey)?;
     let mut key = [0u8; 32];
     OsRng.fill_bytes(&mut key);
-    let ct = tle::<TinyBLS381, AESGCMBlockCipherProvider, _>(
-        pk,
-        key,
-        plaintext,
-        identity(round),
-        OsRng,
-    )
-    .map_err(|_| TlockError::Encrypt)?;
+    let ct =
+        tle::<TinyBLS381, AESGCMBlockCipherProvider, _>(pk, key, plaintext, identity(round), OsRng)
+            .map_err(|_| TlockError::Encrypt)?;
     let mut out = Vec::new();
     ct.header
         .u
@@ -498,7 +493,10 @@ mod tests {
             ..modulo
         };
         assert_eq!(pending.first_reveal_block(), Some(1100));
-        let none = Schedule { tempo: 0, ..stateful };
+        let none = Schedule {
+            tempo: 0,
+            ..stateful
+        };
         assert_eq!(none.first_reveal_block(), None);
         assert_eq!(q.round_at(QUICKNET_GENESIS_TIME as f64), 1);
         assert_eq!(q.round_at(QUICKNET_GENESIS_TIME as f64 + 2.9), 1);

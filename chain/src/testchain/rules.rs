@@ -287,8 +287,16 @@ impl Subnet {
             return Err("the payload names another hotkey".into());
         }
         let netuid = self.fixture.netuid;
-        self.apply_weights(&c.who, netuid, &p.uids, &p.values, p.version_key, block, true)
-            .map_err(|e| e.to_string())
+        self.apply_weights(
+            &c.who,
+            netuid,
+            &p.uids,
+            &p.values,
+            p.version_key,
+            block,
+            true,
+        )
+        .map_err(|e| e.to_string())
     }
 
     fn uid_of(&self, who: &AccountId) -> Option<usize> {
@@ -648,7 +656,10 @@ neurons:
         assert_eq!(s.reveals.len(), 1);
         assert_eq!(s.reveals[0].result, Ok(()));
         assert_eq!(s.reveals[0].block, 18);
-        assert_eq!(s.last_update[0], 8, "a reveal leaves LastUpdate to the commit");
+        assert_eq!(
+            s.last_update[0], 8,
+            "a reveal leaves LastUpdate to the commit"
+        );
         assert!(s.commits.is_empty());
     }
 
@@ -687,7 +698,11 @@ neurons:
         assert_eq!(s.reveals.len(), 3);
         s.on_block(28, T0 + 93.0);
         assert_eq!(s.reveals.len(), 4);
-        assert!(s.reveals[3].result.as_ref().unwrap_err().contains("expired"));
+        assert!(s.reveals[3]
+            .result
+            .as_ref()
+            .unwrap_err()
+            .contains("expired"));
         assert!(s.commits.is_empty());
     }
 

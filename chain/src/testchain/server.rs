@@ -334,14 +334,26 @@ fn produce_block(inner: &Mutex<Inner>) -> Header {
 /// The commit-reveal storage the test chain serves: the version, the
 /// reveal period, its beacon (`Drand.BeaconConfig`), each uid's weights.
 fn commit_reveal_storage(g: &Inner, key: &[u8]) -> Option<Vec<u8>> {
-    use crate::hyperparams::{key_of, BEACON_CONFIG, COMMIT_REVEAL_VERSION, REVEAL_PERIOD_EPOCHS, WEIGHTS};
+    use crate::hyperparams::{
+        key_of, BEACON_CONFIG, COMMIT_REVEAL_VERSION, REVEAL_PERIOD_EPOCHS, WEIGHTS,
+    };
     let (s, md) = (&g.subnet, &g.md);
     let f = &s.fixture;
     let is = |k: Result<Vec<u8>, _>| k.is_ok_and(|k| k == key);
-    if is(key_of(md, COMMIT_REVEAL_VERSION.0, COMMIT_REVEAL_VERSION.1, ())) {
+    if is(key_of(
+        md,
+        COMMIT_REVEAL_VERSION.0,
+        COMMIT_REVEAL_VERSION.1,
+        (),
+    )) {
         return Some(f.commit_reveal_version.encode());
     }
-    if is(key_of(md, REVEAL_PERIOD_EPOCHS.0, REVEAL_PERIOD_EPOCHS.1, (f.netuid,))) {
+    if is(key_of(
+        md,
+        REVEAL_PERIOD_EPOCHS.0,
+        REVEAL_PERIOD_EPOCHS.1,
+        (f.netuid,),
+    )) {
         return Some(f.reveal_period_epochs.encode());
     }
     if is(key_of(md, BEACON_CONFIG.0, BEACON_CONFIG.1, ())) {

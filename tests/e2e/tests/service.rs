@@ -183,7 +183,13 @@ async fn commit_reveal_commits_once_and_the_chain_reveals_the_rounds_weights() {
         .local_addr()
         .unwrap()
         .port();
-    let _a = sim_agent(&sim, "//Miner1", SocketAddr::from(([127, 0, 0, 6], port)), 1).unwrap();
+    let _a = sim_agent(
+        &sim,
+        "//Miner1",
+        SocketAddr::from(([127, 0, 0, 6], port)),
+        1,
+    )
+    .unwrap();
     let entry = NodeEntry {
         ip: "127.0.0.6".into(),
         price: Some(100),
@@ -269,7 +275,10 @@ neurons:
     let EpochOutcome::Done { weights, .. } = run_epoch(&service(&fresh), 1).await.unwrap() else {
         panic!()
     };
-    assert!(matches!(weights, WeightsSent::AlreadyCommitted { .. }), "{weights:?}");
+    assert!(
+        matches!(weights, WeightsSent::AlreadyCommitted { .. }),
+        "{weights:?}"
+    );
     assert_eq!(client.nonce(&validator.account_id()).await.unwrap(), nonce);
     assert_eq!(chain.pending_commits(), 1);
     chain.resume();
@@ -283,5 +292,8 @@ neurons:
     assert_eq!(reveals[0].result, Ok(()), "{reveals:?}");
     assert!(u64::from(chain.block()) >= first_reveal_block);
     assert_eq!(chain.weights()[&0], report.scores.weights);
-    assert_eq!(client.weights_of(4, 0).await.unwrap(), report.scores.weights);
+    assert_eq!(
+        client.weights_of(4, 0).await.unwrap(),
+        report.scores.weights
+    );
 }
