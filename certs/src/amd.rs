@@ -54,6 +54,17 @@ impl AmdCrl {
         let ca = anchors::amd_ca(product, signer)?;
         let (_, ark) =
             X509Certificate::from_der(&ca.ark).map_err(|e| CrlError::Ark(e.to_string()))?;
+        // Strict DER (the der crate refuses non-canonical encodings and
+        // trailing bytes), and RFC 5280 5.1.1.2: the unsigned outer
+        // algorithm equals the signed one. x509-parser, which verifies the
+        // signature below with the signed one, checks neither.
+        let strict = <x509_cert::crl::CertificateList as der::Decode>::from_der(der)
+            .map_err(|e| CrlError::NotCrl(e.to_string()))?;
+        if strict.signature_algorithm != strict.tbs_cert_list.signature {
+            return Err(CrlError::NotCrl(
+                "its outer signature algorithm differs from the signed one".into(),
+            ));
+        }
         let (_, crl) = parse_x509_crl(der).map_err(|e| CrlError::NotCrl(e.to_string()))?;
         crl.verify_signature(ark.public_key())
             .map_err(|_| CrlError::NotSignedByArk(product))?;
@@ -73,5 +84,84 @@ impl AmdCrl {
         X509Certificate::from_der(cert_der)
             .map(|(_, c)| self.revoked.contains(&trim(c.raw_serial())))
             .unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// openpcc's archive of AMD KDS answers (testdata/README.md): among
+    /// them AMD's real Milan and Genoa VCEK CRLs, as PEM sections.
+    const ARCHIVE: &str = include_str!("../../testdata/snp/openpcc_sev_certificates.txt");
+
+    fn crl(name: &str) -> Vec<u8> {
+        let head = format!("-- {name} --\n");
+        let start = ARCHIVE.find(&head).expect("section") + head.len();
+        let rest = &ARCHIVE[start..];
+        let end = rest.find("\n-- ").unwrap_or(rest.len());
+        let (_, pem) = x509_parser::pem::parse_x509_pem(&rest.as_bytes()[..end]).expect("PEM");
+        pem.contents
+    }
+
+    #[test]
+    fn amds_real_crls_verify_under_the_pinned_arks_with_their_dates_and_serials() {
+        let milan = AmdCrl::check(
+            &crl("test_amd_milan_crl.pem"),
+            AmdProduct::Milan,
+            AmdSigner::Vcek,
+        )
+        .expect("Milan CRL");
+        // CRL #6: 2025-05-06T12:39:06Z .. 2026-05-12T00:00:00Z, nothing revoked.
+        assert_eq!(
+            (milan.this_update, milan.next_update),
+            (1746535146, 1778544000)
+        );
+        assert!(milan.revoked.is_empty());
+        let genoa = AmdCrl::check(
+            &crl("test_amd_genoa_crl.pem"),
+            AmdProduct::Genoa,
+            AmdSigner::Vcek,
+        )
+        .expect("Genoa CRL");
+        // CRL #4: 2024-10-23T04:36:24Z .. 2025-11-03T01:00:00Z, revoking the
+        // earlier Genoa ASK (serial 0x020001; the pinned one is 0x020002).
+        assert_eq!(
+            (genoa.this_update, genoa.next_update),
+            (1729658184, 1762131600)
+        );
+        assert_eq!(genoa.revoked, vec![vec![0x02, 0x00, 0x01]]);
+        let ask = anchors::amd_ca(AmdProduct::Genoa, AmdSigner::Vcek)
+            .unwrap()
+            .ask;
+        assert!(
+            !genoa.revokes(&ask),
+            "the pinned Genoa ASK is not the revoked one"
+        );
+        // Each product's CRL is refused under another product's ARK.
+        for (name, other) in [
+            ("test_amd_milan_crl.pem", AmdProduct::Genoa),
+            ("test_amd_milan_crl.pem", AmdProduct::Turin),
+            ("test_amd_genoa_crl.pem", AmdProduct::Milan),
+        ] {
+            assert!(
+                matches!(
+                    AmdCrl::check(&crl(name), other, AmdSigner::Vcek),
+                    Err(CrlError::NotSignedByArk(p)) if p == other
+                ),
+                "{name} under {other}"
+            );
+        }
+        // Every byte flipped is refused: the signed part fails the signature,
+        // the rest does not parse or is not AMD's signature.
+        let der = crl("test_amd_milan_crl.pem");
+        for i in 0..der.len() {
+            let mut bad = der.clone();
+            bad[i] ^= 0x01;
+            assert!(
+                AmdCrl::check(&bad, AmdProduct::Milan, AmdSigner::Vcek).is_err(),
+                "byte {i} flipped was accepted"
+            );
+        }
     }
 }

@@ -3,7 +3,8 @@
 //! serve` (each announces its axon with `serve_axon`), seven SIMULATED agents
 //! and four misbehaving nodes, and a validator running the same service
 //! as `tvm-verifier run`. One epoch is run at once and its verdicts and the
-//! weights the chain accepted are printed; the dashboard stays up until
+//! weights the chain took are printed (with commit-reveal, the default, once
+//! the chain revealed the validator's commit); the dashboard stays up until
 //! Ctrl-C (or the command exits after one epoch with `--once`).
 //!
 //! The nodes (one port number, one loopback address per "machine"):
@@ -50,12 +51,17 @@ use tvm_validator::service::{EpochOutcome, WeightsSent};
 use crate::serve::ServeConfig;
 
 const NETUID: u16 = 4;
+/// The test chain's tempo: a commit is revealed within two of its epochs.
+const CHAIN_TEMPO: u16 = 10;
 const VALIDATOR: &str = "//Validator";
 const MINERS: [&str; 3] = ["//Miner1", "//Miner2", "//Miner3"];
 
 pub struct DevnetOptions {
     /// Exit after the first epoch.
     pub once: bool,
+    /// The test chain runs commit-reveal (finney's default): the validator
+    /// commits, the chain reveals in its next epoch.
+    pub commit_reveal: bool,
     /// Where the simulated hierarchy and the validator's database live
     /// (default: a fresh folder under the system's temporary directory).
     pub dir: Option<PathBuf>,
@@ -71,6 +77,7 @@ impl Default for DevnetOptions {
     fn default() -> Self {
         DevnetOptions {
             once: false,
+            commit_reveal: true,
             dir: None,
             dashboard: SocketAddr::from(([127, 0, 0, 1], 9100)),
             block_time: Duration::from_secs(1),
@@ -279,6 +286,10 @@ async fn start_network(
     let fixture = Fixture {
         netuid: NETUID,
         weights_rate_limit: opts.epoch_blocks / 2,
+        commit_reveal: opts.commit_reveal,
+        // The chain's epochs are short so that a commit is revealed soon
+        // (the validator's rounds keep `epoch_blocks`).
+        tempo: CHAIN_TEMPO,
         neurons,
         ..Fixture::default()
     };
@@ -344,6 +355,7 @@ async fn start_network(
         chain_endpoint: Some(chain.url()),
         netuid: NETUID,
         epoch_blocks: opts.epoch_blocks,
+        block_seconds: opts.block_time.as_secs_f64(),
         poll_seconds: 1,
         database: dir.join("validator.db"),
         status_listen: Some(opts.dashboard),
@@ -442,6 +454,34 @@ fn weights_line(weights: &[(u16, u16)]) -> String {
         .join(", ")
 }
 
+/// Wait until the test chain has revealed the validator's commit; the
+/// block it did so in, or why it dropped it.
+async fn wait_for_reveal(net: &Network, block_time: Duration) -> Result<u32, DevnetError> {
+    let me = Hotkey::from_uri(VALIDATOR)
+        .map_err(setup("validator key"))?
+        .account_id();
+    // Two chain epochs and the beacon's period, with room for a slow machine.
+    let deadline = tokio::time::Instant::now()
+        + block_time * (2 * (u32::from(CHAIN_TEMPO) + 1))
+        + Duration::from_secs(30);
+    loop {
+        if let Some(r) = net.chain.reveals().into_iter().find(|r| r.who == me) {
+            return match r.result {
+                Ok(()) => Ok(r.block as u32),
+                Err(e) => Err(DevnetError::Weights(format!(
+                    "the chain dropped the validator's commit: {e}"
+                ))),
+            };
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(DevnetError::Weights(
+                "the chain did not reveal the validator's commit in time".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Run the devnet. Returns after one epoch with `once`, else at Ctrl-C.
 pub async fn run(opts: DevnetOptions) -> Result<(), DevnetError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -533,6 +573,23 @@ async fn run_in(opts: &DevnetOptions, dir: &Path) -> Result<(), DevnetError> {
                 "weights the chain accepted ({weights}): {}",
                 weights_line(&on_chain)
             );
+        }
+        WeightsSent::Committed { .. } => {
+            println!("weights {weights}");
+            let block = wait_for_reveal(&net, opts.block_time).await?;
+            let on_chain = net
+                .chain
+                .weights()
+                .get(&net.validator_uid)
+                .cloned()
+                .unwrap_or_default();
+            println!(
+                "weights the chain revealed and applied (block {block}): {}",
+                weights_line(&on_chain)
+            );
+            if let Ok(Some(seen)) = validator.track_reveal(epoch).await {
+                println!("the validator read them back: {seen}");
+            }
         }
         other => return Err(DevnetError::Weights(other.to_string())),
     }

@@ -28,9 +28,14 @@ enum Command {
     /// The whole network on this machine: a test chain, 3 miners, 6
     /// SIMULATED agents and misbehaving nodes, a validator and its dashboard.
     Devnet {
-        /// Exit after the first epoch (status 0 when the chain accepted its weights).
+        /// Exit after the first epoch (status 0 when the chain accepted its
+        /// weights: with commit-reveal, once it revealed them).
         #[arg(long)]
         once: bool,
+        /// Run the test chain without commit-reveal: weights are set
+        /// directly (finney's default is commit-reveal on).
+        #[arg(long)]
+        no_commit_reveal: bool,
         /// Keep the simulated hierarchy and the validator's database here
         /// (default: a temporary folder, removed at exit).
         #[arg(long)]
@@ -329,6 +334,7 @@ fn main() -> ExitCode {
             .map_err(|e: tvm::serve::ServeError| e.to_string()),
         Command::Devnet {
             once,
+            no_commit_reveal,
             dir,
             dashboard,
             block_ms,
@@ -336,6 +342,7 @@ fn main() -> ExitCode {
         } => rt
             .block_on(tvm::devnet::run(tvm::devnet::DevnetOptions {
                 once,
+                commit_reveal: !no_commit_reveal,
                 dir,
                 dashboard,
                 block_time: std::time::Duration::from_millis(block_ms.max(50)),

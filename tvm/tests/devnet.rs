@@ -60,10 +60,24 @@ fn devnet_once_prints_verdicts_and_the_accepted_weights() {
         let r = row(&stdout, node);
         assert!(r.contains(verdict) && r.contains(counted), "{node}: {r:?}");
     }
+    // Commit-reveal is on (finney's default): committed, then revealed by
+    // the chain, then read back by the validator.
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("weights committed (block 0x")),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("the validator read them back: revealed")),
+        "{stdout}"
+    );
     // 70 % split 3:1 between the two honest miners, 30 % burned (no v5 yet).
     let accepted = stdout
         .lines()
-        .find(|l| l.starts_with("weights the chain accepted"))
+        .find(|l| l.starts_with("weights the chain revealed and applied"))
         .unwrap_or_else(|| panic!("{stdout}"));
     assert!(
         accepted.ends_with("uid 0: 19662 (30.0 %), uid 2: 34405 (52.5 %), uid 3: 11468 (17.5 %)"),
@@ -158,10 +172,11 @@ fn the_dashboard_shows_the_devnet_in_a_real_browser() {
         assert_eq!(miner["weight"], 34405);
         let rounds: serde_json::Value =
             serde_json::from_str(&http_get(&format!("{url}api/v1/rounds"))).unwrap();
-        assert!(rounds[0]["set"]
-            .as_str()
-            .unwrap()
-            .starts_with("set on chain"));
+        // Committed (commit-reveal is the devnet's default), then read back
+        // as revealed before the dashboard address was printed.
+        let set = rounds[0]["set"].as_str().unwrap();
+        assert!(set.starts_with("committed (block 0x"), "{set}");
+        assert!(set.contains("; revealed: the chain holds them"), "{set}");
         let metrics = http_get(&format!("{url}metrics"));
         assert!(
             metrics.contains("tvm_validator_round_nodes{verdict=\"rejected\"} 2"),

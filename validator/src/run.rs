@@ -668,6 +668,28 @@ impl Validator {
         Ok(out)
     }
 
+    /// Read back whether the chain revealed the commit of `epoch`'s round
+    /// (recorded in the round; the dashboard shows it).
+    pub async fn track_reveal(
+        &self,
+        epoch: u64,
+    ) -> Result<Option<service::RevealSeen>, ServiceError> {
+        service::track_reveal(&self.service(), epoch).await
+    }
+
+    /// Between rounds: the last round's commit read back once the chain
+    /// should have revealed it (`track_reveal`, for this epoch and the one
+    /// before, whose commit is revealed in this one), then its weights
+    /// sent if they did not land.
+    async fn after_round(&self, epoch: u64) -> Result<Option<WeightsSent>, ServiceError> {
+        for e in [epoch.saturating_sub(1), epoch] {
+            if let Some(seen) = service::track_reveal(&self.service(), e).await? {
+                tracing::info!(epoch = e, reveal = %seen, "weights commit read back");
+            }
+        }
+        service::resend_weights(&self.service(), epoch).await
+    }
+
     /// Every epoch until the process ends: the current epoch's round at
     /// start (resumed if a crash left it) unless `done` says it ran
     /// already, then one each time the epoch turns; weights that did not
@@ -697,7 +719,7 @@ impl Validator {
                 // never sends its weights over newer ones.
                 Ok(epoch) if done != Some(epoch) => true,
                 Ok(epoch) if refused.0 == epoch && refused.1 >= MAX_REFUSED => true,
-                Ok(epoch) => match service::resend_weights(&self.service(), epoch).await {
+                Ok(epoch) => match self.after_round(epoch).await {
                     Ok(Some(w)) => {
                         if let WeightsSent::Refused { .. } = w {
                             refused = (epoch, if refused.0 == epoch { refused.1 + 1 } else { 1 });

@@ -121,6 +121,51 @@ impl std::fmt::Display for WeightsSent {
     }
 }
 
+/// Whether the chain revealed a round's commit, read back from its
+/// `Weights` once the reveal block has passed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "reveal", rename_all = "snake_case")]
+pub enum RevealSeen {
+    /// The chain holds the committed weights (read at `block`).
+    Revealed { block: u64 },
+    /// The reveal epoch ended and the chain does not hold them: it dropped
+    /// the commit, or the drand pulse did not reach it in time.
+    Missed { block: u64 },
+}
+
+impl std::fmt::Display for RevealSeen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RevealSeen::Revealed { block } => {
+                write!(f, "revealed: the chain holds them (seen at block {block})")
+            }
+            RevealSeen::Missed { block } => write!(
+                f,
+                "NOT revealed: the reveal epoch ended (block {block}) and the chain does not hold them; the chain dropped the commit or its drand pulse came too late"
+            ),
+        }
+    }
+}
+
+/// The chain stores weights scaled so that the largest is 65535: equal
+/// when every uid's share matches within rounding.
+pub fn same_weights(committed: &[(u16, u16)], on_chain: &[(u16, u16)]) -> bool {
+    let scaled = |w: &[(u16, u16)]| -> Vec<(u16, f64)> {
+        let max = f64::from(w.iter().map(|(_, v)| *v).max().unwrap_or(0).max(1));
+        let mut out: Vec<(u16, f64)> = w
+            .iter()
+            .map(|(u, v)| (*u, f64::from(*v) * 65535.0 / max))
+            .collect();
+        out.sort_by_key(|(u, _)| *u);
+        out
+    };
+    let (a, b) = (scaled(committed), scaled(on_chain));
+    a.len() == b.len()
+        && a.iter()
+            .zip(&b)
+            .all(|((ua, va), (ub, vb))| ua == ub && (va - vb).abs() <= 1.0)
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub enum EpochOutcome {
     /// The epoch's round had already finished (after a restart): nothing redone.
@@ -412,6 +457,59 @@ pub async fn resend_weights(
     result["set"] = serde_json::to_value(&now_sent).map_err(crate::db::DbError::from)?;
     s.db.set_result(row.id, &result.to_string())?;
     Ok(Some(now_sent))
+}
+
+/// For a round whose weights were committed: once the chain has passed
+/// the first reveal block, read the validator's `Weights` back and record
+/// whether they are the committed ones (or, once the reveal epoch is over,
+/// that they never came). `None`: nothing to record yet.
+pub async fn track_reveal(s: &Service<'_>, epoch: u64) -> Result<Option<RevealSeen>, ServiceError> {
+    let Network::Chain { client, netuid, .. } = &s.network else {
+        return Ok(None);
+    };
+    let Some(row) = s.db.round_of(epoch)? else {
+        return Ok(None);
+    };
+    let Some(mut result) = row
+        .result
+        .as_deref()
+        .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok())
+    else {
+        return Ok(None);
+    };
+    let Ok(WeightsSent::Committed {
+        first_reveal_block, ..
+    }) = serde_json::from_value::<WeightsSent>(result["set"].clone())
+    else {
+        return Ok(None);
+    };
+    if !result["reveal"].is_null() {
+        return Ok(None);
+    }
+    let Some(uid) = result["validator_uid"]
+        .as_u64()
+        .and_then(|u| u16::try_from(u).ok())
+    else {
+        return Ok(None);
+    };
+    let block = client.best_block().await?;
+    if block < first_reveal_block {
+        return Ok(None);
+    }
+    let committed: Vec<(u16, u16)> =
+        serde_json::from_value(result["weights"].clone()).map_err(crate::db::DbError::from)?;
+    let on_chain = client.weights_of(*netuid, uid).await?;
+    let tempo = u64::from(client.hyperparams(*netuid).await?.tempo);
+    let seen = if same_weights(&committed, &on_chain) {
+        RevealSeen::Revealed { block }
+    } else if block > first_reveal_block + tempo + 1 {
+        RevealSeen::Missed { block }
+    } else {
+        return Ok(None);
+    };
+    result["reveal"] = serde_json::to_value(&seen).map_err(crate::db::DbError::from)?;
+    s.db.set_result(row.id, &result.to_string())?;
+    Ok(Some(seen))
 }
 
 /// The weights as JSON, written whole (temporary file, then rename) so a

@@ -61,7 +61,8 @@ pub struct RoundView {
     pub finished_at: Option<i64>,
     /// (uid, u16 weight), once finished.
     pub weights: Vec<(u16, u16)>,
-    /// Where the weights went, in words.
+    /// Where the weights went, in words (for a commit: when the chain
+    /// reveals it and, once read back, whether it did).
     pub set: Option<String>,
     pub notes: Vec<String>,
     pub miner_errors: Vec<(u16, String)>,
@@ -98,7 +99,12 @@ fn round_view(r: &RoundRow) -> RoundView {
         .and_then(|j| serde_json::from_str(j).ok())
         .unwrap_or(Value::Null);
     let set = match serde_json::from_value::<crate::service::WeightsSent>(result["set"].clone()) {
-        Ok(w) => Some(w.to_string()),
+        Ok(w) => Some(
+            match serde_json::from_value::<crate::service::RevealSeen>(result["reveal"].clone()) {
+                Ok(r) => format!("{w}; {r}"),
+                Err(_) => w.to_string(),
+            },
+        ),
         Err(_) => None,
     };
     RoundView {

@@ -715,8 +715,8 @@ mod tests {
     }
 
     /// The `amd.crl` check for SNP-2 with a CRL of these dates and serials
-    /// (as if AMD's root had verified it: no real AMD CRL is in the vectors,
-    /// so its signature check is not what is tested here), at `when`.
+    /// (as if AMD's root had verified it: the real CRLs revoke nothing SNP-2
+    /// depends on, so the revoked branches need made-up contents), at `when`.
     fn crl_check(this: i64, next: i64, revoked: Vec<Vec<u8>>, when: i64, grace: u64) -> Check {
         let report = crate::input::binary_or_hex(REPORT);
         let e = SnpEndorsement::prepare(VCEK, None);
@@ -735,6 +735,43 @@ mod tests {
             grace_seconds: grace,
         });
         v.check(AMD_CRL).unwrap().clone()
+    }
+
+    /// AMD's real Milan VCEK CRL #6 (openpcc's archive, testdata/README.md).
+    fn real_milan_crl() -> Vec<u8> {
+        let archive = include_str!("../../../testdata/snp/openpcc_sev_certificates.txt");
+        let head = "-- test_amd_milan_crl.pem --\n";
+        let start = archive.find(head).unwrap() + head.len();
+        let end = archive[start..].find("\n-- ").unwrap() + start;
+        let (_, pem) = x509_parser::pem::parse_x509_pem(&archive.as_bytes()[start..end]).unwrap();
+        pem.contents
+    }
+
+    #[test]
+    fn snp2_passes_amd_crl_with_amds_real_crl_inside_its_window_only() {
+        let report = crate::input::binary_or_hex(REPORT);
+        let der = real_milan_crl();
+        let check_at = |when: &str| {
+            let e = SnpEndorsement::prepare(VCEK, None).with_crl(Ok(&der));
+            let v = verify(&SnpInput {
+                report: &report,
+                endorsement: &e,
+                at: crate::input::parse_time(when).unwrap(),
+                grace_seconds: 0,
+            });
+            v.check(AMD_CRL).unwrap().clone()
+        };
+        // Signed by the pinned Milan ARK, neither the ASK nor SNP-2's VCEK listed.
+        let c = check_at("2025-06-01T00:00:00Z");
+        assert_eq!(c.status, Status::Pass, "{}", c.detail);
+        // Past its nextUpdate (2026-05-12), it no longer vouches for anything.
+        let c = check_at("2026-06-01T00:00:00Z");
+        assert_eq!(c.status, Status::Fail);
+        assert!(c.detail.contains("expired at"), "{}", c.detail);
+        // Before its thisUpdate (2025-05-06), it is not valid yet.
+        let c = check_at("2025-05-01T00:00:00Z");
+        assert_eq!(c.status, Status::Fail);
+        assert!(c.detail.contains("not valid until"), "{}", c.detail);
     }
 
     #[test]
