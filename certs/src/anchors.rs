@@ -45,10 +45,15 @@ pub fn intel_sgx_root() -> Result<&'static [u8], AnchorError> {
 }
 
 /// AMD EPYC generations with SEV-SNP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum AmdProduct {
+    #[serde(alias = "milan")]
     Milan,
+    #[serde(alias = "genoa")]
     Genoa,
+    #[serde(alias = "turin")]
     Turin,
 }
 

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 pub use tvm_certs::amd::SnpTcb;
+pub use tvm_certs::anchors::AmdProduct;
 
 /// Intel's TCB statuses as dcap-qvl reads them from TCB Info (policy files
 /// name them the same way, e.g. `UpToDate`, `TDRelaunchAdvised`).
@@ -136,8 +137,11 @@ pub struct SnpPolicy {
     pub allow_smt: bool,
     /// VMPLs the report may come from (0 is the most privileged).
     pub allowed_vmpls: Vec<u32>,
-    /// Minimum reported TCB; absent = not checked.
-    pub minimum_tcb: Option<SnpTcb>,
+    /// The AMD products whose reports are accepted (`snp.product`).
+    pub products: Vec<AmdProduct>,
+    /// Minimum reported TCB per product (TCB values of different products
+    /// are not comparable); a product without one is not checked.
+    pub minimum_tcb: std::collections::BTreeMap<AmdProduct, SnpTcb>,
     /// Accept guests whose policy allows debugging: the host can read their memory.
     pub dangerous_allow_debug: bool,
     /// Accept guests that allow a migration agent: it can export their memory.
@@ -152,7 +156,8 @@ impl Default for SnpPolicy {
         SnpPolicy {
             allow_smt: true,
             allowed_vmpls: vec![0],
-            minimum_tcb: None,
+            products: AmdProduct::ALL.to_vec(),
+            minimum_tcb: Default::default(),
             dangerous_allow_debug: false,
             dangerous_allow_migration_agent: false,
             dangerous_allow_missing_crl: false,
@@ -232,7 +237,8 @@ tdx:
   allowed_advisories: [INTEL-SA-00837]
 snp:
   allow_smt: false
-  minimum_tcb: {bootloader: 3, tee: 0, snp: 8, microcode: 115}
+  products: [genoa, Turin]
+  minimum_tcb: {genoa: {bootloader: 7, tee: 0, snp: 23, microcode: 84}}
 collateral_grace_seconds: 86400
 images:
   operator_keys:
@@ -247,7 +253,8 @@ images:
         assert_eq!(p.images.operator_keys.keys.len(), 1);
         assert_eq!(p.images.operator_keys.retired, ["tvm-gpu 2026.11"]);
         assert!(!p.images.dangerous_allow_unmeasured);
-        assert_eq!(p.snp.minimum_tcb.unwrap().microcode, 115);
+        assert_eq!(p.snp.products, [AmdProduct::Genoa, AmdProduct::Turin]);
+        assert_eq!(p.snp.minimum_tcb[&AmdProduct::Genoa].microcode, 84);
     }
 
     #[test]

@@ -46,19 +46,19 @@ fn snp_smt_and_minimum_tcb() {
     let (s, d, ok) = check(&snp_policy(", allow_smt: false"), "guest.smt");
     assert_eq!((s, ok), (Status::Fail, false), "{d}");
 
-    let at_min = ", minimum_tcb: {bootloader: 3, tee: 0, snp: 8, microcode: 115}";
+    let at_min = ", minimum_tcb: {milan: {bootloader: 3, tee: 0, snp: 8, microcode: 115}}";
     assert_eq!(check(&snp_policy(at_min), "tcb.minimum").0, Status::Pass);
     for (above, says) in [
         (
-            ", minimum_tcb: {bootloader: 3, tee: 0, snp: 9, microcode: 115}",
+            ", minimum_tcb: {milan: {bootloader: 3, tee: 0, snp: 9, microcode: 115}}",
             "snp 8 < 9",
         ),
         (
-            ", minimum_tcb: {bootloader: 3, tee: 0, snp: 8, microcode: 116}",
+            ", minimum_tcb: {milan: {bootloader: 3, tee: 0, snp: 8, microcode: 116}}",
             "microcode 115 < 116",
         ),
         (
-            ", minimum_tcb: {bootloader: 4, tee: 1, snp: 8, microcode: 115}",
+            ", minimum_tcb: {milan: {bootloader: 4, tee: 1, snp: 8, microcode: 115}}",
             "bootloader 3 < 4, tee 0 < 1",
         ),
     ] {
@@ -66,6 +66,29 @@ fn snp_smt_and_minimum_tcb() {
         assert_eq!((s, ok), (Status::Fail, false), "{above}");
         assert!(d.contains(says), "{d}");
     }
+    // A minimum for another product does not apply to SNP-2 (Milan): TCB
+    // values of different products are not comparable.
+    let genoa_only = ", minimum_tcb: {genoa: {bootloader: 9, tee: 9, snp: 99, microcode: 255}}";
+    let (s, d, _) = check(&snp_policy(genoa_only), "tcb.minimum");
+    assert_eq!(s, Status::NotChecked, "{d}");
+    assert!(d.contains("no minimum TCB for Milan"), "{d}");
+}
+
+#[test]
+fn snp_products_the_policy_does_not_accept_are_refused() {
+    let v = snp2(&snp_policy(""));
+    let c = v.check("snp.product").unwrap();
+    assert_eq!((c.status, c.detail.as_str()), (Status::Pass, "Milan"));
+    // A validator that refuses Milan (its VCEK seed can be extracted: docs/threat-model.md).
+    let v = snp2(&snp_policy(", products: [genoa, turin]"));
+    let c = v.check("snp.product").unwrap();
+    assert_eq!(c.status, Status::Fail);
+    assert!(
+        c.detail.contains("EPYC Milan") && c.detail.contains("accepts Genoa, Turin"),
+        "{}",
+        c.detail
+    );
+    assert!(Policy::from_yaml("snp: {products: [Bergamo]}").is_err());
 }
 
 /// Real SEV-SNP evidence in a bundle that claims to be SIMULATED is refused

@@ -18,6 +18,7 @@ pub mod checks {
     pub const GUEST_SMT: &str = "guest.smt";
     pub const VMPL: &str = "vmpl";
     pub const TCB_MINIMUM: &str = "tcb.minimum";
+    pub const SNP_PRODUCT: &str = "snp.product";
     pub const SNP_REVOCATION: &str = "snp.revocation";
     pub const MEASUREMENT: &str = "measurement";
     pub const RUNTIME_EVENTS: &str = "runtime.events";
@@ -63,6 +64,7 @@ pub fn appraise(
     let mut checks = v.checks;
     let policy_checks: &[&str] = match &v.facts {
         Some(Facts::SevSnp(_)) => &[
+            SNP_PRODUCT,
             SNP_REVOCATION,
             GUEST_DEBUG,
             GUEST_MIGRATION_AGENT,
@@ -272,9 +274,33 @@ fn appraise_tdx(f: &TdxFacts, policy: &Policy) -> Vec<Check> {
     out
 }
 
+fn names(products: &[crate::policy::AmdProduct]) -> String {
+    match products {
+        [] => "no product".into(),
+        _ => products
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
 fn appraise_snp(f: &SnpFacts, policy: &Policy) -> Vec<Check> {
     let p = &policy.snp;
     let mut out = Vec::new();
+    out.push(match f.product {
+        Some(product) if p.products.contains(&product) => {
+            Check::pass(SNP_PRODUCT, product.to_string())
+        }
+        Some(product) => Check::fail(
+            SNP_PRODUCT,
+            format!(
+                "the report comes from an EPYC {product}; this policy accepts {}",
+                names(&p.products)
+            ),
+        ),
+        None => Check::fail(SNP_PRODUCT, "the report's AMD product is not known"),
+    });
     out.push(match (f.debug_allowed, p.dangerous_allow_debug) {
         (false, _) => Check::pass(GUEST_DEBUG, "debug off"),
         (true, true) => Check::pass(GUEST_DEBUG, "debug allowed by dangerous_allow_debug"),
@@ -314,8 +340,14 @@ fn appraise_snp(f: &SnpFacts, policy: &Policy) -> Vec<Check> {
             ),
         )
     });
-    out.push(match &p.minimum_tcb {
-        None => Check::not_checked(TCB_MINIMUM, "policy sets no minimum TCB"),
+    out.push(match f.product.and_then(|product| p.minimum_tcb.get(&product)) {
+        None => Check::not_checked(
+            TCB_MINIMUM,
+            match f.product {
+                Some(product) => format!("policy sets no minimum TCB for {product}"),
+                None => "policy sets no minimum TCB".into(),
+            },
+        ),
         Some(min) => {
             let t = &f.reported_tcb;
             let mut low = Vec::new();
