@@ -56,6 +56,12 @@ pub enum ClientError {
     NoEpochs { netuid: u16 },
     #[error("cannot encrypt the weights: {0}")]
     Timelock(#[from] crate::drand::TlockError),
+    #[error("the chain's drand beacon is not drand's quicknet (Drand.BeaconConfig differs): nothing was committed; a commit to another beacon could be opened by whoever holds its key (a test chain needs dangerous_chain_drand_beacon)")]
+    UnexpectedBeacon,
+    #[error("block_seconds is {0}: it must be above 0 and at most 60 (finney's is 12); nothing was committed")]
+    BadBlockTime(f64),
+    #[error("the commit's drand round {reveal_round} is not ahead of the beacon's round {now} (check block_seconds and this machine's clock): nothing was committed, as anyone could open it now")]
+    RoundNotAhead { reveal_round: u64, now: u64 },
 }
 
 async fn timed<T, E: std::fmt::Display>(
@@ -81,10 +87,24 @@ pub struct Included {
     pub block_hash: [u8; 32],
 }
 
+/// Which drand beacon a commit may be encrypted to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BeaconTrust {
+    /// drand's quicknet only, as finney runs it: the chain's
+    /// `Drand.BeaconConfig` must be quicknet's (an RPC node cannot hand the
+    /// validator a beacon whose key it holds).
+    Quicknet,
+    /// Whatever beacon the chain names: for test chains with their own
+    /// beacon only.
+    DangerousChain,
+}
+
 /// A commit the chain applied, and when it will be revealed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Committed {
     pub included: Included,
+    /// The epoch the chain files it under (`TimelockedWeightCommits`).
+    pub commit_epoch: u64,
     /// The drand round whose signature opens it.
     pub reveal_round: u64,
     /// The first block at which the chain tries to reveal it.
@@ -424,11 +444,18 @@ impl Client {
         signer: &Hotkey,
         w: SetWeights,
         block_time: f64,
+        trust: BeaconTrust,
     ) -> Result<Committed, ClientError> {
+        if !(block_time > 0.0 && block_time <= 60.0) {
+            return Err(ClientError::BadBlockTime(block_time));
+        }
         if !self.hyperparams(w.netuid).await?.commit_reveal {
             return Err(ClientError::CommitRevealDisabled { netuid: w.netuid });
         }
         let (cr, schedule) = self.commit_schedule(w.netuid, block_time).await?;
+        if trust == BeaconTrust::Quicknet && cr.beacon != crate::drand::Beacon::quicknet() {
+            return Err(ClientError::UnexpectedBeacon);
+        }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
@@ -439,6 +466,15 @@ impl Client {
         ) else {
             return Err(ClientError::NoEpochs { netuid: w.netuid });
         };
+        // The round must still be to come (a slow clock, a wrong block time
+        // or a beacon genesis in the future would make it readable now).
+        let current = cr.beacon.round_at(now);
+        if reveal_round <= current {
+            return Err(ClientError::RoundNotAhead {
+                reveal_round,
+                now: current,
+            });
+        }
         let payload = WeightsPayload {
             hotkey: signer.account_id().0.to_vec(),
             uids: w.dests,
@@ -459,10 +495,27 @@ impl Client {
             .await?;
         Ok(Committed {
             included,
+            commit_epoch: schedule.commit_epoch(),
             reveal_round,
             first_reveal_block,
             commit_hash,
         })
+    }
+
+    /// Whether `who` has an unrevealed commit filed under `epoch`
+    /// (`TimelockedWeightCommits`): the chain's own record of a commit.
+    pub async fn has_commit(
+        &self,
+        netuid: u16,
+        epoch: u64,
+        who: &AccountId,
+    ) -> Result<bool, ClientError> {
+        use hyperparams::{key_of, COMMITS};
+        let stored = self
+            .storage(&key_of(&self.md, COMMITS.0, COMMITS.1, (netuid, epoch))?)
+            .await?;
+        let commits = hyperparams::read_commits(&self.md, stored.as_deref())?;
+        Ok(commits.iter().any(|(w, ..)| *w == who.0))
     }
 
     /// The weights `uid` has on chain (`SubtensorModule.Weights`), as the

@@ -234,16 +234,16 @@ impl Counter {
     /// The epoch a commit in `block` is filed under (the counter plus one
     /// when an epoch runs in that block).
     fn epoch_at(&self, block: u64) -> u64 {
-        self.index + u64::from(self.runs_at(block))
+        self.index.saturating_add(u64::from(self.runs_at(block)))
     }
 
     /// The counter after `block`.
     fn step(mut self, block: u64) -> Self {
-        self.blocks_since_last_step += 1;
+        self.blocks_since_last_step = self.blocks_since_last_step.saturating_add(1);
         if self.runs_at(block) {
             self.last_epoch_block = block;
             self.pending_epoch_at = 0;
-            self.index += 1;
+            self.index = self.index.saturating_add(1);
             self.blocks_since_last_step = 0;
         }
         self
@@ -260,7 +260,9 @@ impl Schedule {
         match self.epochs {
             Epochs::Modulo { netuid } => {
                 let n1 = u64::from(netuid) + 1;
-                let epoch = (self.block + n1) / t1.max(1) + self.reveal_period_epochs;
+                let epoch = self
+                    .commit_epoch()
+                    .saturating_add(self.reveal_period_epochs);
                 Some(epoch.saturating_mul(t1).saturating_sub(n1))
             }
             Epochs::Stateful {
@@ -280,7 +282,7 @@ impl Schedule {
                     return None;
                 }
                 let first = self.block + 1;
-                let target = c.epoch_at(first) + self.reveal_period_epochs;
+                let target = c.epoch_at(first).saturating_add(self.reveal_period_epochs);
                 let horizon = (self.reveal_period_epochs + 1).saturating_mul(MAX_TEMPO);
                 for b in first..=first.saturating_add(horizon) {
                     if c.epoch_at(b) == target {
@@ -293,19 +295,27 @@ impl Schedule {
         }
     }
 
-    /// The first block of the epoch the chain's head is in: a commit at or
-    /// after it was made this epoch.
-    pub fn epoch_start(&self) -> u64 {
+    /// The epoch a commit sent now (included in the next block) is filed
+    /// under: the key of the chain's `TimelockedWeightCommits`.
+    pub fn commit_epoch(&self) -> u64 {
+        let next = self.block.saturating_add(1);
         match self.epochs {
-            Epochs::Stateful {
-                last_epoch_block, ..
-            } => last_epoch_block,
             Epochs::Modulo { netuid } => {
-                let (t1, n1) = (self.tempo + 1, u64::from(netuid) + 1);
-                ((self.block + n1) / t1.max(1))
-                    .saturating_mul(t1)
-                    .saturating_sub(n1)
+                next.saturating_add(u64::from(netuid) + 1) / self.tempo.saturating_add(1)
             }
+            Epochs::Stateful {
+                index,
+                last_epoch_block,
+                pending_epoch_at,
+                blocks_since_last_step,
+            } => Counter {
+                tempo: self.tempo,
+                index,
+                last_epoch_block,
+                pending_epoch_at,
+                blocks_since_last_step,
+            }
+            .epoch_at(next),
         }
     }
 
@@ -314,7 +324,9 @@ impl Schedule {
     /// epoch, rounded down so that the chain has the pulse when it reveals;
     /// the reference client's computation. `None` when the subnet runs no epochs.
     pub fn reveal_round(&self, beacon: &Beacon, now: f64) -> Option<u64> {
-        let target = self.first_reveal_block()? + SECURITY_BLOCK_OFFSET;
+        let target = self
+            .first_reveal_block()?
+            .saturating_add(SECURITY_BLOCK_OFFSET);
         let wait = target.saturating_sub(self.block) as f64 * self.block_time;
         let round =
             ((now + wait - beacon.genesis_time as f64) / beacon.period.max(1) as f64).floor();
@@ -453,7 +465,7 @@ mod tests {
         };
         // Block 1000 is in epoch (1000 + 5) / 361 = 2, which began at block
         // 2 * 361 - 5 = 717; the reveal epoch 3 starts at block 1078.
-        assert_eq!(modulo.epoch_start(), 717);
+        assert_eq!(modulo.commit_epoch(), 2);
         assert_eq!(modulo.first_reveal_block(), Some(1078));
         let q = Beacon::quicknet();
         let now = 1_764_000_000.0;
@@ -472,7 +484,29 @@ mod tests {
             },
             ..modulo
         };
-        assert_eq!(stateful.epoch_start(), 900);
+        assert_eq!(stateful.commit_epoch(), 7);
+        // In the block before an epoch runs, a commit is filed under the next.
+        let edge = Schedule {
+            block: 1259,
+            ..stateful
+        };
+        assert_eq!(edge.commit_epoch(), 8);
+        assert_eq!(
+            Schedule {
+                block: 1076,
+                ..modulo
+            }
+            .commit_epoch(),
+            2
+        );
+        assert_eq!(
+            Schedule {
+                block: 1077,
+                ..modulo
+            }
+            .commit_epoch(),
+            3
+        );
         assert_eq!(stateful.first_reveal_block(), Some(1260));
         assert_eq!(
             Schedule {

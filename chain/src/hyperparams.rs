@@ -48,6 +48,8 @@ pub enum HyperparamError {
     Key(&'static str, String),
     #[error("{PALLET}.{0} holds a value tvm cannot read: {1}")]
     Decode(&'static str, String),
+    #[error("{PALLET}.{0} is {1}, outside what subtensor allows ({2}): is this a subtensor node?")]
+    OutOfRange(&'static str, u64, &'static str),
 }
 
 /// The full storage key of `item` for `netuid` in this runtime.
@@ -146,6 +148,21 @@ pub const REVEAL_PERIOD_EPOCHS: (&str, &str) = (PALLET, "RevealPeriodEpochs");
 pub const BEACON_CONFIG: (&str, &str) = ("Drand", "BeaconConfig");
 /// Weights each uid set, by `(netuid, uid)`.
 pub const WEIGHTS: (&str, &str) = (PALLET, "Weights");
+/// Unrevealed commits by `(netuid, epoch)`: who, block, ciphertext, round.
+pub const COMMITS: (&str, &str) = (PALLET, "TimelockedWeightCommits");
+/// subtensor's `MAX_COMMIT_REVEAL_PEROIDS`.
+pub const MAX_REVEAL_PERIOD_EPOCHS: u64 = 100;
+
+/// One unrevealed commit as the chain stores it.
+pub type StoredCommit = ([u8; 32], u64, Vec<u8>, u64);
+
+/// A `(netuid, epoch)` entry of `TimelockedWeightCommits`.
+pub fn read_commits(
+    md: &Metadata,
+    stored: Option<&[u8]>,
+) -> Result<Vec<StoredCommit>, HyperparamError> {
+    read_entry(md, COMMITS, stored)
+}
 /// The stateful epoch counter by netuid, in [`crate::drand::Epochs::Stateful`]'s
 /// field order (newer runtimes only).
 pub const EPOCH_COUNTER: [&str; 4] = [
@@ -210,9 +227,17 @@ impl CommitReveal {
                 }
             }
         };
+        let reveal_period_epochs: u64 = read_entry(md, REVEAL_PERIOD_EPOCHS, reveal_period)?;
+        if !(1..=MAX_REVEAL_PERIOD_EPOCHS).contains(&reveal_period_epochs) {
+            return Err(HyperparamError::OutOfRange(
+                REVEAL_PERIOD_EPOCHS.1,
+                reveal_period_epochs,
+                "1 to 100",
+            ));
+        }
         Ok(CommitReveal {
             version: read_entry(md, COMMIT_REVEAL_VERSION, version)?,
-            reveal_period_epochs: read_entry(md, REVEAL_PERIOD_EPOCHS, reveal_period)?,
+            reveal_period_epochs,
             beacon,
         })
     }
@@ -253,6 +278,16 @@ mod tests {
         let p = 3u64.encode();
         let c = CommitReveal::from_storage(&md, Some(&v), Some(&p), None).unwrap();
         assert_eq!((c.version, c.reveal_period_epochs), (5, 3));
+        // A node claiming a reveal period subtensor never allows is refused
+        // (it would also set the commit's round anywhere it liked).
+        for bad in [0u64, 101, u64::MAX] {
+            let b = bad.encode();
+            assert!(matches!(
+                CommitReveal::from_storage(&md, None, Some(&b), None),
+                Err(HyperparamError::OutOfRange(..))
+            ));
+        }
+        assert!(key_of(&md, COMMITS.0, COMMITS.1, (4u16, 7u64)).is_ok());
     }
 
     #[test]

@@ -290,6 +290,7 @@ async fn start_network(
         // The chain's epochs are short so that a commit is revealed soon
         // (the validator's rounds keep `epoch_blocks`).
         tempo: CHAIN_TEMPO,
+        beacon_period: 1,
         neurons,
         ..Fixture::default()
     };
@@ -356,6 +357,8 @@ async fn start_network(
         netuid: NETUID,
         epoch_blocks: opts.epoch_blocks,
         block_seconds: opts.block_time.as_secs_f64(),
+        // The test chain runs its own (SIMULATED) drand beacon.
+        dangerous_chain_drand_beacon: true,
         poll_seconds: 1,
         database: dir.join("validator.db"),
         status_listen: Some(opts.dashboard),
@@ -542,13 +545,27 @@ async fn run_in(opts: &DevnetOptions, dir: &Path) -> Result<(), DevnetError> {
     let EpochOutcome::Done {
         epoch,
         report,
-        weights,
+        mut weights,
     } = out
     else {
         return Err(DevnetError::Setup(
             "the first epoch was already done".into(),
         ));
     };
+    // As the validator does between rounds: weights that could not go yet
+    // (rate limit; a commit too close to a chain epoch's end, whose drand
+    // round would already be out) are sent again a few blocks later.
+    let deadline = tokio::time::Instant::now() + opts.block_time * 4 * u32::from(CHAIN_TEMPO + 1);
+    while weights.retry() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(opts.block_time * 2).await;
+        if let Some(w) = validator
+            .resend_weights(epoch)
+            .await
+            .map_err(setup("weights"))?
+        {
+            weights = w;
+        }
+    }
     println!(
         "\nEpoch {epoch}: per-node verdicts (validator {})\n",
         VALIDATOR

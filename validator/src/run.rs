@@ -49,6 +49,9 @@ pub struct RunConfig {
     /// Seconds per block of the chain (12 on finney): how far ahead a
     /// commit-reveal commit's drand round is.
     pub block_seconds: f64,
+    /// Encrypt commits to whatever drand beacon the chain names, instead of
+    /// only drand's quicknet: for test chains with their own beacon.
+    pub dangerous_chain_drand_beacon: bool,
     /// How often to look at the chain's best block.
     pub poll_seconds: u64,
     /// Without a chain: the miners to attest, and seconds per epoch.
@@ -107,6 +110,7 @@ impl Default for RunConfig {
             version_key: 0,
             epoch_blocks: 360,
             block_seconds: 12.0,
+            dangerous_chain_drand_beacon: false,
             poll_seconds: 12,
             miners: Vec::new(),
             epoch_seconds: 360 * 12,
@@ -162,6 +166,12 @@ impl RunConfig {
         }
         if self.evidence_ports.is_empty() {
             return Err("evidence_ports is empty: give at least one (8080)".into());
+        }
+        if !(self.block_seconds > 0.0 && self.block_seconds <= 60.0) {
+            return Err(format!(
+                "block_seconds is {}: give the chain's seconds per block (12 on finney), above 0 and at most 60",
+                self.block_seconds
+            ));
         }
         if self.chain_endpoint.is_none() && self.miners.is_empty() {
             return Err(
@@ -611,6 +621,10 @@ impl Validator {
                 netuid: self.cfg.netuid,
                 version_key: self.cfg.version_key,
                 block_time: self.cfg.block_seconds,
+                beacon: match self.cfg.dangerous_chain_drand_beacon {
+                    true => tvm_chain::client::BeaconTrust::DangerousChain,
+                    false => tvm_chain::client::BeaconTrust::Quicknet,
+                },
             },
             None => Network::Offline {
                 miners: &self.miners,
@@ -668,6 +682,12 @@ impl Validator {
         Ok(out)
     }
 
+    /// Send `epoch`'s weights again if they did not land (see
+    /// [`service::resend_weights`]).
+    pub async fn resend_weights(&self, epoch: u64) -> Result<Option<WeightsSent>, ServiceError> {
+        service::resend_weights(&self.service(), epoch).await
+    }
+
     /// Read back whether the chain revealed the commit of `epoch`'s round
     /// (recorded in the round; the dashboard shows it).
     pub async fn track_reveal(
@@ -683,8 +703,15 @@ impl Validator {
     /// sent if they did not land.
     async fn after_round(&self, epoch: u64) -> Result<Option<WeightsSent>, ServiceError> {
         for e in [epoch.saturating_sub(1), epoch] {
-            if let Some(seen) = service::track_reveal(&self.service(), e).await? {
-                tracing::info!(epoch = e, reveal = %seen, "weights commit read back");
+            // A failed read-back never holds up sending weights.
+            match service::track_reveal(&self.service(), e).await {
+                Ok(Some(seen)) => {
+                    tracing::info!(epoch = e, reveal = %seen, "weights commit read back")
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::warn!(epoch = e, error = %err, "cannot read the commit back yet")
+                }
             }
         }
         service::resend_weights(&self.service(), epoch).await

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use tvm_chain::calls::SetWeights;
-use tvm_chain::client::Client;
+use tvm_chain::client::{BeaconTrust, Client};
 use tvm_protocol::keys::Hotkey;
 
 use crate::attest::Attester;
@@ -24,6 +24,8 @@ pub enum Network<'a> {
         version_key: u64,
         /// Seconds per block, for the drand round of a commit (12 on finney).
         block_time: f64,
+        /// The drand beacon commits may be encrypted to.
+        beacon: BeaconTrust,
     },
     /// No chain: a fixed list of miners, weights written to a JSON file.
     Offline {
@@ -63,13 +65,18 @@ pub enum WeightsSent {
     /// `first_reveal_block`, once drand round `reveal_round` is on chain.
     Committed {
         block_hash: String,
+        /// The chain epoch it is filed under (`TimelockedWeightCommits`).
+        commit_epoch: u64,
         reveal_round: u64,
         first_reveal_block: u64,
     },
-    /// This epoch's commit is on chain already (`LastUpdate` says when):
-    /// one commit an epoch, so nothing was sent (after a restart).
+    /// The chain holds an unrevealed commit of this validator for the
+    /// current chain epoch already (`TimelockedWeightCommits`), e.g. after
+    /// a restart between a commit and its record: nothing was sent. Tried
+    /// again while the epoch lasts, so that a round whose chain epoch turns
+    /// still gets its weights committed.
     AlreadyCommitted {
-        block: u64,
+        epoch: u64,
     },
     /// Sent, and refused by the chain with its reason (tried again later in
     /// the epoch).
@@ -87,7 +94,9 @@ impl WeightsSent {
     pub fn retry(&self) -> bool {
         matches!(
             self,
-            WeightsSent::RateLimited { .. } | WeightsSent::Refused { .. }
+            WeightsSent::RateLimited { .. }
+                | WeightsSent::Refused { .. }
+                | WeightsSent::AlreadyCommitted { .. }
         )
     }
 }
@@ -107,13 +116,14 @@ impl std::fmt::Display for WeightsSent {
                 block_hash,
                 reveal_round,
                 first_reveal_block,
+                ..
             } => write!(
                 f,
                 "committed (block 0x{block_hash}); the chain reveals them from block {first_reveal_block}, once drand round {reveal_round} is out"
             ),
-            WeightsSent::AlreadyCommitted { block } => write!(
+            WeightsSent::AlreadyCommitted { epoch } => write!(
                 f,
-                "committed already this epoch (block {block}); not sent again"
+                "not sent: the chain holds this validator's commit for its epoch {epoch} already; sent again once that epoch turns"
             ),
             WeightsSent::Refused { reason } => write!(f, "refused by the chain: {reason}"),
             WeightsSent::Written { path } => write!(f, "written to {path} (no chain)"),
@@ -128,8 +138,8 @@ impl std::fmt::Display for WeightsSent {
 pub enum RevealSeen {
     /// The chain holds the committed weights (read at `block`).
     Revealed { block: u64 },
-    /// The reveal epoch ended and the chain does not hold them: it dropped
-    /// the commit, or the drand pulse did not reach it in time.
+    /// The chain no longer holds the commit and does not hold its weights:
+    /// it dropped the commit, or the drand pulse did not reach it in time.
     Missed { block: u64 },
 }
 
@@ -141,7 +151,7 @@ impl std::fmt::Display for RevealSeen {
             }
             RevealSeen::Missed { block } => write!(
                 f,
-                "NOT revealed: the reveal epoch ended (block {block}) and the chain does not hold them; the chain dropped the commit or its drand pulse came too late"
+                "NOT revealed: by block {block} the chain no longer holds the commit and does not hold its weights; it dropped the commit, or its drand pulse came too late"
             ),
         }
     }
@@ -287,6 +297,7 @@ pub async fn run_epoch(s: &Service<'_>, epoch: u64) -> Result<EpochOutcome, Serv
             netuid,
             version_key,
             block_time,
+            beacon,
         } => {
             let uid = my_uid.ok_or_else(|| ServiceError::NotRegistered(me.to_ss58(), *netuid))?;
             let w = &report.scores.weights;
@@ -294,6 +305,7 @@ pub async fn run_epoch(s: &Service<'_>, epoch: u64) -> Result<EpochOutcome, Serv
                 netuid: *netuid,
                 version_key: *version_key,
                 block_time: *block_time,
+                beacon: *beacon,
                 my_uid: uid,
             };
             set_on_chain(client, s.validator, &to, w).await?
@@ -331,14 +343,16 @@ struct Target {
     netuid: u16,
     version_key: u64,
     block_time: f64,
+    beacon: BeaconTrust,
     my_uid: u16,
 }
 
 /// Set the round's weights, or commit them where the subnet runs
-/// commit-reveal, unless the rate limit says no. Under commit-reveal only
-/// commits set `LastUpdate`, so a `LastUpdate` inside the current epoch
-/// means this epoch's commit landed already (a restart between the commit
-/// and the round's record): nothing is sent twice.
+/// commit-reveal, unless the rate limit says no. At most one commit per
+/// chain epoch: when the chain's own record (`TimelockedWeightCommits` of
+/// the epoch a commit now is filed under) holds one of this validator's,
+/// nothing is sent (a restart between a commit and the round's record
+/// never commits twice).
 async fn set_on_chain(
     client: &Client,
     validator: &Hotkey,
@@ -355,8 +369,12 @@ async fn set_on_chain(
         .unwrap_or(0);
     if hyper.commit_reveal {
         let (_, schedule) = client.commit_schedule(netuid, to.block_time).await?;
-        if last != 0 && last >= schedule.epoch_start() {
-            return Ok(WeightsSent::AlreadyCommitted { block: last });
+        let epoch = schedule.commit_epoch();
+        if client
+            .has_commit(netuid, epoch, &validator.account_id())
+            .await?
+        {
+            return Ok(WeightsSent::AlreadyCommitted { epoch });
         }
     }
     if last != 0 && block.saturating_sub(last) < hyper.weights_rate_limit {
@@ -373,9 +391,13 @@ async fn set_on_chain(
         version_key: to.version_key.max(hyper.weights_version_key),
     };
     Ok(if hyper.commit_reveal {
-        match client.commit_weights(validator, w, to.block_time).await {
+        match client
+            .commit_weights(validator, w, to.block_time, to.beacon)
+            .await
+        {
             Ok(c) => WeightsSent::Committed {
                 block_hash: hex::encode(c.included.block_hash),
+                commit_epoch: c.commit_epoch,
                 reveal_round: c.reveal_round,
                 first_reveal_block: c.first_reveal_block,
             },
@@ -407,6 +429,7 @@ pub async fn resend_weights(
         netuid,
         version_key,
         block_time,
+        beacon,
     } = &s.network
     else {
         return Ok(None);
@@ -447,10 +470,11 @@ pub async fn resend_weights(
         netuid: *netuid,
         version_key: *version_key,
         block_time: *block_time,
+        beacon: *beacon,
         my_uid: uid,
     };
     let now_sent = set_on_chain(client, s.validator, &to, &weights).await?;
-    if let WeightsSent::RateLimited { .. } = now_sent {
+    if let WeightsSent::RateLimited { .. } | WeightsSent::AlreadyCommitted { .. } = now_sent {
         // Still waiting: nothing sent, nothing to record.
         return Ok(None);
     }
@@ -478,7 +502,9 @@ pub async fn track_reveal(s: &Service<'_>, epoch: u64) -> Result<Option<RevealSe
         return Ok(None);
     };
     let Ok(WeightsSent::Committed {
-        first_reveal_block, ..
+        first_reveal_block,
+        commit_epoch,
+        ..
     }) = serde_json::from_value::<WeightsSent>(result["set"].clone())
     else {
         return Ok(None);
@@ -493,19 +519,21 @@ pub async fn track_reveal(s: &Service<'_>, epoch: u64) -> Result<Option<RevealSe
         return Ok(None);
     };
     let block = client.best_block().await?;
-    if block < first_reveal_block {
+    // Still on chain, unrevealed: the chain removes a commit when it
+    // reveals it, drops it, or lets it expire.
+    if block < first_reveal_block
+        || client
+            .has_commit(*netuid, commit_epoch, &s.validator.account_id())
+            .await?
+    {
         return Ok(None);
     }
     let committed: Vec<(u16, u16)> =
         serde_json::from_value(result["weights"].clone()).map_err(crate::db::DbError::from)?;
     let on_chain = client.weights_of(*netuid, uid).await?;
-    let tempo = u64::from(client.hyperparams(*netuid).await?.tempo);
-    let seen = if same_weights(&committed, &on_chain) {
-        RevealSeen::Revealed { block }
-    } else if block > first_reveal_block + tempo + 1 {
-        RevealSeen::Missed { block }
-    } else {
-        return Ok(None);
+    let seen = match same_weights(&committed, &on_chain) {
+        true => RevealSeen::Revealed { block },
+        false => RevealSeen::Missed { block },
     };
     result["reveal"] = serde_json::to_value(&seen).map_err(crate::db::DbError::from)?;
     s.db.set_result(row.id, &result.to_string())?;
@@ -545,6 +573,22 @@ mod tests {
             stake: 0,
             last_update: 0,
         }
+    }
+
+    #[test]
+    fn same_weights_allows_the_chains_max_upscale_only() {
+        let committed = [(0, 19662), (2, 34405), (3, 11468)];
+        // The chain scales the largest to 65535 and rounds.
+        let up = |v: u16| ((f64::from(v) * 65535.0 / 34405.0).round()) as u16;
+        let on_chain = [(0, up(19662)), (2, 65535), (3, up(11468))];
+        assert!(same_weights(&committed, &on_chain));
+        assert!(same_weights(&committed, &committed));
+        // Another round's weights, another uid, a missing uid: not the commit.
+        assert!(!same_weights(&committed, &[(0, 11468), (2, 34405), (3, 19662)]));
+        assert!(!same_weights(&committed, &[(0, 19662), (2, 34405), (4, 11468)]));
+        assert!(!same_weights(&committed, &[(0, 19662), (2, 34405)]));
+        assert!(!same_weights(&committed, &[]));
+        assert!(!same_weights(&committed, &[(0, 19662), (2, 34405), (3, 11470)]));
     }
 
     #[test]

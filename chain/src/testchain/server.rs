@@ -335,7 +335,7 @@ fn produce_block(inner: &Mutex<Inner>) -> Header {
 /// reveal period, its beacon (`Drand.BeaconConfig`), each uid's weights.
 fn commit_reveal_storage(g: &Inner, key: &[u8]) -> Option<Vec<u8>> {
     use crate::hyperparams::{
-        key_of, BEACON_CONFIG, COMMIT_REVEAL_VERSION, REVEAL_PERIOD_EPOCHS, WEIGHTS,
+        key_of, BEACON_CONFIG, COMMITS, COMMIT_REVEAL_VERSION, REVEAL_PERIOD_EPOCHS, WEIGHTS,
     };
     let (s, md) = (&g.subnet, &g.md);
     let f = &s.fixture;
@@ -372,6 +372,17 @@ fn commit_reveal_storage(g: &Inner, key: &[u8]) -> Option<Vec<u8>> {
             )
                 .encode(),
         );
+    }
+    if let Some((_, queue)) = s
+        .commits
+        .iter()
+        .find(|(epoch, _)| is(key_of(md, COMMITS.0, COMMITS.1, (f.netuid, **epoch))))
+    {
+        let stored: Vec<crate::hyperparams::StoredCommit> = queue
+            .iter()
+            .map(|c| (c.who.0, c.block, c.commit.clone(), c.reveal_round))
+            .collect();
+        return Some(stored.encode());
     }
     s.weights
         .iter()
