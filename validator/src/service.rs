@@ -584,11 +584,20 @@ mod tests {
         assert!(same_weights(&committed, &on_chain));
         assert!(same_weights(&committed, &committed));
         // Another round's weights, another uid, a missing uid: not the commit.
-        assert!(!same_weights(&committed, &[(0, 11468), (2, 34405), (3, 19662)]));
-        assert!(!same_weights(&committed, &[(0, 19662), (2, 34405), (4, 11468)]));
+        assert!(!same_weights(
+            &committed,
+            &[(0, 11468), (2, 34405), (3, 19662)]
+        ));
+        assert!(!same_weights(
+            &committed,
+            &[(0, 19662), (2, 34405), (4, 11468)]
+        ));
         assert!(!same_weights(&committed, &[(0, 19662), (2, 34405)]));
         assert!(!same_weights(&committed, &[]));
-        assert!(!same_weights(&committed, &[(0, 19662), (2, 34405), (3, 11470)]));
+        assert!(!same_weights(
+            &committed,
+            &[(0, 19662), (2, 34405), (3, 11470)]
+        ));
     }
 
     #[test]
