@@ -4,4 +4,5 @@
 
 pub mod devnet;
 pub mod image;
+pub mod launch;
 pub mod serve;

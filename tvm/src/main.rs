@@ -53,6 +53,44 @@ enum Command {
     /// Operators: image signing keys and signed image manifests.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Miners: start the confidential VM of a verified release with QEMU:
+    /// the manifest is verified under the operator keys, its boot files
+    /// checked by size and SHA-256, the VM's shape compared with the host's
+    /// GPUs and NVSwitches; then QEMU runs in the foreground.
+    Launch {
+        /// The signed manifest of the release.
+        #[arg(long)]
+        manifest: PathBuf,
+        /// The operator key set to verify it with.
+        #[arg(long)]
+        keys: PathBuf,
+        /// The folder holding the release's files.
+        #[arg(long)]
+        image_dir: PathBuf,
+        /// A GPU to pass through (as lspci -D prints it), once per GPU.
+        #[arg(long = "gpu")]
+        gpus: Vec<String>,
+        /// An NVSwitch to pass through (8-GPU boards, protected PCIe).
+        #[arg(long = "switch")]
+        switches: Vec<String>,
+        /// The writable disk (qcow2) for models and logs.
+        #[arg(long)]
+        data_disk: Option<PathBuf>,
+        /// Host ports forwarded to the agent's ports in the VM.
+        #[arg(long = "port", default_values_t = [8080u16, 8980])]
+        ports: Vec<u16>,
+        #[arg(long, default_value = "tvm-cvm0")]
+        name: String,
+        /// TDX: the vsock port of the host's quote generation service.
+        #[arg(long, default_value_t = 4050)]
+        qgs_port: u32,
+        /// Where the guest's serial console goes (default: <name>.serial.log here).
+        #[arg(long)]
+        serial_log: Option<PathBuf>,
+        /// Print the QEMU command instead of running it.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -306,6 +344,15 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    if let Command::Launch { .. } = cli.command {
+        return match launch(cli.command) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     if let Command::Image(cmd) = cli.command {
         return match image(cmd) {
             Ok(()) => ExitCode::SUCCESS,
@@ -349,7 +396,7 @@ fn main() -> ExitCode {
                 epoch_blocks: epoch_blocks.max(2),
             }))
             .map_err(|e| e.to_string()),
-        Command::Image(_) => Ok(()),
+        Command::Image(_) | Command::Launch { .. } => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -358,4 +405,66 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `tvm launch`: verify, check the files and the shape, then run QEMU (or
+/// print its command with `--dry-run`). QEMU's exit status is passed on.
+fn launch(cmd: Command) -> Result<ExitCode, String> {
+    let Command::Launch {
+        manifest,
+        keys,
+        image_dir,
+        gpus,
+        switches,
+        data_disk,
+        ports,
+        name,
+        qgs_port,
+        serial_log,
+        dry_run,
+    } = cmd
+    else {
+        return Err("not a launch".into());
+    };
+    let pci = |list: Vec<String>| -> Result<Vec<tvm::launch::PciAddress>, String> {
+        list.iter()
+            .map(|a| {
+                a.parse()
+                    .map_err(|e: tvm::launch::LaunchError| e.to_string())
+            })
+            .collect()
+    };
+    let now = time_or_now(None)?;
+    let keys = tvm::image::load_keys(&keys).map_err(|e| e.to_string())?;
+    let signed = std::fs::read(&manifest).map_err(|e| format!("{}: {e}", manifest.display()))?;
+    let m = tvm_image::manifest::verify(&signed, &keys, now)
+        .map_err(|e| format!("{}: {e}", manifest.display()))?;
+    let options = tvm::launch::HostOptions {
+        serial_log: serial_log.unwrap_or_else(|| PathBuf::from(format!("{name}.serial.log"))),
+        name,
+        image_dir,
+        data: data_disk,
+        gpus: pci(gpus)?,
+        switches: pci(switches)?,
+        ports,
+        qgs_port,
+    };
+    let args = tvm::launch::plan(&m, &options).map_err(|e| e.to_string())?;
+    const QEMU: &str = "qemu-system-x86_64";
+    if dry_run {
+        println!("{}", tvm::launch::shell_line(QEMU, &args));
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!("tvm launch: {} ({}) starting", m.release(), options.name);
+    let status = std::process::Command::new(QEMU)
+        .args(&args)
+        .status()
+        .map_err(|e| {
+            format!("cannot start {QEMU}: {e} (install QEMU with TDX or SEV-SNP support)")
+        })?;
+    Ok(match status.code() {
+        Some(0) => ExitCode::SUCCESS,
+        Some(c) => ExitCode::from(u8::try_from(c).unwrap_or(1)),
+        None => ExitCode::FAILURE,
+    })
 }

@@ -1,0 +1,611 @@
+//! `tvm launch`: the QEMU command line of a confidential guest, built from
+//! the release's launch parameters (the VM shape its measurements were
+//! taken for: vCPUs, memory, CPU model, GPUs, NVSwitches, the 64-bit MMIO
+//! window) and this host's devices and paths.
+//!
+//! Every shape parameter changes the guest's ACPI tables and so RTMR0 (TDX)
+//! or the launch digest (SEV-SNP): a host that differs from the manifest's
+//! shape is refused here, before QEMU starts, rather than found out by every
+//! validator as a `measurement` failure.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+/// The confidential-computing technology of the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Platform {
+    Tdx,
+    SevSnp,
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Platform::Tdx => "tdx",
+            Platform::SevSnp => "sev-snp",
+        })
+    }
+}
+
+/// A PCI function on the host, `dddd:bb:dd.f` (as `lspci -D` prints it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PciAddress {
+    pub domain: u16,
+    pub bus: u8,
+    pub device: u8,
+    pub function: u8,
+}
+
+impl std::str::FromStr for PciAddress {
+    type Err = LaunchError;
+    fn from_str(s: &str) -> Result<Self, LaunchError> {
+        let bad = || LaunchError::PciAddress(s.to_string());
+        let (domain, rest) = s.split_once(':').ok_or_else(bad)?;
+        let (bus, rest) = rest.split_once(':').ok_or_else(bad)?;
+        let (device, function) = rest.split_once('.').ok_or_else(bad)?;
+        let hex = |t: &str, len: usize| {
+            (t.len() == len && t.bytes().all(|b| b.is_ascii_hexdigit()))
+                .then(|| u16::from_str_radix(t, 16).ok())
+                .flatten()
+                .ok_or_else(bad)
+        };
+        let a = PciAddress {
+            domain: hex(domain, 4)?,
+            bus: hex(bus, 2)? as u8,
+            device: hex(device, 2)? as u8,
+            function: hex(function, 1)? as u8,
+        };
+        if a.device > 0x1f || a.function > 7 {
+            return Err(bad());
+        }
+        Ok(a)
+    }
+}
+
+impl fmt::Display for PciAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:04x}:{:02x}:{:02x}.{:x}",
+            self.domain, self.bus, self.device, self.function
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LaunchError {
+    #[error("{0:?} is not a PCI address: give it as lspci -D prints it, e.g. 0000:19:00.0")]
+    PciAddress(String),
+    #[error("the manifest's launch parameter {key} is {value:?}: {why}")]
+    Parameter {
+        key: &'static str,
+        value: String,
+        why: &'static str,
+    },
+    #[error("the release was measured for {want} {what}; this host gives {have}: a guest of another shape fails `measurement` at every validator (pass exactly {want})")]
+    Shape {
+        what: &'static str,
+        want: usize,
+        have: usize,
+    },
+    #[error("{0} is passed through twice")]
+    Duplicate(PciAddress),
+    #[error("NVSwitches are passed through only with all 8 GPUs of an HGX board (protected PCIe); this launch has {gpus} GPUs")]
+    SwitchesWithoutBoard { gpus: usize },
+    #[error("port {0} is forwarded twice")]
+    DuplicatePort(u16),
+}
+
+/// The VM shape a release was measured for: the manifest's `launch`
+/// parameters that change its measurements.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shape {
+    pub platform: Platform,
+    pub vcpus: u32,
+    pub memory_gib: u32,
+    pub gpus: usize,
+    pub switches: usize,
+    /// The guest's 64-bit PCI MMIO window (OVMF's `X-PciMmio64Mb`), needed
+    /// for the GPUs' large BARs; 0 leaves OVMF's default.
+    pub pci_mmio64_mb: u64,
+    /// SEV-SNP only: the vCPU model whose VMSA was measured.
+    pub cpu: String,
+    /// SEV-SNP only: the guest policy (QEMU's `policy=`).
+    pub snp_policy: u64,
+}
+
+impl Shape {
+    /// From a manifest's `launch` parameters: `platform` (tdx | sev-snp),
+    /// `vcpus`, `memory_gib`, `gpus`, `switches` (default 0),
+    /// `pci_mmio64_mb` (default 262144 with GPUs, else 0), and for
+    /// SEV-SNP `cpu` (default EPYC-v4) and `snp_policy` (default 0x30000).
+    pub fn from_launch(launch: &BTreeMap<String, String>) -> Result<Self, LaunchError> {
+        fn num<T: std::str::FromStr>(
+            launch: &BTreeMap<String, String>,
+            key: &'static str,
+            default: Option<T>,
+        ) -> Result<T, LaunchError> {
+            match (launch.get(key), default) {
+                (Some(v), _) => v.trim().parse().map_err(|_| LaunchError::Parameter {
+                    key,
+                    value: v.clone(),
+                    why: "not a whole number",
+                }),
+                (None, Some(d)) => Ok(d),
+                (None, None) => Err(LaunchError::Parameter {
+                    key,
+                    value: String::new(),
+                    why: "missing: the manifest must say what the release was measured for",
+                }),
+            }
+        }
+        let platform = match launch.get("platform").map(String::as_str) {
+            Some("tdx") => Platform::Tdx,
+            Some("sev-snp") => Platform::SevSnp,
+            other => {
+                return Err(LaunchError::Parameter {
+                    key: "platform",
+                    value: other.unwrap_or_default().to_string(),
+                    why: "must be tdx or sev-snp",
+                })
+            }
+        };
+        let gpus: usize = num(launch, "gpus", Some(0))?;
+        let shape =
+            Shape {
+                platform,
+                vcpus: num(launch, "vcpus", None)?,
+                memory_gib: num(launch, "memory_gib", None)?,
+                gpus,
+                switches: num(launch, "switches", Some(0))?,
+                pci_mmio64_mb: num(
+                    launch,
+                    "pci_mmio64_mb",
+                    Some(if gpus > 0 { 262_144 } else { 0 }),
+                )?,
+                cpu: launch
+                    .get("cpu")
+                    .cloned()
+                    .unwrap_or_else(|| "EPYC-v4".into()),
+                snp_policy: match launch.get("snp_policy") {
+                    None => 0x30000,
+                    Some(v) => u64::from_str_radix(v.trim().trim_start_matches("0x"), 16).map_err(
+                        |_| LaunchError::Parameter {
+                            key: "snp_policy",
+                            value: v.clone(),
+                            why: "not a hexadecimal number",
+                        },
+                    )?,
+                },
+            };
+        if shape.vcpus == 0 || shape.vcpus > 512 {
+            return Err(LaunchError::Parameter {
+                key: "vcpus",
+                value: shape.vcpus.to_string(),
+                why: "must be 1 to 512",
+            });
+        }
+        if shape.memory_gib == 0 || shape.memory_gib > 4096 {
+            return Err(LaunchError::Parameter {
+                key: "memory_gib",
+                value: shape.memory_gib.to_string(),
+                why: "must be 1 to 4096",
+            });
+        }
+        if shape.gpus > 8 || shape.switches > 4 {
+            return Err(LaunchError::Parameter {
+                key: "gpus",
+                value: format!("{} GPUs, {} switches", shape.gpus, shape.switches),
+                why: "an HGX board has at most 8 GPUs and 4 NVSwitches",
+            });
+        }
+        if shape.switches > 0 && shape.gpus != 8 {
+            return Err(LaunchError::SwitchesWithoutBoard { gpus: shape.gpus });
+        }
+        if shape.platform == Platform::SevSnp && (shape.snp_policy >> 17) & 1 == 0 {
+            return Err(LaunchError::Parameter {
+                key: "snp_policy",
+                value: format!("{:#x}", shape.snp_policy),
+                why: "bit 17 (reserved, must be one) is clear",
+            });
+        }
+        Ok(shape)
+    }
+}
+
+/// This host's side of a launch: files, devices, ports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    pub name: String,
+    pub firmware: PathBuf,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub cmdline: String,
+    /// The read-only root file system image (dm-verity inside the guest).
+    pub root: PathBuf,
+    /// The writable disk for models and logs (encrypted inside the guest).
+    pub data: Option<PathBuf>,
+    pub gpus: Vec<PciAddress>,
+    pub switches: Vec<PciAddress>,
+    /// Host ports forwarded to the same guest ports (the agent's 8080, 8980).
+    pub ports: Vec<u16>,
+    /// TDX: the vsock port of the host's quote generation service (QGS).
+    pub qgs_port: u32,
+    /// Where the guest's serial console is written.
+    pub serial_log: PathBuf,
+}
+
+/// The QEMU arguments (after the program name) for `shape` on `host`.
+pub fn qemu_args(shape: &Shape, host: &Host) -> Result<Vec<String>, LaunchError> {
+    for (what, want, have) in [
+        ("GPUs", shape.gpus, host.gpus.len()),
+        ("NVSwitches", shape.switches, host.switches.len()),
+    ] {
+        if want != have {
+            return Err(LaunchError::Shape { what, want, have });
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for a in host.gpus.iter().chain(&host.switches) {
+        if !seen.insert(*a) {
+            return Err(LaunchError::Duplicate(*a));
+        }
+    }
+    let mut ports = std::collections::BTreeSet::new();
+    for p in &host.ports {
+        if !ports.insert(*p) {
+            return Err(LaunchError::DuplicatePort(*p));
+        }
+    }
+    let mut a: Vec<String> = Vec::new();
+    let mut arg = |parts: &[&str]| a.extend(parts.iter().map(|s| s.to_string()));
+    let name = &host.name;
+    arg(&["-name", &format!("{name},process={name},debug-threads=on")]);
+    arg(&[
+        "-accel",
+        "kvm",
+        "-nodefaults",
+        "-nographic",
+        "-no-user-config",
+    ]);
+    let mem = format!("{}G", shape.memory_gib);
+    match shape.platform {
+        Platform::Tdx => {
+            arg(&[
+                "-machine",
+                "q35,kernel_irqchip=split,confidential-guest-support=tdx0,hpet=off",
+            ]);
+            let tdx = format!(
+                r#"{{"qom-type":"tdx-guest","id":"tdx0","quote-generation-socket":{{"type":"vsock","cid":"2","port":"{}"}}}}"#,
+                host.qgs_port
+            );
+            arg(&["-object", &tdx, "-cpu", "host"]);
+            arg(&["-m", &mem]);
+        }
+        Platform::SevSnp => {
+            arg(&[
+                "-machine",
+                "q35,confidential-guest-support=sev0,memory-backend=ram0,hpet=off",
+            ]);
+            arg(&[
+                "-object",
+                &format!("memory-backend-memfd,id=ram0,size={mem},share=true,prealloc=false"),
+            ]);
+            arg(&[
+                "-object",
+                &format!(
+                    "sev-snp-guest,id=sev0,policy={:#x},cbitpos=51,reduced-phys-bits=1,kernel-hashes=on",
+                    shape.snp_policy
+                ),
+            ]);
+            arg(&["-cpu", &shape.cpu, "-m", &mem]);
+        }
+    }
+    arg(&["-smp", &shape.vcpus.to_string()]);
+    arg(&["-bios", &host.firmware.display().to_string()]);
+    arg(&["-kernel", &host.kernel.display().to_string()]);
+    arg(&["-initrd", &host.initrd.display().to_string()]);
+    arg(&["-append", &host.cmdline]);
+    arg(&[
+        "-drive",
+        &format!(
+            "file={},if=none,id=root,format=raw,readonly=on",
+            host.root.display()
+        ),
+        "-device",
+        "virtio-blk-pci,drive=root",
+    ]);
+    if let Some(data) = &host.data {
+        arg(&[
+            "-drive",
+            &format!("file={},if=none,id=data,format=qcow2", data.display()),
+            "-device",
+            "virtio-blk-pci,drive=data",
+        ]);
+    }
+    let fwd: String = host
+        .ports
+        .iter()
+        .map(|p| format!(",hostfwd=tcp::{p}-:{p}"))
+        .collect();
+    arg(&[
+        "-netdev",
+        &format!("user,id=net0{fwd}"),
+        "-device",
+        "virtio-net-pci,netdev=net0",
+    ]);
+    arg(&["-serial", &format!("file:{}", host.serial_log.display())]);
+    let devices: Vec<&PciAddress> = host.gpus.iter().chain(&host.switches).collect();
+    if !devices.is_empty() {
+        // One iommufd for every device; each on a root port of its own, so
+        // the guest driver sees the topology it expects.
+        arg(&["-object", "iommufd,id=iommufd0"]);
+        for (i, d) in devices.iter().enumerate() {
+            arg(&[
+                "-device",
+                &format!(
+                    "pcie-root-port,id=rp{i},bus=pcie.0,chassis={},slot={}",
+                    i + 1,
+                    i + 1
+                ),
+                "-device",
+                &format!("vfio-pci,host={d},bus=rp{i},iommufd=iommufd0"),
+            ]);
+        }
+    }
+    if shape.pci_mmio64_mb > 0 {
+        arg(&[
+            "-fw_cfg",
+            &format!("name=opt/ovmf/X-PciMmio64Mb,string={}", shape.pci_mmio64_mb),
+        ]);
+    }
+    Ok(a)
+}
+
+/// The command as one shell line (each argument quoted where it needs it).
+pub fn shell_line(program: &str, args: &[String]) -> String {
+    let quote = |s: &str| {
+        if !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b))
+        {
+            s.to_string()
+        } else {
+            format!("'{}'", s.replace('\'', r"'\''"))
+        }
+    };
+    std::iter::once(program)
+        .chain(args.iter().map(String::as_str))
+        .map(quote)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn launch(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn pci_addresses_as_lspci_prints_them() {
+        let a: PciAddress = "0000:1b:00.0".parse().unwrap();
+        assert_eq!(a.to_string(), "0000:1b:00.0");
+        assert_eq!(a.bus, 0x1b);
+        for bad in [
+            "1b:00.0",
+            "0000:1b:00",
+            "0000:1b:20.0",
+            "0000:1b:00.8",
+            "0000:zz:00.0",
+            "00000:1b:00.0",
+            "",
+        ] {
+            assert!(bad.parse::<PciAddress>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn shapes_are_read_with_their_defaults_and_bounds() {
+        let s = Shape::from_launch(&launch(&[
+            ("platform", "tdx"),
+            ("vcpus", "32"),
+            ("memory_gib", "256"),
+            ("gpus", "8"),
+            ("switches", "4"),
+        ]))
+        .unwrap();
+        assert_eq!((s.gpus, s.switches, s.pci_mmio64_mb), (8, 4, 262_144));
+        let cpu = Shape::from_launch(&launch(&[
+            ("platform", "sev-snp"),
+            ("vcpus", "4"),
+            ("memory_gib", "16"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (cpu.pci_mmio64_mb, cpu.cpu.as_str(), cpu.snp_policy),
+            (0, "EPYC-v4", 0x30000)
+        );
+        for (pairs, key) in [
+            (vec![("vcpus", "4"), ("memory_gib", "16")], "platform"),
+            (
+                vec![("platform", "sgx"), ("vcpus", "4"), ("memory_gib", "16")],
+                "platform",
+            ),
+            (vec![("platform", "tdx"), ("memory_gib", "16")], "vcpus"),
+            (
+                vec![("platform", "tdx"), ("vcpus", "0"), ("memory_gib", "16")],
+                "vcpus",
+            ),
+            (
+                vec![("platform", "tdx"), ("vcpus", "four"), ("memory_gib", "16")],
+                "vcpus",
+            ),
+            (
+                vec![("platform", "tdx"), ("vcpus", "4"), ("memory_gib", "0")],
+                "memory_gib",
+            ),
+            (
+                vec![
+                    ("platform", "tdx"),
+                    ("vcpus", "4"),
+                    ("memory_gib", "8"),
+                    ("gpus", "9"),
+                ],
+                "gpus",
+            ),
+            (
+                vec![
+                    ("platform", "sev-snp"),
+                    ("vcpus", "4"),
+                    ("memory_gib", "8"),
+                    ("snp_policy", "0x10000"),
+                ],
+                "snp_policy",
+            ),
+            (
+                vec![
+                    ("platform", "sev-snp"),
+                    ("vcpus", "4"),
+                    ("memory_gib", "8"),
+                    ("snp_policy", "xyz"),
+                ],
+                "snp_policy",
+            ),
+        ] {
+            match Shape::from_launch(&launch(&pairs)) {
+                Err(LaunchError::Parameter { key: k, .. }) => assert_eq!(k, key, "{pairs:?}"),
+                other => panic!("{pairs:?}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            Shape::from_launch(&launch(&[
+                ("platform", "tdx"),
+                ("vcpus", "4"),
+                ("memory_gib", "8"),
+                ("gpus", "1"),
+                ("switches", "4"),
+            ])),
+            Err(LaunchError::SwitchesWithoutBoard { gpus: 1 })
+        );
+    }
+
+    #[test]
+    fn shell_lines_quote_what_needs_it() {
+        let line = shell_line(
+            "qemu-system-x86_64",
+            &[
+                "-append".into(),
+                "console=ttyS0 root=/dev/vda".into(),
+                "it's".into(),
+            ],
+        );
+        assert_eq!(
+            line,
+            r#"qemu-system-x86_64 -append 'console=ttyS0 root=/dev/vda' 'it'\''s'"#
+        );
+    }
+}
+
+/// What the miner gives `tvm launch` besides the release.
+#[derive(Debug, Clone)]
+pub struct HostOptions {
+    pub name: String,
+    pub image_dir: PathBuf,
+    pub data: Option<PathBuf>,
+    pub gpus: Vec<PciAddress>,
+    pub switches: Vec<PciAddress>,
+    pub ports: Vec<u16>,
+    pub qgs_port: u32,
+    pub serial_log: PathBuf,
+}
+
+/// Why a release cannot be launched from its files.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
+    #[error("the manifest's launch parameter {0} is missing: it names the {1} file the measurements were taken with")]
+    Role(&'static str, &'static str),
+    #[error("the manifest lists no file {0:?} (its launch parameter {1} names it)")]
+    Unlisted(String, &'static str),
+    #[error("{path}: {reason}")]
+    File { path: String, reason: String },
+}
+
+/// The release's boot files, checked in `image_dir` against the manifest's
+/// sizes and SHA-256 (a file that differs would boot other measurements),
+/// and the QEMU arguments for them on this host.
+pub fn plan(m: &tvm_image::manifest::Manifest, o: &HostOptions) -> Result<Vec<String>, PlanError> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let shape = Shape::from_launch(&m.launch)?;
+    let file = |key: &'static str, what: &'static str| -> Result<PathBuf, PlanError> {
+        let name = m.launch.get(key).ok_or(PlanError::Role(key, what))?;
+        let listed = m
+            .files
+            .iter()
+            .find(|f| f.path == *name)
+            .ok_or_else(|| PlanError::Unlisted(name.clone(), key))?;
+        // A listed name is a plain file name in the image folder.
+        if name.contains('/') || name.contains('\\') || name.starts_with('.') {
+            return Err(PlanError::Unlisted(name.clone(), key));
+        }
+        let path = o.image_dir.join(name);
+        let bad = |reason: String| PlanError::File {
+            path: path.display().to_string(),
+            reason,
+        };
+        let mut f = std::fs::File::open(&path)
+            .map_err(|e| bad(format!("{e} (download the release first: tvm install)")))?;
+        let size = f.metadata().map_err(|e| bad(e.to_string()))?.len();
+        if size != listed.size {
+            return Err(bad(format!(
+                "{size} bytes; the manifest lists {} (an incomplete or other file)",
+                listed.size
+            )));
+        }
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf).map_err(|e| bad(e.to_string()))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        let got = hex::encode(h.finalize());
+        if !got.eq_ignore_ascii_case(&listed.sha256) {
+            return Err(bad(format!(
+                "SHA-256 {got}; the manifest lists {} (download it again)",
+                listed.sha256
+            )));
+        }
+        Ok(path)
+    };
+    let host = Host {
+        name: o.name.clone(),
+        firmware: file("firmware", "firmware (OVMF/TDVF)")?,
+        kernel: file("kernel", "kernel")?,
+        initrd: file("initrd", "initramfs")?,
+        cmdline: m
+            .launch
+            .get("cmdline")
+            .cloned()
+            .ok_or(PlanError::Role("cmdline", "kernel command line"))?,
+        root: file("root", "root file system")?,
+        data: o.data.clone(),
+        gpus: o.gpus.clone(),
+        switches: o.switches.clone(),
+        ports: o.ports.clone(),
+        qgs_port: o.qgs_port,
+        serial_log: o.serial_log.clone(),
+    };
+    Ok(qemu_args(&shape, &host)?)
+}

@@ -1,0 +1,308 @@
+//! `tvm launch`'s QEMU command lines for the three shapes a release is
+//! measured for, against reviewed golden files (one argument per line in
+//! `tests/golden/`). `TVM_BLESS=1 cargo test -p tvm --test launch` rewrites
+//! them; review the diff before committing it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use tvm::launch::{qemu_args, shell_line, Host, LaunchError, PciAddress, Shape};
+
+fn shape(pairs: &[(&str, &str)]) -> Shape {
+    let m: BTreeMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Shape::from_launch(&m).unwrap()
+}
+
+fn pci(list: &[&str]) -> Vec<PciAddress> {
+    list.iter().map(|a| a.parse().unwrap()).collect()
+}
+
+fn host(gpus: &[&str], switches: &[&str]) -> Host {
+    let img = PathBuf::from("/var/lib/tvm/images/tvm-gpu-2026.12");
+    Host {
+        name: "tvm-cvm0".into(),
+        firmware: img.join("OVMF.fd"),
+        kernel: img.join("vmlinuz"),
+        initrd: img.join("initrd.img"),
+        cmdline: "console=ttyS0 root=/dev/mapper/root ro tvm.verity=0a1b2c".into(),
+        root: img.join("root.img"),
+        data: Some(PathBuf::from("/var/lib/tvm/disks/tvm-cvm0.qcow2")),
+        gpus: pci(gpus),
+        switches: pci(switches),
+        ports: vec![8080, 8980],
+        qgs_port: 4050,
+        serial_log: PathBuf::from("/var/log/tvm/tvm-cvm0.serial.log"),
+    }
+}
+
+const GPUS8: [&str; 8] = [
+    "0000:19:00.0",
+    "0000:3b:00.0",
+    "0000:4c:00.0",
+    "0000:5d:00.0",
+    "0000:9b:00.0",
+    "0000:bb:00.0",
+    "0000:cb:00.0",
+    "0000:db:00.0",
+];
+const SWITCHES4: [&str; 4] = [
+    "0000:05:00.0",
+    "0000:06:00.0",
+    "0000:07:00.0",
+    "0000:08:00.0",
+];
+
+fn golden(name: &str, args: &[String]) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("{name}.args"));
+    let got = args.join("\n") + "\n";
+    if std::env::var_os("TVM_BLESS").is_some() {
+        std::fs::write(&path, &got).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (TVM_BLESS=1 writes it)", path.display()));
+    assert_eq!(
+        got, want,
+        "{name}: the command line changed; review it and bless"
+    );
+}
+
+#[test]
+fn tdx_with_eight_gpus_and_four_nvswitches() {
+    let s = shape(&[
+        ("platform", "tdx"),
+        ("vcpus", "96"),
+        ("memory_gib", "1024"),
+        ("gpus", "8"),
+        ("switches", "4"),
+    ]);
+    let args = qemu_args(&s, &host(&GPUS8, &SWITCHES4)).unwrap();
+    golden("tdx_8gpu_4switch", &args);
+    // Each of the 12 devices on a root port of its own, behind one iommufd.
+    assert_eq!(
+        args.iter().filter(|a| a.starts_with("vfio-pci,")).count(),
+        12
+    );
+    assert_eq!(
+        args.iter()
+            .filter(|a| a.starts_with("pcie-root-port,"))
+            .count(),
+        12
+    );
+    assert_eq!(
+        args.iter().filter(|a| *a == "iommufd,id=iommufd0").count(),
+        1
+    );
+}
+
+#[test]
+fn tdx_with_one_gpu() {
+    let s = shape(&[
+        ("platform", "tdx"),
+        ("vcpus", "16"),
+        ("memory_gib", "128"),
+        ("gpus", "1"),
+    ]);
+    let args = qemu_args(&s, &host(&GPUS8[..1], &[])).unwrap();
+    golden("tdx_1gpu", &args);
+}
+
+#[test]
+fn sev_snp_cpu_only() {
+    let s = shape(&[
+        ("platform", "sev-snp"),
+        ("vcpus", "8"),
+        ("memory_gib", "32"),
+    ]);
+    let mut h = host(&[], &[]);
+    h.data = None;
+    let args = qemu_args(&s, &h).unwrap();
+    golden("snp_cpu", &args);
+    assert!(!args
+        .iter()
+        .any(|a| a.contains("vfio") || a.contains("X-PciMmio64Mb")));
+    let line = shell_line("qemu-system-x86_64", &args);
+    assert!(
+        line.contains("-append 'console=ttyS0 root=/dev/mapper/root ro tvm.verity=0a1b2c'"),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_host_of_another_shape_is_refused_before_qemu_starts() {
+    let s = shape(&[
+        ("platform", "tdx"),
+        ("vcpus", "96"),
+        ("memory_gib", "1024"),
+        ("gpus", "8"),
+        ("switches", "4"),
+    ]);
+    // Seven GPUs (one not bound to vfio, say): the guest's ACPI tables, so
+    // RTMR0, would not be the manifest's.
+    let e = qemu_args(&s, &host(&GPUS8[..7], &SWITCHES4)).unwrap_err();
+    assert_eq!(
+        e,
+        LaunchError::Shape {
+            what: "GPUs",
+            want: 8,
+            have: 7
+        }
+    );
+    assert!(e.to_string().contains("fails `measurement`"), "{e}");
+    let e = qemu_args(&s, &host(&GPUS8, &SWITCHES4[..3])).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            LaunchError::Shape {
+                what: "NVSwitches",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // One device twice.
+    let mut twice = GPUS8;
+    twice[7] = GPUS8[0];
+    let e = qemu_args(&s, &host(&twice, &SWITCHES4)).unwrap_err();
+    assert_eq!(e, LaunchError::Duplicate(GPUS8[0].parse().unwrap()));
+    // One port twice.
+    let mut h = host(&GPUS8, &SWITCHES4);
+    h.ports = vec![8080, 8080];
+    assert_eq!(
+        qemu_args(&s, &h).unwrap_err(),
+        LaunchError::DuplicatePort(8080)
+    );
+}
+
+fn tvm(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tvm"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `tvm launch --dry-run` as a miner runs it: the release verified under the
+/// operator's keys, its boot files checked, the host's GPUs against the
+/// release's shape, then the QEMU command.
+#[test]
+fn launch_verifies_the_release_and_its_files_before_printing_qemu() {
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).display().to_string();
+    let (code, out, err) = tvm(&["image", "keygen", "--out", &p("k")]);
+    assert_eq!(code, 0, "{err}");
+    let public = out
+        .lines()
+        .find_map(|l| l.strip_prefix("public key "))
+        .unwrap()
+        .trim()
+        .to_string();
+    let keys = serde_json::json!({"keys": [{"public_key": public,
+        "valid_from": "2026-01-01T00:00:00Z", "valid_until": "2030-01-01T00:00:00Z"}]});
+    std::fs::write(p("keys.json"), keys.to_string()).unwrap();
+    let image = dir.path().join("image");
+    std::fs::create_dir(&image).unwrap();
+    let mut files = Vec::new();
+    for (name, bytes) in [
+        ("OVMF.fd", &b"firmware"[..]),
+        ("vmlinuz", b"kernel"),
+        ("initrd.img", b"initramfs"),
+        ("root.img", b"root file system"),
+    ] {
+        std::fs::write(image.join(name), bytes).unwrap();
+        files.push(serde_json::json!({"path": name,
+            "sha256": hex::encode(Sha256::digest(bytes)), "size": bytes.len()}));
+    }
+    let manifest = serde_json::json!({
+        "format": 1, "name": "tvm-gpu", "version": "2026.12", "node_types": ["gpu"],
+        "files": files,
+        "launch": {"platform": "tdx", "vcpus": "16", "memory_gib": "128", "gpus": "1",
+            "firmware": "OVMF.fd", "kernel": "vmlinuz", "initrd": "initrd.img", "root": "root.img",
+            "cmdline": "console=ttyS0 ro"},
+        "measurements": [{"platform": "tdx", "shape": "1xH100", "registers": {"mrtd": "00".repeat(48), "rtmr1": "01".repeat(48), "rtmr2": "02".repeat(48)}}],
+        "valid_from": "2026-01-01T00:00:00Z", "valid_until": "2030-01-01T00:00:00Z",
+    });
+    std::fs::write(p("m.json"), manifest.to_string()).unwrap();
+    let (code, _, err) = tvm(&[
+        "image",
+        "sign",
+        "--key",
+        &p("k"),
+        "--manifest",
+        &p("m.json"),
+        "--out",
+        &p("m.signed.json"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let launch = |extra: &[&str]| {
+        let mut a: Vec<String> = vec![
+            "launch".into(),
+            "--manifest".into(),
+            p("m.signed.json"),
+            "--keys".into(),
+            p("keys.json"),
+            "--image-dir".into(),
+            image.display().to_string(),
+            "--dry-run".into(),
+        ];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        tvm(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let (code, out, err) = launch(&["--gpu", "0000:19:00.0"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("qemu-system-x86_64 -name tvm-cvm0"),
+        "{out}"
+    );
+    assert!(
+        out.contains("vfio-pci,host=0000:19:00.0,bus=rp0,iommufd=iommufd0"),
+        "{out}"
+    );
+    assert!(
+        out.contains("hostfwd=tcp::8080-:8080,hostfwd=tcp::8980-:8980"),
+        "{out}"
+    );
+    assert!(out.contains("-append 'console=ttyS0 ro'"), "{out}");
+    // No GPU given for a one-GPU release.
+    let (code, _, err) = launch(&[]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("measured for 1 GPUs; this host gives 0"),
+        "{err}"
+    );
+    // Not a PCI address.
+    let (code, _, err) = launch(&["--gpu", "19:00.0"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("is not a PCI address"), "{err}");
+    // A boot file that is not the release's.
+    std::fs::write(image.join("vmlinuz"), b"kernal").unwrap();
+    let (code, _, err) = launch(&["--gpu", "0000:19:00.0"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("vmlinuz: SHA-256") && err.contains("download it again"),
+        "{err}"
+    );
+    // A manifest no pinned key signed.
+    let (_, out2, _) = tvm(&["image", "keygen", "--out", &p("other")]);
+    let other = out2
+        .lines()
+        .find_map(|l| l.strip_prefix("public key "))
+        .unwrap()
+        .trim();
+    let keys = serde_json::json!({"keys": [{"public_key": other,
+        "valid_from": "2026-01-01T00:00:00Z", "valid_until": "2030-01-01T00:00:00Z"}]});
+    std::fs::write(p("keys.json"), keys.to_string()).unwrap();
+    let (code, _, err) = launch(&["--gpu", "0000:19:00.0"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("m.signed.json"), "{err}");
+}
