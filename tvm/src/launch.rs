@@ -95,6 +95,8 @@ pub enum LaunchError {
     SwitchesWithoutBoard { gpus: usize },
     #[error("port {0} is forwarded twice")]
     DuplicatePort(u16),
+    #[error("GPUs and NVSwitches are passed through only under KVM with a TEE")]
+    PassthroughNeedsKvm,
 }
 
 /// The VM shape a release was measured for: the manifest's `launch`
@@ -230,14 +232,33 @@ pub struct Host {
     pub switches: Vec<PciAddress>,
     /// Host ports forwarded to the same guest ports (the agent's 8080, 8980).
     pub ports: Vec<u16>,
+    /// The host address they listen on (validators must reach them).
+    pub listen: std::net::IpAddr,
     /// TDX: the vsock port of the host's quote generation service (QGS).
     pub qgs_port: u32,
     /// Where the guest's serial console is written.
     pub serial_log: PathBuf,
 }
 
+/// How QEMU runs the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    /// KVM with the TEE: what miners run.
+    Kvm,
+    /// Software emulation with the confidential parts left out (no TEE
+    /// object, no private memory, no passthrough): only to rehearse a
+    /// release's boot on a machine without a TEE. Nothing such a guest
+    /// shows could pass as attested.
+    DangerousTcgWithoutTee,
+}
+
 /// The QEMU arguments (after the program name) for `shape` on `host`.
 pub fn qemu_args(shape: &Shape, host: &Host) -> Result<Vec<String>, LaunchError> {
+    qemu_args_for(shape, host, Accel::Kvm)
+}
+
+/// [`qemu_args`] under the given accelerator.
+pub fn qemu_args_for(shape: &Shape, host: &Host, accel: Accel) -> Result<Vec<String>, LaunchError> {
     for (what, want, have) in [
         ("GPUs", shape.gpus, host.gpus.len()),
         ("NVSwitches", shape.switches, host.switches.len()),
@@ -262,16 +283,31 @@ pub fn qemu_args(shape: &Shape, host: &Host) -> Result<Vec<String>, LaunchError>
     let mut arg = |parts: &[&str]| a.extend(parts.iter().map(|s| s.to_string()));
     let name = &host.name;
     arg(&["-name", &format!("{name},process={name},debug-threads=on")]);
-    arg(&[
-        "-accel",
-        "kvm",
-        "-nodefaults",
-        "-nographic",
-        "-no-user-config",
-    ]);
     let mem = format!("{}G", shape.memory_gib);
-    match shape.platform {
-        Platform::Tdx => {
+    if accel == Accel::DangerousTcgWithoutTee {
+        if !host.gpus.is_empty() || !host.switches.is_empty() {
+            return Err(LaunchError::PassthroughNeedsKvm);
+        }
+        arg(&[
+            "-accel",
+            "tcg",
+            "-nodefaults",
+            "-nographic",
+            "-no-user-config",
+        ]);
+        arg(&["-machine", "q35,hpet=off", "-cpu", "max", "-m", &mem]);
+    } else {
+        arg(&[
+            "-accel",
+            "kvm",
+            "-nodefaults",
+            "-nographic",
+            "-no-user-config",
+        ]);
+    }
+    match (accel, shape.platform) {
+        (Accel::DangerousTcgWithoutTee, _) => {}
+        (Accel::Kvm, Platform::Tdx) => {
             arg(&[
                 "-machine",
                 "q35,kernel_irqchip=split,confidential-guest-support=tdx0,hpet=off",
@@ -283,7 +319,7 @@ pub fn qemu_args(shape: &Shape, host: &Host) -> Result<Vec<String>, LaunchError>
             arg(&["-object", &tdx, "-cpu", "host"]);
             arg(&["-m", &mem]);
         }
-        Platform::SevSnp => {
+        (Accel::Kvm, Platform::SevSnp) => {
             arg(&[
                 "-machine",
                 "q35,confidential-guest-support=sev0,memory-backend=ram0,hpet=off",
@@ -327,7 +363,10 @@ pub fn qemu_args(shape: &Shape, host: &Host) -> Result<Vec<String>, LaunchError>
     let fwd: String = host
         .ports
         .iter()
-        .map(|p| format!(",hostfwd=tcp::{p}-:{p}"))
+        .map(|p| match host.listen {
+            std::net::IpAddr::V4(a) => format!(",hostfwd=tcp:{a}:{p}-:{p}"),
+            std::net::IpAddr::V6(a) => format!(",hostfwd=tcp:[{a}]:{p}-:{p}"),
+        })
         .collect();
     arg(&[
         "-netdev",
@@ -604,6 +643,7 @@ pub fn plan(m: &tvm_image::manifest::Manifest, o: &HostOptions) -> Result<Vec<St
         gpus: o.gpus.clone(),
         switches: o.switches.clone(),
         ports: o.ports.clone(),
+        listen: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
         qgs_port: o.qgs_port,
         serial_log: o.serial_log.clone(),
     };

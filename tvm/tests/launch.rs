@@ -33,6 +33,7 @@ fn host(gpus: &[&str], switches: &[&str]) -> Host {
         gpus: pci(gpus),
         switches: pci(switches),
         ports: vec![8080, 8980],
+        listen: "0.0.0.0".parse().unwrap(),
         qgs_port: 4050,
         serial_log: PathBuf::from("/var/log/tvm/tvm-cvm0.serial.log"),
     }
@@ -269,7 +270,7 @@ fn launch_verifies_the_release_and_its_files_before_printing_qemu() {
         "{out}"
     );
     assert!(
-        out.contains("hostfwd=tcp::8080-:8080,hostfwd=tcp::8980-:8980"),
+        out.contains("hostfwd=tcp:0.0.0.0:8080-:8080,hostfwd=tcp:0.0.0.0:8980-:8980"),
         "{out}"
     );
     assert!(out.contains("-append 'console=ttyS0 ro'"), "{out}");
@@ -305,4 +306,141 @@ fn launch_verifies_the_release_and_its_files_before_printing_qemu() {
     let (code, _, err) = launch(&["--gpu", "0000:19:00.0"]);
     assert_eq!(code, 2);
     assert!(err.contains("m.signed.json"), "{err}");
+}
+
+/// A `newc` cpio archive (what the kernel unpacks as its initramfs):
+/// directories, files and character devices, then the trailer.
+/// One archive entry: name, mode, contents, device (major, minor).
+type Entry<'a> = (&'a str, u32, &'a [u8], (u32, u32));
+
+fn cpio(entries: &[Entry<'_>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut put = |name: &str, mode: u32, data: &[u8], rdev: (u32, u32), ino: u32| {
+        let header = format!(
+            "070701{ino:08x}{mode:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
+            0,
+            0,
+            1,
+            0,
+            data.len(),
+            0,
+            0,
+            rdev.0,
+            rdev.1,
+            name.len() + 1,
+            0
+        );
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.push(0);
+        while out.len() % 4 != 0 {
+            out.push(0);
+        }
+        out.extend_from_slice(data);
+        while out.len() % 4 != 0 {
+            out.push(0);
+        }
+    };
+    for (i, (name, mode, data, rdev)) in entries.iter().enumerate() {
+        put(name, *mode, data, *rdev, i as u32 + 1);
+    }
+    put("TRAILER!!!", 0, &[], (0, 0), 0);
+    out
+}
+
+/// The generated command line, minus the confidential parts, boots a tiny
+/// guest under TCG: the kernel and initramfs given as the release's, the
+/// kernel command line passed, the root image attached, the serial console
+/// in its log, and the guest powering off. It needs qemu-system-x86_64, a
+/// kernel (TVM_SMOKE_KERNEL) and a static busybox; CI provides them and sets
+/// TVM_REQUIRE_QEMU, so there it fails rather than skips without them.
+#[test]
+fn the_command_line_boots_a_tiny_guest_under_tcg() {
+    use tvm::launch::{qemu_args_for, Accel};
+    let require = std::env::var_os("TVM_REQUIRE_QEMU").is_some();
+    let kernel = std::env::var_os("TVM_SMOKE_KERNEL").map(PathBuf::from);
+    let busybox = PathBuf::from("/bin/busybox");
+    let qemu_ok = std::process::Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let (Some(kernel), true, true) = (kernel, qemu_ok, busybox.exists()) else {
+        assert!(
+            !require,
+            "TVM_REQUIRE_QEMU: needs qemu-system-x86_64, TVM_SMOKE_KERNEL and /bin/busybox (static)"
+        );
+        eprintln!("SKIP: no qemu-system-x86_64, TVM_SMOKE_KERNEL or static /bin/busybox");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let init = b"#!/bin/busybox sh\n\
+/bin/busybox mount -t proc proc /proc\n\
+/bin/busybox echo \"TVM-SMOKE init ran; cmdline: $(/bin/busybox cat /proc/cmdline)\"\n\
+/bin/busybox poweroff -f\n";
+    let bb = std::fs::read(&busybox).unwrap();
+    let initrd = cpio(&[
+        ("bin", 0o040755, &[], (0, 0)),
+        ("bin/busybox", 0o100755, &bb, (0, 0)),
+        ("dev", 0o040755, &[], (0, 0)),
+        ("dev/console", 0o020600, &[], (5, 1)),
+        ("proc", 0o040755, &[], (0, 0)),
+        ("init", 0o100755, init, (0, 0)),
+    ]);
+    std::fs::write(dir.path().join("initrd.img"), initrd).unwrap();
+    std::fs::write(dir.path().join("root.img"), vec![0u8; 1 << 20]).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let serial = dir.path().join("serial.log");
+    let host = Host {
+        name: "tvm-smoke".into(),
+        // SeaBIOS, as QEMU ships it: OVMF is the release's real firmware.
+        firmware: PathBuf::from("bios-256k.bin"),
+        kernel,
+        initrd: dir.path().join("initrd.img"),
+        cmdline: "console=ttyS0 panic=-1 tvm.smoke=1".into(),
+        root: dir.path().join("root.img"),
+        data: None,
+        gpus: vec![],
+        switches: vec![],
+        ports: vec![port],
+        listen: "127.0.0.1".parse().unwrap(),
+        qgs_port: 4050,
+        serial_log: serial.clone(),
+    };
+    let s = shape(&[("platform", "tdx"), ("vcpus", "1"), ("memory_gib", "1")]);
+    let args = qemu_args_for(&s, &host, Accel::DangerousTcgWithoutTee).unwrap();
+    assert!(args
+        .iter()
+        .all(|a| !a.contains("tdx") && !a.contains("sev")));
+    let t = std::time::Instant::now();
+    let mut child = std::process::Command::new("qemu-system-x86_64")
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t.elapsed() > std::time::Duration::from_secs(240) {
+            let _ = child.kill();
+            panic!(
+                "the guest did not power off in 240 s; serial:\n{}",
+                std::fs::read_to_string(&serial).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let log = std::fs::read_to_string(&serial).unwrap_or_default();
+    eprintln!("TCG boot to power-off: {:.1} s", t.elapsed().as_secs_f64());
+    assert!(status.success(), "{status}\n{log}");
+    assert!(log.contains("Linux version"), "{log}");
+    assert!(
+        log.contains("TVM-SMOKE init ran; cmdline: console=ttyS0 panic=-1 tvm.smoke=1"),
+        "{log}"
+    );
 }
