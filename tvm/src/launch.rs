@@ -3,10 +3,11 @@
 //! taken for: vCPUs, memory, CPU model, GPUs, NVSwitches, the 64-bit MMIO
 //! window) and this host's devices and paths.
 //!
-//! Every shape parameter changes the guest's ACPI tables and so RTMR0 (TDX)
-//! or the launch digest (SEV-SNP): a host that differs from the manifest's
-//! shape is refused here, before QEMU starts, rather than found out by every
-//! validator as a `measurement` failure.
+//! The VM's shape changes its measurements: the devices and their slots
+//! change the guest's ACPI tables and so TDX's RTMR0; vCPUs, the CPU model,
+//! firmware and kernel change SEV-SNP's launch digest. A host that differs
+//! from the manifest's shape is refused here, before QEMU starts, rather
+//! than found out by every validator as a `measurement` failure.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -83,7 +84,7 @@ pub enum LaunchError {
         value: String,
         why: &'static str,
     },
-    #[error("the release was measured for {want} {what}; this host gives {have}: a guest of another shape fails `measurement` at every validator (pass exactly {want})")]
+    #[error("the release was measured for {want} {what}; this host gives {have}: a guest of another shape fails `measurement` at every validator (give --gpu/--switch once per device, as lspci -Dnd 10de: lists them, each bound to vfio-pci)")]
     Shape {
         what: &'static str,
         want: usize,
@@ -97,6 +98,14 @@ pub enum LaunchError {
     DuplicatePort(u16),
     #[error("GPUs and NVSwitches are passed through only under KVM with a TEE")]
     PassthroughNeedsKvm,
+    #[error("the path {0:?} holds control characters")]
+    Path(String),
+    #[error("the release has a data disk and none was given (--data-disk FILE.qcow2)")]
+    NoDataDisk,
+    #[error("the release was measured without a data disk; drop --data-disk")]
+    UnexpectedDataDisk,
+    #[error("the VM name {0:?} must be letters, digits and ._+- (at most 128)")]
+    Name(String),
 }
 
 /// The VM shape a release was measured for: the manifest's `launch`
@@ -115,13 +124,36 @@ pub struct Shape {
     pub cpu: String,
     /// SEV-SNP only: the guest policy (QEMU's `policy=`).
     pub snp_policy: u64,
+    /// Whether the guest has its writable data disk: a device more or less
+    /// is another PCI layout, and so other measurements.
+    pub data_disk: bool,
+}
+
+/// A name QEMU takes as it is: letters, digits and `._+-`, not starting
+/// with a dot, at most 128 characters (no comma can split an option).
+pub fn safe_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && !s.starts_with('.')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b))
+}
+
+/// A path inside a QEMU option value: commas doubled, as QEMU reads them.
+fn opt_path(p: &std::path::Path) -> Result<String, LaunchError> {
+    let s = p.display().to_string();
+    if s.chars().any(char::is_control) {
+        return Err(LaunchError::Path(s));
+    }
+    Ok(s.replace(',', ",,"))
 }
 
 impl Shape {
     /// From a manifest's `launch` parameters: `platform` (tdx | sev-snp),
     /// `vcpus`, `memory_gib`, `gpus`, `switches` (default 0),
-    /// `pci_mmio64_mb` (default 262144 with GPUs, else 0), and for
-    /// SEV-SNP `cpu` (default EPYC-v4) and `snp_policy` (default 0x30000).
+    /// `pci_mmio64_mb` (required with GPUs), `data_disk` (default true),
+    /// and for SEV-SNP `cpu` (default EPYC-v4) and `snp_policy` (default
+    /// 0x30000).
     pub fn from_launch(launch: &BTreeMap<String, String>) -> Result<Self, LaunchError> {
         fn num<T: std::str::FromStr>(
             launch: &BTreeMap<String, String>,
@@ -154,33 +186,43 @@ impl Shape {
             }
         };
         let gpus: usize = num(launch, "gpus", Some(0))?;
-        let shape =
-            Shape {
-                platform,
-                vcpus: num(launch, "vcpus", None)?,
-                memory_gib: num(launch, "memory_gib", None)?,
-                gpus,
-                switches: num(launch, "switches", Some(0))?,
-                pci_mmio64_mb: num(
-                    launch,
-                    "pci_mmio64_mb",
-                    Some(if gpus > 0 { 262_144 } else { 0 }),
-                )?,
-                cpu: launch
-                    .get("cpu")
-                    .cloned()
-                    .unwrap_or_else(|| "EPYC-v4".into()),
-                snp_policy: match launch.get("snp_policy") {
-                    None => 0x30000,
-                    Some(v) => u64::from_str_radix(v.trim().trim_start_matches("0x"), 16).map_err(
-                        |_| LaunchError::Parameter {
-                            key: "snp_policy",
-                            value: v.clone(),
-                            why: "not a hexadecimal number",
-                        },
-                    )?,
-                },
-            };
+        let shape = Shape {
+            platform,
+            vcpus: num(launch, "vcpus", None)?,
+            memory_gib: num(launch, "memory_gib", None)?,
+            gpus,
+            switches: num(launch, "switches", Some(0))?,
+            // With GPUs the window must hold every GPU's BAR1 (an
+            // H100's is 128 GiB): the release says what it measured.
+            pci_mmio64_mb: num(launch, "pci_mmio64_mb", (gpus == 0).then_some(0))?,
+            data_disk: match launch.get("data_disk").map(String::as_str) {
+                None | Some("true") => true,
+                Some("false") => false,
+                Some(v) => {
+                    return Err(LaunchError::Parameter {
+                        key: "data_disk",
+                        value: v.to_string(),
+                        why: "must be true or false",
+                    })
+                }
+            },
+            cpu: launch
+                .get("cpu")
+                .cloned()
+                .unwrap_or_else(|| "EPYC-v4".into()),
+            snp_policy: match launch.get("snp_policy") {
+                None => 0x30000,
+                Some(v) => v
+                    .trim()
+                    .strip_prefix("0x")
+                    .and_then(|h| u64::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| LaunchError::Parameter {
+                        key: "snp_policy",
+                        value: v.clone(),
+                        why: "not a 0x-prefixed hexadecimal number",
+                    })?,
+            },
+        };
         if shape.vcpus == 0 || shape.vcpus > 512 {
             return Err(LaunchError::Parameter {
                 key: "vcpus",
@@ -210,6 +252,20 @@ impl Shape {
                 key: "snp_policy",
                 value: format!("{:#x}", shape.snp_policy),
                 why: "bit 17 (reserved, must be one) is clear",
+            });
+        }
+        if shape.platform == Platform::SevSnp && (shape.snp_policy >> 19) & 1 == 1 {
+            return Err(LaunchError::Parameter {
+                key: "snp_policy",
+                value: format!("{:#x}", shape.snp_policy),
+                why: "bit 19 allows debugging: the host could read the guest's memory",
+            });
+        }
+        if !safe_name(&shape.cpu) {
+            return Err(LaunchError::Parameter {
+                key: "cpu",
+                value: shape.cpu.clone(),
+                why: "not a QEMU CPU model name",
             });
         }
         Ok(shape)
@@ -272,6 +328,14 @@ pub fn qemu_args_for(shape: &Shape, host: &Host, accel: Accel) -> Result<Vec<Str
         if !seen.insert(*a) {
             return Err(LaunchError::Duplicate(*a));
         }
+    }
+    match (shape.data_disk, &host.data) {
+        (true, None) => return Err(LaunchError::NoDataDisk),
+        (false, Some(_)) => return Err(LaunchError::UnexpectedDataDisk),
+        _ => {}
+    }
+    if !safe_name(&host.name) {
+        return Err(LaunchError::Name(host.name.clone()));
     }
     let mut ports = std::collections::BTreeSet::new();
     for p in &host.ports {
@@ -343,21 +407,23 @@ pub fn qemu_args_for(shape: &Shape, host: &Host, accel: Accel) -> Result<Vec<Str
     arg(&["-kernel", &host.kernel.display().to_string()]);
     arg(&["-initrd", &host.initrd.display().to_string()]);
     arg(&["-append", &host.cmdline]);
+    // Every device at a fixed slot: the guest's PCI layout (its ACPI
+    // tables, RTMR0) is the manifest's whatever else changes.
     arg(&[
         "-drive",
         &format!(
             "file={},if=none,id=root,format=raw,readonly=on",
-            host.root.display()
+            opt_path(&host.root)?
         ),
         "-device",
-        "virtio-blk-pci,drive=root",
+        "virtio-blk-pci,drive=root,addr=0x2",
     ]);
     if let Some(data) = &host.data {
         arg(&[
             "-drive",
-            &format!("file={},if=none,id=data,format=qcow2", data.display()),
+            &format!("file={},if=none,id=data,format=qcow2", opt_path(data)?),
             "-device",
-            "virtio-blk-pci,drive=data",
+            "virtio-blk-pci,drive=data,addr=0x3",
         ]);
     }
     let fwd: String = host
@@ -372,9 +438,11 @@ pub fn qemu_args_for(shape: &Shape, host: &Host, accel: Accel) -> Result<Vec<Str
         "-netdev",
         &format!("user,id=net0{fwd}"),
         "-device",
-        "virtio-net-pci,netdev=net0",
+        "virtio-net-pci,netdev=net0,addr=0x4",
     ]);
-    arg(&["-serial", &format!("file:{}", host.serial_log.display())]);
+    arg(&["-serial", &format!("file:{}", opt_path(&host.serial_log)?)]);
+    // A guest that stops is not restarted behind the validators' backs.
+    arg(&["-no-reboot"]);
     let devices: Vec<&PciAddress> = host.gpus.iter().chain(&host.switches).collect();
     if !devices.is_empty() {
         // One iommufd for every device; each on a root port of its own, so
@@ -384,9 +452,10 @@ pub fn qemu_args_for(shape: &Shape, host: &Host, accel: Accel) -> Result<Vec<Str
             arg(&[
                 "-device",
                 &format!(
-                    "pcie-root-port,id=rp{i},bus=pcie.0,chassis={},slot={}",
+                    "pcie-root-port,id=rp{i},bus=pcie.0,chassis={},slot={},addr={:#x}",
                     i + 1,
-                    i + 1
+                    i + 1,
+                    0x10 + i
                 ),
                 "-device",
                 &format!("vfio-pci,host={d},bus=rp{i},iommufd=iommufd0"),
@@ -458,9 +527,11 @@ mod tests {
             ("memory_gib", "256"),
             ("gpus", "8"),
             ("switches", "4"),
+            ("pci_mmio64_mb", "2097152"),
         ]))
         .unwrap();
-        assert_eq!((s.gpus, s.switches, s.pci_mmio64_mb), (8, 4, 262_144));
+        assert_eq!((s.gpus, s.switches, s.pci_mmio64_mb), (8, 4, 2_097_152));
+        assert!(s.data_disk);
         let cpu = Shape::from_launch(&launch(&[
             ("platform", "sev-snp"),
             ("vcpus", "4"),
@@ -496,6 +567,7 @@ mod tests {
                     ("vcpus", "4"),
                     ("memory_gib", "8"),
                     ("gpus", "9"),
+                    ("pci_mmio64_mb", "1"),
                 ],
                 "gpus",
             ),
@@ -517,6 +589,51 @@ mod tests {
                 ],
                 "snp_policy",
             ),
+            (
+                vec![
+                    ("platform", "sev-snp"),
+                    ("vcpus", "4"),
+                    ("memory_gib", "8"),
+                    ("snp_policy", "0xb0000"),
+                ],
+                "snp_policy",
+            ),
+            (
+                vec![
+                    ("platform", "sev-snp"),
+                    ("vcpus", "4"),
+                    ("memory_gib", "8"),
+                    ("snp_policy", "30000"),
+                ],
+                "snp_policy",
+            ),
+            (
+                vec![
+                    ("platform", "sev-snp"),
+                    ("vcpus", "4"),
+                    ("memory_gib", "8"),
+                    ("cpu", "EPYC-v4,+debug"),
+                ],
+                "cpu",
+            ),
+            (
+                vec![
+                    ("platform", "tdx"),
+                    ("vcpus", "4"),
+                    ("memory_gib", "8"),
+                    ("gpus", "1"),
+                ],
+                "pci_mmio64_mb",
+            ),
+            (
+                vec![
+                    ("platform", "tdx"),
+                    ("vcpus", "4"),
+                    ("memory_gib", "8"),
+                    ("data_disk", "yes"),
+                ],
+                "data_disk",
+            ),
         ] {
             match Shape::from_launch(&launch(&pairs)) {
                 Err(LaunchError::Parameter { key: k, .. }) => assert_eq!(k, key, "{pairs:?}"),
@@ -530,6 +647,7 @@ mod tests {
                 ("memory_gib", "8"),
                 ("gpus", "1"),
                 ("switches", "4"),
+                ("pci_mmio64_mb", "262144"),
             ])),
             Err(LaunchError::SwitchesWithoutBoard { gpus: 1 })
         );
@@ -574,6 +692,8 @@ pub enum PlanError {
     Role(&'static str, &'static str),
     #[error("the manifest lists no file {0:?} (its launch parameter {1} names it)")]
     Unlisted(String, &'static str),
+    #[error("the manifest names {0:?} as its {1} file: not a plain file name (report it to the operator)")]
+    BadName(String, &'static str),
     #[error("{path}: {reason}")]
     File { path: String, reason: String },
 }
@@ -593,16 +713,19 @@ pub fn plan(m: &tvm_image::manifest::Manifest, o: &HostOptions) -> Result<Vec<St
             .find(|f| f.path == *name)
             .ok_or_else(|| PlanError::Unlisted(name.clone(), key))?;
         // A listed name is a plain file name in the image folder.
-        if name.contains('/') || name.contains('\\') || name.starts_with('.') {
-            return Err(PlanError::Unlisted(name.clone(), key));
+        if !safe_name(name) {
+            return Err(PlanError::BadName(name.clone(), key));
         }
         let path = o.image_dir.join(name);
         let bad = |reason: String| PlanError::File {
             path: path.display().to_string(),
             reason,
         };
-        let mut f = std::fs::File::open(&path)
-            .map_err(|e| bad(format!("{e} (download the release first: tvm install)")))?;
+        let mut f = std::fs::File::open(&path).map_err(|e| {
+            bad(format!(
+                "{e} (download the release's files into --image-dir first)"
+            ))
+        })?;
         let size = f.metadata().map_err(|e| bad(e.to_string()))?.len();
         if size != listed.size {
             return Err(bad(format!(

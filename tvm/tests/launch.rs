@@ -81,6 +81,8 @@ fn tdx_with_eight_gpus_and_four_nvswitches() {
         ("memory_gib", "1024"),
         ("gpus", "8"),
         ("switches", "4"),
+        // 8 × an H100's 128 GiB BAR1, and room.
+        ("pci_mmio64_mb", "2097152"),
     ]);
     let args = qemu_args(&s, &host(&GPUS8, &SWITCHES4)).unwrap();
     golden("tdx_8gpu_4switch", &args);
@@ -108,6 +110,7 @@ fn tdx_with_one_gpu() {
         ("vcpus", "16"),
         ("memory_gib", "128"),
         ("gpus", "1"),
+        ("pci_mmio64_mb", "262144"),
     ]);
     let args = qemu_args(&s, &host(&GPUS8[..1], &[])).unwrap();
     golden("tdx_1gpu", &args);
@@ -119,10 +122,17 @@ fn sev_snp_cpu_only() {
         ("platform", "sev-snp"),
         ("vcpus", "8"),
         ("memory_gib", "32"),
+        ("data_disk", "false"),
     ]);
     let mut h = host(&[], &[]);
     h.data = None;
     let args = qemu_args(&s, &h).unwrap();
+    // The data disk is part of the shape: a device more or less is another
+    // PCI layout.
+    assert_eq!(
+        qemu_args(&s, &host(&[], &[])).unwrap_err(),
+        LaunchError::UnexpectedDataDisk
+    );
     golden("snp_cpu", &args);
     assert!(!args
         .iter()
@@ -142,6 +152,8 @@ fn a_host_of_another_shape_is_refused_before_qemu_starts() {
         ("memory_gib", "1024"),
         ("gpus", "8"),
         ("switches", "4"),
+        // 8 × an H100's 128 GiB BAR1, and room.
+        ("pci_mmio64_mb", "2097152"),
     ]);
     // Seven GPUs (one not bound to vfio, say): the guest's ACPI tables, so
     // RTMR0, would not be the manifest's.
@@ -178,6 +190,21 @@ fn a_host_of_another_shape_is_refused_before_qemu_starts() {
         qemu_args(&s, &h).unwrap_err(),
         LaunchError::DuplicatePort(8080)
     );
+    // No data disk for a release that has one.
+    let mut h = host(&GPUS8, &SWITCHES4);
+    h.data = None;
+    assert_eq!(qemu_args(&s, &h).unwrap_err(), LaunchError::NoDataDisk);
+    // A comma in a path cannot add drive options: QEMU reads ",," as ",".
+    let mut h = host(&GPUS8, &SWITCHES4);
+    h.root = PathBuf::from("/img/root.img,snapshot=on");
+    let args = qemu_args(&s, &h).unwrap();
+    let want = "file=/img/root.img,,snapshot=on,if=none,id=root,format=raw,readonly=on";
+    assert!(args.iter().any(|a| a == want), "{args:?}");
+    h.root = PathBuf::from("/img/root\u{7}.img");
+    assert!(matches!(qemu_args(&s, &h), Err(LaunchError::Path(_))));
+    let mut h = host(&GPUS8, &SWITCHES4);
+    h.name = "cvm0,debug-threads=off".into();
+    assert!(matches!(qemu_args(&s, &h), Err(LaunchError::Name(_))));
 }
 
 fn tvm(args: &[&str]) -> (i32, String, String) {
@@ -228,6 +255,7 @@ fn launch_verifies_the_release_and_its_files_before_printing_qemu() {
         "format": 1, "name": "tvm-gpu", "version": "2026.12", "node_types": ["gpu"],
         "files": files,
         "launch": {"platform": "tdx", "vcpus": "16", "memory_gib": "128", "gpus": "1",
+            "pci_mmio64_mb": "262144", "data_disk": "false",
             "firmware": "OVMF.fd", "kernel": "vmlinuz", "initrd": "initrd.img", "root": "root.img",
             "cmdline": "console=ttyS0 ro"},
         "measurements": [{"platform": "tdx", "shape": "1xH100", "registers": {"mrtd": "00".repeat(48), "rtmr1": "01".repeat(48), "rtmr2": "02".repeat(48)}}],
@@ -308,6 +336,29 @@ fn launch_verifies_the_release_and_its_files_before_printing_qemu() {
     assert!(err.contains("m.signed.json"), "{err}");
 }
 
+/// An ELF64 executable without a program interpreter (PT_INTERP).
+fn is_static_elf64(b: &[u8]) -> bool {
+    let u16_at = |o: usize| {
+        b.get(o..o + 2)
+            .map(|x| u16::from_le_bytes([x[0], x[1]]) as usize)
+    };
+    let u64_at = |o: usize| {
+        b.get(o..o + 8)
+            .and_then(|x| x.try_into().ok())
+            .map(|x: [u8; 8]| u64::from_le_bytes(x) as usize)
+    };
+    if !b.starts_with(b"\x7fELF\x02\x01") {
+        return false;
+    }
+    let (Some(phoff), Some(size), Some(count)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38)) else {
+        return false;
+    };
+    (0..count).all(|i| {
+        b.get(phoff + i * size..phoff + i * size + 4)
+            .is_some_and(|t| t != [3, 0, 0, 0])
+    })
+}
+
 /// A `newc` cpio archive (what the kernel unpacks as its initramfs):
 /// directories, files and character devices, then the trailer.
 /// One archive entry: name, mode, contents, device (major, minor).
@@ -364,7 +415,9 @@ fn the_command_line_boots_a_tiny_guest_under_tcg() {
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
-    let (Some(kernel), true, true) = (kernel, qemu_ok, busybox.exists()) else {
+    // A static busybox: a dynamic one has no loader in the initramfs.
+    let static_busybox = std::fs::read(&busybox).is_ok_and(|b| is_static_elf64(&b));
+    let (Some(kernel), true, true) = (kernel, qemu_ok, static_busybox) else {
         assert!(
             !require,
             "TVM_REQUIRE_QEMU: needs qemu-system-x86_64, TVM_SMOKE_KERNEL and /bin/busybox (static)"
@@ -410,7 +463,12 @@ fn the_command_line_boots_a_tiny_guest_under_tcg() {
         qgs_port: 4050,
         serial_log: serial.clone(),
     };
-    let s = shape(&[("platform", "tdx"), ("vcpus", "1"), ("memory_gib", "1")]);
+    let s = shape(&[
+        ("platform", "tdx"),
+        ("vcpus", "1"),
+        ("memory_gib", "1"),
+        ("data_disk", "false"),
+    ]);
     let args = qemu_args_for(&s, &host, Accel::DangerousTcgWithoutTee).unwrap();
     assert!(args
         .iter()
