@@ -366,12 +366,16 @@ impl Client {
 
     /// What committing on `netuid` needs now: the chain's commit-reveal
     /// settings and its epoch schedule at the best block. `block_time` is
-    /// the chain's seconds per block (12 on finney).
+    /// the chain's seconds per block (12 on finney). Refused when the
+    /// subnet does not run commit-reveal.
     pub async fn commit_schedule(
         &self,
         netuid: u16,
         block_time: f64,
     ) -> Result<(CommitReveal, Schedule), ClientError> {
+        if !(block_time > 0.0 && block_time <= 60.0) {
+            return Err(ClientError::BadBlockTime(block_time));
+        }
         use hyperparams::{key_of, BEACON_CONFIG, COMMIT_REVEAL_VERSION, REVEAL_PERIOD_EPOCHS};
         let version = self
             .storage(&key_of(
@@ -403,6 +407,9 @@ impl Client {
             beacon.as_deref(),
         )?;
         let hyper = self.hyperparams(netuid).await?;
+        if !hyper.commit_reveal {
+            return Err(ClientError::CommitRevealDisabled { netuid });
+        }
         let block = self.best_block().await?;
         // The stateful epoch counter where the runtime has it.
         let mut counter = Vec::new();
@@ -437,22 +444,16 @@ impl Client {
 
     /// `commit_timelocked_weights`: the weights encrypted to the drand round
     /// the chain will have when it reveals them (`reveal_period_epochs`
-    /// epochs on), waiting for the block. Refused up front, with nothing
-    /// sent, when the subnet does not run commit-reveal.
+    /// epochs on), waiting for the block; `plan` is what
+    /// [`Client::commit_schedule`] read just before.
     pub async fn commit_weights(
         &self,
         signer: &Hotkey,
         w: SetWeights,
-        block_time: f64,
+        plan: &(CommitReveal, Schedule),
         trust: BeaconTrust,
     ) -> Result<Committed, ClientError> {
-        if !(block_time > 0.0 && block_time <= 60.0) {
-            return Err(ClientError::BadBlockTime(block_time));
-        }
-        if !self.hyperparams(w.netuid).await?.commit_reveal {
-            return Err(ClientError::CommitRevealDisabled { netuid: w.netuid });
-        }
-        let (cr, schedule) = self.commit_schedule(w.netuid, block_time).await?;
+        let (cr, schedule) = plan;
         if trust == BeaconTrust::Quicknet && cr.beacon != crate::drand::Beacon::quicknet() {
             return Err(ClientError::UnexpectedBeacon);
         }

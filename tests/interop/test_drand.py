@@ -26,6 +26,8 @@ ROUND_1000_SIG = "b44679b9a59af2ec876b1a6b1ad52ea9b1615fc3982b19576350f93447cb11
 
 
 class Rust:
+    """The driver's answers as they are: errors are what some tests expect."""
+
     def __init__(self, binary):
         self.p = subprocess.Popen([binary], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 

@@ -578,31 +578,26 @@ async fn run_in(opts: &DevnetOptions, dir: &Path) -> Result<(), DevnetError> {
         "\nweights computed: {}",
         weights_line(&report.scores.weights)
     );
+    let on_chain = || {
+        net.chain
+            .weights()
+            .get(&net.validator_uid)
+            .cloned()
+            .unwrap_or_default()
+    };
     match &weights {
         WeightsSent::Landed { .. } => {
-            let on_chain = net
-                .chain
-                .weights()
-                .get(&net.validator_uid)
-                .cloned()
-                .unwrap_or_default();
             println!(
                 "weights the chain accepted ({weights}): {}",
-                weights_line(&on_chain)
+                weights_line(&on_chain())
             );
         }
         WeightsSent::Committed { .. } => {
             println!("weights {weights}");
             let block = wait_for_reveal(&net, opts.block_time).await?;
-            let on_chain = net
-                .chain
-                .weights()
-                .get(&net.validator_uid)
-                .cloned()
-                .unwrap_or_default();
             println!(
                 "weights the chain revealed and applied (block {block}): {}",
-                weights_line(&on_chain)
+                weights_line(&on_chain())
             );
             if let Ok(Some(seen)) = validator.track_reveal(epoch).await {
                 println!("the validator read them back: {seen}");

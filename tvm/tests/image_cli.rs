@@ -1,28 +1,8 @@
 //! `tvm image` as an operator runs it: keys, signing, what validators
 //! conclude, retiring a release and rotating keys.
 
-use std::process::Command;
-
-fn tvm(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tvm"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn public_key(keygen_out: &str) -> String {
-    keygen_out
-        .lines()
-        .find_map(|l| l.strip_prefix("public key "))
-        .unwrap()
-        .trim()
-        .to_string()
-}
+mod common;
+use common::{public_key, tvm};
 
 #[test]
 fn keygen_sign_verify_retire_and_rotate() {

@@ -8,6 +8,9 @@ use std::path::PathBuf;
 
 use tvm::launch::{qemu_args, shell_line, Host, LaunchError, PciAddress, Shape};
 
+mod common;
+use common::{public_key, tvm};
+
 fn shape(pairs: &[(&str, &str)]) -> Shape {
     let m: BTreeMap<String, String> = pairs
         .iter()
@@ -37,6 +40,19 @@ fn host(gpus: &[&str], switches: &[&str]) -> Host {
         qgs_port: 4050,
         serial_log: PathBuf::from("/var/log/tvm/tvm-cvm0.serial.log"),
     }
+}
+
+/// TDX with an HGX board: 8 GPUs and 4 NVSwitches.
+fn hgx_shape() -> Shape {
+    shape(&[
+        ("platform", "tdx"),
+        ("vcpus", "96"),
+        ("memory_gib", "1024"),
+        ("gpus", "8"),
+        ("switches", "4"),
+        // 8 × an H100's 128 GiB BAR1, and room.
+        ("pci_mmio64_mb", "2097152"),
+    ])
 }
 
 const GPUS8: [&str; 8] = [
@@ -75,15 +91,7 @@ fn golden(name: &str, args: &[String]) {
 
 #[test]
 fn tdx_with_eight_gpus_and_four_nvswitches() {
-    let s = shape(&[
-        ("platform", "tdx"),
-        ("vcpus", "96"),
-        ("memory_gib", "1024"),
-        ("gpus", "8"),
-        ("switches", "4"),
-        // 8 × an H100's 128 GiB BAR1, and room.
-        ("pci_mmio64_mb", "2097152"),
-    ]);
+    let s = hgx_shape();
     let args = qemu_args(&s, &host(&GPUS8, &SWITCHES4)).unwrap();
     golden("tdx_8gpu_4switch", &args);
     // Each of the 12 devices on a root port of its own, behind one iommufd.
@@ -146,15 +154,7 @@ fn sev_snp_cpu_only() {
 
 #[test]
 fn a_host_of_another_shape_is_refused_before_qemu_starts() {
-    let s = shape(&[
-        ("platform", "tdx"),
-        ("vcpus", "96"),
-        ("memory_gib", "1024"),
-        ("gpus", "8"),
-        ("switches", "4"),
-        // 8 × an H100's 128 GiB BAR1, and room.
-        ("pci_mmio64_mb", "2097152"),
-    ]);
+    let s = hgx_shape();
     // Seven GPUs (one not bound to vfio, say): the guest's ACPI tables, so
     // RTMR0, would not be the manifest's.
     let e = qemu_args(&s, &host(&GPUS8[..7], &SWITCHES4)).unwrap_err();
@@ -207,18 +207,6 @@ fn a_host_of_another_shape_is_refused_before_qemu_starts() {
     assert!(matches!(qemu_args(&s, &h), Err(LaunchError::Name(_))));
 }
 
-fn tvm(args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tvm"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// `tvm launch --dry-run` as a miner runs it: the release verified under the
 /// operator's keys, its boot files checked, the host's GPUs against the
 /// release's shape, then the QEMU command.
@@ -229,14 +217,9 @@ fn launch_verifies_the_release_and_its_files_before_printing_qemu() {
     let p = |name: &str| dir.path().join(name).display().to_string();
     let (code, out, err) = tvm(&["image", "keygen", "--out", &p("k")]);
     assert_eq!(code, 0, "{err}");
-    let public = out
-        .lines()
-        .find_map(|l| l.strip_prefix("public key "))
-        .unwrap()
-        .trim()
-        .to_string();
+    let public = public_key(&out);
     let keys = serde_json::json!({"keys": [{"public_key": public,
-        "valid_from": "2026-01-01T00:00:00Z", "valid_until": "2030-01-01T00:00:00Z"}]});
+        "valid_from": "2026-01-01T00:00:00Z", "valid_until": "2999-01-01T00:00:00Z"}]});
     std::fs::write(p("keys.json"), keys.to_string()).unwrap();
     let image = dir.path().join("image");
     std::fs::create_dir(&image).unwrap();
@@ -259,7 +242,7 @@ fn launch_verifies_the_release_and_its_files_before_printing_qemu() {
             "firmware": "OVMF.fd", "kernel": "vmlinuz", "initrd": "initrd.img", "root": "root.img",
             "cmdline": "console=ttyS0 ro"},
         "measurements": [{"platform": "tdx", "shape": "1xH100", "registers": {"mrtd": "00".repeat(48), "rtmr1": "01".repeat(48), "rtmr2": "02".repeat(48)}}],
-        "valid_from": "2026-01-01T00:00:00Z", "valid_until": "2030-01-01T00:00:00Z",
+        "valid_from": "2026-01-01T00:00:00Z", "valid_until": "2999-01-01T00:00:00Z",
     });
     std::fs::write(p("m.json"), manifest.to_string()).unwrap();
     let (code, _, err) = tvm(&[
@@ -323,13 +306,9 @@ fn launch_verifies_the_release_and_its_files_before_printing_qemu() {
     );
     // A manifest no pinned key signed.
     let (_, out2, _) = tvm(&["image", "keygen", "--out", &p("other")]);
-    let other = out2
-        .lines()
-        .find_map(|l| l.strip_prefix("public key "))
-        .unwrap()
-        .trim();
+    let other = public_key(&out2);
     let keys = serde_json::json!({"keys": [{"public_key": other,
-        "valid_from": "2026-01-01T00:00:00Z", "valid_until": "2030-01-01T00:00:00Z"}]});
+        "valid_from": "2026-01-01T00:00:00Z", "valid_until": "2999-01-01T00:00:00Z"}]});
     std::fs::write(p("keys.json"), keys.to_string()).unwrap();
     let (code, _, err) = launch(&["--gpu", "0000:19:00.0"]);
     assert_eq!(code, 2);

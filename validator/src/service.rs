@@ -367,8 +367,12 @@ async fn set_on_chain(
         .get(usize::from(to.my_uid))
         .copied()
         .unwrap_or(0);
-    if hyper.commit_reveal {
-        let (_, schedule) = client.commit_schedule(netuid, to.block_time).await?;
+    // Under commit-reveal: the chain's settings and schedule, read once.
+    let plan = match hyper.commit_reveal {
+        true => Some(client.commit_schedule(netuid, to.block_time).await?),
+        false => None,
+    };
+    if let Some((_, schedule)) = &plan {
         let epoch = schedule.commit_epoch();
         if client
             .has_commit(netuid, epoch, &validator.account_id())
@@ -390,11 +394,8 @@ async fn set_on_chain(
         weights,
         version_key: to.version_key.max(hyper.weights_version_key),
     };
-    Ok(if hyper.commit_reveal {
-        match client
-            .commit_weights(validator, w, to.block_time, to.beacon)
-            .await
-        {
+    Ok(if let Some(plan) = &plan {
+        match client.commit_weights(validator, w, plan, to.beacon).await {
             Ok(c) => WeightsSent::Committed {
                 block_hash: hex::encode(c.included.block_hash),
                 commit_epoch: c.commit_epoch,
@@ -434,14 +435,7 @@ pub async fn resend_weights(
     else {
         return Ok(None);
     };
-    let Some(row) = s.db.round_of(epoch)? else {
-        return Ok(None);
-    };
-    let Some(mut result) = row
-        .result
-        .as_deref()
-        .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok())
-    else {
+    let Some((row_id, mut result)) = stored_result(s, epoch)? else {
         return Ok(None);
     };
     let sent: Option<WeightsSent> = serde_json::from_value(result["set"].clone()).ok();
@@ -479,8 +473,23 @@ pub async fn resend_weights(
         return Ok(None);
     }
     result["set"] = serde_json::to_value(&now_sent).map_err(crate::db::DbError::from)?;
-    s.db.set_result(row.id, &result.to_string())?;
+    s.db.set_result(row_id, &result.to_string())?;
     Ok(Some(now_sent))
+}
+
+/// The stored result of `epoch`'s finished round, with its row id.
+fn stored_result(
+    s: &Service<'_>,
+    epoch: u64,
+) -> Result<Option<(i64, serde_json::Value)>, ServiceError> {
+    let Some(row) = s.db.round_of(epoch)? else {
+        return Ok(None);
+    };
+    Ok(row
+        .result
+        .as_deref()
+        .and_then(|j| serde_json::from_str(j).ok())
+        .map(|v| (row.id, v)))
 }
 
 /// For a round whose weights were committed: once the chain has passed
@@ -491,14 +500,7 @@ pub async fn track_reveal(s: &Service<'_>, epoch: u64) -> Result<Option<RevealSe
     let Network::Chain { client, netuid, .. } = &s.network else {
         return Ok(None);
     };
-    let Some(row) = s.db.round_of(epoch)? else {
-        return Ok(None);
-    };
-    let Some(mut result) = row
-        .result
-        .as_deref()
-        .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok())
-    else {
+    let Some((row_id, mut result)) = stored_result(s, epoch)? else {
         return Ok(None);
     };
     let Ok(WeightsSent::Committed {
@@ -536,7 +538,7 @@ pub async fn track_reveal(s: &Service<'_>, epoch: u64) -> Result<Option<RevealSe
         false => RevealSeen::Missed { block },
     };
     result["reveal"] = serde_json::to_value(&seen).map_err(crate::db::DbError::from)?;
-    s.db.set_result(row.id, &result.to_string())?;
+    s.db.set_result(row_id, &result.to_string())?;
     Ok(Some(seen))
 }
 

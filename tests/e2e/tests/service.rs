@@ -10,7 +10,7 @@ use std::time::Duration;
 use tvm_chain::client::{BeaconTrust, Client};
 use tvm_chain::testchain::rules::Fixture;
 use tvm_chain::testchain::server::TestChain;
-use tvm_e2e::{axon, devnet_trust, key, sim_agent};
+use tvm_e2e::{axon, devnet_trust, free_port, key, sim_agent, validator_attester};
 use tvm_protocol::nodes::NodeEntry;
 use tvm_validator::attest::Attester;
 use tvm_validator::db::Db;
@@ -179,11 +179,7 @@ async fn commit_reveal_commits_once_and_the_chain_reveals_the_rounds_weights() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let sim = dir.path().join("sim");
-    let port = std::net::TcpListener::bind("127.0.0.6:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port([127, 0, 0, 6]).unwrap();
     let _a = sim_agent(
         &sim,
         "//Miner1",
@@ -223,8 +219,7 @@ neurons:
     .unwrap();
     let client = Client::connect(&chain.url()).await.unwrap();
     let (policy, collateral) = devnet_trust(&sim).unwrap();
-    let mut attester = Attester::new(key("//Validator").unwrap(), Duration::from_secs(10)).unwrap();
-    attester.ports = vec![port];
+    let attester = validator_attester(port).unwrap();
     let round = RoundConfig {
         node_timeout: Duration::from_secs(10),
         dangerous_allow_private_addresses: true,
