@@ -50,9 +50,27 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         epoch_blocks: u64,
     },
-    /// Operators: image signing keys and signed image manifests.
+    /// Operators: image signing keys, signed manifests, the image service.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Miners: can this host run a confidential VM of the node type? Each
+    /// check says PASS, WARN, FAIL or SKIP, what it saw and how to fix it.
+    /// Exit 0: ready; 1: a check failed; 2: bad usage.
+    Check(HostArgs),
+    /// Miners: check the host, send the report (--submit), fetch and verify
+    /// the release (--service-url), start the CVM under systemd
+    /// (--launch-vm). Exit 0 done, 1 host not ready, 2 bad usage, 3 release
+    /// not fetched or not verified, 4 report refused, 5 CVM not started.
+    #[command(version)]
+    Install(Box<InstallArgs>),
+    /// Miners: the CVMs tvm install started, their systemd units and their
+    /// agents' /health. Exit 0 when all run and answer ready.
+    Status {
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        #[arg(long, hide = true)]
+        fixture_commands: Option<PathBuf>,
+    },
     /// Miners: start the confidential VM of a verified release with QEMU:
     /// the manifest is verified under the operator keys, its boot files
     /// checked by size and SHA-256, the VM's shape compared with the host's
@@ -93,8 +111,79 @@ enum Command {
     },
 }
 
+#[derive(clap::Args)]
+struct HostArgs {
+    /// What the host is for.
+    #[arg(long, value_enum)]
+    node_type: tvm::check::NodeType,
+    /// The image service (checked for reachability; install fetches from it).
+    #[arg(long)]
+    service_url: Option<String>,
+    /// Where the release and the CVM's data disk go.
+    #[arg(long, default_value = ".")]
+    vm_download_dir: PathBuf,
+    /// Storage the CVM's data disk may use, in TB (21 or 21TB).
+    #[arg(long, value_parser = tvm::check::parse_storage)]
+    host_machine_storage: Option<u64>,
+    /// The machine-readable report (schema tvm-check/1, docs/miner.md).
+    #[arg(long)]
+    json: bool,
+    /// Write the report here too.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Only what did not pass, and the summary.
+    #[arg(long)]
+    compact: bool,
+    /// Apply the safe, reversible fixes (module loading, blacklists,
+    /// services) and check again; print the rest.
+    #[arg(long)]
+    fix_warnings: bool,
+    /// Read the host under this folder (a copy of another host's files).
+    #[arg(long, default_value = "/")]
+    root: PathBuf,
+    /// Tests: command outputs from this JSON table instead of running them.
+    #[arg(long, hide = true)]
+    fixture_commands: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct InstallArgs {
+    #[command(flatten)]
+    host: HostArgs,
+    /// Send the host report to the service, signed with --hotkey-phrase.
+    #[arg(long)]
+    submit: bool,
+    /// The miner's hotkey (mnemonic, 0x seed or //Dev URI).
+    #[arg(long)]
+    hotkey_phrase: Option<String>,
+    /// Start the CVM under systemd once the release is verified.
+    #[arg(long)]
+    launch_vm: bool,
+    /// The subnet operator's key set (default: the one built into tvm).
+    #[arg(long)]
+    operator_keys: Option<PathBuf>,
+    /// The CVM's name (its systemd unit is tvm-NAME.service).
+    #[arg(long, default_value = "cvm0")]
+    name: String,
+    /// Host ports forwarded to the agent's ports.
+    #[arg(long = "port", default_values_t = [8080u16, 8980])]
+    ports: Vec<u16>,
+}
+
 #[derive(Subcommand)]
 enum ImageCommand {
+    /// Serve release files (v1/manifests, v1/files under DIR) and take host
+    /// reports (POST /v1/reports, Epistula-signed) into --reports.
+    Serve {
+        dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8088")]
+        listen: SocketAddr,
+        /// Where reports are stored (default DIR/../reports, outside what is served).
+        #[arg(long)]
+        reports: Option<PathBuf>,
+    },
+    /// The host reports the service took, oldest first per hotkey.
+    Reports { dir: PathBuf },
     /// A new Ed25519 signing key (PKCS#8, written with mode 0600, never over a file).
     Keygen {
         #[arg(long)]
@@ -231,6 +320,28 @@ fn image(cmd: ImageCommand) -> Result<(), String> {
     use tvm::image;
     let e = |e: image::ImageError| e.to_string();
     match cmd {
+        ImageCommand::Serve {
+            dir,
+            listen,
+            reports,
+        } => {
+            let reports = reports.unwrap_or_else(|| {
+                dir.parent()
+                    .unwrap_or(std::path::Path::new("."))
+                    .join("reports")
+            });
+            let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+            rt.block_on(async {
+                tokio::select! {
+                    r = tvm::image_service::serve(listen, &dir, &reports) => r,
+                    _ = tokio::signal::ctrl_c() => Ok(()),
+                }
+            })
+        }
+        ImageCommand::Reports { dir } => {
+            print!("{}", tvm::image_service::list_reports(&dir)?);
+            Ok(())
+        }
         ImageCommand::Keygen { out } => {
             print!("{}", image::keygen(&out).map_err(e)?);
             Ok(())
@@ -353,6 +464,15 @@ fn main() -> ExitCode {
             }
         };
     }
+    match cli.command {
+        Command::Check(args) => return tvm_install::check(args),
+        Command::Install(args) => return tvm_install::install(*args),
+        Command::Status {
+            root,
+            fixture_commands,
+        } => return tvm_install::status(root, fixture_commands),
+        _ => {}
+    }
     if let Command::Image(cmd) = cli.command {
         return match image(cmd) {
             Ok(()) => ExitCode::SUCCESS,
@@ -396,7 +516,11 @@ fn main() -> ExitCode {
                 epoch_blocks: epoch_blocks.max(2),
             }))
             .map_err(|e| e.to_string()),
-        Command::Image(_) | Command::Launch { .. } => Ok(()),
+        Command::Image(_)
+        | Command::Launch { .. }
+        | Command::Check(_)
+        | Command::Install(_)
+        | Command::Status { .. } => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -467,4 +591,266 @@ fn launch(cmd: Command) -> Result<ExitCode, String> {
         Some(c) => ExitCode::from(u8::try_from(c).unwrap_or(1)),
         None => ExitCode::FAILURE,
     })
+}
+
+/// `tvm check`, `tvm install`, `tvm status`.
+mod tvm_install {
+    use super::{HostArgs, InstallArgs};
+    use std::path::PathBuf;
+    use std::process::ExitCode;
+    use tvm::check::host::{Host, Recorded, Runner};
+    use tvm::check::{self, Report};
+    use tvm::install::{self, EXIT_IMAGE, EXIT_LAUNCH, EXIT_NOT_READY, EXIT_SUBMIT, EXIT_USAGE};
+
+    fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
+        eprintln!("error: {msg}");
+        ExitCode::from(code)
+    }
+
+    fn host(root: PathBuf, table: Option<PathBuf>) -> Result<Host, String> {
+        let runner = match table {
+            None => Runner::System {
+                timeout: std::time::Duration::from_secs(5),
+            },
+            Some(path) => {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                let outputs: std::collections::BTreeMap<String, Recorded> =
+                    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+                Runner::Table {
+                    outputs,
+                    log: Default::default(),
+                }
+            }
+        };
+        Ok(Host::new(root, runner))
+    }
+
+    fn runtime() -> Result<tokio::runtime::Runtime, String> {
+        tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the async runtime: {e}"))
+    }
+
+    /// Check (and fix), print, write `--output`. Err: usage or I/O.
+    fn checked(a: &HostArgs, h: &Host) -> Result<Report, String> {
+        let vm_dir =
+            std::fs::canonicalize(&a.vm_download_dir).unwrap_or_else(|_| a.vm_download_dir.clone());
+        let opts = check::Options {
+            node_type: a.node_type,
+            service_url: a.service_url.clone(),
+            storage_bytes: a.host_machine_storage,
+            vm_dir: vm_dir.display().to_string(),
+        };
+        let mut report = check::run(h, &opts);
+        if a.fix_warnings {
+            let done = check::apply_fixes(h, &report);
+            if done.is_empty() {
+                eprintln!("--fix-warnings: nothing to fix automatically");
+            }
+            for d in done {
+                eprintln!("--fix-warnings: {d}");
+            }
+            report = check::run(h, &opts);
+        }
+        let text = if a.json {
+            report.json()
+        } else {
+            report.text(a.compact)
+        };
+        print!("{text}");
+        if let Some(out) = &a.output {
+            std::fs::write(out, &text).map_err(|e| format!("{}: {e}", out.display()))?;
+        }
+        Ok(report)
+    }
+
+    pub fn check(a: HostArgs) -> ExitCode {
+        let h = match host(a.root.clone(), a.fixture_commands.clone()) {
+            Ok(h) => h,
+            Err(e) => return fail(EXIT_USAGE, e),
+        };
+        match checked(&a, &h) {
+            Ok(r) if r.ready => ExitCode::SUCCESS,
+            Ok(_) => ExitCode::from(EXIT_NOT_READY),
+            Err(e) => fail(EXIT_USAGE, e),
+        }
+    }
+
+    pub fn install(a: InstallArgs) -> ExitCode {
+        // Usage first: a mistake costs no check.
+        let hotkey = match (&a.submit, &a.hotkey_phrase) {
+            (true, None) => return fail(EXIT_USAGE, "--submit needs --hotkey-phrase"),
+            (_, Some(p)) => match tvm_protocol::keys::Hotkey::from_uri(p) {
+                Ok(k) => Some(k),
+                Err(e) => return fail(EXIT_USAGE, format!("--hotkey-phrase: {e}")),
+            },
+            (false, None) => None,
+        };
+        if (a.submit || a.launch_vm) && a.host.service_url.is_none() {
+            return fail(EXIT_USAGE, "--submit and --launch-vm need --service-url");
+        }
+        if a.launch_vm && !tvm::launch::safe_name(&a.name) {
+            return fail(EXIT_USAGE, "--name: letters, digits and ._+- only");
+        }
+        let keys = if a.launch_vm || a.host.service_url.is_some() {
+            match install::operator_keys(a.operator_keys.as_deref()) {
+                Ok(k) => Some(k),
+                Err(e) => return fail(EXIT_USAGE, e),
+            }
+        } else {
+            None
+        };
+        let h = match host(a.host.root.clone(), a.host.fixture_commands.clone()) {
+            Ok(h) => h,
+            Err(e) => return fail(EXIT_USAGE, e),
+        };
+        let report = match checked(&a.host, &h) {
+            Ok(r) => r,
+            Err(e) => return fail(EXIT_USAGE, e),
+        };
+        let rt = match runtime() {
+            Ok(rt) => rt,
+            Err(e) => return fail(EXIT_USAGE, e),
+        };
+        let client = match tvm::download::client() {
+            Ok(c) => c,
+            Err(e) => return fail(EXIT_USAGE, e),
+        };
+        let service = a.host.service_url.clone().unwrap_or_default();
+        if let (true, Some(hotkey)) = (a.submit, &hotkey) {
+            match rt.block_on(install::submit(&client, &service, hotkey, &report)) {
+                Ok(id) => eprintln!("report sent: {id}"),
+                Err(e) => return fail(EXIT_SUBMIT, format!("the report was not accepted: {e}")),
+            }
+        }
+        if !report.ready {
+            eprintln!(
+                "this host cannot mine yet: fix every FAIL above (nothing was downloaded or started)"
+            );
+            return ExitCode::from(EXIT_NOT_READY);
+        }
+        let Some((keys, keys_text)) = keys else {
+            eprintln!("host ready; give --service-url to fetch the release");
+            return ExitCode::SUCCESS;
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        eprintln!(
+            "fetching the {} release from {service}",
+            a.host.node_type.as_str()
+        );
+        let release = match rt.block_on(tvm::download::fetch_release(
+            &client,
+            &service,
+            a.host.node_type,
+            &keys,
+            &a.host.vm_download_dir,
+            now,
+        )) {
+            Ok(r) => r,
+            Err(e) => return fail(EXIT_IMAGE, e),
+        };
+        eprintln!(
+            "{} verified in {} ({} bytes fetched)",
+            release.manifest.release(),
+            release.dir.display(),
+            release.fetched
+        );
+        if !a.launch_vm {
+            return ExitCode::SUCCESS;
+        }
+        match launch_vm(&a, &h, &release, &keys_text) {
+            Ok(cvm) => {
+                eprintln!(
+                    "{} started ({}); see it with: tvm status; its console: journalctl -u {}",
+                    cvm.name, cvm.release, cvm.unit
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(EXIT_LAUNCH, e),
+        }
+    }
+
+    fn launch_vm(
+        a: &InstallArgs,
+        h: &Host,
+        release: &tvm::download::Release,
+        keys_text: &str,
+    ) -> Result<install::Cvm, String> {
+        let abs =
+            |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        let image_dir = abs(&release.dir);
+        let vm_dir = abs(&a.host.vm_download_dir);
+        let keys = vm_dir.join("operator-keys.json");
+        std::fs::write(&keys, keys_text).map_err(|e| format!("{}: {e}", keys.display()))?;
+        let (gpus, switches) = install::devices(h, a.host.node_type);
+        let wants_disk = release
+            .manifest
+            .launch
+            .get("data_disk")
+            .is_some_and(|v| v == "true");
+        let data_disk = if wants_disk {
+            let bytes = a.host.host_machine_storage.ok_or(
+                "this release has a data disk: declare its size with --host-machine-storage <TB>",
+            )?;
+            Some((vm_dir.join(format!("{}.data.qcow2", a.name)), bytes))
+        } else {
+            None
+        };
+        let plan = install::LaunchPlan {
+            name: a.name.clone(),
+            exe: std::env::current_exe().map_err(|e| format!("the tvm binary: {e}"))?,
+            image_dir: image_dir.clone(),
+            release: release.manifest.release(),
+            keys,
+            gpus: gpus.clone(),
+            switches: switches.clone(),
+            data_disk: data_disk.clone(),
+            ports: a.ports.clone(),
+            serial_log: vm_dir.join(format!("{}.serial.log", a.name)),
+        };
+        // What tvm launch will refuse (shape, files) is refused now.
+        let pci = |v: &[String]| -> Result<Vec<tvm::launch::PciAddress>, String> {
+            v.iter()
+                .map(|s| {
+                    s.parse()
+                        .map_err(|e: tvm::launch::LaunchError| e.to_string())
+                })
+                .collect()
+        };
+        tvm::launch::plan(
+            &release.manifest,
+            &tvm::launch::HostOptions {
+                name: a.name.clone(),
+                image_dir,
+                data: data_disk.map(|(d, _)| d),
+                gpus: pci(&gpus)?,
+                switches: pci(&switches)?,
+                ports: a.ports.clone(),
+                qgs_port: 4050,
+                serial_log: plan.serial_log.clone(),
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        install::start_under_systemd(h, &plan)
+    }
+
+    pub fn status(root: PathBuf, table: Option<PathBuf>) -> ExitCode {
+        let h = match host(root, table) {
+            Ok(h) => h,
+            Err(e) => return fail(EXIT_USAGE, e),
+        };
+        let (rt, client) = match (runtime(), tvm::download::client()) {
+            (Ok(rt), Ok(c)) => (rt, c),
+            (Err(e), _) | (_, Err(e)) => return fail(EXIT_USAGE, e),
+        };
+        let (text, ok) = rt.block_on(install::status(&h, &client));
+        print!("{text}");
+        if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -73,20 +73,7 @@ const SWITCHES4: [&str; 4] = [
 ];
 
 fn golden(name: &str, args: &[String]) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(format!("{name}.args"));
-    let got = args.join("\n") + "\n";
-    if std::env::var_os("TVM_BLESS").is_some() {
-        std::fs::write(&path, &got).unwrap();
-        return;
-    }
-    let want = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (TVM_BLESS=1 writes it)", path.display()));
-    assert_eq!(
-        got, want,
-        "{name}: the command line changed; review it and bless"
-    );
+    common::golden(&format!("golden/{name}.args"), &(args.join("\n") + "\n"));
 }
 
 #[test]

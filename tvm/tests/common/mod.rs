@@ -1,4 +1,5 @@
 //! What the `tvm` command-line tests share.
+#![allow(dead_code)] // each test binary uses a part
 
 /// Run the built `tvm` with `args`: exit code, stdout, stderr.
 pub fn tvm(args: &[&str]) -> (i32, String, String) {
@@ -21,4 +22,22 @@ pub fn public_key(keygen_out: &str) -> String {
         .unwrap()
         .trim()
         .to_string()
+}
+
+/// Compare `got` with the reviewed file `tests/<rel>`; `TVM_BLESS=1`
+/// rewrites it (then review the diff).
+pub fn golden(rel: &str, got: &str) {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(rel);
+    if std::env::var_os("TVM_BLESS").is_some() {
+        std::fs::write(&path, got).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (TVM_BLESS=1 writes it)", path.display()));
+    assert_eq!(
+        got, want,
+        "{rel} changed: review the difference, then bless"
+    );
 }
