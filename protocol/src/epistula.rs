@@ -259,16 +259,20 @@ impl Verifier {
         body: &[u8],
         now_ms: u64,
     ) -> Result<Verified, EpistulaError> {
-        if let Recipient::Hotkey(own) = self.recipient {
-            if h.signed_for != Some(own) {
-                return Err(EpistulaError::WrongRecipient {
-                    expected: own.to_ss58(),
-                    got: h
-                        .signed_for
-                        .map(|a| a.to_ss58())
-                        .unwrap_or_else(|| "nobody".into()),
-                });
-            }
+        let expected = match self.recipient {
+            Recipient::Hotkey(own) => Some(own),
+            Recipient::Unaddressed => None,
+        };
+        if h.signed_for != expected {
+            return Err(EpistulaError::WrongRecipient {
+                expected: expected
+                    .map(|a| a.to_ss58())
+                    .unwrap_or_else(|| "nobody".into()),
+                got: h
+                    .signed_for
+                    .map(|a| a.to_ss58())
+                    .unwrap_or_else(|| "nobody".into()),
+            });
         }
         if now_ms > h.timestamp_ms.saturating_add(self.window_ms) {
             let age_ms = now_ms - h.timestamp_ms;
@@ -541,6 +545,13 @@ mod tests {
         any.verify(&parse(&pairs).unwrap(), b"x", NOW).unwrap();
         assert!(matches!(
             bob().verify(&h, b"x", NOW),
+            Err(EpistulaError::WrongRecipient { .. })
+        ));
+        // A request addressed to Bob cannot be replayed to an unaddressed receiver.
+        let bob_id = crate::keys::AccountId::from_ss58(BOB).unwrap();
+        let for_bob = sign(&alice, b"x", Some(&bob_id), NOW);
+        assert!(matches!(
+            any.verify(&for_bob, b"x", NOW),
             Err(EpistulaError::WrongRecipient { .. })
         ));
     }

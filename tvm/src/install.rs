@@ -114,6 +114,8 @@ pub struct LaunchPlan {
     /// The data disk (host path) and its size in bytes.
     pub data_disk: Option<(PathBuf, u64)>,
     pub ports: Vec<u16>,
+    /// TDX: the host QGS's vsock port.
+    pub qgs_port: u32,
     pub serial_log: PathBuf,
 }
 
@@ -166,6 +168,7 @@ pub fn unit_text(p: &LaunchPlan) -> String {
     for port in &p.ports {
         args.extend(["--port".into(), port.to_string()]);
     }
+    args.extend(["--qgs-port".into(), p.qgs_port.to_string()]);
     let exec = args
         .iter()
         .map(|a| unit_word(a))

@@ -808,6 +808,7 @@ mod tvm_install {
             switches: switches.clone(),
             data_disk: data_disk.clone(),
             ports: a.ports.clone(),
+            qgs_port: tvm::check::qgs_port(h),
             serial_log: vm_dir.join(format!("{}.serial.log", a.name)),
         };
         // What tvm launch will refuse (shape, files) is refused now.
@@ -828,7 +829,7 @@ mod tvm_install {
                 gpus: pci(&gpus)?,
                 switches: pci(&switches)?,
                 ports: a.ports.clone(),
-                qgs_port: 4050,
+                qgs_port: plan.qgs_port,
                 serial_log: plan.serial_log.clone(),
             },
         )

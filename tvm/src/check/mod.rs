@@ -882,6 +882,26 @@ fn check_registration(h: &Host) -> Finding {
     }
 }
 
+/// `port = N` in /etc/qgs.conf, as written.
+fn qgs_port_setting(h: &Host) -> Option<String> {
+    h.read("/etc/qgs.conf").ok().and_then(|t| {
+        t.lines()
+            .map(str::trim)
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| {
+                l.strip_prefix("port")
+                    .map(|r| r.trim_start_matches([' ', '=']).trim().to_string())
+            })
+    })
+}
+
+/// The vsock port QGS listens on (its default, 4050, when unset).
+pub fn qgs_port(h: &Host) -> u32 {
+    qgs_port_setting(h)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(4050)
+}
+
 fn check_qgs(h: &Host) -> Finding {
     const ID: &str = "dcap.qgs";
     const T: &str = "QGS (TDX quote generation service)";
@@ -894,15 +914,7 @@ fn check_qgs(h: &Host) -> Finding {
         Ran::NotFound => "systemctl not found".into(),
         Ran::Failed(e) => e.clone(),
     };
-    let port = h.read("/etc/qgs.conf").ok().and_then(|t| {
-        t.lines()
-            .map(str::trim)
-            .filter(|l| !l.starts_with('#'))
-            .find_map(|l| {
-                l.strip_prefix("port")
-                    .map(|r| r.trim_start_matches([' ', '=']).trim().to_string())
-            })
-    });
+    let port = qgs_port_setting(h);
     let saw = format!(
         "qgsd: {state}; /etc/qgs.conf port: {}",
         port.as_deref().unwrap_or("not set (4050)")
