@@ -145,14 +145,37 @@ pub async fn fetch_release(
     }
     let dir = dest.join(format!("{}-{}", m.name, m.version));
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-    // A manifest left from an earlier run says "complete" until every file is checked again.
+    // A symlinked release folder would have everything written elsewhere.
+    if !std::fs::symlink_metadata(&dir)
+        .map_err(io(&dir))?
+        .file_type()
+        .is_dir()
+    {
+        return Err(io(&dir)(std::io::Error::other(
+            "not a folder (a symlink?): remove it and run again",
+        )));
+    }
+    // One install at a time fills a release folder.
+    let lock_path = dir.join(".lock");
+    let lock = open_nofollow(&lock_path, OpenMode::Lock).map_err(io(&lock_path))?;
+    if let Err(e) = lock.try_lock() {
+        return Err(io(&lock_path)(std::io::Error::other(format!(
+            "{e}: another tvm install is fetching into this folder; wait for it"
+        ))));
+    }
     let manifest_path = dir.join(MANIFEST);
-    match std::fs::remove_file(&manifest_path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&manifest_path)(e)),
-        _ => {}
+    let mut pending = Vec::new();
+    for f in &m.files {
+        if !complete(&dir.join(&f.path), f.size, &f.sha256)? {
+            pending.push(f);
+        }
+    }
+    // The folder says "complete" only once every file is there again.
+    if !pending.is_empty() {
+        remove_if_there(&manifest_path)?;
     }
     let mut fetched = 0;
-    for f in &m.files {
+    for f in pending {
         let file_url = url_of(
             service,
             &format!("v1/files/{}/{}/{}", m.name, m.version, f.path),
@@ -160,13 +183,82 @@ pub async fn fetch_release(
         fetched += fetch_file(client, &file_url, &dir.join(&f.path), f.size, &f.sha256).await?;
     }
     let tmp = dir.join(format!("{MANIFEST}.part"));
-    std::fs::write(&tmp, &signed).map_err(io(&tmp))?;
+    let mut out = open_nofollow(&tmp, OpenMode::Truncate).map_err(io(&tmp))?;
+    out.write_all(&signed)
+        .and_then(|()| out.sync_all())
+        .map_err(io(&tmp))?;
     std::fs::rename(&tmp, &manifest_path).map_err(io(&manifest_path))?;
+    // The renames reach the disk before the folder is called complete.
+    std::fs::File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(&dir))?;
+    drop(lock);
     Ok(Release {
         dir,
         manifest: m,
         fetched,
     })
+}
+
+enum OpenMode {
+    /// Create or keep (a lock file).
+    Lock,
+    /// Create or empty.
+    Truncate,
+    /// Create or add to the end.
+    Append,
+}
+
+/// Open a file this install writes, never through a symlink: a link left in
+/// the download folder would have root write where the link points.
+fn open_nofollow(path: &Path, mode: OpenMode) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_file() {
+            std::fs::remove_file(path)?;
+        }
+    }
+    let mut o = std::fs::OpenOptions::new();
+    o.create(true).custom_flags(libc::O_NOFOLLOW).mode(0o644);
+    match mode {
+        OpenMode::Lock => o.write(true),
+        OpenMode::Truncate => o.write(true).truncate(true),
+        OpenMode::Append => o.append(true),
+    };
+    o.open(path)
+}
+
+fn remove_if_there(path: &Path) -> Result<(), DownloadError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(path)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `path` already holds the listed file; anything else there (a
+/// link, a folder, another file) is removed.
+fn complete(path: &Path, size: u64, sha256: &str) -> Result<bool, DownloadError> {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(false);
+    };
+    if meta.file_type().is_file() && meta.len() == size {
+        let mut h = Sha256::new();
+        sha256_file(path, &mut h).map_err(io(path))?;
+        if hex::encode(h.finalize()).eq_ignore_ascii_case(sha256) {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            progress_done(&name, size, 0, Duration::ZERO);
+            return Ok(true);
+        }
+    }
+    if meta.file_type().is_dir() {
+        std::fs::remove_dir_all(path).map_err(io(path))?;
+    } else {
+        std::fs::remove_file(path).map_err(io(path))?;
+    }
+    Ok(false)
 }
 
 /// A small document (a manifest), at most `limit` bytes.
@@ -181,9 +273,16 @@ async fn get_small(
     };
     let mut resp = client
         .get(url)
+        .timeout(Duration::from_secs(60))
         .send()
         .await
         .map_err(|e| http(format!("{e} (is --service-url right and the service up?)")))?;
+    if resp.status() == reqwest::StatusCode::NOT_FOUND {
+        return Err(http(
+            "HTTP 404: the service publishes no release for this node type (is --node-type right?)"
+                .into(),
+        ));
+    }
     if !resp.status().is_success() {
         return Err(http(format!("HTTP {}", resp.status())));
     }
@@ -198,7 +297,11 @@ async fn get_small(
 }
 
 fn sha256_file(path: &Path, h: &mut Sha256) -> std::io::Result<u64> {
-    let mut f = std::fs::File::open(path)?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
     let mut buf = vec![0u8; 1 << 20];
     let mut n = 0u64;
     loop {
@@ -211,9 +314,9 @@ fn sha256_file(path: &Path, h: &mut Sha256) -> std::io::Result<u64> {
     }
 }
 
-/// One file: kept if already complete and correct, else resumed from its
-/// `.part` (HTTP range request) or fetched whole; renamed into place only
-/// once size and SHA-256 match. Returns the bytes transferred.
+/// One file, resumed from its `.part` (HTTP range request) or fetched
+/// whole; renamed into place only once size and SHA-256 match (and the
+/// bytes are on disk). Returns the bytes transferred.
 async fn fetch_file(
     client: &reqwest::Client,
     url: &str,
@@ -226,18 +329,6 @@ async fn fetch_file(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let part = path.with_file_name(format!("{name}.part"));
-    if let Ok(meta) = std::fs::metadata(path) {
-        if meta.len() == size {
-            let mut h = Sha256::new();
-            sha256_file(path, &mut h).map_err(io(path))?;
-            if hex::encode(h.finalize()).eq_ignore_ascii_case(sha256) {
-                progress_done(&name, size, 0, Duration::ZERO);
-                return Ok(0);
-            }
-        }
-        // Another or a damaged file: fetched again.
-        std::fs::remove_file(path).map_err(io(path))?;
-    }
     let started = Instant::now();
     let mut fetched = 0u64;
     let mut last_error = String::new();
@@ -272,6 +363,9 @@ async fn fetch_file(
             want: sha256.to_string(),
         });
     }
+    std::fs::File::open(&part)
+        .and_then(|f| f.sync_all())
+        .map_err(io(&part))?;
     std::fs::rename(&part, path).map_err(io(path))?;
     progress_done(&name, size, fetched, started.elapsed());
     Ok(fetched)
@@ -297,7 +391,13 @@ async fn fetch_part(
             reason,
         })
     };
-    let mut have = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
+    // A link or folder in its place is removed by open_nofollow; only a
+    // regular file is resumed.
+    let mut have = std::fs::symlink_metadata(part)
+        .ok()
+        .filter(|m| m.file_type().is_file())
+        .map(|m| m.len())
+        .unwrap_or(0);
     if have > size {
         std::fs::remove_file(part).map_err(|e| Attempt::Fatal(io(part)(e)))?;
         have = 0;
@@ -325,11 +425,21 @@ async fn fetch_part(
                 .and_then(|v| v.split('-').next())
                 .and_then(|v| v.parse::<u64>().ok());
             if start != Some(have) {
-                return Err(fatal(format!(
-                    "asked for bytes from {have}, got a range from {start:?}"
+                // Start the file again rather than splice the wrong bytes.
+                let _ = std::fs::remove_file(part);
+                return Err(Attempt::Retry(format!(
+                    "asked for bytes from {have}, the service answered another range ({}); starting the file again",
+                    start.map(|s| format!("from {s}")).unwrap_or_else(|| "unreadable".into())
                 )));
             }
             true
+        }
+        // The part is no prefix the service knows: start again.
+        416 => {
+            let _ = std::fs::remove_file(part);
+            return Err(Attempt::Retry(
+                "HTTP 416: the service has no such range; starting the file again".into(),
+            ));
         }
         200 => false,
         404 => {
@@ -342,13 +452,12 @@ async fn fetch_part(
         }
         _ => return Err(fatal(format!("HTTP {status}"))),
     };
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .append(append)
-        .truncate(!append)
-        .open(part)
-        .map_err(|e| Attempt::Fatal(io(part)(e)))?;
+    let mode = if append {
+        OpenMode::Append
+    } else {
+        OpenMode::Truncate
+    };
+    let mut file = open_nofollow(part, mode).map_err(|e| Attempt::Fatal(io(part)(e)))?;
     let mut at = if append { have } else { 0 };
     let bar = std::io::stderr().is_terminal();
     let mut last_draw = Instant::now();

@@ -36,6 +36,24 @@ use crate::check::report::SCHEMA;
 pub const MAX_REPORT: usize = 64 << 10;
 /// Reports kept per hotkey (the oldest go).
 pub const KEEP_PER_HOTKEY: usize = 20;
+/// How much report intake holds.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub keep_per_hotkey: usize,
+    pub max_reports: usize,
+    pub min_interval: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            keep_per_hotkey: KEEP_PER_HOTKEY,
+            max_reports: MAX_REPORTS,
+            min_interval: MIN_INTERVAL,
+        }
+    }
+}
+
 /// Reports kept in all; beyond it intake answers 507.
 pub const MAX_REPORTS: usize = 10_000;
 /// Least time between two reports of one hotkey.
@@ -44,17 +62,25 @@ pub const MIN_INTERVAL: Duration = Duration::from_secs(60);
 struct Intake {
     dir: PathBuf,
     verifier: Verifier,
-    /// Serialises writes: counts and pruning stay exact.
-    lock: Mutex<()>,
+    /// Reports held, counted at start and kept exact under this lock (which
+    /// serialises writes and pruning).
+    held: Mutex<usize>,
+    limits: Limits,
 }
 
 /// The router: static release files under `root`, reports into `reports`.
 pub fn router(root: &Path, reports: &Path) -> Router {
+    router_with(root, reports, Limits::default())
+}
+
+/// [`router`] with other intake limits (tests).
+pub fn router_with(root: &Path, reports: &Path, limits: Limits) -> Router {
     let intake = Arc::new(Intake {
         dir: reports.to_path_buf(),
         verifier: Verifier::new(Recipient::Unaddressed)
             .with_replay_guard(Arc::new(ReplayGuard::default())),
-        lock: Mutex::new(()),
+        held: Mutex::new(count_all(reports)),
+        limits,
     });
     let files = Router::new()
         .fallback_service(ServeDir::new(root.join("v1/files")))
@@ -175,7 +201,7 @@ fn store(
     uuid: &str,
     body: &[u8],
 ) -> Result<String, (StatusCode, String)> {
-    let _guard = intake.lock.lock().map_err(|_| {
+    let mut held = intake.held.lock().map_err(|_| {
         (
             StatusCode::INTERNAL_SERVER_ERROR,
             "intake poisoned".to_string(),
@@ -191,29 +217,59 @@ fn store(
             .and_then(|n| n.split('-').next())
             .and_then(|t| t.parse::<u64>().ok())
             .unwrap_or(0);
-        if timestamp_ms < last_ms.saturating_add(MIN_INTERVAL.as_millis() as u64) {
+        if timestamp_ms < last_ms.saturating_add(intake.limits.min_interval.as_millis() as u64) {
             return Err((
                 StatusCode::TOO_MANY_REQUESTS,
                 format!("one report a minute per hotkey; {ss58} sent one less than a minute ago"),
             ));
         }
     }
-    if existing.is_empty() && count_all(&intake.dir) >= MAX_REPORTS {
+    // A hotkey at its keep limit replaces its oldest; any other report
+    // adds one, up to the limit in all.
+    if existing.len() < intake.limits.keep_per_hotkey && *held >= intake.limits.max_reports {
         return Err((
             StatusCode::INSUFFICIENT_STORAGE,
-            format!("the service holds {MAX_REPORTS} reports; the operator must clear some"),
+            format!(
+                "the service holds {} reports; the operator must clear some",
+                intake.limits.max_reports
+            ),
         ));
     }
     std::fs::create_dir_all(&dir).map_err(internal)?;
     let name = format!("{timestamp_ms:013}-{uuid}.json");
     let tmp = dir.join(format!("{name}.part"));
-    std::fs::write(&tmp, body).map_err(internal)?;
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        // Reports are the operator's, not the world's.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(internal)?;
+        f.write_all(body).map_err(internal)?;
+    }
     std::fs::rename(&tmp, dir.join(&name)).map_err(internal)?;
+    *held += 1;
     let all = reports_of(&dir);
-    for old in all.iter().take(all.len().saturating_sub(KEEP_PER_HOTKEY)) {
-        let _ = std::fs::remove_file(old);
+    for old in all
+        .iter()
+        .take(all.len().saturating_sub(intake.limits.keep_per_hotkey))
+    {
+        if std::fs::remove_file(old).is_ok() {
+            *held = held.saturating_sub(1);
+        }
     }
     Ok(format!("{ss58}/{name}\n"))
+}
+
+/// Miner-supplied text made safe for the operator's terminal.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .take(64)
+        .collect()
 }
 
 /// `tvm image reports`: one line per stored report, newest last.
@@ -255,13 +311,14 @@ pub fn list_reports(reports: &Path) -> Result<String, String> {
                     c.iter()
                         .filter(|f| f.get("status").and_then(|s| s.as_str()) == Some("fail"))
                         .filter_map(|f| f.get("id").and_then(|i| i.as_str()))
+                        .map(printable)
                         .collect::<Vec<_>>()
                         .join(",")
                 })
                 .unwrap_or_default();
             out.push_str(&format!(
                 "{when}  {hotkey}  {:<9} {}  {}\n",
-                v.get("node_type").and_then(|n| n.as_str()).unwrap_or("?"),
+                printable(v.get("node_type").and_then(|n| n.as_str()).unwrap_or("?")),
                 if v.get("ready").and_then(|r| r.as_bool()) == Some(true) {
                     "ready"
                 } else {

@@ -28,6 +28,63 @@ pub const STATE_DIR: &str = "/var/lib/tvm/cvms";
 /// Where their systemd units go (under the root).
 pub const UNIT_DIR: &str = "/etc/systemd/system";
 
+/// Where the key set the unit verifies with is kept (under the root).
+pub const KEYS_PATH: &str = "/etc/tvm/operator-keys.json";
+/// Where the tvm binary the unit runs is kept (under the root).
+pub const BIN_DIR: &str = "/usr/local/lib/tvm";
+
+/// A CVM name that is also a systemd unit name part and no option:
+/// letters, digits, `._-`, not starting with `-` or `.`.
+pub fn unit_safe_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && !s.starts_with(['-', '.'])
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// The effective user id of this process.
+pub fn effective_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// As root, the release folder must be root's alone: whoever can write
+/// it could change what root boots at the next restart.
+pub fn check_owned_by_root(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    if effective_uid() != Some(0) {
+        return Ok(());
+    }
+    let m = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if m.uid() != 0 || m.mode() & 0o022 != 0 {
+        return Err(format!(
+            "{} is owned by uid {} with mode {:o}: other users could change what root boots; use a folder only root writes (the default /var/lib/tvm)",
+            dir.display(),
+            m.uid(),
+            m.mode() & 0o7777
+        ));
+    }
+    Ok(())
+}
+
+/// Copy this tvm binary to `BIN_DIR/tvm-<version>` (under the root) for the
+/// unit: a build in a user's checkout can be replaced or cleaned away.
+pub fn install_binary(h: &Host) -> Result<PathBuf, String> {
+    let me = std::env::current_exe().map_err(|e| format!("the tvm binary: {e}"))?;
+    let bytes = std::fs::read(&me).map_err(|e| format!("{}: {e}", me.display()))?;
+    let path = format!("{BIN_DIR}/tvm-{}", env!("CARGO_PKG_VERSION"));
+    h.write_mode(&path, &bytes, 0o755)
+        .map_err(|e| format!("{path}: {e}"))?;
+    Ok(PathBuf::from(path))
+}
+
 /// The operator key set this build pins: none yet. No image is published
 /// under a key of this project, so a miner gives the subnet operator's key
 /// set with `--operator-keys`; a release build pins it here.
@@ -138,7 +195,7 @@ fn unit_word(s: &str) -> String {
 }
 
 /// The unit that keeps the CVM running (`tvm launch` in the foreground).
-pub fn unit_text(p: &LaunchPlan) -> String {
+pub fn unit_text(p: &LaunchPlan) -> Result<String, String> {
     let mut args = vec![
         p.exe.display().to_string(),
         "launch".into(),
@@ -169,12 +226,17 @@ pub fn unit_text(p: &LaunchPlan) -> String {
         args.extend(["--port".into(), port.to_string()]);
     }
     args.extend(["--qgs-port".into(), p.qgs_port.to_string()]);
+    if let Some(bad) = args.iter().find(|a| a.chars().any(char::is_control)) {
+        return Err(format!(
+            "{bad:?}: a control character cannot go in a systemd unit"
+        ));
+    }
     let exec = args
         .iter()
         .map(|a| unit_word(a))
         .collect::<Vec<_>>()
         .join(" ");
-    format!(
+    Ok(format!(
         "# Written by tvm install --launch-vm. Remove with: systemctl disable --now {unit}\n\
          [Unit]\n\
          Description=tvm confidential VM {name} ({release})\n\
@@ -194,7 +256,7 @@ pub fn unit_text(p: &LaunchPlan) -> String {
         unit = unit_name(&p.name),
         name = p.name,
         release = p.release,
-    )
+    ))
 }
 
 pub fn unit_name(name: &str) -> String {
@@ -218,7 +280,7 @@ pub fn start_under_systemd(h: &Host, p: &LaunchPlan) -> Result<Cvm, String> {
     }
     let unit = unit_name(&p.name);
     let unit_path = format!("{UNIT_DIR}/{unit}");
-    h.write(&unit_path, &unit_text(p))
+    h.write(&unit_path, &unit_text(p)?)
         .map_err(|e| format!("{unit_path}: {e}"))?;
     let cvm = Cvm {
         name: p.name.clone(),
@@ -231,9 +293,11 @@ pub fn start_under_systemd(h: &Host, p: &LaunchPlan) -> Result<Cvm, String> {
     let text = serde_json::to_string_pretty(&cvm).map_err(|e| e.to_string())?;
     h.write(&state, &format!("{text}\n"))
         .map_err(|e| format!("{state}: {e}"))?;
+    // restart, not start: a CVM of the last release is replaced by this one.
     for args in [
         vec!["daemon-reload"],
-        vec!["enable", "--now", unit.as_str()],
+        vec!["enable", unit.as_str()],
+        vec!["restart", unit.as_str()],
     ] {
         match h.run("systemctl", &args) {
             Ran::Exited { code: 0, .. } => {}

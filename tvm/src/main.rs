@@ -120,7 +120,7 @@ struct HostArgs {
     #[arg(long)]
     service_url: Option<String>,
     /// Where the release and the CVM's data disk go.
-    #[arg(long, default_value = ".")]
+    #[arg(long, default_value = "/var/lib/tvm")]
     vm_download_dir: PathBuf,
     /// Storage the CVM's data disk may use, in TB (21 or 21TB).
     #[arg(long, value_parser = tvm::check::parse_storage)]
@@ -153,9 +153,18 @@ struct InstallArgs {
     /// Send the host report to the service, signed with --hotkey-phrase.
     #[arg(long)]
     submit: bool,
-    /// The miner's hotkey (mnemonic, 0x seed or //Dev URI).
-    #[arg(long)]
+    /// The miner's hotkey (mnemonic, 0x seed or //Dev URI); better in the
+    /// environment than on the command line, which other users can read.
+    #[arg(
+        long,
+        env = "TVM_HOTKEY_PHRASE",
+        hide_env_values = true,
+        conflicts_with = "hotkey_file"
+    )]
     hotkey_phrase: Option<String>,
+    /// Or a bittensor wallet hotkey file (~/.bittensor/wallets/W/hotkeys/H).
+    #[arg(long)]
+    hotkey_file: Option<PathBuf>,
     /// Start the CVM under systemd once the release is verified.
     #[arg(long)]
     launch_vm: bool,
@@ -677,19 +686,42 @@ mod tvm_install {
 
     pub fn install(a: InstallArgs) -> ExitCode {
         // Usage first: a mistake costs no check.
-        let hotkey = match (&a.submit, &a.hotkey_phrase) {
-            (true, None) => return fail(EXIT_USAGE, "--submit needs --hotkey-phrase"),
-            (_, Some(p)) => match tvm_protocol::keys::Hotkey::from_uri(p) {
+        let hotkey = match (&a.hotkey_phrase, &a.hotkey_file) {
+            (None, None) if a.submit => {
+                return fail(
+                    EXIT_USAGE,
+                    "--submit needs --hotkey-phrase or --hotkey-file",
+                )
+            }
+            (None, None) => None,
+            // An empty phrase would be read as the development key //Alice.
+            (Some(p), _) if p.trim().is_empty() => {
+                return fail(
+                    EXIT_USAGE,
+                    "--hotkey-phrase is empty (is the variable set?)",
+                )
+            }
+            (p, f) => match tvm_protocol::wallet::configured_hotkey(p.as_deref(), f.as_deref()) {
                 Ok(k) => Some(k),
-                Err(e) => return fail(EXIT_USAGE, format!("--hotkey-phrase: {e}")),
+                Err(e) => return fail(EXIT_USAGE, e),
             },
-            (false, None) => None,
         };
+        // Another root is for reading a copy of a host: nothing is changed on this one for it.
+        let elsewhere = a.host.root != std::path::Path::new("/");
+        if elsewhere && a.host.fixture_commands.is_none() && (a.launch_vm || a.host.fix_warnings) {
+            return fail(
+                EXIT_USAGE,
+                "--root reads another host's files: --launch-vm and --fix-warnings act on this host, run them there",
+            );
+        }
         if (a.submit || a.launch_vm) && a.host.service_url.is_none() {
             return fail(EXIT_USAGE, "--submit and --launch-vm need --service-url");
         }
-        if a.launch_vm && !tvm::launch::safe_name(&a.name) {
-            return fail(EXIT_USAGE, "--name: letters, digits and ._+- only");
+        if a.launch_vm && !install::unit_safe_name(&a.name) {
+            return fail(
+                EXIT_USAGE,
+                "--name: letters, digits, '.', '_' and '-', not starting with '-' or '.'",
+            );
         }
         let keys = if a.launch_vm || a.host.service_url.is_some() {
             match install::operator_keys(a.operator_keys.as_deref()) {
@@ -782,15 +814,16 @@ mod tvm_install {
             |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
         let image_dir = abs(&release.dir);
         let vm_dir = abs(&a.host.vm_download_dir);
-        let keys = vm_dir.join("operator-keys.json");
-        std::fs::write(&keys, keys_text).map_err(|e| format!("{}: {e}", keys.display()))?;
+        install::check_owned_by_root(&vm_dir)?;
+        // What root runs at every start lives where only root writes.
+        let keys = std::path::PathBuf::from(install::KEYS_PATH);
+        h.write(install::KEYS_PATH, keys_text)
+            .map_err(|e| format!("{}: {e}", install::KEYS_PATH))?;
+        let exe = install::install_binary(h)?;
         let (gpus, switches) = install::devices(h, a.host.node_type);
-        let wants_disk = release
-            .manifest
-            .launch
-            .get("data_disk")
-            .is_some_and(|v| v == "true");
-        let data_disk = if wants_disk {
+        let shape =
+            tvm::launch::Shape::from_launch(&release.manifest.launch).map_err(|e| e.to_string())?;
+        let data_disk = if shape.data_disk {
             let bytes = a.host.host_machine_storage.ok_or(
                 "this release has a data disk: declare its size with --host-machine-storage <TB>",
             )?;
@@ -800,7 +833,7 @@ mod tvm_install {
         };
         let plan = install::LaunchPlan {
             name: a.name.clone(),
-            exe: std::env::current_exe().map_err(|e| format!("the tvm binary: {e}"))?,
+            exe,
             image_dir: image_dir.clone(),
             release: release.manifest.release(),
             keys,

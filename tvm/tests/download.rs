@@ -51,7 +51,14 @@ async fn a_release_is_fetched_checked_and_marked_complete_last() {
     }
     assert_eq!(
         names(&r.dir),
-        ["OVMF.fd", "initrd.img", MANIFEST, "root.img", "vmlinuz"]
+        [
+            ".lock",
+            "OVMF.fd",
+            "initrd.img",
+            MANIFEST,
+            "root.img",
+            "vmlinuz"
+        ]
     );
     // Run again: every file is checked, none fetched.
     let again = fetch_release(&client, &url, NodeType::Hopper, &p.keys, &dest, NOW)
@@ -419,4 +426,91 @@ async fn the_service_answers_ranges_and_caches_release_files_not_manifests() {
             r.status()
         );
     }
+}
+
+/// Links left in the download folder (by another user, or an earlier
+/// mishap) are never written through: install runs as root.
+#[tokio::test]
+async fn links_in_the_download_folder_are_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = publish(dir.path(), "hopper", "gpu", &boot_files(1 << 20));
+    let url = serve(service(&p.srv)).await;
+    let release = dir.path().join("vm/tvm-gpu-2026.12");
+    std::fs::create_dir_all(&release).unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    // A part that points at the victim, and a "finished" file that does.
+    std::os::unix::fs::symlink(&victim, release.join("root.img.part")).unwrap();
+    std::os::unix::fs::symlink(&victim, release.join("vmlinuz")).unwrap();
+    std::os::unix::fs::symlink(&victim, release.join("initrd.img.part")).unwrap();
+    let r = fetch_release(
+        &tvm::download::client().unwrap(),
+        &url,
+        NodeType::Hopper,
+        &p.keys,
+        &dir.path().join("vm"),
+        NOW,
+    )
+    .await
+    .unwrap();
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    for (name, bytes) in &p.files {
+        let path = r.dir.join(name);
+        assert!(
+            std::fs::symlink_metadata(&path)
+                .unwrap()
+                .file_type()
+                .is_file(),
+            "{name}"
+        );
+        assert_eq!(&std::fs::read(&path).unwrap(), bytes, "{name}");
+    }
+    // A release folder that is a link is refused.
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(other.join("vm2")).unwrap();
+    std::os::unix::fs::symlink(&victim, other.join("vm2/tvm-gpu-2026.12")).unwrap();
+    let err = fetch_release(
+        &tvm::download::client().unwrap(),
+        &url,
+        NodeType::Hopper,
+        &p.keys,
+        &other.join("vm2"),
+        NOW,
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("tvm-gpu-2026.12"), "{err}");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+}
+
+#[tokio::test]
+async fn two_installs_do_not_fill_one_folder_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = publish(dir.path(), "hopper", "gpu", &boot_files(1000));
+    let url = serve(service(&p.srv)).await;
+    let release = dir.path().join("vm/tvm-gpu-2026.12");
+    std::fs::create_dir_all(&release).unwrap();
+    let held = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(release.join(".lock"))
+        .unwrap();
+    held.lock().unwrap();
+    let err = fetch_release(
+        &tvm::download::client().unwrap(),
+        &url,
+        NodeType::Hopper,
+        &p.keys,
+        &dir.path().join("vm"),
+        NOW,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("another tvm install is fetching into this folder"),
+        "{err}"
+    );
+    drop(held);
 }

@@ -110,7 +110,8 @@ fn install_checks_reports_fetches_and_starts_the_cvm_and_status_shows_it() {
                 "",
             ),
             ("systemctl daemon-reload", ""),
-            ("systemctl enable --now tvm-cvm0.service", ""),
+            ("systemctl enable tvm-cvm0.service", ""),
+            ("systemctl restart tvm-cvm0.service", ""),
             ("systemctl is-active tvm-cvm0.service", "active\n"),
         ],
     );
@@ -185,17 +186,48 @@ fn install_checks_reports_fetches_and_starts_the_cvm_and_status_shows_it() {
         exec.contains(&format!("--data-disk {vm_s}/cvm0.data.qcow2")),
         "{exec}"
     );
+    // Root runs a binary and a key set only root can change.
+    let bin = format!("/usr/local/lib/tvm/tvm-{}", env!("CARGO_PKG_VERSION"));
     assert!(
-        exec.contains(&format!("--keys {vm_s}/operator-keys.json")),
+        exec.starts_with(&format!("ExecStart={bin} launch ")),
         "{exec}"
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let copied = f.root().join(bin.trim_start_matches('/'));
+        assert_eq!(
+            std::fs::metadata(&copied).unwrap().permissions().mode() & 0o777,
+            0o755
+        );
+        assert_eq!(
+            std::fs::read(&copied).unwrap(),
+            std::fs::read(env!("CARGO_BIN_EXE_tvm")).unwrap()
+        );
+    }
+    assert!(
+        exec.contains("--keys /etc/tvm/operator-keys.json"),
+        "{exec}"
+    );
+    let keys_copy = f.root().join("etc/tvm/operator-keys.json");
+    assert_eq!(
+        std::fs::read(&keys_copy).unwrap(),
+        std::fs::read(&p.keys_path).unwrap()
     );
     assert!(exec.ends_with(" --qgs-port 4050"), "{exec}");
     assert!(unit.contains("WantedBy=multi-user.target"));
     // The unit's command is one tvm launch accepts (dry run, same files).
+    let keys_s = keys_copy.display().to_string();
     let words = exec
         .trim_start_matches("ExecStart=")
         .split(' ')
         .skip(1)
+        .map(|w| {
+            if w == "/etc/tvm/operator-keys.json" {
+                keys_s.as_str()
+            } else {
+                w
+            }
+        })
         .collect::<Vec<_>>();
     std::fs::write(vm.join("cvm0.data.qcow2"), b"").unwrap();
     let mut dry = words.clone();
@@ -307,6 +339,37 @@ fn install_usage_and_release_errors_have_their_exit_codes() {
     let (code, _, err) = run(&["--launch-vm"]);
     assert_eq!(code, 2);
     assert!(err.contains("need --service-url"), "{err}");
+    // An unset variable would sign as the development key //Alice.
+    let (code, _, err) = run(&[
+        "--submit",
+        "--service-url",
+        "http://127.0.0.1:9",
+        "--hotkey-phrase",
+        " ",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--hotkey-phrase is empty"), "{err}");
+    for name in ["-x", "a+b", ".hidden", "cvm 1"] {
+        let (code, _, err) = run(&[
+            "--service-url",
+            "http://127.0.0.1:9",
+            "--launch-vm",
+            &format!("--name={name}"),
+        ]);
+        assert_eq!(code, 2, "{name}");
+        assert!(err.contains("--name: letters, digits"), "{name}: {err}");
+    }
+    // Reading a copy of another host never changes this one.
+    let (code, _, err) = tvm(&[
+        "install",
+        "--node-type",
+        "cpu",
+        "--root",
+        &root,
+        "--fix-warnings",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--root reads another host's files"), "{err}");
     // No operator key pinned in this build and none given.
     let (code, _, err) = run(&["--service-url", "http://127.0.0.1:9"]);
     assert_eq!(code, 2);
@@ -483,4 +546,108 @@ fn the_install_script_runs_tvm_install() {
         err.contains("host ready; give --service-url to fetch the release"),
         "{err}"
     );
+}
+
+/// Many hotkeys cannot make the intake hold more than its limit: a hotkey
+/// at its keep limit replaces its oldest report, others are refused once
+/// the service is full.
+#[tokio::test]
+async fn report_intake_holds_no_more_than_its_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let reports = dir.path().join("reports");
+    let limits = tvm::image_service::Limits {
+        keep_per_hotkey: 2,
+        max_reports: 3,
+        min_interval: Duration::ZERO,
+    };
+    let url = common::serve(tvm::image_service::router_with(
+        dir.path(),
+        &reports,
+        limits,
+    ))
+    .await;
+    let c = tvm::download::client().unwrap();
+    let report = br#"{"schema":"tvm-check/1","node_type":"cpu","ready":true,"checks":[]}"#;
+    let mut ms = 0u64;
+    let mut send = |who: &'static str| {
+        let key = tvm_protocol::keys::Hotkey::from_uri(who).unwrap();
+        // Distinct times, so the newest is known.
+        ms += 1;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+            + ms;
+        let mut req = c.post(format!("{url}/v1/reports"));
+        for (k, v) in tvm_protocol::epistula::sign(&key, report, None, now).to_pairs() {
+            req = req.header(k, v);
+        }
+        req.body(report.to_vec()).send()
+    };
+    for (who, want) in [
+        ("//Alice", 201),
+        ("//Alice", 201),
+        ("//Alice", 201), // replaces Alice's oldest: still 2 held
+        ("//Bob", 201),   // 3 held
+        ("//Charlie", 507),
+        ("//Bob", 507),   // under his own limit, but the service is full
+        ("//Alice", 201), // at her limit: replaces, the total stays
+    ] {
+        let status = send(who).await.unwrap().status().as_u16();
+        assert_eq!(status, want, "{who}");
+    }
+    assert_eq!(reports_in(&reports).len(), 3);
+}
+
+/// Root must not boot from a folder other users can write.
+#[test]
+fn launch_refuses_a_release_folder_others_can_write() {
+    if tvm::install::effective_uid() != Some(0) {
+        eprintln!("skipped: the ownership rule applies when tvm install runs as root");
+        return;
+    }
+    let f = Fixture::new("tdx-h100x8-good");
+    let work = f.dir.path();
+    let p = publish_for(&work.join("op"), "hopper", "gpu", &boot_files(1000), 8);
+    let svc = image_serve(&p.srv, &work.join("reports"));
+    let vm = work.join("vm");
+    std::fs::create_dir_all(&vm).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&vm, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let vm_s = vm.canonicalize().unwrap().display().to_string();
+    record(
+        &f,
+        &[(
+            &format!("df -B1 --output=avail {vm_s}"),
+            "     Avail\n30000000000000\n",
+        )],
+    );
+    let root = f.root().display().to_string();
+    let commands = f.commands().display().to_string();
+    let (code, _, err) = tvm(&[
+        "install",
+        "--node-type",
+        "hopper",
+        "--root",
+        &root,
+        "--fixture-commands",
+        &commands,
+        "--service-url",
+        &svc.url,
+        "--vm-download-dir",
+        &vm_s,
+        "--host-machine-storage",
+        "2TB",
+        "--operator-keys",
+        p.keys_path.to_str().unwrap(),
+        "--launch-vm",
+    ]);
+    assert_eq!(code, 5, "{err}");
+    assert!(
+        err.contains("with mode 777: other users could change what root boots"),
+        "{err}"
+    );
+    assert!(!f.root().join("etc/systemd/system").exists());
 }

@@ -145,12 +145,34 @@ impl Host {
     }
 
     /// Write a file under the root (fixes), creating its folder.
+    /// Write a file under the root (fixes, units), creating its folder:
+    /// whole or not at all (a new file renamed over the old), never through
+    /// a symlink planted where it goes.
     pub fn write(&self, path: &str, contents: &str) -> io::Result<()> {
+        self.write_mode(path, contents.as_bytes(), 0o644)
+    }
+
+    pub fn write_mode(&self, path: &str, contents: &[u8], mode: u32) -> io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
         let p = self.path(path);
         if let Some(dir) = p.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        std::fs::write(p, contents)
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = p.with_file_name(format!(".{name}.tvm-new"));
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(contents)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &p)
     }
 
     /// Run `program args…`.
@@ -228,13 +250,15 @@ fn run_system(program: &str, args: &[&str], timeout: Duration) -> Ran {
     };
     // Read both pipes on threads so a chatty program cannot block on a full pipe.
     let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut out = Vec::new();
             if let Some(p) = pipe {
                 let _ = p.take(MAX_OUTPUT as u64).read_to_end(&mut out);
             }
-            String::from_utf8_lossy(&out).into_owned()
-        })
+            let _ = tx.send(String::from_utf8_lossy(&out).into_owned());
+        });
+        rx
     };
     let out = drain(
         child
@@ -264,9 +288,13 @@ fn run_system(program: &str, args: &[&str], timeout: Duration) -> Ran {
             Err(e) => return Ran::Failed(format!("{program}: {e}")),
         }
     };
+    // A child it left behind may hold the pipes open: wait a little, not forever.
+    let collect = |rx: std::sync::mpsc::Receiver<String>| {
+        rx.recv_timeout(Duration::from_secs(1)).unwrap_or_default()
+    };
     Ran::Exited {
         code: status.code().unwrap_or(-1),
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
+        stdout: collect(out),
+        stderr: collect(err),
     }
 }

@@ -244,8 +244,12 @@ fn kernel_log(h: &Host) -> Result<String, String> {
     }
     let journal = h.run("journalctl", &["-k", "-b", "--no-pager", "-o", "cat"]);
     match (dmesg.ok(), journal.ok()) {
-        (_, Some(j)) if !j.trim().is_empty() => Ok(j.to_string()),
-        (Some(d), _) => Ok(d.to_string()),
+        (_, Some(j)) if j.contains("Linux version") => Ok(j.to_string()),
+        // Judging a log without its boot messages would fail healthy hosts.
+        (Some(_), _) => Err(
+            "the kernel log has rotated past the boot messages and the journal (journalctl -k -b) does not have them: reboot, or check with journalctl -k -b | grep -e virt/tdx -e SEV"
+                .into(),
+        ),
         _ => Err(match dmesg {
             Ran::Exited { stderr, .. } => format!(
                 "dmesg: {} (run tvm check as root to read the kernel log)",
@@ -1332,7 +1336,7 @@ fn meminfo(h: &Host, key: &str) -> Option<u64> {
         let mut w = rest.split_whitespace();
         let n: u64 = w.next()?.parse().ok()?;
         Some(match w.next() {
-            Some("kB") => n * 1024,
+            Some("kB") => n.saturating_mul(1024),
             _ => n,
         })
     })

@@ -48,6 +48,22 @@ impl Action {
     }
 }
 
+/// Most of what a check quotes from the host (command output can be long;
+/// a report must stay small enough to send).
+pub const MAX_SAW: usize = 2048;
+
+fn bounded(mut s: String) -> String {
+    if s.len() > MAX_SAW {
+        let mut cut = MAX_SAW;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str(" … (cut)");
+    }
+    s
+}
+
 /// One check's outcome: what it saw and, when it did not pass, how to fix it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Finding {
@@ -76,7 +92,7 @@ impl Finding {
             id,
             title,
             status,
-            saw: saw.into(),
+            saw: bounded(saw.into()),
             fix: None,
             auto_fix: Vec::new(),
         }
