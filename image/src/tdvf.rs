@@ -138,8 +138,8 @@ pub fn sections(fw: &[u8]) -> Result<Vec<Section>, TdvfError> {
                 section_type: u32_at(fw, at + 24)?,
                 attributes: u32_at(fw, at + 28)?,
             };
-            if s.memory_address % PAGE != 0
-                || s.memory_data_size % PAGE != 0
+            if !s.memory_address.is_multiple_of(PAGE)
+                || !s.memory_data_size.is_multiple_of(PAGE)
                 || s.memory_address.checked_add(s.memory_data_size).is_none()
             {
                 return bad(format!(

@@ -32,7 +32,7 @@ pub enum DownloadError {
     #[error("the manifest from {url} is not accepted: {source} (nothing was downloaded)")]
     Manifest {
         url: String,
-        source: manifest::ManifestError,
+        source: Box<manifest::ManifestError>,
     },
     #[error(
         "the manifest {release} is for node types {listed:?}, not {wanted} (is --node-type right?)"
@@ -120,7 +120,7 @@ pub async fn fetch_release(
     let signed = get_small(client, &url, MAX_SIGNED_BYTES).await?;
     let m = manifest::verify(&signed, keys, now).map_err(|source| DownloadError::Manifest {
         url: url.clone(),
-        source,
+        source: Box::new(source),
     })?;
     let class = manifest_class(node);
     if !m

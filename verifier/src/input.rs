@@ -9,7 +9,7 @@ pub fn binary_or_hex(data: &[u8]) -> Vec<u8> {
         .filter(|b| !b.is_ascii_whitespace())
         .collect();
     let body = text.strip_prefix(b"0x").unwrap_or(&text);
-    if !body.is_empty() && body.len() % 2 == 0 && body.iter().all(u8::is_ascii_hexdigit) {
+    if !body.is_empty() && body.len().is_multiple_of(2) && body.iter().all(u8::is_ascii_hexdigit) {
         if let Ok(bytes) = hex::decode(body) {
             return bytes;
         }
