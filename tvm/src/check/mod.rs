@@ -1366,14 +1366,23 @@ fn check_storage(h: &Host, o: &Options) -> Finding {
     const ID: &str = "storage";
     const T: &str = "storage for the image and the data disk";
     let tb = |b: u64| b as f64 / TB as f64;
-    let free = match h.run("df", &["-B1", "--output=avail", &o.vm_dir]) {
-        Ran::Exited {
-            code: 0, stdout, ..
-        } => stdout
-            .lines()
-            .nth(1)
-            .and_then(|l| l.trim().parse::<u64>().ok()),
-        _ => None,
+    // A folder install will create is on its nearest existing parent's disk.
+    let mut at = std::path::Path::new(&o.vm_dir);
+    let free = loop {
+        let got = match h.run("df", &["-B1", "--output=avail", &at.display().to_string()]) {
+            Ran::Exited {
+                code: 0, stdout, ..
+            } => stdout
+                .lines()
+                .nth(1)
+                .and_then(|l| l.trim().parse::<u64>().ok()),
+            _ => None,
+        };
+        match (got, at.parent()) {
+            (Some(free), _) => break Some(free),
+            (None, Some(parent)) if at.is_absolute() => at = parent,
+            (None, _) => break None,
+        }
     };
     let Some(free) = free else {
         return Finding::new(
