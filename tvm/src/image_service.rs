@@ -184,6 +184,15 @@ fn reports_of(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// A report's time (ms), from its file name `<ms>-<uuid>.json`.
+fn report_ms(path: &Path) -> u64 {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.split('-').next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0)
+}
+
 fn count_all(dir: &Path) -> usize {
     std::fs::read_dir(dir)
         .map(|d| {
@@ -211,12 +220,7 @@ fn store(
     let dir = intake.dir.join(ss58);
     let existing = reports_of(&dir);
     if let Some(last) = existing.last() {
-        let last_ms = last
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.split('-').next())
-            .and_then(|t| t.parse::<u64>().ok())
-            .unwrap_or(0);
+        let last_ms = report_ms(last);
         if timestamp_ms < last_ms.saturating_add(intake.limits.min_interval.as_millis() as u64) {
             return Err((
                 StatusCode::TOO_MANY_REQUESTS,
@@ -291,13 +295,7 @@ pub fn list_reports(reports: &Path) -> Result<String, String> {
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok())
                 .unwrap_or_default();
-            let ms = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.split('-').next())
-                .and_then(|t| t.parse::<i64>().ok())
-                .unwrap_or(0);
-            let when = time::OffsetDateTime::from_unix_timestamp(ms / 1000)
+            let when = time::OffsetDateTime::from_unix_timestamp((report_ms(&path) / 1000) as i64)
                 .ok()
                 .and_then(|t| {
                     t.format(&time::format_description::well_known::Rfc3339)

@@ -15,7 +15,7 @@ use tvm_image::manifest::KeySet;
 use tvm_protocol::keys::Hotkey;
 
 use crate::check::host::{Host, Ran};
-use crate::check::{self, NodeType, Report};
+use crate::check::Report;
 
 pub const EXIT_NOT_READY: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
@@ -411,9 +411,4 @@ pub async fn status(h: &Host, client: &reqwest::Client) -> (String, bool) {
         ));
     }
     (out, all_ok)
-}
-
-/// The GPUs and NVSwitches the check found (PCI addresses), for `--launch-vm`.
-pub fn devices(h: &Host, node: NodeType) -> (Vec<String>, Vec<String>) {
-    check::devices(h, node)
 }

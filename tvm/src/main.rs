@@ -820,7 +820,7 @@ mod tvm_install {
         h.write(install::KEYS_PATH, keys_text)
             .map_err(|e| format!("{}: {e}", install::KEYS_PATH))?;
         let exe = install::install_binary(h)?;
-        let (gpus, switches) = install::devices(h, a.host.node_type);
+        let (gpus, switches) = tvm::check::devices(h, a.host.node_type);
         let shape =
             tvm::launch::Shape::from_launch(&release.manifest.launch).map_err(|e| e.to_string())?;
         let data_disk = if shape.data_disk {

@@ -19,6 +19,24 @@ fn service(srv: &Path) -> axum::Router {
     tvm::image_service::router(srv, &srv.join("../reports"))
 }
 
+/// Fetch the node type's release from `url` into `dest`, as install does.
+async fn fetch(
+    url: &str,
+    node: NodeType,
+    keys: &tvm_image::manifest::KeySet,
+    dest: &Path,
+) -> Result<tvm::download::Release, DownloadError> {
+    fetch_release(
+        &tvm::download::client().unwrap(),
+        url,
+        node,
+        keys,
+        dest,
+        NOW,
+    )
+    .await
+}
+
 fn names(dir: &Path) -> Vec<String> {
     let mut v = std::fs::read_dir(dir)
         .map(|d| {
@@ -36,11 +54,8 @@ async fn a_release_is_fetched_checked_and_marked_complete_last() {
     let dir = tempfile::tempdir().unwrap();
     let p = publish(dir.path(), "hopper", "gpu", &boot_files(3 << 20));
     let url = serve(service(&p.srv)).await;
-    let client = tvm::download::client().unwrap();
     let dest = dir.path().join("vm");
-    let r = fetch_release(&client, &url, NodeType::Hopper, &p.keys, &dest, NOW)
-        .await
-        .unwrap();
+    let r = fetch(&url, NodeType::Hopper, &p.keys, &dest).await.unwrap();
     assert_eq!(r.dir, dest.join("tvm-gpu-2026.12"));
     assert_eq!(
         r.fetched,
@@ -61,15 +76,11 @@ async fn a_release_is_fetched_checked_and_marked_complete_last() {
         ]
     );
     // Run again: every file is checked, none fetched.
-    let again = fetch_release(&client, &url, NodeType::Hopper, &p.keys, &dest, NOW)
-        .await
-        .unwrap();
+    let again = fetch(&url, NodeType::Hopper, &p.keys, &dest).await.unwrap();
     assert_eq!(again.fetched, 0);
     // A damaged file is fetched again, not trusted by its name.
     std::fs::write(r.dir.join("vmlinuz"), b"kernal").unwrap();
-    let again = fetch_release(&client, &url, NodeType::Hopper, &p.keys, &dest, NOW)
-        .await
-        .unwrap();
+    let again = fetch(&url, NodeType::Hopper, &p.keys, &dest).await.unwrap();
     assert_eq!(again.fetched, 6);
     assert_eq!(std::fs::read(r.dir.join("vmlinuz")).unwrap(), b"kernel");
 }
@@ -83,17 +94,9 @@ async fn a_part_left_by_an_earlier_run_is_resumed_with_a_range_request() {
     std::fs::create_dir_all(&release).unwrap();
     let root = &p.files[3].1;
     std::fs::write(release.join("root.img.part"), &root[..1_000_000]).unwrap();
-    let client = tvm::download::client().unwrap();
-    let r = fetch_release(
-        &client,
-        &url,
-        NodeType::Hopper,
-        &p.keys,
-        &dir.path().join("vm"),
-        NOW,
-    )
-    .await
-    .unwrap();
+    let r = fetch(&url, NodeType::Hopper, &p.keys, &dir.path().join("vm"))
+        .await
+        .unwrap();
     let small = 8 + 6 + 9;
     assert_eq!(r.fetched, small + (root.len() as u64 - 1_000_000));
     assert_eq!(&std::fs::read(release.join("root.img")).unwrap(), root);
@@ -182,17 +185,9 @@ async fn a_cut_connection_is_resumed_where_it_stopped() {
     let files = boot_files(3 << 20);
     let p = publish(dir.path(), "hopper", "gpu", &files);
     let (url, ranges) = with_cut(&p.srv, files[3].1.clone(), 1 << 20).await;
-    let client = tvm::download::client().unwrap();
-    let r = fetch_release(
-        &client,
-        &url,
-        NodeType::Hopper,
-        &p.keys,
-        &dir.path().join("vm"),
-        NOW,
-    )
-    .await
-    .unwrap();
+    let r = fetch(&url, NodeType::Hopper, &p.keys, &dir.path().join("vm"))
+        .await
+        .unwrap();
     assert_eq!(std::fs::read(r.dir.join("root.img")).unwrap(), files[3].1);
     // The second request asked only for what was missing.
     assert_eq!(
@@ -217,16 +212,9 @@ async fn a_bad_signature_writes_nothing() {
     std::fs::write(&path, signed.to_string()).unwrap();
     let url = serve(service(&p.srv)).await;
     let dest = dir.path().join("vm");
-    let err = fetch_release(
-        &tvm::download::client().unwrap(),
-        &url,
-        NodeType::Hopper,
-        &p.keys,
-        &dest,
-        NOW,
-    )
-    .await
-    .unwrap_err();
+    let err = fetch(&url, NodeType::Hopper, &p.keys, &dest)
+        .await
+        .unwrap_err();
     assert!(matches!(err, DownloadError::Manifest { .. }), "{err}");
     assert!(err.to_string().contains("does not verify"), "{err}");
     assert!(err.to_string().contains("nothing was downloaded"), "{err}");
@@ -235,16 +223,9 @@ async fn a_bad_signature_writes_nothing() {
     let other = publish(&dir.path().join("other"), "hopper", "gpu", &boot_files(10));
     let p2 = publish(&dir.path().join("p2"), "hopper", "gpu", &boot_files(10));
     let url = serve(service(&p2.srv)).await;
-    let err = fetch_release(
-        &tvm::download::client().unwrap(),
-        &url,
-        NodeType::Hopper,
-        &other.keys,
-        &dest,
-        NOW,
-    )
-    .await
-    .unwrap_err();
+    let err = fetch(&url, NodeType::Hopper, &other.keys, &dest)
+        .await
+        .unwrap_err();
     assert!(
         err.to_string()
             .contains("no key of the operator's key set signed"),
@@ -264,16 +245,9 @@ async fn a_bad_hash_leaves_nothing_that_looks_complete() {
     std::fs::write(&served, bytes).unwrap();
     let url = serve(service(&p.srv)).await;
     let dest = dir.path().join("vm");
-    let err = fetch_release(
-        &tvm::download::client().unwrap(),
-        &url,
-        NodeType::Hopper,
-        &p.keys,
-        &dest,
-        NOW,
-    )
-    .await
-    .unwrap_err();
+    let err = fetch(&url, NodeType::Hopper, &p.keys, &dest)
+        .await
+        .unwrap_err();
     assert!(matches!(err, DownloadError::Hash { .. }), "{err}");
     assert!(err.to_string().contains("root.img: SHA-256"), "{err}");
     let release = dest.join("tvm-gpu-2026.12");
@@ -293,16 +267,9 @@ async fn a_missing_file_is_a_clear_error() {
     std::fs::remove_file(p.srv.join("v1/files/tvm-gpu/2026.12/initrd.img")).unwrap();
     let url = serve(service(&p.srv)).await;
     let dest = dir.path().join("vm");
-    let err = fetch_release(
-        &tvm::download::client().unwrap(),
-        &url,
-        NodeType::Hopper,
-        &p.keys,
-        &dest,
-        NOW,
-    )
-    .await
-    .unwrap_err();
+    let err = fetch(&url, NodeType::Hopper, &p.keys, &dest)
+        .await
+        .unwrap_err();
     assert!(
         err.to_string()
             .contains("initrd.img: HTTP 404: the service does not have this file"),
@@ -310,16 +277,9 @@ async fn a_missing_file_is_a_clear_error() {
     );
     assert!(!dest.join("tvm-gpu-2026.12").join(MANIFEST).exists());
     // No manifest for the node type at all.
-    let err = fetch_release(
-        &tvm::download::client().unwrap(),
-        &url,
-        NodeType::Blackwell,
-        &p.keys,
-        &dest,
-        NOW,
-    )
-    .await
-    .unwrap_err();
+    let err = fetch(&url, NodeType::Blackwell, &p.keys, &dest)
+        .await
+        .unwrap_err();
     assert!(
         err.to_string()
             .contains("v1/manifests/blackwell.json: HTTP 404"),
@@ -333,16 +293,9 @@ async fn a_release_for_another_node_class_is_refused() {
     // The operator published a CPU image where a GPU one belongs.
     let p = publish(dir.path(), "hopper", "cpu", &boot_files(10));
     let url = serve(service(&p.srv)).await;
-    let err = fetch_release(
-        &tvm::download::client().unwrap(),
-        &url,
-        NodeType::Hopper,
-        &p.keys,
-        &dir.path().join("vm"),
-        NOW,
-    )
-    .await
-    .unwrap_err();
+    let err = fetch(&url, NodeType::Hopper, &p.keys, &dir.path().join("vm"))
+        .await
+        .unwrap_err();
     assert!(
         err.to_string()
             .contains("is for node types [\"cpu\"], not hopper (gpu)"),
@@ -360,16 +313,9 @@ async fn more_bytes_than_the_manifest_lists_are_refused() {
     let n = longer.len();
     let (url, _) = with_cut(&p.srv, longer, n).await;
     let dest = dir.path().join("vm");
-    let err = fetch_release(
-        &tvm::download::client().unwrap(),
-        &url,
-        NodeType::Hopper,
-        &p.keys,
-        &dest,
-        NOW,
-    )
-    .await
-    .unwrap_err();
+    let err = fetch(&url, NodeType::Hopper, &p.keys, &dest)
+        .await
+        .unwrap_err();
     assert!(
         err.to_string().contains("sends more than the manifest's"),
         "{err}"
@@ -443,16 +389,9 @@ async fn links_in_the_download_folder_are_not_followed() {
     std::os::unix::fs::symlink(&victim, release.join("root.img.part")).unwrap();
     std::os::unix::fs::symlink(&victim, release.join("vmlinuz")).unwrap();
     std::os::unix::fs::symlink(&victim, release.join("initrd.img.part")).unwrap();
-    let r = fetch_release(
-        &tvm::download::client().unwrap(),
-        &url,
-        NodeType::Hopper,
-        &p.keys,
-        &dir.path().join("vm"),
-        NOW,
-    )
-    .await
-    .unwrap();
+    let r = fetch(&url, NodeType::Hopper, &p.keys, &dir.path().join("vm"))
+        .await
+        .unwrap();
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
     for (name, bytes) in &p.files {
         let path = r.dir.join(name);
@@ -469,16 +408,9 @@ async fn links_in_the_download_folder_are_not_followed() {
     let other = dir.path().join("other");
     std::fs::create_dir_all(other.join("vm2")).unwrap();
     std::os::unix::fs::symlink(&victim, other.join("vm2/tvm-gpu-2026.12")).unwrap();
-    let err = fetch_release(
-        &tvm::download::client().unwrap(),
-        &url,
-        NodeType::Hopper,
-        &p.keys,
-        &other.join("vm2"),
-        NOW,
-    )
-    .await
-    .unwrap_err();
+    let err = fetch(&url, NodeType::Hopper, &p.keys, &other.join("vm2"))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("tvm-gpu-2026.12"), "{err}");
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
 }
@@ -497,16 +429,9 @@ async fn two_installs_do_not_fill_one_folder_at_once() {
         .open(release.join(".lock"))
         .unwrap();
     held.lock().unwrap();
-    let err = fetch_release(
-        &tvm::download::client().unwrap(),
-        &url,
-        NodeType::Hopper,
-        &p.keys,
-        &dir.path().join("vm"),
-        NOW,
-    )
-    .await
-    .unwrap_err();
+    let err = fetch(&url, NodeType::Hopper, &p.keys, &dir.path().join("vm"))
+        .await
+        .unwrap_err();
     assert!(
         err.to_string()
             .contains("another tvm install is fetching into this folder"),

@@ -50,7 +50,6 @@ pub struct Published {
     pub keys: tvm_image::manifest::KeySet,
     pub keys_path: std::path::PathBuf,
     pub files: Vec<(String, Vec<u8>)>,
-    pub pkcs8: Vec<u8>,
 }
 
 /// A one-GPU TDX release (launch parameters as `tvm launch` takes them)
@@ -116,7 +115,6 @@ pub fn publish_for(
             .iter()
             .map(|(n, b)| (n.to_string(), b.clone()))
             .collect(),
-        pkcs8,
     }
 }
 
