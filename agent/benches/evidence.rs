@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use tvm_agent::backend::sim::{hierarchy, SimDevices, SimTee};
+use tvm_agent::backend::sim::{hierarchy, Shape, SimDevices, SimTee};
 use tvm_agent::backend::Gather;
 use tvm_agent::config::SimConfig;
 use tvm_agent::evidence::EvidenceSource;
@@ -27,7 +27,8 @@ fn source(dir: &std::path::Path, latency_ms: u64, gather: Gather) -> EvidenceSou
     EvidenceSource {
         tee: Box::new(SimTee::open(&cfg).expect("sim tee")),
         devices: Box::new(
-            SimDevices::issue(&nvidia, 8, 0, Duration::from_millis(latency_ms)).expect("sim gpus"),
+            SimDevices::issue(&nvidia, Shape::gpus(8), Duration::from_millis(latency_ms))
+                .expect("sim gpus"),
         ),
         cvm_id: tvm_protocol::Digest32([7; 32]),
         runtime: Runtime::default(),

@@ -171,12 +171,36 @@ pub struct SimConfig {
     /// The simulated hierarchy (made there on first use; `tvm-agent sim-init`).
     pub dir: PathBuf,
     pub gpus: usize,
+    /// NVSwitches; with any, the GPUs run in protected-PCIe mode, each
+    /// linked to every switch (an HGX node is 8 GPUs and 4 switches).
     pub switches: usize,
+    /// The board the simulated GPUs report.
+    pub gpu_model: SimGpuModel,
     /// Modelled time one simulated GPU takes to produce its report
     /// (real H100s take tens to hundreds of milliseconds).
     pub gpu_latency_ms: u64,
     /// Which simulated image the TD measures as.
     pub image: SimImage,
+}
+
+/// The board a simulated GPU reports (what validators name and pay).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SimGpuModel {
+    /// 1010/0200/882, as NVIDIA's H100 sample.
+    #[default]
+    H100Pcie,
+    /// G520/0280/895, as the real HGX H200 capture.
+    H200Sxm,
+}
+
+impl SimGpuModel {
+    pub fn name(self) -> &'static str {
+        match self {
+            SimGpuModel::H100Pcie => "H100 PCIe",
+            SimGpuModel::H200Sxm => "H200 SXM",
+        }
+    }
 }
 
 /// The simulated image a SIMULATED TD runs.
@@ -196,6 +220,7 @@ impl Default for SimConfig {
             dir: PathBuf::from("tvm-sim"),
             gpus: 8,
             switches: 0,
+            gpu_model: SimGpuModel::H100Pcie,
             gpu_latency_ms: 0,
             image: SimImage::Published,
         }

@@ -64,7 +64,8 @@ pub fn measurements(label: &str, count: u8) -> Vec<[u8; DIGEST_LEN]> {
 /// What a simulated Hopper GPU reports about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HopperProfile {
-    /// "882": an H100 SXM5 (the verifier's model is "H100 (GH100-882)").
+    /// With the project and project SKU, the board: 1010/0200/882 is an
+    /// H100 PCIe, G520/0280/895 an H200 SXM (the verifier's `gpu::model`).
     pub chip_sku: String,
     pub chip_sku_mod: String,
     pub project: String,
@@ -85,7 +86,7 @@ impl HopperProfile {
     /// The measurement label of [`HopperProfile::h100`].
     pub const MEASUREMENT_LABEL: &'static str = "tvm sim gpu measurement";
 
-    /// An H100 SXM5 80GB as nvtrust's sample: chip SKU 882, project 1010
+    /// An H100 PCIe as nvtrust's sample (NV-1): chip SKU 882, project 1010
     /// SKU 0200, driver 550.90.07, VBIOS 96.00.9F.00.01, 64 blocks; PPCIe off.
     pub fn h100() -> Self {
         HopperProfile {
@@ -98,6 +99,21 @@ impl HopperProfile {
             vbios_version: [0x96, 0x00, 0x9F, 0x00, 0x01],
             measurements: measurements(Self::MEASUREMENT_LABEL, 64),
             ppcie_switches: None,
+        }
+    }
+
+    /// An H200 SXM as in the real HGX H200 capture (NV-6): project G520 SKU
+    /// 0280, chip SKU 895, driver 570.124.06, VBIOS 96.00.CF.00.02; PPCIe off
+    /// until it is given its switches.
+    pub fn h200() -> Self {
+        HopperProfile {
+            chip_sku: "895".into(),
+            project: "G520".into(),
+            project_sku: "0280".into(),
+            board_id: 0x100,
+            driver_version: "570.124.06".into(),
+            vbios_version: [0x96, 0x00, 0xCF, 0x00, 0x02],
+            ..Self::h100()
         }
     }
 
@@ -447,7 +463,7 @@ mod tests {
         assert_all_pass(&v);
         assert_eq!(v.arch(), Some(Arch::Hopper));
         let f = v.facts().unwrap();
-        assert_eq!(f.model.as_deref(), Some("H100 (GH100-882)"));
+        assert_eq!(f.model.as_deref(), Some("H100 PCIe (1010_0200_882)"));
         assert_eq!(f.arch, Some(Arch::Hopper));
         assert_eq!(f.driver_version.as_deref(), Some("550.90.07"));
         assert_eq!(f.vbios_version.as_deref(), Some("96.00.9f.00.01"));

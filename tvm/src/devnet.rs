@@ -17,6 +17,7 @@
 //! | 127.0.0.12  | 2     | honest agent, 1 GPU (relayed by .14)                       |
 //! | 127.0.0.13  | 3     | honest agent, 1 GPU (cloned by .16)                        |
 //! | 127.0.0.18  | 3     | honest agent, 1 GPU                                        |
+//! | 127.0.0.20  | 3     | honest HGX H200 board: 8 GPUs + 4 NVSwitches in protected PCIe |
 //! | 127.0.0.14  | 4     | relay: asks .12's agent for evidence on our nonce under its own key; the agent refuses a nonce its signer did not make |
 //! | 127.0.0.15  | 4     | answers with evidence for a nonce of its own (agent at .21)  |
 //! | 127.0.0.16  | 4     | agent presenting .13's GPU as its own                      |
@@ -33,7 +34,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use tvm_agent::backend::sim::{SimDevices, SimTee};
+use tvm_agent::backend::sim::{Shape, SimDevices, SimTee};
 use tvm_agent::config::{Allow, Config, GpuChoice, TeeChoice};
 use tvm_agent::{Agent, Running};
 use tvm_chain::client::Client;
@@ -144,7 +145,9 @@ fn start_cloned_pair(
     (miner_b, at_b): (&str, SocketAddr),
 ) -> Result<(Running, Running), DevnetError> {
     let (_, nvidia) = tvm_agent::backend::sim::hierarchy(sim).map_err(setup("sim hierarchy"))?;
-    let gpu = Arc::new(SimDevices::issue(&nvidia, 1, 0, Duration::ZERO).map_err(setup("sim GPU"))?);
+    let gpu = Arc::new(
+        SimDevices::issue(&nvidia, Shape::gpus(1), Duration::ZERO).map_err(setup("sim GPU"))?,
+    );
     let run = |miner: &str, at: SocketAddr| -> Result<Running, DevnetError> {
         let cfg = agent_config(sim, miner, 1)?;
         let tee = SimTee::open(&cfg.sim).map_err(setup("sim TDX"))?;
@@ -267,6 +270,11 @@ async fn start_network(
     let mut unlisted = agent_config(&sim, MINERS[2], 1)?;
     unlisted.sim.image = tvm_agent::config::SimImage::Unlisted;
     agents.push(start_agent_with(unlisted, at(19))?);
+    // An HGX H200 board in protected-PCIe mode: 8 GPUs and 4 NVSwitches, linked.
+    let mut hgx = agent_config(&sim, MINERS[1], 8)?;
+    hgx.sim.switches = 4;
+    hgx.sim.gpu_model = tvm_agent::config::SimGpuModel::H200Sxm;
+    agents.push(start_agent_with(hgx, at(20))?);
     start_rogue(Trick::Relay, at(14), host(12), MINERS[0], port).await?;
     start_rogue(Trick::WrongNonce, at(15), host(21), MINERS[2], port).await?;
 
@@ -298,7 +306,7 @@ async fn start_network(
         .await
         .map_err(setup("test chain"))?;
 
-    let lists: [Vec<u8>; 3] = [vec![11, 12], vec![13, 18], vec![14, 15, 16, 17, 19]];
+    let lists: [Vec<u8>; 3] = [vec![11, 12], vec![13, 18, 20], vec![14, 15, 16, 17, 19]];
     let mut axon_ports = Vec::new();
     for (miner, hosts) in MINERS.iter().zip(lists) {
         let port = free_port(host(1))?;

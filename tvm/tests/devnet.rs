@@ -41,6 +41,8 @@ fn devnet_once_prints_verdicts_and_the_accepted_weights() {
             "duplicate of 127.0.0.16",
         ),
         ("127.0.0.18", "ACCEPTED (SIMULATED)", "1 point"),
+        // An HGX H200 board: 8 GPUs and 4 linked NVSwitches, 8 × 2 points.
+        ("127.0.0.20", "ACCEPTED (SIMULATED)", "16 points"),
         ("127.0.0.14", "NO EVIDENCE", "502"),
         (
             "127.0.0.15",
@@ -74,13 +76,13 @@ fn devnet_once_prints_verdicts_and_the_accepted_weights() {
             .any(|l| l.starts_with("the validator read them back: revealed")),
         "{stdout}"
     );
-    // 70 % split 3:1 between the two honest miners, 30 % burned (no v5 yet).
+    // 70 % split 3:17 between the two honest miners, 30 % burned (no v5 yet).
     let accepted = stdout
         .lines()
         .find(|l| l.starts_with("weights the chain revealed and applied"))
         .unwrap_or_else(|| panic!("{stdout}"));
     assert!(
-        accepted.ends_with("uid 0: 19662 (30.0 %), uid 2: 34405 (52.5 %), uid 3: 11468 (17.5 %)"),
+        accepted.ends_with("uid 0: 19662 (30.0 %), uid 2: 6881 (10.5 %), uid 3: 38992 (59.5 %)"),
         "{accepted}"
     );
 }
@@ -164,12 +166,12 @@ fn the_dashboard_shows_the_devnet_in_a_real_browser() {
         // The API and metrics, as a script would read them.
         let nodes: serde_json::Value =
             serde_json::from_str(&http_get(&format!("{url}api/v1/nodes"))).unwrap();
-        assert_eq!(nodes["nodes"].as_array().unwrap().len(), 9, "{nodes}");
+        assert_eq!(nodes["nodes"].as_array().unwrap().len(), 10, "{nodes}");
         assert!(nodes["round"]["finished_at"].is_i64());
         let miner: serde_json::Value =
             serde_json::from_str(&http_get(&format!("{url}api/v1/miners/2"))).unwrap();
         assert_eq!(miner["v6_points"], 3.0);
-        assert_eq!(miner["weight"], 34405);
+        assert_eq!(miner["weight"], 6881);
         let rounds: serde_json::Value =
             serde_json::from_str(&http_get(&format!("{url}api/v1/rounds"))).unwrap();
         // Committed (commit-reveal is the devnet's default), then read back
@@ -183,7 +185,7 @@ fn the_dashboard_shows_the_devnet_in_a_real_browser() {
             "{metrics}"
         );
         assert!(
-            metrics.contains("tvm_validator_verified_gpus 4"),
+            metrics.contains("tvm_validator_verified_gpus 12"),
             "{metrics}"
         );
 
@@ -197,7 +199,7 @@ fn the_dashboard_shows_the_devnet_in_a_real_browser() {
         };
         assert!(dom.contains("<h1>tvm validator"), "{dom}");
         assert!(dom.contains("SIMULATED"));
-        for n in [11, 12, 13, 14, 15, 16, 17, 18, 19] {
+        for n in [11, 12, 13, 14, 15, 16, 17, 18, 19, 20] {
             assert!(dom.contains(&format!("127.0.0.{n}")), "node .{n} listed");
         }
         // The wrong-nonce node's reason, in words.

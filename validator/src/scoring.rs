@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 pub struct GpuSeen {
     /// The NVIDIA-signed device identity.
     pub id: String,
-    /// e.g. "H100 (GH100-882)".
+    /// e.g. "H100 SXM (G520_0200_885)".
     pub model: String,
 }
 
@@ -123,12 +123,14 @@ impl Default for ScoringConfig {
             v6_share: 0.7,
             v5_share: 0.3,
             burn_uid: 0,
-            // "Hopper" pays any verified GH100 whose SKU tvm does not name
-            // yet (the H200 among them) like an H100, rather than nothing.
+            // The subnet's table (Targon v6: H200 2, H100 1). No subnet
+            // figure exists for the B200; 3 is ours (it has about twice an
+            // H100's memory and more than an H200's bandwidth). A board the
+            // verifier cannot name ("unknown Hopper (…)") matches no prefix.
             model_points: BTreeMap::from([
                 ("H100".to_string(), 1.0),
                 ("H200".to_string(), 2.0),
-                ("Hopper".to_string(), 1.0),
+                ("B200".to_string(), 3.0),
             ]),
             auction: None,
         }
@@ -425,7 +427,7 @@ mod tests {
         }
     }
 
-    const H100: &str = "H100 (GH100-882)";
+    const H100: &str = "H100 SXM (G520_0200_885)";
     const H200: &str = "H200";
 
     #[test]
@@ -507,19 +509,24 @@ mod tests {
     }
 
     #[test]
-    fn models_not_listed_score_zero_and_b200_is_configurable() {
-        let nodes = vec![node(
-            1,
-            "a",
-            Some(true),
-            "c1",
-            &[("g1", "Blackwell (GB100-xyz)")],
-        )];
-        let r = score(&nodes, None, &ScoringConfig::default());
-        assert!(r.v6.is_empty());
+    fn models_by_the_subnet_table_and_unknown_boards_score_zero() {
+        let one = |model: &str| vec![node(1, "a", Some(true), "c1", &[("g1", model)])];
+        let cfg = ScoringConfig::default();
+        assert_eq!(
+            score(&one("H200 SXM (G520_0280_895)"), None, &cfg).v6[&1],
+            2.0
+        );
+        assert_eq!(score(&one("B200 (G525_0220_886)"), None, &cfg).v6[&1], 3.0);
+        assert_eq!(
+            score(&one("H100 PCIe (1010_0200_882)"), None, &cfg).v6[&1],
+            1.0
+        );
+        // A board the verifier does not name is not paid as another model.
+        let nodes = one("unknown Hopper (G520_0299_899)");
+        assert!(score(&nodes, None, &cfg).v6.is_empty());
         let mut cfg = ScoringConfig::default();
-        cfg.model_points.insert("Blackwell".into(), 4.0);
-        assert_eq!(score(&nodes, None, &cfg).v6, BTreeMap::from([(1, 4.0)]));
+        cfg.model_points.insert("unknown Hopper".into(), 0.5);
+        assert_eq!(score(&nodes, None, &cfg).v6, BTreeMap::from([(1, 0.5)]));
         let twice = vec![node(
             1,
             "a",

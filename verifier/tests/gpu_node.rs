@@ -309,3 +309,185 @@ fn an_empty_device_list_fails_by_name() {
     assert!(detail.contains("empty list"), "{detail}");
     assert!(v.render().contains("FAIL  node.nonce"), "{}", v.render());
 }
+
+// NV-6: a real HGX H200 node in protected-PCIe mode (go-nvattest-tools'
+// PPCIe test data: 8 GPUs G520_0280_895 + 4 LS10 switches, driver 570.124.06).
+const NV6_NONCE: &str = "1234567890123456789012345678901234567890123456789012345678901234";
+// NV-7: a real HGX B200 node in multi-GPU passthrough (go-nvattest-tools'
+// MPT test data: 8 GPUs G525_0220_886, driver 590.48.01).
+const NV7_NONCE: &str = "cdb72201e569085d6de41863745f6f77db1f75962c29564ec6abe91f0221861f";
+
+/// Appraised when the NV-6 and NV-7 chains are valid; `None` leaves the nonce unchecked.
+fn appraise_with(devices: &[DeviceEvidence], n: Option<&str>) -> NodeVerdict {
+    appraise_node(&NodeInput {
+        root: tvm_verifier::gpu::DeviceRoot::Nvidia,
+        devices,
+        nonce: n.map(nonce),
+        rims: &[],
+        revocation: &[],
+        policy: &offline_policy(),
+        at: at("2025-12-01T00:00:00Z"),
+    })
+}
+
+fn models(v: &NodeVerdict) -> Vec<String> {
+    v.devices()
+        .iter()
+        .map(|d| match d.verdict().facts() {
+            Some(tvm_verifier::Facts::Gpu(f)) => f.model.clone().unwrap(),
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn nv6_h200_ppcie_node_verifies_and_its_gpus_are_h200s() {
+    let d = common::gonv_capture("nvidia/gonv_ppcie_data_8xH200_4xLS10.json");
+    assert_eq!(d.len(), 12);
+    let v = appraise_with(&d, Some(NV6_NONCE));
+    assert!(v.accepted(), "{}", v.render());
+    let (status, detail) = node_check(&v, check::NODE_TOPOLOGY);
+    assert_eq!(status, Status::Pass);
+    assert!(detail.contains("protected-PCIe"), "{detail}");
+    let m = models(&v);
+    assert!(
+        m[..8].iter().all(|m| m == "H200 SXM (G520_0280_895)"),
+        "{m:?}"
+    );
+    assert!(m[8..].iter().all(|m| m == "NVSwitch (LS10)"), "{m:?}");
+    // Its switches are no other node's: NV-4's GPUs with NV-6's switches fail.
+    let mut mixed: Vec<DeviceEvidence> = nv4().into_iter().take(8).collect();
+    mixed.extend(d[8..].iter().cloned());
+    let v = appraise_with(&mixed, None);
+    let (status, detail) = node_check(&v, check::NODE_TOPOLOGY);
+    assert_eq!(status, Status::Fail);
+    assert!(detail.contains("not in this node's evidence"), "{detail}");
+}
+
+#[test]
+fn nv4_gpus_are_h100_sxm() {
+    let v = appraise(&nv4(), &offline_policy());
+    let m = models(&v);
+    assert!(
+        m[..8].iter().all(|m| m == "H100 SXM (G520_0200_885)"),
+        "{m:?}"
+    );
+}
+
+#[test]
+fn nv7_b200_mpt_node_verifies_as_eight_b200s() {
+    let d = common::gonv_capture("nvidia/gonv_mpt_data_8xB200.json");
+    assert_eq!(d.len(), 8);
+    let v = appraise_with(&d, Some(NV7_NONCE));
+    assert!(v.accepted(), "{}", v.render());
+    let (status, detail) = node_check(&v, check::NODE_TOPOLOGY);
+    assert_eq!(status, Status::Pass, "{detail}");
+    assert!(
+        detail.contains("8 Blackwell GPUs in multi-GPU passthrough"),
+        "{detail}"
+    );
+    assert!(models(&v).iter().all(|m| m == "B200 (G525_0220_886)"));
+}
+
+#[test]
+fn a_blackwell_mpt_node_needs_all_eight_gpus_and_no_ls10_switch() {
+    let d = common::gonv_capture("nvidia/gonv_mpt_data_8xB200.json");
+    for keep in [1, 7] {
+        let v = appraise_with(&d[..keep], Some(NV7_NONCE));
+        assert!(!v.accepted());
+        let (status, detail) = node_check(&v, check::NODE_TOPOLOGY);
+        assert_eq!(status, Status::Fail);
+        assert!(
+            detail.contains(&format!("the evidence has {keep}")),
+            "{detail}"
+        );
+    }
+    // A Hopper node's switch beside Blackwell GPUs is another machine's.
+    let mut with_switch = d.clone();
+    with_switch.push(nv4().pop().unwrap());
+    let v = appraise_with(&with_switch, None);
+    let (status, detail) = node_check(&v, check::NODE_TOPOLOGY);
+    assert_eq!(status, Status::Fail);
+    assert!(
+        detail.contains("LS10 NVSwitch in a Blackwell node"),
+        "{detail}"
+    );
+    // Nor is a Hopper GPU among them.
+    let mut mixed = d[..7].to_vec();
+    mixed.push(nv4().remove(0));
+    let v = appraise_with(&mixed, None);
+    let (status, detail) = node_check(&v, check::NODE_TOPOLOGY);
+    assert_eq!(status, Status::Fail);
+    assert!(detail.contains("one architecture"), "{detail}");
+}
+
+/// The topology rule on NV-7's real reports with their FEATURE_FLAG
+/// (opaque field 36) rewritten: the node checks see each mode a Blackwell
+/// board can claim. (Rewritten reports no longer verify; here the rule is
+/// applied to them directly.)
+#[test]
+fn blackwell_modes_follow_nvidias_rules() {
+    use tvm_verifier::gpu::spdm::MeasurementReport;
+    use tvm_verifier::gpu::topology::{check_blackwell, Device};
+    use tvm_verifier::gpu::Arch;
+    let d = common::gonv_capture("nvidia/gonv_mpt_data_8xB200.json");
+    // Field 36, 2 bytes, value 1 (MPT) — as all eight reports carry it.
+    const MPT_TLV: [u8; 6] = [36, 0, 2, 0, 1, 0];
+    let with_flag = |flag: Option<u8>| -> Vec<MeasurementReport> {
+        d.iter()
+            .map(|e| {
+                let mut ev = e.evidence.clone();
+                let at = ev
+                    .windows(MPT_TLV.len())
+                    .position(|w| w == MPT_TLV)
+                    .expect("FEATURE_FLAG in each NV-7 report");
+                match flag {
+                    Some(f) => ev[at + 4] = f,
+                    None => ev[at] = 99, // an unknown field type: no FEATURE_FLAG
+                }
+                MeasurementReport::parse(&ev).unwrap()
+            })
+            .collect()
+    };
+    let node = |reports: &[MeasurementReport]| {
+        let labels: Vec<String> = (0..reports.len()).map(|i| format!("gpu {i}")).collect();
+        let devices: Vec<Device> = reports
+            .iter()
+            .zip(&labels)
+            .map(|(r, l)| Device {
+                label: l,
+                arch: Arch::Blackwell,
+                report: r,
+                device_id: None,
+            })
+            .collect();
+        check_blackwell(&devices)
+    };
+    let mpt = with_flag(Some(1));
+    assert!(node(&mpt)
+        .unwrap()
+        .contains("8 Blackwell GPUs in multi-GPU passthrough"));
+    let spt = with_flag(Some(0));
+    assert_eq!(
+        node(&spt[..1]).unwrap(),
+        "1 Blackwell GPU in single-GPU passthrough mode"
+    );
+    let e = node(&spt).unwrap_err();
+    assert!(
+        e.contains("8 Blackwell GPUs in single-GPU passthrough mode in one CVM"),
+        "{e}"
+    );
+    let mut mixed = mpt.clone();
+    mixed[3] = spt[3].clone();
+    let e = node(&mixed).unwrap_err();
+    assert!(e.contains("7 of 8 GPUs in multi-GPU passthrough"), "{e}");
+    let e = node(&with_flag(Some(2))).unwrap_err();
+    assert!(
+        e.contains("protected-PCIe mode, which Blackwell does not have"),
+        "{e}"
+    );
+    let e = node(&with_flag(Some(7))).unwrap_err();
+    assert!(e.contains("unknown multi-GPU mode 7"), "{e}");
+    let e = node(&with_flag(None)).unwrap_err();
+    assert!(e.contains("does not say its multi-GPU mode"), "{e}");
+}

@@ -51,7 +51,7 @@ fn nv1_verifies() {
     all_pass(&v);
     let f = v.facts().unwrap();
     assert_eq!(f.arch.map(|a| a.to_string()).as_deref(), Some("Hopper"));
-    assert_eq!(f.model.as_deref(), Some("H100 (GH100-882)"));
+    assert_eq!(f.model.as_deref(), Some("H100 PCIe (1010_0200_882)"));
     // The NVIDIA-issued (BROM) certificate's serial number.
     assert_eq!(f.device_id.as_deref(), Some("41431d480fe5e87274"));
 }

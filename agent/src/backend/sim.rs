@@ -10,11 +10,11 @@ use std::time::Duration;
 use tvm_protocol::evidence::TeeEvidence;
 use tvm_protocol::hexbytes::HexBytes;
 use tvm_sim::intel::SimIntel;
-use tvm_sim::nvidia::{SimDeviceKind, SimNvidia};
+use tvm_sim::nvidia::{SimDevice, SimDeviceKind, SimNvidia};
 
 use super::{gather, BackendError, DeviceSet, Devices, Gather, Readiness, Tee, TeeKind};
-use crate::config::{SimConfig, SimImage};
-use tvm_sim::gpu::{default_fwid, GpuProfile, SimGpu};
+use crate::config::{SimConfig, SimGpuModel, SimImage};
+use tvm_sim::gpu::{default_fwid, GpuProfile, HopperProfile, NvSwitchProfile, SimGpu};
 use tvm_sim::tdx::{SimTd, TdMeasurements};
 
 const WHAT: &str = "the simulated TEE";
@@ -247,10 +247,29 @@ impl Tee for SimTee {
     }
 }
 
+/// How many simulated GPUs and switches a node has, and which board.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Shape {
+    pub gpus: usize,
+    pub switches: usize,
+    pub model: SimGpuModel,
+}
+
+impl Shape {
+    /// `gpus` of the default board, no switches.
+    pub fn gpus(gpus: usize) -> Self {
+        Shape {
+            gpus,
+            ..Shape::default()
+        }
+    }
+}
+
 /// Simulated GPUs (and switches), each with its own device identity.
 pub struct SimDevices {
     gpus: Vec<SimGpu>,
     switches: Vec<SimGpu>,
+    model: SimGpuModel,
     latency: Duration,
 }
 
@@ -259,32 +278,59 @@ impl SimDevices {
         let (_, nvidia) = hierarchy(&cfg.dir)?;
         Self::issue(
             &nvidia,
-            cfg.gpus,
-            cfg.switches,
+            Shape {
+                gpus: cfg.gpus,
+                switches: cfg.switches,
+                model: cfg.gpu_model,
+            },
             Duration::from_millis(cfg.gpu_latency_ms),
         )
     }
 
+    /// New devices of the hierarchy. With switches, the node is wired as an
+    /// HGX board in protected-PCIe mode: each GPU's NVLinks reach every
+    /// switch, and each switch lists every GPU, by their signed PDIs.
     pub fn issue(
         nvidia: &SimNvidia,
-        gpus: usize,
-        switches: usize,
+        shape: Shape,
         latency: Duration,
     ) -> Result<Self, BackendError> {
-        let make =
-            |kind: SimDeviceKind, profile: fn() -> GpuProfile| -> Result<SimGpu, BackendError> {
-                let device = nvidia
-                    .issue_device(kind, &default_fwid(kind))
-                    .map_err(failed)?;
-                SimGpu::new(device, profile()).map_err(failed)
+        let issue = |kind: SimDeviceKind| {
+            nvidia
+                .issue_device(kind, &default_fwid(kind))
+                .map_err(failed)
+        };
+        let gpus: Vec<SimDevice> = (0..shape.gpus)
+            .map(|_| issue(SimDeviceKind::Gpu))
+            .collect::<Result<_, _>>()?;
+        let switches: Vec<SimDevice> = (0..shape.switches)
+            .map(|_| issue(SimDeviceKind::Switch))
+            .collect::<Result<_, _>>()?;
+        let switch_pdis: Vec<_> = switches.iter().map(SimDevice::pdi).collect();
+        let gpu_pdis: Vec<_> = gpus.iter().map(SimDevice::pdi).collect();
+        let board = || {
+            let mut p = match shape.model {
+                SimGpuModel::H100Pcie => HopperProfile::h100(),
+                SimGpuModel::H200Sxm => HopperProfile::h200(),
             };
+            p.ppcie_switches = (!switch_pdis.is_empty()).then(|| switch_pdis.clone());
+            GpuProfile::Hopper(p)
+        };
+        let fabric = || {
+            let mut p = NvSwitchProfile::ls10();
+            p.gpus = gpu_pdis.clone();
+            GpuProfile::NvSwitch(p)
+        };
         Ok(SimDevices {
-            gpus: (0..gpus)
-                .map(|_| make(SimDeviceKind::Gpu, GpuProfile::h100))
+            gpus: gpus
+                .into_iter()
+                .map(|d| SimGpu::new(d, board()).map_err(failed))
                 .collect::<Result<_, _>>()?,
-            switches: (0..switches)
-                .map(|_| make(SimDeviceKind::Switch, GpuProfile::nvswitch))
+            switches: switches
+                .into_iter()
+                .map(|d| SimGpu::new(d, fabric()).map_err(failed))
                 .collect::<Result<_, _>>()?,
+            model: shape.model,
             latency,
         })
     }
@@ -298,8 +344,9 @@ impl SimDevices {
 impl Devices for SimDevices {
     fn describe(&self) -> String {
         format!(
-            "SIMULATED {} H100 GPUs, {} NVSwitches",
+            "SIMULATED {} {} GPUs, {} NVSwitches",
             self.gpus.len(),
+            self.model.name(),
             self.switches.len()
         )
     }

@@ -10,6 +10,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::facts::{Facts, GpuFacts};
 use crate::gpu::spdm::{self, field, MeasurementReport};
+use crate::gpu::Model;
 use crate::verdict::{Check, Verification};
 
 /// Check names, in the order they run.
@@ -482,16 +483,19 @@ fn gpu_facts(r: &MeasurementReport, arch: Option<Arch>, device_id: Option<String
     }
 }
 
-/// A readable model from the chip and board SKU the device signed.
+/// The product, from the architecture the certificates name and the board
+/// fields the device signed.
 fn model(r: &MeasurementReport, arch: Option<Arch>) -> Option<String> {
-    let arch = arch?;
-    let chip = r.text(field::CHIP_SKU).unwrap_or_default();
-    Some(match (arch, chip.as_str()) {
-        (Arch::Ls10, _) => "NVSwitch (LS10)".to_string(),
-        (Arch::Hopper, "882" | "885") => format!("H100 (GH100-{chip})"),
-        (Arch::Hopper, _) => format!("Hopper (GH100-{chip})"),
-        (Arch::Blackwell, _) => format!("Blackwell (GB100-{chip})"),
-    })
+    let text = |f| r.text(f).unwrap_or_default();
+    Some(
+        Model::of(
+            arch?,
+            &text(field::PROJECT),
+            &text(field::PROJECT_SKU),
+            &text(field::CHIP_SKU),
+        )
+        .to_string(),
+    )
 }
 
 #[cfg(test)]

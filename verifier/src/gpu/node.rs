@@ -197,9 +197,13 @@ pub fn appraise_node(input: &NodeInput<'_>) -> NodeVerdict {
         .filter_map(|r| r.2.as_ref())
         .filter(|r| topology::in_ppcie_mode(r))
         .count();
+    let blackwell = reports
+        .iter()
+        .zip(input.devices)
+        .any(|(r, d)| r.1.or(d.arch) == Some(Arch::Blackwell));
     checks.push(if !input.policy.require_ppcie_topology {
-        Check::not_checked(check::NODE_TOPOLOGY, "the policy does not require the protected-PCIe topology")
-    } else if switches == 0 && ppcie_gpus == 0 {
+        Check::not_checked(check::NODE_TOPOLOGY, "the policy does not require the multi-GPU topology")
+    } else if switches == 0 && ppcie_gpus == 0 && !blackwell {
         Check::not_checked(
             check::NODE_TOPOLOGY,
             format!("{gpus} GPU(s) in single-GPU mode and no NVSwitch: no protected-PCIe topology to check"),
@@ -221,7 +225,12 @@ pub fn appraise_node(input: &NodeInput<'_>) -> NodeVerdict {
                 })
             })
             .collect();
-        match topology::check(&parsed) {
+        let found = if blackwell {
+            topology::check_blackwell(&parsed)
+        } else {
+            topology::check(&parsed)
+        };
+        match found {
             Ok(s) => Check::pass(check::NODE_TOPOLOGY, s),
             Err(e) => Check::fail(check::NODE_TOPOLOGY, e),
         }
@@ -397,7 +406,16 @@ fn rim_checks(
     let mut problems = Vec::new();
     for (i, reported, golden) in &c.mismatched {
         if !tolerated.contains(i) {
-            problems.push(format!("index {i}: reported {reported}, RIM has {golden}"));
+            // NVIDIA: index 9 holds, in part, the CC-mode setting (on or
+            // devtools) kept in the GPU (nvtrust issue 132).
+            let hint = if *i == CC_MODE_INDEX {
+                " (this index covers the GPU's CC mode: is it in devtools mode rather than on?)"
+            } else {
+                ""
+            };
+            problems.push(format!(
+                "index {i}: reported {reported}, RIM has {golden}{hint}"
+            ));
         }
     }
     if !c.missing.is_empty() {
@@ -439,6 +457,9 @@ fn rim_checks(
     });
     checks
 }
+
+/// The VBIOS RIM index that depends on the GPU's CC mode (on vs devtools).
+const CC_MODE_INDEX: u16 = 9;
 
 fn revocation_check(r: Option<&Revocation>, policy: &GpuPolicy) -> Check {
     match r {

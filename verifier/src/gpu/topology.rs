@@ -1,6 +1,8 @@
-//! The protected-PCIe (PPCIe) topology of an HGX node: 8 GPUs and 4 NVSwitches
-//! that must all be in the evidence and all wired to each other, so no device
-//! outside the attested set can sit on the NVLink fabric.
+//! The multi-GPU topology of a node. On Hopper, protected PCIe (PPCIe): 8 GPUs
+//! and 4 NVSwitches that must all be in the evidence and all wired to each
+//! other, so no device outside the attested set can sit on the NVLink fabric.
+//! On Blackwell, NVLink is encrypted and the switches are outside the trusted
+//! base; what must hold is the GPUs' mode (see [`check_blackwell`]).
 //!
 //! Each device's PDI (platform device identifier) is the NVIDIA-signed serial
 //! number of its identity (BROM) certificate without the leading type byte.
@@ -46,8 +48,14 @@ fn show(p: &Pdi) -> String {
     hex::encode(p)
 }
 
-/// FEATURE_FLAG value of a GPU in protected-PCIe mode.
+/// FEATURE_FLAG (opaque field 36) values, as NVIDIA's Python verifier and
+/// go-nvattest-tools read them (nvtrust `nv_attestation_sdk` `FEATURE_FLAG`
+/// handling; NV-4's Hopper GPUs say 2, the 8×B200 capture says 1).
+const FEATURE_SPT: u8 = 0;
+const FEATURE_MPT: u8 = 1;
 const FEATURE_PPCIE: u8 = 2;
+/// GPUs on an HGX Blackwell board, all of which multi-GPU passthrough puts in one CVM.
+pub const BLACKWELL_MPT_GPUS: usize = 8;
 
 /// The GPU says it runs in protected-PCIe mode (and so needs its switches).
 pub fn in_ppcie_mode(r: &MeasurementReport) -> bool {
@@ -158,4 +166,77 @@ pub fn check(devices: &[Device<'_>]) -> Result<String, String> {
     Ok(format!(
         "{GPUS} GPUs in protected-PCIe mode, each linked to all {SWITCHES} NVSwitches, each switch to all {GPUS} GPUs"
     ))
+}
+
+/// A Blackwell node. NVIDIA's rules (Confidential Computing deployment guide
+/// and the GPU Operator's multi-GPU passthrough page; R575/R580 release
+/// notes): Blackwell has no protected-PCIe mode, NVLink traffic is encrypted
+/// and the NVSwitches are outside the trusted base; a GPU in single-GPU
+/// passthrough (SPT) is alone in its CVM; in multi-GPU passthrough (MPT) all
+/// GPUs of the board go to one CVM; the two modes are not mixed. The mode is
+/// what each GPU signed (FEATURE_FLAG), not what the host says.
+pub fn check_blackwell(devices: &[Device<'_>]) -> Result<String, String> {
+    let gpus: Vec<&Device> = devices.iter().filter(|d| !d.arch.is_switch()).collect();
+    if let Some(s) = devices.iter().find(|d| d.arch.is_switch()) {
+        return Err(format!(
+            "{}: an LS10 NVSwitch in a Blackwell node; HGX Blackwell boards have none, so this evidence is from another machine",
+            s.label
+        ));
+    }
+    if let Some(other) = gpus.iter().find(|d| d.arch != Arch::Blackwell) {
+        return Err(format!(
+            "{}: a {} GPU beside Blackwell GPUs; a node's GPUs are one architecture",
+            other.label,
+            other.arch.name()
+        ));
+    }
+    let mut modes = Vec::with_capacity(gpus.len());
+    for g in &gpus {
+        if g.report.field(field::PROTECTED_PCIE_STATUS) == Some(&[PPCIE_ON][..]) {
+            return Err(format!(
+                "{}: says it is in protected-PCIe mode, which Blackwell does not have",
+                g.label
+            ));
+        }
+        let mode = match g.report.field(field::FEATURE_FLAG).and_then(|f| f.first()) {
+            Some(&FEATURE_SPT) => FEATURE_SPT,
+            Some(&FEATURE_MPT) => FEATURE_MPT,
+            Some(&FEATURE_PPCIE) => {
+                return Err(format!(
+                    "{}: says it is in protected-PCIe mode, which Blackwell does not have",
+                    g.label
+                ))
+            }
+            Some(other) => {
+                return Err(format!(
+                    "{}: unknown multi-GPU mode {other} (FEATURE_FLAG, opaque field 36)",
+                    g.label
+                ))
+            }
+            None => {
+                return Err(format!(
+                    "{}: the report does not say its multi-GPU mode (no FEATURE_FLAG, opaque field 36); Blackwell drivers (r575 and later) report it",
+                    g.label
+                ))
+            }
+        };
+        modes.push(mode);
+    }
+    let n = gpus.len();
+    let mpt = modes.iter().filter(|m| **m == FEATURE_MPT).count();
+    match (mpt, n) {
+        (0, 1) => Ok("1 Blackwell GPU in single-GPU passthrough mode".into()),
+        (0, n) => Err(format!(
+            "{n} Blackwell GPUs in single-GPU passthrough mode in one CVM; NVIDIA supports one such GPU per CVM: put the board in multi-GPU passthrough mode"
+        )),
+        (m, n) if m != n => Err(format!(
+            "{m} of {n} GPUs in multi-GPU passthrough mode and the rest in single-GPU mode; NVIDIA does not support mixing them"
+        )),
+        (_, BLACKWELL_MPT_GPUS) => Ok(format!(
+            "{BLACKWELL_MPT_GPUS} Blackwell GPUs in multi-GPU passthrough mode (NVLink encrypted; NVSwitches outside the trusted base)"
+        )),
+        (_, n) => Err(format!(
+            "multi-GPU passthrough puts all {BLACKWELL_MPT_GPUS} GPUs of an HGX Blackwell board in one CVM; the evidence has {n}, so the others are elsewhere"
+        )),
+    }
 }
