@@ -28,6 +28,10 @@ enum Command {
         #[arg(long, default_value = "tvm-sim")]
         dir: PathBuf,
     },
+    /// Probe this machine's NVIDIA GPUs through NVML (and NSCQ) as the agent
+    /// would, and say why it would refuse to give evidence. Exit 0 only
+    /// when it would give it.
+    GpuProbe,
 }
 
 #[derive(Args)]
@@ -133,6 +137,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::GpuProbe => gpu_probe(),
         Command::Run(a) => {
             let cfg = match config(&a) {
                 Ok(c) => c,
@@ -184,5 +189,37 @@ async fn run(cfg: Config) -> Result<(), tvm_agent::StartError> {
             tracing::info!("stopping on Ctrl-C");
             Ok(())
         }
+    }
+}
+
+fn gpu_probe() -> ExitCode {
+    use tvm_agent::backend::nvml;
+    let api = match nvml::RealNvml::init() {
+        Ok(a) => a,
+        Err(e) => {
+            println!("NVML: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut nonce = [0u8; 32];
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce).is_err() {
+        println!("no system randomness for a nonce");
+        return ExitCode::FAILURE;
+    }
+    println!("nonce: {}", hex::encode(nonce));
+    let mut ok = true;
+    for (what, found) in nvml::probe(api, &nonce) {
+        match found {
+            Ok(v) => println!("{what}: {v}"),
+            Err(e) => {
+                ok &= !what.starts_with("agent");
+                println!("{what}: FAILED: {e}");
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }

@@ -424,7 +424,8 @@ pub fn verdict_table(report: &RoundReport) -> String {
                 names.dedup();
                 format!("failed {}", names.join(", "))
             }
-            _ => n
+            Some(true) => gpu_summary(&n.gpus),
+            None => n
                 .reasons
                 .first()
                 .map(|r| r.chars().take(90).collect::<String>())
@@ -455,6 +456,22 @@ pub fn verdict_table(report: &RoundReport) -> String {
         out.push('\n');
     }
     out
+}
+
+/// "8 × H200 SXM (G520_0280_895)": the GPUs the evidence named, by model.
+fn gpu_summary(gpus: &[tvm_validator::scoring::GpuSeen]) -> String {
+    let mut by_model: Vec<(&str, usize)> = Vec::new();
+    for g in gpus {
+        match by_model.iter_mut().find(|(m, _)| *m == g.model) {
+            Some((_, n)) => *n += 1,
+            None => by_model.push((&g.model, 1)),
+        }
+    }
+    by_model
+        .iter()
+        .map(|(m, n)| format!("{n} × {m}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn weights_line(weights: &[(u16, u16)]) -> String {

@@ -43,6 +43,16 @@ fn devnet_once_prints_verdicts_and_the_accepted_weights() {
         ("127.0.0.18", "ACCEPTED (SIMULATED)", "1 point"),
         // An HGX H200 board: 8 GPUs and 4 linked NVSwitches, 8 × 2 points.
         ("127.0.0.20", "ACCEPTED (SIMULATED)", "16 points"),
+        (
+            "127.0.0.20",
+            "ACCEPTED (SIMULATED)",
+            "8 × H200 SXM (G520_0280_895)",
+        ),
+        (
+            "127.0.0.11",
+            "ACCEPTED (SIMULATED)",
+            "2 × H100 PCIe (1010_0200_882)",
+        ),
         ("127.0.0.14", "NO EVIDENCE", "502"),
         (
             "127.0.0.15",
@@ -82,7 +92,7 @@ fn devnet_once_prints_verdicts_and_the_accepted_weights() {
         .find(|l| l.starts_with("weights the chain revealed and applied"))
         .unwrap_or_else(|| panic!("{stdout}"));
     assert!(
-        accepted.ends_with("uid 0: 19662 (30.0 %), uid 2: 6881 (10.5 %), uid 3: 38992 (59.5 %)"),
+        accepted.ends_with("uid 0: 19661 (30.0 %), uid 2: 6881 (10.5 %), uid 3: 38993 (59.5 %)"),
         "{accepted}"
     );
 }

@@ -4,6 +4,7 @@
 //! nonce). Real backends talk to the kernel and NVML; `sim` signs with the
 //! local test hierarchy.
 
+pub mod nscq;
 pub mod nvml;
 pub mod rtmr;
 pub mod sev_guest;
@@ -190,6 +191,13 @@ fn sim_tee(cfg: &Config) -> Result<Box<dyn Tee>, BackendError> {
     Ok(Box::new(sim::SimTee::open(&cfg.sim)?))
 }
 
+/// NVIDIA's NSCQ library, for a protected-PCIe node's NVSwitches.
+fn load_nscq() -> Result<Box<dyn nscq::SwitchSource>, nscq::NscqError> {
+    let n = nscq::Nscq::load()?;
+    tracing::info!(api = %n.version(), "NSCQ loaded: NVSwitch evidence joins each bundle");
+    Ok(Box::new(n))
+}
+
 #[cfg(feature = "sim")]
 fn sim_devices(cfg: &Config) -> Result<Box<dyn Devices>, BackendError> {
     Ok(Box::new(sim::SimDevices::open(&cfg.sim)?))
@@ -260,13 +268,13 @@ pub fn select(cfg: &Config) -> Result<Backends, BackendError> {
     let devices: Box<dyn Devices> = match cfg.gpus {
         GpuChoice::None => Box::new(NoDevices),
         GpuChoice::Sim => sim_devices(cfg)?,
-        GpuChoice::Nvml => Box::new(nvml::NvmlDevices::new(
-            nvml::RealNvml::init()?,
-            cfg.set_gpus_ready,
-        )?),
+        GpuChoice::Nvml => Box::new(
+            nvml::NvmlDevices::new(nvml::RealNvml::init()?, cfg.set_gpus_ready)?
+                .load_switches(load_nscq),
+        ),
         GpuChoice::Auto => match nvml::RealNvml::init() {
             Ok(api) if api.gpu_count().unwrap_or(0) > 0 => {
-                Box::new(nvml::NvmlDevices::new(api, cfg.set_gpus_ready)?)
+                Box::new(nvml::NvmlDevices::new(api, cfg.set_gpus_ready)?.load_switches(load_nscq))
             }
             Ok(_) => {
                 tracing::info!("NVML loaded but sees no GPU: serving as a CPU node");

@@ -5,9 +5,11 @@
 //! attestation certificate chain (`nvmlDeviceGetConfComputeGpuCertificate`),
 //! through the `-sys` bindings since the wrapper does not cover those two.
 //!
-//! NVSwitches answer through NVIDIA's NSCQ library, not NVML; they are not
-//! read here yet (a protected-PCIe node then fails the validator's topology
-//! check, which says so).
+//! NVSwitches answer through NVIDIA's NSCQ library, not NVML (`nscq`): when
+//! NVML says the GPUs run in protected-PCIe mode, their switches' evidence
+//! joins the bundle, and without NSCQ the node gives no evidence at all
+//! (evidence without its switches could only fail the validator's topology
+//! check).
 
 use std::sync::Mutex;
 
@@ -17,6 +19,7 @@ use nvml_wrapper_sys::bindings as sys;
 use tvm_protocol::evidence::DeviceEvidence;
 use tvm_protocol::hexbytes::HexBytes;
 
+use super::nscq::{NscqError, SwitchSource};
 use super::{gather, BackendError, DeviceSet, Devices, Gather, Readiness};
 
 const WHAT: &str = "NVML";
@@ -27,6 +30,16 @@ pub struct CcState {
     pub cc_enabled: bool,
     pub environment: CcEnvironment,
     pub devtools: bool,
+}
+
+/// NVML's multi-GPU mode (`nvmlSystemGetConfComputeSettings`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MultiGpuMode {
+    None,
+    /// Hopper HGX: 8 GPUs and their 4 NVSwitches in one CVM.
+    ProtectedPcie,
+    /// Blackwell: NVLink encrypted, switches outside the trusted base.
+    NvlinkEncryption,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +56,7 @@ pub trait NvmlApi: Send + Sync {
     fn cc_state(&self) -> Result<CcState, String>;
     fn gpus_ready(&self) -> Result<bool, String>;
     fn set_gpus_ready(&self) -> Result<(), String>;
+    fn multi_gpu_mode(&self) -> Result<MultiGpuMode, String>;
     /// The raw SPDM report (request ‖ response) for `nonce`.
     fn attestation_report(&self, index: u32, nonce: &[u8; 32]) -> Result<Vec<u8>, String>;
     /// The attestation certificate chain as NVML returns it (PEM or DER).
@@ -125,6 +139,22 @@ impl NvmlApi for RealNvml {
                 _ => CcEnvironment::Unavailable,
             },
             devtools: st.devToolsMode == sys::NVML_CC_SYSTEM_DEVTOOLS_MODE_ON,
+        })
+    }
+
+    fn multi_gpu_mode(&self) -> Result<MultiGpuMode, String> {
+        let f = self.sym(
+            &self.nvml.lib().nvmlSystemGetConfComputeSettings,
+            "nvmlSystemGetConfComputeSettings",
+        )?;
+        // SAFETY: plain C struct filled by NVML; version 1 as its header makes it.
+        let mut st: sys::nvmlSystemConfComputeSettings_t = unsafe { std::mem::zeroed() };
+        st.version = std::mem::size_of::<sys::nvmlSystemConfComputeSettings_t>() as u32 | (1 << 24);
+        nvml_rc(unsafe { f(&mut st) }, "nvmlSystemGetConfComputeSettings")?;
+        Ok(match st.multiGpuMode {
+            sys::NVML_CC_SYSTEM_MULTIGPU_PROTECTED_PCIE => MultiGpuMode::ProtectedPcie,
+            sys::NVML_CC_SYSTEM_MULTIGPU_NVLE => MultiGpuMode::NvlinkEncryption,
+            _ => MultiGpuMode::None,
         })
     }
 
@@ -230,10 +260,20 @@ fn der_len(d: &[u8]) -> Option<usize> {
     Some(2 + n + len)
 }
 
+/// Where the node's NVSwitch evidence comes from.
+pub enum Switches {
+    /// The GPUs are not in protected-PCIe mode: no switch is attested.
+    NotNeeded,
+    Source(Box<dyn SwitchSource>),
+    /// Protected PCIe is on but the switches cannot be read: why.
+    Unavailable(String),
+}
+
 /// The node's GPUs through an [`NvmlApi`].
 pub struct NvmlDevices<A: NvmlApi> {
     api: A,
     count: u32,
+    switches: Switches,
     /// Readiness is re-read at most this often (NVML calls cost ~ms).
     cached: Mutex<Option<(std::time::Instant, Readiness)>>,
 }
@@ -245,9 +285,22 @@ impl<A: NvmlApi> NvmlDevices<A> {
         let count = api
             .gpu_count()
             .map_err(|reason| BackendError::Unavailable { what: WHAT, reason })?;
+        let switches = match api.multi_gpu_mode() {
+            Ok(MultiGpuMode::ProtectedPcie) => {
+                Switches::Unavailable("protected PCIe is on, and NSCQ was not loaded".into())
+            }
+            Ok(_) => Switches::NotNeeded,
+            // Drivers before the call: no protected PCIe either (the
+            // validator reads the mode from the GPUs' signed reports anyway).
+            Err(e) => {
+                tracing::warn!(reason = %e, "cannot read the multi-GPU mode; reading no NVSwitch");
+                Switches::NotNeeded
+            }
+        };
         let dev = NvmlDevices {
             api,
             count,
+            switches,
             cached: Mutex::new(None),
         };
         if set_ready && count > 0 {
@@ -261,6 +314,24 @@ impl<A: NvmlApi> NvmlDevices<A> {
             }
         }
         Ok(dev)
+    }
+
+    /// On a protected-PCIe node, the switches' source (NSCQ): `load` runs
+    /// only there.
+    pub fn load_switches(
+        mut self,
+        load: impl FnOnce() -> Result<Box<dyn SwitchSource>, NscqError>,
+    ) -> Self {
+        if !matches!(self.switches, Switches::NotNeeded) {
+            self.switches = match load() {
+                Ok(s) => Switches::Source(s),
+                Err(e) => {
+                    tracing::error!(reason = %e, "protected PCIe is on but the NVSwitches cannot be attested: this node gives no evidence");
+                    Switches::Unavailable(e.to_string())
+                }
+            };
+        }
+        self
     }
 
     /// CC mode alone (before the ready switch).
@@ -285,6 +356,9 @@ impl<A: NvmlApi> NvmlDevices<A> {
         if self.count == 0 {
             return Readiness::NotReady("no NVIDIA GPU found".into());
         }
+        if let Switches::Unavailable(why) = &self.switches {
+            return Readiness::NotReady(why.clone());
+        }
         match self.cc_readiness() {
             Readiness::Ready => match self.api.gpus_ready() {
                 Ok(true) => Readiness::Ready,
@@ -300,7 +374,14 @@ impl<A: NvmlApi> NvmlDevices<A> {
 
 impl<A: NvmlApi> Devices for NvmlDevices<A> {
     fn describe(&self) -> String {
-        format!("NVML ({} GPUs)", self.count)
+        match &self.switches {
+            Switches::NotNeeded => format!("NVML ({} GPUs)", self.count),
+            Switches::Source(_) => format!("NVML ({} GPUs, protected PCIe) + NSCQ", self.count),
+            Switches::Unavailable(_) => format!(
+                "NVML ({} GPUs, protected PCIe; NSCQ unavailable)",
+                self.count
+            ),
+        }
     }
 
     fn gpu_count(&self) -> usize {
@@ -340,16 +421,106 @@ impl<A: NvmlApi> Devices for NvmlDevices<A> {
                 cert_chain: chain.into_iter().map(HexBytes).collect(),
             })
         })?;
-        Ok(DeviceSet {
-            gpus,
-            switches: Vec::new(),
-        })
+        let switches = match &self.switches {
+            Switches::NotNeeded => Vec::new(),
+            Switches::Unavailable(why) => {
+                return Err(BackendError::Unavailable {
+                    what: "NVSwitch attestation",
+                    reason: why.clone(),
+                })
+            }
+            Switches::Source(s) => {
+                let fail = |reason: String| BackendError::Failed {
+                    what: "NSCQ",
+                    reason,
+                };
+                s.switch_evidence(nonce)
+                    .map_err(|e| fail(e.to_string()))?
+                    .into_iter()
+                    .map(|e| {
+                        let chain = split_chain(&e.cert_chain)
+                            .map_err(|why| fail(format!("switch {}: {why}", e.label)))?;
+                        Ok(DeviceEvidence {
+                            report: HexBytes(e.report),
+                            cert_chain: chain.into_iter().map(HexBytes).collect(),
+                        })
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+        };
+        Ok(DeviceSet { gpus, switches })
     }
+}
+
+/// One line of a hardware probe: what was asked, and what came back.
+pub type ProbeLine = (String, Result<String, String>);
+
+/// What NVML shows on this machine and whether the agent would give
+/// evidence, step by step (`tvm-agent gpu-probe`, tests/hardware/gpu.sh):
+/// on a GPU outside a CVM every refusal is named.
+pub fn probe<A: NvmlApi>(api: A, nonce: &[u8; 32]) -> Vec<ProbeLine> {
+    let mut lines: Vec<ProbeLine> = Vec::new();
+    let count = api.gpu_count();
+    lines.push(("GPUs".into(), count.clone().map(|n| n.to_string())));
+    lines.push((
+        "confidential computing".into(),
+        api.cc_state().map(|s| format!("{s:?}")),
+    ));
+    lines.push((
+        "multi-GPU mode".into(),
+        api.multi_gpu_mode().map(|m| format!("{m:?}")),
+    ));
+    lines.push(("GPUs ready".into(), api.gpus_ready().map(|r| r.to_string())));
+    for i in 0..count.unwrap_or(0) {
+        lines.push((
+            format!("GPU {i} attestation report"),
+            api.attestation_report(i, nonce).map(|r| {
+                let answers = r.get(4..36) == Some(&nonce[..]);
+                format!("{} bytes; answers our nonce: {answers}", r.len())
+            }),
+        ));
+        lines.push((
+            format!("GPU {i} certificate chain"),
+            api.attestation_chain(i)
+                .and_then(|c| split_chain(&c))
+                .map(|c| format!("{} certificates", c.len())),
+        ));
+    }
+    match NvmlDevices::new(api, false) {
+        Err(e) => lines.push(("agent".into(), Err(e.to_string()))),
+        Ok(d) => {
+            let d = d.load_switches(|| {
+                super::nscq::Nscq::load().map(|n| Box::new(n) as Box<dyn SwitchSource>)
+            });
+            lines.push(("agent devices".into(), Ok(d.describe())));
+            lines.push((
+                "agent readiness".into(),
+                match d.readiness() {
+                    Readiness::Ready => Ok("ready".into()),
+                    Readiness::NotReady(why) => Err(format!("refuses: {why}")),
+                },
+            ));
+            lines.push((
+                "agent evidence".into(),
+                d.evidence(nonce, Gather::Sequential)
+                    .map(|s| {
+                        format!(
+                            "{} GPU and {} switch reports",
+                            s.gpus.len(),
+                            s.switches.len()
+                        )
+                    })
+                    .map_err(|e| format!("refuses: {e}")),
+            ));
+        }
+    }
+    lines
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::nscq::SwitchEvidence;
     use std::sync::atomic::{AtomicBool, Ordering};
 
     /// NVML as the fixtures say: real NV-1 report bytes and chain from testdata.
@@ -358,6 +529,7 @@ mod tests {
         ready: AtomicBool,
         count: u32,
         report_error: Option<NvmlError>,
+        multi_gpu: MultiGpuMode,
     }
 
     fn on() -> CcState {
@@ -374,6 +546,7 @@ mod tests {
             ready: AtomicBool::new(false),
             count: 2,
             report_error: None,
+            multi_gpu: MultiGpuMode::None,
         }
     }
 
@@ -398,6 +571,9 @@ mod tests {
         fn set_gpus_ready(&self) -> Result<(), String> {
             self.ready.store(true, Ordering::SeqCst);
             Ok(())
+        }
+        fn multi_gpu_mode(&self) -> Result<MultiGpuMode, String> {
+            Ok(self.multi_gpu)
         }
         fn attestation_report(&self, _: u32, _: &[u8; 32]) -> Result<Vec<u8>, String> {
             if let Some(e) = &self.report_error {
@@ -499,6 +675,101 @@ mod tests {
         assert_eq!(split_chain(&joined).unwrap(), ders);
         assert!(split_chain(&joined[..joined.len() - 3]).is_err());
         assert!(split_chain(b"").is_err());
+    }
+
+    /// NSCQ as a test says: these switches, or this error.
+    struct Switchboard(Result<Vec<SwitchEvidence>, NscqError>);
+
+    impl SwitchSource for Switchboard {
+        fn switch_evidence(&self, _: &[u8; 32]) -> Result<Vec<SwitchEvidence>, NscqError> {
+            self.0.clone()
+        }
+    }
+
+    fn ppcie() -> Model {
+        Model {
+            multi_gpu: MultiGpuMode::ProtectedPcie,
+            ready: AtomicBool::new(true),
+            ..model(Ok(on()))
+        }
+    }
+
+    #[test]
+    fn a_ppcie_node_adds_its_switches_from_nscq() {
+        let switch = SwitchEvidence {
+            label: "SWX-1".into(),
+            report: vec![0x11, 0xe0],
+            cert_chain: testdata("nvtrust_hopper_cert_chain.pem"),
+        };
+        let d = NvmlDevices::new(ppcie(), false)
+            .unwrap()
+            .load_switches(|| Ok(Box::new(Switchboard(Ok(vec![switch.clone(); 4])))));
+        assert_eq!(d.readiness(), Readiness::Ready);
+        assert!(d.describe().contains("NSCQ"), "{}", d.describe());
+        let set = d.evidence(&[0; 32], Gather::Parallel).unwrap();
+        assert_eq!((set.gpus.len(), set.switches.len()), (2, 4));
+        assert_eq!(set.switches[0].report.0, vec![0x11, 0xe0]);
+        assert_eq!(set.switches[0].cert_chain.len(), 5);
+        // A failing library fails the request, naming it.
+        let d = NvmlDevices::new(ppcie(), false).unwrap().load_switches(|| {
+            Ok(Box::new(Switchboard(Err(NscqError::Call {
+                call: "session_create".into(),
+                rc: -3,
+            }))))
+        });
+        let e = d
+            .evidence(&[0; 32], Gather::Parallel)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("NSCQ failed: NSCQ session_create failed: resource not mountable"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_ppcie_node_without_nscq_gives_no_evidence_and_says_why() {
+        let d = NvmlDevices::new(ppcie(), false).unwrap().load_switches(|| {
+            Err(NscqError::Missing {
+                library: "libnvidia-nscq.so.2".into(),
+                reason: "not found".into(),
+            })
+        });
+        let Readiness::NotReady(why) = d.readiness() else {
+            panic!("ready without its switches")
+        };
+        assert!(why.starts_with("switch attestation unavailable"), "{why}");
+        let e = d
+            .evidence(&[0; 32], Gather::Parallel)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("install libnvidia-nscq"), "{e}");
+    }
+
+    #[test]
+    fn nscq_is_not_loaded_without_protected_pcie() {
+        let d = NvmlDevices::new(model(Ok(on())), true)
+            .unwrap()
+            .load_switches(|| panic!("NSCQ loaded for a node that needs no switch"));
+        assert!(d
+            .evidence(&[0; 32], Gather::Parallel)
+            .unwrap()
+            .switches
+            .is_empty());
+    }
+
+    #[test]
+    fn the_probe_names_each_refusal() {
+        let off = CcState {
+            cc_enabled: false,
+            ..on()
+        };
+        let lines = probe(model(Ok(off)), &[0; 32]);
+        let find = |k: &str| lines.iter().find(|(q, _)| q == k).unwrap().1.clone();
+        assert_eq!(find("GPUs"), Ok("2".into()));
+        assert_eq!(find("GPU 1 certificate chain"), Ok("5 certificates".into()));
+        assert!(find("agent readiness").unwrap_err().contains("CC mode off"));
+        assert!(find("agent evidence").unwrap_err().contains("CC mode off"));
     }
 }
 

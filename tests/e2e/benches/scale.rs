@@ -35,7 +35,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use tvm_agent::backend::sim::{hierarchy, SimDevices, SimTee};
+use tvm_agent::backend::sim::{hierarchy, Shape, SimDevices, SimTee};
 use tvm_agent::backend::Gather;
 use tvm_agent::evidence::EvidenceSource;
 use tvm_agent::tls::TlsIdentity;
@@ -169,7 +169,8 @@ fn responder(sim: &Path, nodes: usize) {
                 let src = (kind(k) == Kind::Honest).then(|| EvidenceSource {
                     tee: Box::new(tee.clone()),
                     devices: Box::new(
-                        SimDevices::issue(&nvidia, 1, 0, Duration::ZERO).expect("sim GPU"),
+                        SimDevices::issue(&nvidia, Shape::gpus(1), Duration::ZERO)
+                            .expect("sim GPU"),
                     ),
                     cvm_id: tls.cvm_id(),
                     runtime: Default::default(),
