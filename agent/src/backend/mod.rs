@@ -28,7 +28,8 @@ pub enum BackendError {
     /// The interface is there but refused or failed.
     #[error("{what} failed: {reason}")]
     Failed { what: &'static str, reason: String },
-    /// GPUs are present but not in confidential-computing mode (or not ready).
+    /// GPUs are present but not in confidential-computing mode, not ready,
+    /// or (protected PCIe) their NVSwitches cannot be attested.
     #[error("{0}")]
     NotConfidential(String),
 }

@@ -423,12 +423,8 @@ impl<A: NvmlApi> Devices for NvmlDevices<A> {
         })?;
         let switches = match &self.switches {
             Switches::NotNeeded => Vec::new(),
-            Switches::Unavailable(why) => {
-                return Err(BackendError::Unavailable {
-                    what: "NVSwitch attestation",
-                    reason: why.clone(),
-                })
-            }
+            // Not ready to be attested (503), as with CC mode off.
+            Switches::Unavailable(why) => return Err(BackendError::NotConfidential(why.clone())),
             Switches::Source(s) => {
                 let fail = |reason: String| BackendError::Failed {
                     what: "NSCQ",
