@@ -116,6 +116,7 @@ fn nv2_verifies_despite_its_trailing_byte() {
     let f = v.facts().unwrap();
     assert_eq!(f.driver_version.as_deref(), Some("580.95.05"));
     assert_eq!(f.vbios_version.as_deref(), Some("96.00.74.00.1a"));
+    assert_eq!(f.model.as_deref(), Some("H100 PCIe (1010_0200_882)"));
 }
 
 #[test]
@@ -183,6 +184,7 @@ fn nv4_all_twelve_devices_verify() {
             assert_eq!(f.driver_version.as_deref(), Some("590.12"));
             assert_eq!(f.vbios_version.as_deref(), Some("96.00.a5.00.01"));
             assert_eq!(f.project.as_deref(), Some("G520"));
+            assert_eq!(f.model.as_deref(), Some("H100 SXM (G520_0200_885)"));
         }
         ids.push(f.device_id.clone().unwrap());
     }

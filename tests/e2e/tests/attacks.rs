@@ -8,7 +8,9 @@
 //!   victim refuses the validator's nonce from it, so it asks with one of
 //!   its own; `agent_verifier.rs` shows the device nonce's binding alone,
 //!   with both asked for the validator's very nonce);
-//! - the certificate bomb: a bundle with thousands of certificates.
+//! - the certificate bomb: a bundle with thousands of certificates;
+//! - the rewired HGX board: 8 protected-PCIe GPUs shown with another board's
+//!   NVSwitches, or with one of their own withheld.
 //!
 //! The honest node keeps its point; the attackers get nothing, say why,
 //! and cost the validator no collateral fetch.
@@ -500,4 +502,135 @@ async fn made_up_platforms_cost_a_bounded_number_of_lookups() {
         .count();
     assert_eq!(not_looked_up, 8 - round::MAX_FAILED_LOOKUPS as usize);
     assert!(report.scores.v6.is_empty());
+}
+
+/// One HGX board's GPUs with another board's NVSwitches (a host with two
+/// boards, or switches it can route), or with one switch withheld.
+struct Rewired {
+    gpus_of: tvm_agent::backend::sim::SimDevices,
+    /// `None`: the GPUs' own switches, the last one withheld.
+    switches_of: Option<tvm_agent::backend::sim::SimDevices>,
+}
+
+impl Devices for Rewired {
+    fn describe(&self) -> String {
+        "an HGX board rewired".into()
+    }
+    fn simulated(&self) -> bool {
+        true
+    }
+    fn gpu_count(&self) -> usize {
+        8
+    }
+    fn readiness(&self) -> Readiness {
+        Readiness::Ready
+    }
+    fn evidence(&self, nonce: &[u8; 32], how: Gather) -> Result<DeviceSet, BackendError> {
+        let mut own = self.gpus_of.evidence(nonce, how)?;
+        match &self.switches_of {
+            Some(other) => own.switches = other.evidence(nonce, how)?.switches,
+            None => {
+                own.switches.pop();
+            }
+        }
+        Ok(own)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hgx_board_with_borrowed_or_withheld_switches_gets_nothing() {
+    use tvm_agent::backend::sim::{hierarchy, Shape, SimDevices};
+    use tvm_agent::config::SimGpuModel;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let sim = dir.path().join("sim");
+    let port = free_port([127, 0, 0, 50]).unwrap();
+    let at = |host: u8| SocketAddr::from(([127, 0, 0, host], port));
+    let _honest = sim_agent(&sim, "//Honest", at(51), 1).unwrap();
+    let (_, nvidia) = hierarchy(&sim).unwrap();
+    let board = || {
+        let shape = Shape {
+            gpus: 8,
+            switches: 4,
+            model: SimGpuModel::H200Sxm,
+        };
+        SimDevices::issue(&nvidia, shape, Duration::ZERO).unwrap()
+    };
+    let source = |devices: Rewired| {
+        let tee = sim_tee(&sim);
+        move |own_id| EvidenceSource {
+            tee: Box::new(tee),
+            devices: Box::new(devices),
+            cvm_id: own_id,
+            runtime: Default::default(),
+            gather: Gather::Parallel,
+            runtime_events: Vec::new(),
+        }
+    };
+    let swapped = Rewired {
+        gpus_of: board(),
+        switches_of: Some(board()),
+    };
+    let _swapper = rogue_agent(&sim, "//Swapper", at(52), source(swapped));
+    let withheld = Rewired {
+        gpus_of: board(),
+        switches_of: None,
+    };
+    let _withholder = rogue_agent(&sim, "//Withholder", at(53), source(withheld));
+
+    let entry = |host: &str| NodeEntry {
+        ip: host.into(),
+        price: None,
+    };
+    let miner = |uid: u16, uri: &'static str, host: &'static str| async move {
+        Miner {
+            uid,
+            hotkey: key(uri).unwrap().account_id(),
+            axon: axon(uri, vec![entry(host)]).await.unwrap(),
+        }
+    };
+    let miners = vec![
+        miner(1, "//Honest", "127.0.0.51").await,
+        miner(2, "//Swapper", "127.0.0.52").await,
+        miner(3, "//Withholder", "127.0.0.53").await,
+    ];
+    let (policy, pcs) = devnet_trust(&sim).unwrap();
+    let report = round::run(
+        &miners,
+        &validator_attester(port).unwrap(),
+        &key("//Validator").unwrap().account_id(),
+        &policy,
+        &pcs,
+        &RoundConfig {
+            node_timeout: Duration::from_secs(10),
+            dangerous_allow_private_addresses: true,
+            ..RoundConfig::default()
+        },
+        unix_now(),
+    )
+    .await;
+    let of = |uid: u16| {
+        report
+            .scores
+            .nodes
+            .iter()
+            .find(|(n, _)| n.miner_uid == uid)
+            .unwrap()
+    };
+    assert_eq!(of(1).1, NodeScore::Counted { points: 1.0 });
+    for (uid, why) in [
+        (2, "which is not in this node's evidence"),
+        (3, "the evidence has 8 and 3"),
+    ] {
+        let (n, s) = of(uid);
+        assert_eq!(*s, NodeScore::Failed, "{:?}", n.reasons);
+        assert!(
+            n.reasons
+                .iter()
+                .any(|r| r.starts_with("node.topology") && r.contains(why)),
+            "{uid}: {:?}",
+            n.reasons
+        );
+    }
+    assert_eq!(report.scores.v6.keys().collect::<Vec<_>>(), vec![&1]);
 }
