@@ -67,10 +67,11 @@ fn model(defines: &[&str]) -> (tempfile::TempDir, Result<Nscq, NscqError>) {
     (dir, nscq)
 }
 
-/// Every session the model opened was destroyed.
-fn sessions_closed(dir: &Path) {
+/// Every session the model opened (`opened` of them) was destroyed.
+fn sessions_closed(dir: &Path, opened: usize) {
     let log = std::fs::read_to_string(dir.join("sessions.log")).unwrap_or_default();
-    assert_eq!(log.matches('+').count(), log.matches('-').count(), "{log}");
+    assert_eq!(log.matches('+').count(), opened, "{log}");
+    assert_eq!(log.matches('-').count(), opened, "{log}");
 }
 
 #[test]
@@ -105,7 +106,7 @@ fn real_switch_evidence_comes_through_and_verifies() {
     for e in nscq.switch_evidence(&other).unwrap() {
         assert_eq!(&e.report[4..36], &other);
     }
-    sessions_closed(dir.path());
+    sessions_closed(dir.path(), 2);
 }
 
 #[test]
@@ -113,7 +114,7 @@ fn a_warning_from_session_create_is_not_a_failure() {
     // NVIDIA/nvtrust issue 153: rc 1 (RDT init failure) inside a TDX guest.
     let (dir, nscq) = model(&["MODEL_FAIL=\"create_warning\""]);
     assert_eq!(nscq.unwrap().switch_evidence(&[1; 32]).unwrap().len(), 4);
-    sessions_closed(dir.path());
+    sessions_closed(dir.path(), 1);
 }
 
 #[test]
@@ -126,7 +127,9 @@ fn every_library_failure_is_named_and_closes_the_session() {
         ),
         ("uuid", "reading an NVSwitch UUID failed: driver error (-7)"),
         ("label", "uuid_to_label failed: invalid UUID (-2)"),
-        ("label_unterminated", "a switch label is not NUL-terminated"),
+                ("label_unterminated", "a switch label is not NUL-terminated"),
+        ("mode", "reading switch SWX-MODEL-0's PCIe mode failed: unsupported driver (-6)"),
+        ("unlocked", "switch SWX-MODEL-0 is not in locked trusted-NVLink mode (pcie_mode 1, enabled, not locked"),
         ("input", "set_input (the nonce) failed: overflow (-4)"),
         (
             "report",
@@ -157,8 +160,17 @@ fn every_library_failure_is_named_and_closes_the_session() {
         let (dir, nscq) = model(&[&format!("MODEL_FAIL=\"{fail}\"")]);
         let err = nscq.unwrap().switch_evidence(&[3; 32]).unwrap_err();
         assert!(err.to_string().contains(expect), "{fail}: {err}");
-        sessions_closed(dir.path());
+        sessions_closed(dir.path(), usize::from(*fail != "create"));
     }
+    // More switches than a node has.
+    let (dir, nscq) = model(&["MODEL_SWITCHES=17"]);
+    let err = nscq.unwrap().switch_evidence(&[3; 32]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("17 NVSwitches listed (at most 16)"),
+        "{err}"
+    );
+    sessions_closed(dir.path(), 1);
 }
 
 #[test]

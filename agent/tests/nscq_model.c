@@ -27,6 +27,7 @@ typedef struct { nscq_rc_t rc; nscq_session_t session; } nscq_session_result_t;
 typedef void (*uuid_cb_t)(const nscq_uuid_t *, nscq_rc_t, const nscq_uuid_t *, void *);
 typedef void (*report_cb_t)(const nscq_uuid_t *, nscq_rc_t, nscq_attestation_report_t, void *);
 typedef void (*cert_cb_t)(const nscq_uuid_t *, nscq_rc_t, nscq_attestation_certificate_t, void *);
+typedef void (*mode_cb_t)(const nscq_uuid_t *, nscq_rc_t, int8_t, void *);
 
 #ifndef MODEL_VERSION
 #define MODEL_VERSION ((2u << 24) | (0u << 12) | 0u)
@@ -133,6 +134,11 @@ nscq_rc_t nscq_session_path_observe(nscq_session_t s, const char *path, nscq_fn_
         if (fails("no_report")) return 0;
         ((report_cb_t)cb)(&device, fails("report") ? -8 : 0, r, user);
         if (fails("two_reports")) ((report_cb_t)cb)(&device, 0, r, user);
+        return 0;
+    }
+        if (strcmp(rest, "pcie_mode") == 0) {
+        /* nscq_tnvl_status_t: 3 LOCKED, 1 ENABLED (not locked) */
+        ((mode_cb_t)cb)(&device, fails("mode") ? -6 : 0, fails("unlocked") ? 1 : 3, user);
         return 0;
     }
     if (strcmp(rest, "certificate") == 0) {

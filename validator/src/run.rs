@@ -161,6 +161,7 @@ impl RunConfig {
     }
 
     pub fn validate(&self) -> Result<(), String> {
+        self.scoring.validate()?;
         if self.epoch_blocks == 0 || self.epoch_seconds == 0 {
             return Err("epoch_blocks and epoch_seconds must be at least 1".into());
         }

@@ -138,12 +138,38 @@ impl Default for ScoringConfig {
 }
 
 impl ScoringConfig {
-    fn points(&self, model: &str) -> f64 {
+    /// The price of the longest key `model` starts with ("H100 PCIe" over
+    /// "H100"); 0 when none.
+    pub fn points(&self, model: &str) -> f64 {
         self.model_points
             .iter()
             .filter(|(prefix, _)| model.starts_with(prefix.as_str()))
-            .map(|(_, p)| *p)
-            .fold(0.0, f64::max)
+            .max_by_key(|(prefix, _)| prefix.len())
+            .map_or(0.0, |(_, p)| *p)
+    }
+
+    /// Every `model_points` key must be the start of a name the verifier
+    /// gives, or it would silently pay nothing (the "Hopper" and
+    /// "Blackwell" keys of earlier versions among them).
+    pub fn validate(&self) -> Result<(), String> {
+        use tvm_verifier::gpu::model::{Model, BOARDS};
+        let mut names: Vec<String> = BOARDS.iter().map(|b| Model::Known(b).to_string()).collect();
+        names.extend(
+            ["unknown Hopper (", "unknown Blackwell (", "NVSwitch (LS10)"].map(String::from),
+        );
+        for (key, points) in &self.model_points {
+            if !(points.is_finite() && *points >= 0.0) {
+                return Err(format!(
+                    "model_points {key:?} is {points}: give a number of points, 0 or more"
+                ));
+            }
+            if key.is_empty() || !names.iter().any(|n| n.starts_with(key.as_str())) {
+                return Err(format!(
+                    "model_points key {key:?} matches no GPU model, so it would pay nothing: models are named like \"H100 SXM (G520_0200_885)\", \"H200 SXM (G520_0280_895)\", \"B200 (G525_0220_886)\" (docs/gpu.md#models); use H100, H200, B200 or a full name, or \"unknown Hopper\" / \"unknown Blackwell\" for boards the verifier cannot name"
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -243,7 +269,7 @@ pub fn score(
     let auction_burn = match &cfg.auction {
         None => None,
         Some(a) => {
-            let (fractions, burn) = auction(a, &mut scored, &mut notes);
+            let (fractions, burn) = auction(a, cfg, &mut scored, &mut notes);
             v6 = fractions;
             Some(burn)
         }
@@ -302,20 +328,24 @@ pub fn score(
 /// the emission pool and the fraction left unbought (burned).
 fn auction(
     a: &AuctionConfig,
+    cfg: &ScoringConfig,
     scored: &mut [(NodeResult, NodeScore)],
     notes: &mut Vec<String>,
 ) -> (BTreeMap<u16, f64>, f64) {
+    // The subnet buys the models it prices: a GPU of a model priced 0 (an
+    // unknown board among them) is not a card on offer.
+    let cards_of = |n: &NodeResult| n.gpus.iter().filter(|g| cfg.points(&g.model) > 0.0).count();
     let mut offers: Vec<(u64, usize)> = Vec::new();
     for (i, (n, s)) in scored.iter_mut().enumerate() {
         if !matches!(s, NodeScore::Counted { .. }) {
             continue;
         }
         let bid = n.bid.unwrap_or(a.max_price);
-        if n.gpus.len() < a.min_cluster_size {
+        let cards = cards_of(n);
+        if cards < a.min_cluster_size {
             *s = NodeScore::NotInAuction {
                 reason: format!(
-                    "{} GPUs; the auction takes nodes of at least {}",
-                    n.gpus.len(),
+                    "{cards} GPUs of a priced model; the auction takes nodes of at least {}",
                     a.min_cluster_size
                 ),
             };
@@ -335,7 +365,7 @@ fn auction(
     let mut bought: Vec<(u64, usize)> = Vec::new();
     let mut cards = 0u64;
     for (bid, i) in offers {
-        let n = scored[i].0.gpus.len() as u64;
+        let n = cards_of(&scored[i].0) as u64;
         if cards.saturating_add(n) <= a.target_cards {
             cards += n;
             bought.push((bid, i));
@@ -360,7 +390,7 @@ fn auction(
         ));
         for (bid, i) in bought {
             let n = &scored[i].0;
-            let p = n.gpus.len() as f64 * per.max(bid as f64);
+            let p = cards_of(n) as f64 * per.max(bid as f64);
             *pay.entry(n.miner_uid).or_default() += p;
             scored[i].1 = NodeScore::Counted { points: p };
         }
@@ -541,6 +571,50 @@ mod tests {
     }
 
     #[test]
+    fn every_named_board_has_its_default_price_and_the_longest_key_wins() {
+        use tvm_verifier::gpu::model::{Model, BOARDS};
+        let cfg = ScoringConfig::default();
+        for b in BOARDS {
+            let expect = match b.name {
+                "H100 PCIe" | "H100 NVL" | "H100 SXM" => 1.0,
+                "H200 SXM" | "H200 NVL" => 2.0,
+                "B200" => 3.0,
+                "H800 SXM" => 0.0,
+                other => panic!("{other}: give the new board its default price here"),
+            };
+            assert_eq!(cfg.points(&Model::Known(b).to_string()), expect, "{b:?}");
+        }
+        let mut cfg = ScoringConfig::default();
+        cfg.model_points.insert("H100 PCIe".into(), 0.6);
+        assert_eq!(cfg.points("H100 PCIe (1010_0200_882)"), 0.6);
+        assert_eq!(cfg.points("H100 SXM (G520_0200_885)"), 1.0);
+    }
+
+    #[test]
+    fn model_points_keys_must_name_a_model() {
+        assert_eq!(ScoringConfig::default().validate(), Ok(()));
+        for (key, ok) in [
+            ("Hopper", false),
+            ("Blackwell", false),
+            ("", false),
+            ("H1", true),
+            ("H200 SXM (G520_0280_895)", true),
+            ("unknown Blackwell", true),
+        ] {
+            let mut cfg = ScoringConfig::default();
+            cfg.model_points.insert(key.into(), 1.0);
+            let r = cfg.validate();
+            assert_eq!(r.is_ok(), ok, "{key:?}: {r:?}");
+            if let Err(e) = r {
+                assert!(e.contains("matches no GPU model"), "{e}");
+            }
+        }
+        let mut cfg = ScoringConfig::default();
+        cfg.model_points.insert("H100".into(), f64::NAN);
+        assert!(cfg.validate().is_err());
+    }
+
+    #[test]
     fn auction_buys_lowest_bids_up_to_the_target_and_burns_the_rest() {
         let bid = |mut n: NodeResult, b: Option<u64>| {
             n.bid = b;
@@ -571,6 +645,18 @@ mod tests {
             }),
             ..ScoringConfig::default()
         };
+        // Boards the verifier cannot name are not cards on offer, however cheap.
+        let unknown: Vec<(String, &str)> = (0..8)
+            .map(|i| (format!("u{i}"), "unknown Hopper (G520_0299_899)"))
+            .collect();
+        let unknown: Vec<(&str, &str)> = unknown.iter().map(|(a, m)| (a.as_str(), *m)).collect();
+        let cheap_unknown = bid(node(6, "f", Some(true), "f", &unknown), Some(1));
+        let r = score(&[cheap_unknown], None, &cfg);
+        assert!(
+            matches!(&r.nodes[0].1, NodeScore::NotInAuction { reason } if reason.starts_with("0 GPUs of a priced model")),
+            "{:?}",
+            r.nodes[0].1
+        );
         let r = score(&nodes, None, &cfg);
         // 16 GPUs bought at 250 cents each: 4000 of 10000 cents per hour each.
         assert_eq!(r.nodes[0].1, NodeScore::Counted { points: 2000.0 });

@@ -8,6 +8,8 @@
 //! - observing `/drv/nvswitch/{device}/uuid` calls back once per switch with
 //!   its UUID, which `nscq_uuid_to_label` turns into the label that names
 //!   the switch in the other paths;
+//! - `/{label}/config/pcie_mode` must say 3 (trusted NVLink on and locked),
+//!   as NVIDIA's protected-PCIe verifiers require before attesting;
 //! - `nscq_session_set_input(session, 0, nonce, 32)`, then observing
 //!   `/{label}/config/attestation_report` calls back with the SPDM request ‖
 //!   response for that nonce, and `/{label}/config/certificate` with the
@@ -17,7 +19,8 @@
 //! "RDT init failure", and works: NVIDIA/nvtrust issue 153), negative an error.
 
 use std::ffi::{c_char, c_void, CStr, CString};
-use std::sync::Mutex;
+use std::mem::ManuallyDrop;
+use std::sync::{Mutex, TryLockError};
 
 /// The library NVIDIA's packages install (`libnvidia-nscq-<branch>`).
 pub const LIBRARY: &str = "libnvidia-nscq.so.2";
@@ -64,6 +67,7 @@ type AnyCallback = unsafe extern "C" fn();
 type UuidCallback = unsafe extern "C" fn(*const Uuid, i8, *const Uuid, *mut c_void);
 type ReportCallback = unsafe extern "C" fn(*const Uuid, i8, Report, *mut c_void);
 type CertCallback = unsafe extern "C" fn(*const Uuid, i8, Certificate, *mut c_void);
+type ModeCallback = unsafe extern "C" fn(*const Uuid, i8, i8, *mut c_void);
 
 type SessionCreate = unsafe extern "C" fn(u32) -> SessionResult;
 type SessionDestroy = unsafe extern "C" fn(*mut c_void);
@@ -107,6 +111,21 @@ pub fn rc_name(rc: i8) -> &'static str {
     }
 }
 
+/// `nscq_tnvl_status_t` LOCKED: bits 0 (TNVL) and 1 (lock) both set, as
+/// nvtrust's and go-nvattest-tools' pre-checks test them.
+const TNVL_LOCKED: i8 = 3;
+
+fn mode_name(mode: i8) -> &'static str {
+    match mode {
+        -1 => "unknown",
+        0 => "disabled",
+        1 => "enabled, not locked",
+        2 => "failure",
+        3 => "locked",
+        _ => "undefined",
+    }
+}
+
 /// One NVSwitch's evidence as the library gave it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SwitchEvidence {
@@ -127,8 +146,9 @@ pub struct Nscq {
     uuid_to_label: UuidToLabel,
     version: u32,
     lock: Mutex<()>,
-    // Last: the function pointers above live only as long as the library.
-    _lib: libloading::Library,
+    // Never closed: the function pointers above live as long as it, and
+    // unloading a driver library that started threads can crash the process.
+    _lib: ManuallyDrop<libloading::Library>,
 }
 
 fn version_text(v: u32) -> String {
@@ -184,7 +204,7 @@ impl Nscq {
                     .map_err(|_| sym("nscq_uuid_to_label"))?,
                 version,
                 lock: Mutex::new(()),
-                _lib: lib,
+                _lib: ManuallyDrop::new(lib),
             })
         }
     }
@@ -196,11 +216,31 @@ impl Nscq {
 
     /// Every NVSwitch's attestation report for `nonce`, with its chain.
     pub fn switch_evidence(&self, nonce: &[u8; 32]) -> Result<Vec<SwitchEvidence>, NscqError> {
-        let _one = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        // A call that never returned (a hung library) holds the lock: later
+        // requests fail at once, rather than queueing behind it.
+        let _one = match self.lock.try_lock() {
+            Ok(g) => g,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                return Err(NscqError::Data(
+                    "another NVSwitch request is still in the library (if this persists, the library hangs: restart the agent)".into(),
+                ))
+            }
+        };
         let session = Session::open(self)?;
         let mut out = Vec::new();
         for uuid in session.switches()? {
             let label = session.label(&uuid)?;
+            // NVIDIA's PPCIe verifiers refuse a switch whose trusted-NVLink
+            // mode is not on and locked (the CVM's own driver says so; the
+            // signed report does not).
+            let mode = session.pcie_mode(&label)?;
+            if mode != TNVL_LOCKED {
+                return Err(NscqError::Data(format!(
+                    "switch {label} is not in locked trusted-NVLink mode (pcie_mode {mode}, {}; NVIDIA's protected-PCIe verifier requires 3, locked): finish NVIDIA's protected-PCIe setup (the fabric manager locks the switches)",
+                    mode_name(mode)
+                )));
+            }
             let report = session.report(&label, nonce)?;
             if report.get(4..36) != Some(&nonce[..]) {
                 return Err(NscqError::Data(format!(
@@ -249,36 +289,44 @@ fn bounded(bytes: &[u8], size: u32) -> Result<Vec<u8>, i8> {
     bytes.get(..size as usize).map(<[u8]>::to_vec).ok_or(-4)
 }
 
-unsafe extern "C" fn on_uuid(_: *const Uuid, rc: i8, uuid: *const Uuid, user: *mut c_void) {
-    // SAFETY: `user` is the `Seen` that `observe` passed for this call.
-    let seen = unsafe { &mut *(user as *mut Seen<Uuid>) };
-    // SAFETY: NSCQ passes a valid UUID with a successful rc.
-    let value = if rc < 0 || uuid.is_null() {
-        Err(rc.min(-1))
-    } else {
-        Ok(unsafe { *uuid })
+/// Where a callback's answer goes: the `Seen<T>` that `observe::<T>` passed
+/// as user data (each callback below is used with its own `T` only).
+///
+/// # Safety
+/// `user` is null or points to a live `Seen<T>` no one else uses meanwhile.
+unsafe fn deliver<T>(user: *mut c_void, rc: i8, value: impl FnOnce() -> Result<T, i8>) {
+    // SAFETY: the caller's contract.
+    let Some(seen) = (unsafe { (user as *mut Seen<T>).as_mut() }) else {
+        return;
     };
-    seen.values.push(value);
+    if rc > 0 {
+        tracing::warn!(rc, "NSCQ: {}", rc_name(rc));
+    }
+    seen.values.push(if rc < 0 { Err(rc) } else { value() });
+}
+
+/// NSCQ's "unexpected value": what a null UUID with success is taken as.
+const UNEXPECTED: i8 = -5;
+
+unsafe extern "C" fn on_uuid(_: *const Uuid, rc: i8, uuid: *const Uuid, user: *mut c_void) {
+    // SAFETY: `user` is the `Seen<Uuid>` of `switches`; a non-null `uuid`
+    // points to a UUID for the duration of the call.
+    unsafe { deliver::<Uuid>(user, rc, || uuid.as_ref().copied().ok_or(UNEXPECTED)) }
+}
+
+unsafe extern "C" fn on_mode(_: *const Uuid, rc: i8, mode: i8, user: *mut c_void) {
+    // SAFETY: `user` is the `Seen<i8>` of `pcie_mode`.
+    unsafe { deliver::<i8>(user, rc, || Ok(mode)) }
 }
 
 unsafe extern "C" fn on_report(_: *const Uuid, rc: i8, r: Report, user: *mut c_void) {
-    // SAFETY: as in `on_uuid`.
-    let seen = unsafe { &mut *(user as *mut Seen<Vec<u8>>) };
-    seen.values.push(if rc < 0 {
-        Err(rc)
-    } else {
-        bounded(&r.bytes, r.size)
-    });
+    // SAFETY: `user` is the `Seen<Vec<u8>>` of `report`.
+    unsafe { deliver::<Vec<u8>>(user, rc, || bounded(&r.bytes, r.size)) }
 }
 
 unsafe extern "C" fn on_certificate(_: *const Uuid, rc: i8, c: Certificate, user: *mut c_void) {
-    // SAFETY: as in `on_uuid`.
-    let seen = unsafe { &mut *(user as *mut Seen<Vec<u8>>) };
-    seen.values.push(if rc < 0 {
-        Err(rc)
-    } else {
-        bounded(&c.chain, c.size)
-    });
+    // SAFETY: `user` is the `Seen<Vec<u8>>` of `certificate`.
+    unsafe { deliver::<Vec<u8>>(user, rc, || bounded(&c.chain, c.size)) }
 }
 
 impl<'a> Session<'a> {
@@ -380,6 +428,22 @@ impl<'a> Session<'a> {
             ))),
             (Some(_), false) => Err(NscqError::Data(format!(
                 "switch {label}: more than one {what} came back"
+            ))),
+        }
+    }
+
+    fn pcie_mode(&self, label: &str) -> Result<i8, NscqError> {
+        // SAFETY: on_mode has this path's callback signature.
+        let cb = unsafe { std::mem::transmute::<ModeCallback, AnyCallback>(on_mode) };
+        let mut got = self.observe::<i8>(&format!("/{label}/config/pcie_mode"), cb)?;
+        match (got.pop(), got.is_empty()) {
+            (Some(Ok(m)), true) => Ok(m),
+            (Some(Err(rc)), true) => Err(NscqError::Call {
+                call: format!("reading switch {label}'s PCIe mode"),
+                rc,
+            }),
+            _ => Err(NscqError::Data(format!(
+                "switch {label}: not one PCIe mode came back"
             ))),
         }
     }

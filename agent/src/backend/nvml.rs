@@ -273,6 +273,8 @@ pub enum Switches {
 pub struct NvmlDevices<A: NvmlApi> {
     api: A,
     count: u32,
+    /// NVML said protected PCIe at start.
+    ppcie: bool,
     switches: Switches,
     /// Readiness is re-read at most this often (NVML calls cost ~ms).
     cached: Mutex<Option<(std::time::Instant, Readiness)>>,
@@ -285,21 +287,26 @@ impl<A: NvmlApi> NvmlDevices<A> {
         let count = api
             .gpu_count()
             .map_err(|reason| BackendError::Unavailable { what: WHAT, reason })?;
-        let switches = match api.multi_gpu_mode() {
-            Ok(MultiGpuMode::ProtectedPcie) => {
-                Switches::Unavailable("protected PCIe is on, and NSCQ was not loaded".into())
-            }
-            Ok(_) => Switches::NotNeeded,
-            // Drivers before the call: no protected PCIe either (the
-            // validator reads the mode from the GPUs' signed reports anyway).
+        // Protected PCIe runs with the CC-mode setting off: the mode, not
+        // `cc_enabled`, says the GPUs are confidential (as NVIDIA's SDK
+        // takes it: CC on or PPCIe on).
+        let (ppcie, switches) = match api.multi_gpu_mode() {
+            Ok(MultiGpuMode::ProtectedPcie) => (
+                true,
+                Switches::Unavailable("protected PCIe is on, and NSCQ was not loaded".into()),
+            ),
+            Ok(_) => (false, Switches::NotNeeded),
+            // Drivers without the call have no protected PCIe either; and the
+            // validator reads the mode from the GPUs' signed reports anyway.
             Err(e) => {
                 tracing::warn!(reason = %e, "cannot read the multi-GPU mode; reading no NVSwitch");
-                Switches::NotNeeded
+                (false, Switches::NotNeeded)
             }
         };
         let dev = NvmlDevices {
             api,
             count,
+            ppcie,
             switches,
             cached: Mutex::new(None),
         };
@@ -338,8 +345,8 @@ impl<A: NvmlApi> NvmlDevices<A> {
     fn cc_readiness(&self) -> Readiness {
         match self.api.cc_state() {
             Err(e) => Readiness::NotReady(format!("cannot read the confidential-computing state: {e}")),
-            Ok(s) if !s.cc_enabled => Readiness::NotReady(
-                "CC mode off: the GPUs are not in confidential-computing mode (set it on the host with NVIDIA's gpu-admin-tools: --set-cc-mode=on, then reset the GPU)".into(),
+            Ok(s) if !s.cc_enabled && !self.ppcie => Readiness::NotReady(
+                "CC mode off: the GPUs are not in confidential-computing mode (set it on the host with NVIDIA's gpu-admin-tools: --set-cc-mode=on, or --set-ppcie-mode=on for an HGX board's 8 GPUs and 4 NVSwitches, then reset the GPUs)".into(),
             ),
             Ok(s) if s.devtools => Readiness::NotReady(
                 "CC devtools mode is on: GPU memory is open to debugging tools; set --set-cc-mode=on (not devtools)".into(),
@@ -682,11 +689,16 @@ mod tests {
         }
     }
 
+    /// An HGX board in protected PCIe: the CC-mode setting is off there.
     fn ppcie() -> Model {
+        let off = CcState {
+            cc_enabled: false,
+            ..on()
+        };
         Model {
             multi_gpu: MultiGpuMode::ProtectedPcie,
             ready: AtomicBool::new(true),
-            ..model(Ok(on()))
+            ..model(Ok(off))
         }
     }
 
@@ -721,6 +733,16 @@ mod tests {
             e.contains("NSCQ failed: NSCQ session_create failed: resource not mountable"),
             "{e}"
         );
+        // Protected PCIe does not excuse devtools.
+        let mut devtools = ppcie();
+        devtools.state = Ok(CcState {
+            devtools: true,
+            ..on()
+        });
+        let d = NvmlDevices::new(devtools, false)
+            .unwrap()
+            .load_switches(|| Ok(Box::new(Switchboard(Ok(Vec::new())))));
+        assert!(matches!(d.readiness(), Readiness::NotReady(w) if w.contains("devtools")));
     }
 
     #[test]

@@ -201,8 +201,15 @@ pub fn appraise_node(input: &NodeInput<'_>) -> NodeVerdict {
         .iter()
         .zip(input.devices)
         .any(|(r, d)| r.1.or(d.arch) == Some(Arch::Blackwell));
+    let unverified = reports.iter().filter(|r| !r.3).count();
     checks.push(if !input.policy.require_ppcie_topology {
         Check::not_checked(check::NODE_TOPOLOGY, "the policy does not require the multi-GPU topology")
+        } else if unverified > 0 {
+        // The node fails anyway; a topology of the rest would mislead.
+        Check::not_checked(
+            check::NODE_TOPOLOGY,
+            format!("{unverified} device(s) did not verify: the topology is judged on a whole node only"),
+        )
     } else if switches == 0 && ppcie_gpus == 0 && !blackwell {
         Check::not_checked(
             check::NODE_TOPOLOGY,
@@ -409,7 +416,7 @@ fn rim_checks(
             // NVIDIA: index 9 holds, in part, the CC-mode setting (on or
             // devtools) kept in the GPU (nvtrust issue 132).
             let hint = if *i == CC_MODE_INDEX {
-                " (this index covers the GPU's CC mode: is it in devtools mode rather than on?)"
+                " (NVIDIA: this index covers, in part, the GPU's CC-mode setting; a GPU in devtools mode differs here)"
             } else {
                 ""
             };

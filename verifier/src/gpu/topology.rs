@@ -51,16 +51,25 @@ fn show(p: &Pdi) -> String {
 /// FEATURE_FLAG (opaque field 36) values, as NVIDIA's Python verifier and
 /// go-nvattest-tools read them (nvtrust `nv_attestation_sdk` `FEATURE_FLAG`
 /// handling; NV-4's Hopper GPUs say 2, the 8×B200 capture says 1).
-const FEATURE_SPT: u8 = 0;
-const FEATURE_MPT: u8 = 1;
-const FEATURE_PPCIE: u8 = 2;
+const FEATURE_SPT: u32 = 0;
+const FEATURE_MPT: u32 = 1;
+const FEATURE_PPCIE: u32 = 2;
 /// GPUs on an HGX Blackwell board, all of which multi-GPU passthrough puts in one CVM.
 pub const BLACKWELL_MPT_GPUS: usize = 8;
+
+/// FEATURE_FLAG as the little-endian number it is (`01 00` is 1); `None`
+/// when absent, `Some(Err)` when not 1 to 4 bytes.
+fn feature_flag(r: &MeasurementReport) -> Option<Result<u32, usize>> {
+    r.field(field::FEATURE_FLAG).map(|f| match f.len() {
+        1..=4 => Ok(f.iter().rev().fold(0u32, |n, b| n << 8 | u32::from(*b))),
+        n => Err(n),
+    })
+}
 
 /// The GPU says it runs in protected-PCIe mode (and so needs its switches).
 pub fn in_ppcie_mode(r: &MeasurementReport) -> bool {
     r.field(field::PROTECTED_PCIE_STATUS) == Some(&[PPCIE_ON][..])
-        || r.field(field::FEATURE_FLAG).and_then(|f| f.first()) == Some(&FEATURE_PPCIE)
+        || feature_flag(r) == Some(Ok(FEATURE_PPCIE))
 }
 
 /// Check the topology; `Ok` says what was found.
@@ -68,8 +77,14 @@ pub fn check(devices: &[Device<'_>]) -> Result<String, String> {
     let gpus: Vec<&Device> = devices.iter().filter(|d| !d.arch.is_switch()).collect();
     let switches: Vec<&Device> = devices.iter().filter(|d| d.arch.is_switch()).collect();
     if gpus.len() != GPUS || switches.len() != SWITCHES {
+        // No switch at all: the agent did not read them (no NSCQ).
+        let hint = if switches.is_empty() {
+            " (no NVSwitch evidence: the node's agent reads the switches through NVIDIA's NSCQ library, libnvidia-nscq, which must be installed in the CVM)"
+        } else {
+            ""
+        };
         return Err(format!(
-            "a protected-PCIe node has {GPUS} GPUs and {SWITCHES} NVSwitches; the evidence has {} and {}",
+            "a protected-PCIe node has {GPUS} GPUs and {SWITCHES} NVSwitches; the evidence has {} and {}{hint}",
             gpus.len(),
             switches.len()
         ));
@@ -171,9 +186,9 @@ pub fn check(devices: &[Device<'_>]) -> Result<String, String> {
 /// A Blackwell node. NVIDIA's rules (Confidential Computing deployment guide
 /// and the GPU Operator's multi-GPU passthrough page; R575/R580 release
 /// notes): Blackwell has no protected-PCIe mode, NVLink traffic is encrypted
-/// and the NVSwitches are outside the trusted base; a GPU in single-GPU
-/// passthrough (SPT) is alone in its CVM; in multi-GPU passthrough (MPT) all
-/// GPUs of the board go to one CVM; the two modes are not mixed. The mode is
+/// and the NVSwitches are outside the trusted base; in multi-GPU passthrough
+/// (MPT) all GPUs of the board go to one CVM; the two modes are not mixed.
+/// Several single-GPU-passthrough (SPT) GPUs in one CVM pass, as on Hopper. The mode is
 /// what each GPU signed (FEATURE_FLAG), not what the host says.
 pub fn check_blackwell(devices: &[Device<'_>]) -> Result<String, String> {
     let gpus: Vec<&Device> = devices.iter().filter(|d| !d.arch.is_switch()).collect();
@@ -198,18 +213,24 @@ pub fn check_blackwell(devices: &[Device<'_>]) -> Result<String, String> {
                 g.label
             ));
         }
-        let mode = match g.report.field(field::FEATURE_FLAG).and_then(|f| f.first()) {
-            Some(&FEATURE_SPT) => FEATURE_SPT,
-            Some(&FEATURE_MPT) => FEATURE_MPT,
-            Some(&FEATURE_PPCIE) => {
+        let mode = match feature_flag(g.report) {
+            Some(Ok(FEATURE_SPT)) => FEATURE_SPT,
+            Some(Ok(FEATURE_MPT)) => FEATURE_MPT,
+            Some(Ok(FEATURE_PPCIE)) => {
                 return Err(format!(
                     "{}: says it is in protected-PCIe mode, which Blackwell does not have",
                     g.label
                 ))
             }
-            Some(other) => {
+                        Some(Ok(other)) => {
                 return Err(format!(
                     "{}: unknown multi-GPU mode {other} (FEATURE_FLAG, opaque field 36)",
+                    g.label
+                ))
+            }
+            Some(Err(len)) => {
+                return Err(format!(
+                    "{}: a FEATURE_FLAG (opaque field 36) of {len} bytes",
                     g.label
                 ))
             }
@@ -225,9 +246,12 @@ pub fn check_blackwell(devices: &[Device<'_>]) -> Result<String, String> {
     let n = gpus.len();
     let mpt = modes.iter().filter(|m| **m == FEATURE_MPT).count();
     match (mpt, n) {
-        (0, 1) => Ok("1 Blackwell GPU in single-GPU passthrough mode".into()),
-        (0, n) => Err(format!(
-            "{n} Blackwell GPUs in single-GPU passthrough mode in one CVM; NVIDIA supports one such GPU per CVM: put the board in multi-GPU passthrough mode"
+                (0, 1) => Ok("1 Blackwell GPU in single-GPU passthrough mode".into()),
+        // As on Hopper: each GPU's traffic is its own (encrypted, through
+        // bounce buffers), and no NVLink is in use; NVIDIA supports one per
+        // CVM, which costs a miner nothing to follow, so this is not refused.
+        (0, n) => Ok(format!(
+            "{n} Blackwell GPUs in single-GPU passthrough mode (NVIDIA supports one per CVM)"
         )),
         (m, n) if m != n => Err(format!(
             "{m} of {n} GPUs in multi-GPU passthrough mode and the rest in single-GPU mode; NVIDIA does not support mixing them"
