@@ -277,7 +277,9 @@ async fn evidence(State(s): St, req: Request) -> Response {
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "evidence failed");
             let status = match e {
-                BackendError::NotConfidential(_) => StatusCode::SERVICE_UNAVAILABLE,
+                BackendError::NotConfidential(_) | BackendError::Busy(_) => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             };
             (status.as_u16(), err(status, e.to_string()))

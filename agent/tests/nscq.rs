@@ -174,6 +174,27 @@ fn every_library_failure_is_named_and_closes_the_session() {
 }
 
 #[test]
+fn a_request_behind_a_slow_call_waits_then_is_busy() {
+    let (dir, nscq) = model(&["MODEL_FAIL=\"slow\""]);
+    let nscq = std::sync::Arc::new(
+        nscq.unwrap()
+            .waiting_at_most(std::time::Duration::from_millis(300)),
+    );
+    let first = {
+        let n = nscq.clone();
+        std::thread::spawn(move || n.switch_evidence(&[5; 32]).map(|e| e.len()))
+    };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let second = nscq.switch_evidence(&[6; 32]).unwrap_err();
+    assert_eq!(second, NscqError::Busy);
+    assert!(second.to_string().contains("try again"));
+    assert_eq!(first.join().unwrap(), Ok(4));
+    // Free again: served.
+    assert_eq!(nscq.switch_evidence(&[7; 32]).unwrap().len(), 4);
+    sessions_closed(dir.path(), 2);
+}
+
+#[test]
 fn a_missing_library_or_another_api_is_unavailable() {
     let err = Nscq::load_from("libnvidia-nscq-not-here.so.2")
         .err()

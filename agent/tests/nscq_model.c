@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef int8_t nscq_rc_t;
 typedef struct nscq_session_st *nscq_session_t;
@@ -113,7 +114,8 @@ nscq_rc_t nscq_session_path_observe(nscq_session_t s, const char *path, nscq_fn_
     char rest[64];
     if (flags != 0) return -5;
     if (fails("observe")) return -7; /* NSCQ_RC_ERROR_DRV */
-    if (strcmp(path, "/drv/nvswitch/{device}/uuid") == 0) {
+        if (strcmp(path, "/drv/nvswitch/{device}/uuid") == 0) {
+        if (fails("slow")) sleep(2); /* a library call that takes its time */
         for (int i = 0; i < MODEL_SWITCHES; i++) {
             nscq_uuid_t device = {{0}}, uuid = {{0}};
             device.bytes[0] = uuid.bytes[0] = (uint8_t)i;

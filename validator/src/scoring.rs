@@ -153,17 +153,21 @@ impl ScoringConfig {
     /// "Blackwell" keys of earlier versions among them).
     pub fn validate(&self) -> Result<(), String> {
         use tvm_verifier::gpu::model::{Model, BOARDS};
-        let mut names: Vec<String> = BOARDS.iter().map(|b| Model::Known(b).to_string()).collect();
-        names.extend(
-            ["unknown Hopper (", "unknown Blackwell (", "NVSwitch (LS10)"].map(String::from),
-        );
+        let names: Vec<String> = BOARDS.iter().map(|b| Model::Known(b).to_string()).collect();
+        // An unknown board's name is "unknown Hopper (<board>)"; NVSwitches
+        // are not GPUs and are never priced.
+        let unknown = ["unknown Hopper (", "unknown Blackwell ("];
         for (key, points) in &self.model_points {
             if !(points.is_finite() && *points >= 0.0) {
                 return Err(format!(
                     "model_points {key:?} is {points}: give a number of points, 0 or more"
                 ));
             }
-            if key.is_empty() || !names.iter().any(|n| n.starts_with(key.as_str())) {
+            let names_a_model = names.iter().any(|n| n.starts_with(key.as_str()))
+                || unknown
+                    .iter()
+                    .any(|u| u.starts_with(key.as_str()) || key.starts_with(u));
+            if key.is_empty() || !names_a_model {
                 return Err(format!(
                     "model_points key {key:?} matches no GPU model, so it would pay nothing: models are named like \"H100 SXM (G520_0200_885)\", \"H200 SXM (G520_0280_895)\", \"B200 (G525_0220_886)\" (docs/gpu.md#models); use H100, H200, B200 or a full name, or \"unknown Hopper\" / \"unknown Blackwell\" for boards the verifier cannot name"
                 ));
@@ -600,6 +604,8 @@ mod tests {
             ("H1", true),
             ("H200 SXM (G520_0280_895)", true),
             ("unknown Blackwell", true),
+            ("unknown Hopper (G520_0202_885)", true),
+            ("NVSwitch", false),
         ] {
             let mut cfg = ScoringConfig::default();
             cfg.model_points.insert(key.into(), 1.0);

@@ -32,6 +32,9 @@ pub enum BackendError {
     /// or (protected PCIe) their NVSwitches cannot be attested.
     #[error("{0}")]
     NotConfidential(String),
+    /// Busy with another request's hardware call: try again (503).
+    #[error("{0}")]
+    Busy(String),
 }
 
 /// The CPU TEE kind a backend produces.

@@ -21,6 +21,7 @@
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::mem::ManuallyDrop;
 use std::sync::{Mutex, TryLockError};
+use std::time::{Duration, Instant};
 
 /// The library NVIDIA's packages install (`libnvidia-nscq-<branch>`).
 pub const LIBRARY: &str = "libnvidia-nscq.so.2";
@@ -87,6 +88,8 @@ pub enum NscqError {
     Call { call: String, rc: i8 },
     #[error("NSCQ: {0}")]
     Data(String),
+    #[error("NSCQ is busy with another NVSwitch request; try again")]
+    Busy,
 }
 
 /// NVIDIA's names for NSCQ return codes.
@@ -146,6 +149,9 @@ pub struct Nscq {
     uuid_to_label: UuidToLabel,
     version: u32,
     lock: Mutex<()>,
+    /// When the call inside the library went in.
+    entered: Mutex<Option<Instant>>,
+    wait: Duration,
     // Never closed: the function pointers above live as long as it, and
     // unloading a driver library that started threads can crash the process.
     _lib: ManuallyDrop<libloading::Library>,
@@ -204,9 +210,50 @@ impl Nscq {
                     .map_err(|_| sym("nscq_uuid_to_label"))?,
                 version,
                 lock: Mutex::new(()),
+                entered: Mutex::new(None),
+                wait: WAIT,
                 _lib: ManuallyDrop::new(lib),
             })
         }
+    }
+
+    /// One call in the library at a time. A request waits up to `wait` for
+    /// the one before it (validators' requests overlap at an epoch's start),
+    /// then is busy (answered 503, which validators try again); once a call
+    /// has been inside for `HUNG`, the library hangs and later requests fail
+    /// at once.
+    fn enter(&self) -> Result<InLibrary<'_>, NscqError> {
+        let start = Instant::now();
+        let guard = loop {
+            match self.lock.try_lock() {
+                Ok(g) => break g,
+                Err(TryLockError::Poisoned(p)) => break p.into_inner(),
+                Err(TryLockError::WouldBlock) => {
+                    let since = *self.entered.lock().unwrap_or_else(|p| p.into_inner());
+                    if since.is_some_and(|t| t.elapsed() > HUNG) {
+                        return Err(NscqError::Data(format!(
+                            "an NVSwitch request has been inside NSCQ for over {} s: the library hangs; restart the agent",
+                            HUNG.as_secs()
+                        )));
+                    }
+                    if start.elapsed() > self.wait {
+                        return Err(NscqError::Busy);
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        };
+        *self.entered.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        Ok(InLibrary {
+            _guard: guard,
+            entered: &self.entered,
+        })
+    }
+
+    /// Wait at most this long for another request's call (default 20 s).
+    pub fn waiting_at_most(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self
     }
 
     /// The library's API version ("2.0.0").
@@ -216,17 +263,7 @@ impl Nscq {
 
     /// Every NVSwitch's attestation report for `nonce`, with its chain.
     pub fn switch_evidence(&self, nonce: &[u8; 32]) -> Result<Vec<SwitchEvidence>, NscqError> {
-        // A call that never returned (a hung library) holds the lock: later
-        // requests fail at once, rather than queueing behind it.
-        let _one = match self.lock.try_lock() {
-            Ok(g) => g,
-            Err(TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(TryLockError::WouldBlock) => {
-                return Err(NscqError::Data(
-                    "another NVSwitch request is still in the library (if this persists, the library hangs: restart the agent)".into(),
-                ))
-            }
-        };
+        let _one = self.enter()?;
         let session = Session::open(self)?;
         let mut out = Vec::new();
         for uuid in session.switches()? {
@@ -255,6 +292,22 @@ impl Nscq {
             });
         }
         Ok(out)
+    }
+}
+
+/// Longest wait for the call before; the time after which a call hangs.
+const WAIT: Duration = Duration::from_secs(20);
+const HUNG: Duration = Duration::from_secs(120);
+
+/// The one call inside the library.
+struct InLibrary<'a> {
+    _guard: std::sync::MutexGuard<'a, ()>,
+    entered: &'a Mutex<Option<Instant>>,
+}
+
+impl Drop for InLibrary<'_> {
+    fn drop(&mut self) {
+        *self.entered.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 }
 

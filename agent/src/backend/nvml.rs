@@ -275,7 +275,10 @@ pub struct NvmlDevices<A: NvmlApi> {
     count: u32,
     /// NVML said protected PCIe at start.
     ppcie: bool,
+    /// Why NVML could not say the multi-GPU mode, if it could not.
+    mode_error: Option<String>,
     switches: Switches,
+    set_ready: bool,
     /// Readiness is re-read at most this often (NVML calls cost ~ms).
     cached: Mutex<Option<(std::time::Instant, Readiness)>>,
 }
@@ -290,37 +293,52 @@ impl<A: NvmlApi> NvmlDevices<A> {
         // Protected PCIe runs with the CC-mode setting off: the mode, not
         // `cc_enabled`, says the GPUs are confidential (as NVIDIA's SDK
         // takes it: CC on or PPCIe on).
-        let (ppcie, switches) = match api.multi_gpu_mode() {
+        let (ppcie, switches, mode_error) = match api.multi_gpu_mode() {
             Ok(MultiGpuMode::ProtectedPcie) => (
                 true,
                 Switches::Unavailable("protected PCIe is on, and NSCQ was not loaded".into()),
+                None,
             ),
-            Ok(_) => (false, Switches::NotNeeded),
+            Ok(_) => (false, Switches::NotNeeded, None),
             // Drivers without the call have no protected PCIe either; and the
             // validator reads the mode from the GPUs' signed reports anyway.
             Err(e) => {
                 tracing::warn!(reason = %e, "cannot read the multi-GPU mode; reading no NVSwitch");
-                (false, Switches::NotNeeded)
+                (false, Switches::NotNeeded, Some(e))
             }
         };
         let dev = NvmlDevices {
             api,
             count,
             ppcie,
+            mode_error,
             switches,
+            set_ready,
             cached: Mutex::new(None),
         };
-        if set_ready && count > 0 {
-            if let Readiness::NotReady(why) = dev.cc_readiness() {
-                tracing::warn!(reason = %why, "GPUs are not in confidential-computing mode; not setting them ready");
-            } else if !dev.api.gpus_ready().unwrap_or(false) {
-                dev.api
-                    .set_gpus_ready()
-                    .map_err(|reason| BackendError::Failed { what: WHAT, reason })?;
-                tracing::info!("GPUs set ready to accept confidential work");
-            }
+        // A protected-PCIe board is set ready only once its switches are
+        // read (`load_switches`), as NVIDIA's PPCIe verifier does.
+        if !dev.ppcie {
+            dev.make_ready()?;
         }
         Ok(dev)
+    }
+
+    /// Switch the GPUs to accepting work when asked to and they are in CC
+    /// (or protected-PCIe) mode.
+    fn make_ready(&self) -> Result<(), BackendError> {
+        if !self.set_ready || self.count == 0 {
+            return Ok(());
+        }
+        if let Readiness::NotReady(why) = self.cc_readiness() {
+            tracing::warn!(reason = %why, "GPUs are not in confidential-computing mode; not setting them ready");
+        } else if !self.api.gpus_ready().unwrap_or(false) {
+            self.api
+                .set_gpus_ready()
+                .map_err(|reason| BackendError::Failed { what: WHAT, reason })?;
+            tracing::info!("GPUs set ready to accept confidential work");
+        }
+        Ok(())
     }
 
     /// On a protected-PCIe node, the switches' source (NSCQ): `load` runs
@@ -329,14 +347,30 @@ impl<A: NvmlApi> NvmlDevices<A> {
         mut self,
         load: impl FnOnce() -> Result<Box<dyn SwitchSource>, NscqError>,
     ) -> Self {
-        if !matches!(self.switches, Switches::NotNeeded) {
-            self.switches = match load() {
-                Ok(s) => Switches::Source(s),
-                Err(e) => {
-                    tracing::error!(reason = %e, "protected PCIe is on but the NVSwitches cannot be attested: this node gives no evidence");
-                    Switches::Unavailable(e.to_string())
-                }
-            };
+        if matches!(self.switches, Switches::NotNeeded) {
+            return self;
+        }
+        // Read every switch once before trusting the board (all locked,
+        // every report and chain readable), then set the GPUs ready.
+        let checked =
+            load().and_then(|s| s.switch_evidence(&[0; 32]).map(|found| (s, found.len())));
+        self.switches = match checked {
+            Ok((s, n)) => {
+                tracing::info!(
+                    switches = n,
+                    "NVSwitches read through NSCQ: each bundle carries them"
+                );
+                Switches::Source(s)
+            }
+            Err(e) => {
+                tracing::error!(reason = %e, "protected PCIe is on but the NVSwitches cannot be attested: this node gives no evidence");
+                Switches::Unavailable(e.to_string())
+            }
+        };
+        if matches!(self.switches, Switches::Source(_)) {
+            if let Err(e) = self.make_ready() {
+                self.switches = Switches::Unavailable(e.to_string());
+            }
         }
         self
     }
@@ -345,9 +379,13 @@ impl<A: NvmlApi> NvmlDevices<A> {
     fn cc_readiness(&self) -> Readiness {
         match self.api.cc_state() {
             Err(e) => Readiness::NotReady(format!("cannot read the confidential-computing state: {e}")),
-            Ok(s) if !s.cc_enabled && !self.ppcie => Readiness::NotReady(
-                "CC mode off: the GPUs are not in confidential-computing mode (set it on the host with NVIDIA's gpu-admin-tools: --set-cc-mode=on, or --set-ppcie-mode=on for an HGX board's 8 GPUs and 4 NVSwitches, then reset the GPUs)".into(),
-            ),
+                        Ok(s) if !s.cc_enabled && !self.ppcie => Readiness::NotReady(format!(
+                "CC mode off: the GPUs are not in confidential-computing mode (set it on the host with NVIDIA's gpu-admin-tools: --set-cc-mode=on, or --set-ppcie-mode=on for an HGX board's 8 GPUs and 4 NVSwitches, then reset the GPUs){}",
+                match &self.mode_error {
+                    Some(e) => format!("; NVML could not say whether protected PCIe is on ({e}), so it was not taken as on: a driver of the 550 branch or later reports it"),
+                    None => String::new(),
+                }
+            )),
             Ok(s) if s.devtools => Readiness::NotReady(
                 "CC devtools mode is on: GPU memory is open to debugging tools; set --set-cc-mode=on (not devtools)".into(),
             ),
@@ -438,7 +476,10 @@ impl<A: NvmlApi> Devices for NvmlDevices<A> {
                     reason,
                 };
                 s.switch_evidence(nonce)
-                    .map_err(|e| fail(e.to_string()))?
+                    .map_err(|e| match e {
+                        NscqError::Busy => BackendError::Busy(e.to_string()),
+                        e => fail(e.to_string()),
+                    })?
                     .into_iter()
                     .map(|e| {
                         let chain = split_chain(&e.cert_chain)
@@ -681,11 +722,32 @@ mod tests {
     }
 
     /// NSCQ as a test says: these switches, or this error.
-    struct Switchboard(Result<Vec<SwitchEvidence>, NscqError>);
+    /// NSCQ as a test says: these switches, or, from call `fails_from` on
+    /// (0: from the start's check), this error.
+    struct Switchboard {
+        switches: Vec<SwitchEvidence>,
+        error: Option<(usize, NscqError)>,
+        calls: std::sync::atomic::AtomicUsize,
+    }
+
+    fn switchboard(
+        switches: Vec<SwitchEvidence>,
+        error: Option<(usize, NscqError)>,
+    ) -> Box<dyn SwitchSource> {
+        Box::new(Switchboard {
+            switches,
+            error,
+            calls: Default::default(),
+        })
+    }
 
     impl SwitchSource for Switchboard {
         fn switch_evidence(&self, _: &[u8; 32]) -> Result<Vec<SwitchEvidence>, NscqError> {
-            self.0.clone()
+            let call = self.calls.fetch_add(1, Ordering::SeqCst);
+            match &self.error {
+                Some((from, e)) if call >= *from => Err(e.clone()),
+                _ => Ok(self.switches.clone()),
+            }
         }
     }
 
@@ -709,21 +771,32 @@ mod tests {
             report: vec![0x11, 0xe0],
             cert_chain: testdata("nvtrust_hopper_cert_chain.pem"),
         };
-        let d = NvmlDevices::new(ppcie(), false)
-            .unwrap()
-            .load_switches(|| Ok(Box::new(Switchboard(Ok(vec![switch.clone(); 4])))));
+        // Not ready yet: the agent sets a PPCIe board ready after its switches.
+        let mut board = ppcie();
+        board.ready = AtomicBool::new(false);
+        let d = NvmlDevices::new(board, true).unwrap();
+        assert!(
+            !d.api.gpus_ready().unwrap(),
+            "set ready before its switches"
+        );
+        let d = d.load_switches(|| Ok(switchboard(vec![switch.clone(); 4], None)));
+        assert!(d.api.gpus_ready().unwrap());
         assert_eq!(d.readiness(), Readiness::Ready);
         assert!(d.describe().contains("NSCQ"), "{}", d.describe());
         let set = d.evidence(&[0; 32], Gather::Parallel).unwrap();
         assert_eq!((set.gpus.len(), set.switches.len()), (2, 4));
         assert_eq!(set.switches[0].report.0, vec![0x11, 0xe0]);
         assert_eq!(set.switches[0].cert_chain.len(), 5);
-        // A failing library fails the request, naming it.
+        // A library failing later fails the request, naming it.
+        let mountless = NscqError::Call {
+            call: "session_create".into(),
+            rc: -3,
+        };
         let d = NvmlDevices::new(ppcie(), false).unwrap().load_switches(|| {
-            Ok(Box::new(Switchboard(Err(NscqError::Call {
-                call: "session_create".into(),
-                rc: -3,
-            }))))
+            Ok(switchboard(
+                vec![switch.clone(); 4],
+                Some((1, mountless.clone())),
+            ))
         });
         let e = d
             .evidence(&[0; 32], Gather::Parallel)
@@ -733,6 +806,28 @@ mod tests {
             e.contains("NSCQ failed: NSCQ session_create failed: resource not mountable"),
             "{e}"
         );
+        // Busy with another request: a busy answer (503), tried again.
+        let d = NvmlDevices::new(ppcie(), false).unwrap().load_switches(|| {
+            Ok(switchboard(
+                vec![switch.clone(); 4],
+                Some((1, NscqError::Busy)),
+            ))
+        });
+        assert!(matches!(
+            d.evidence(&[0; 32], Gather::Parallel),
+            Err(BackendError::Busy(_))
+        ));
+        // Failing at the start's check: no evidence, and the GPUs not set ready.
+        let mut board = ppcie();
+        board.ready = AtomicBool::new(false);
+        let d = NvmlDevices::new(board, true)
+            .unwrap()
+            .load_switches(|| Ok(switchboard(Vec::new(), Some((0, mountless)))));
+        assert!(!d.api.gpus_ready().unwrap());
+        assert!(
+            matches!(d.readiness(), Readiness::NotReady(w) if w.contains("resource not mountable"))
+        );
+        assert!(d.evidence(&[0; 32], Gather::Parallel).is_err());
         // Protected PCIe does not excuse devtools.
         let mut devtools = ppcie();
         devtools.state = Ok(CcState {
@@ -741,7 +836,7 @@ mod tests {
         });
         let d = NvmlDevices::new(devtools, false)
             .unwrap()
-            .load_switches(|| Ok(Box::new(Switchboard(Ok(Vec::new())))));
+            .load_switches(|| Ok(switchboard(Vec::new(), None)));
         assert!(matches!(d.readiness(), Readiness::NotReady(w) if w.contains("devtools")));
     }
 
