@@ -174,6 +174,31 @@ pub struct LaunchPlan {
     /// TDX: the host QGS's vsock port.
     pub qgs_port: u32,
     pub serial_log: PathBuf,
+    /// The miner's settings the guest reads (fw_cfg `opt/tvm/miner`).
+    pub miner_config: PathBuf,
+}
+
+/// The guest's miner settings: the hotkey its agent answers for, and the
+/// validators allowed to ask (none listed: any signed request).
+pub fn miner_config_text(
+    hotkey: &tvm_protocol::keys::AccountId,
+    validators: &[String],
+) -> Result<String, String> {
+    let mut text = format!(
+        "# Written by tvm install --launch-vm: what the CVM's agent answers for.\nhotkey={}\n",
+        hotkey.to_ss58()
+    );
+    if validators.is_empty() {
+        text.push_str("allow=any-signer\n");
+    } else {
+        for v in validators {
+            tvm_protocol::keys::AccountId::from_ss58(v.trim())
+                .map_err(|e| format!("--validators {v}: {e}"))?;
+        }
+        let list: Vec<&str> = validators.iter().map(|v| v.trim()).collect();
+        text.push_str(&format!("validators={}\n", list.join(",")));
+    }
+    Ok(text)
 }
 
 /// systemd quoting of one ExecStart word.
@@ -226,6 +251,10 @@ pub fn unit_text(p: &LaunchPlan) -> Result<String, String> {
         args.extend(["--port".into(), port.to_string()]);
     }
     args.extend(["--qgs-port".into(), p.qgs_port.to_string()]);
+    args.extend([
+        "--miner-config".into(),
+        p.miner_config.display().to_string(),
+    ]);
     if let Some(bad) = args.iter().find(|a| a.chars().any(char::is_control)) {
         return Err(format!(
             "{bad:?}: a control character cannot go in a systemd unit"

@@ -294,6 +294,10 @@ pub struct Host {
     pub qgs_port: u32,
     /// Where the guest's serial console is written.
     pub serial_log: PathBuf,
+    /// The miner's settings for the guest (hotkey, who may ask), given to
+    /// it as fw_cfg `opt/tvm/miner`: the one host input a tvm image reads
+    /// that its measurements do not cover (its agent records them).
+    pub miner_config: Option<PathBuf>,
 }
 
 /// How QEMU runs the guest.
@@ -441,6 +445,12 @@ pub fn qemu_args_for(shape: &Shape, host: &Host, accel: Accel) -> Result<Vec<Str
         "virtio-net-pci,netdev=net0,addr=0x4",
     ]);
     arg(&["-serial", &format!("file:{}", opt_path(&host.serial_log)?)]);
+    if let Some(m) = &host.miner_config {
+        arg(&[
+            "-fw_cfg",
+            &format!("name=opt/tvm/miner,file={}", opt_path(m)?),
+        ]);
+    }
     // A guest that stops is not restarted behind the validators' backs.
     arg(&["-no-reboot"]);
     let devices: Vec<&PciAddress> = host.gpus.iter().chain(&host.switches).collect();
@@ -681,6 +691,7 @@ pub struct HostOptions {
     pub ports: Vec<u16>,
     pub qgs_port: u32,
     pub serial_log: PathBuf,
+    pub miner_config: Option<PathBuf>,
 }
 
 /// Why a release cannot be launched from its files.
@@ -769,6 +780,7 @@ pub fn plan(m: &tvm_image::manifest::Manifest, o: &HostOptions) -> Result<Vec<St
         listen: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
         qgs_port: o.qgs_port,
         serial_log: o.serial_log.clone(),
+        miner_config: o.miner_config.clone(),
     };
     Ok(qemu_args(&shape, &host)?)
 }

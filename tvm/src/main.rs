@@ -105,6 +105,10 @@ enum Command {
         /// Where the guest's serial console goes (default: <name>.serial.log here).
         #[arg(long)]
         serial_log: Option<PathBuf>,
+        /// The miner's settings the guest reads (fw_cfg opt/tvm/miner):
+        /// `hotkey=SS58`, then `validators=SS58,...` or `allow=any-signer`.
+        #[arg(long)]
+        miner_config: PathBuf,
         /// Print the QEMU command instead of running it.
         #[arg(long)]
         dry_run: bool,
@@ -177,6 +181,10 @@ struct InstallArgs {
     /// Host ports forwarded to the agent's ports.
     #[arg(long = "port", default_values_t = [8080u16, 8980])]
     ports: Vec<u16>,
+    /// With --launch-vm: the validator hotkeys (SS58, comma-separated) the
+    /// CVM's agent answers; default any signed request for your hotkey.
+    #[arg(long, value_delimiter = ',')]
+    validators: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -554,6 +562,7 @@ fn launch(cmd: Command) -> Result<ExitCode, String> {
         name,
         qgs_port,
         serial_log,
+        miner_config,
         dry_run,
     } = cmd
     else {
@@ -581,8 +590,22 @@ fn launch(cmd: Command) -> Result<ExitCode, String> {
         switches: pci(switches)?,
         ports,
         qgs_port,
+        miner_config: Some(miner_config),
     };
     let args = tvm::launch::plan(&m, &options).map_err(|e| e.to_string())?;
+    // The guest stops at boot without it; say so before QEMU starts.
+    if let Some(path) = &options.miner_config {
+        match std::fs::metadata(path) {
+            Ok(md) if md.is_file() && md.len() > 0 && md.len() <= 64 * 1024 => {}
+            Ok(_) => {
+                return Err(format!(
+                    "{}: the miner settings must be a file of 1 byte to 64 KiB (hotkey=SS58, then validators=SS58,... or allow=any-signer)",
+                    path.display()
+                ))
+            }
+            Err(e) => return Err(format!("{}: {e} (tvm install --launch-vm writes it)", path.display())),
+        }
+    }
     const QEMU: &str = "qemu-system-x86_64";
     if dry_run {
         println!("{}", tvm::launch::shell_line(QEMU, &args));
@@ -723,6 +746,20 @@ mod tvm_install {
                 "--name: letters, digits, '.', '_' and '-', not starting with '-' or '.'",
             );
         }
+        if a.launch_vm && hotkey.is_none() {
+            return fail(
+                EXIT_USAGE,
+                "--launch-vm needs --hotkey-file or --hotkey-phrase: the CVM's agent answers for that hotkey",
+            );
+        }
+        if !a.validators.is_empty() && !a.launch_vm {
+            return fail(EXIT_USAGE, "--validators is for the CVM --launch-vm starts");
+        }
+        if let (true, Some(k)) = (a.launch_vm, &hotkey) {
+            if let Err(e) = install::miner_config_text(&k.account_id(), &a.validators) {
+                return fail(EXIT_USAGE, e);
+            }
+        }
         let keys = if a.launch_vm || a.host.service_url.is_some() {
             match install::operator_keys(a.operator_keys.as_deref()) {
                 Ok(k) => Some(k),
@@ -792,7 +829,7 @@ mod tvm_install {
         if !a.launch_vm {
             return ExitCode::SUCCESS;
         }
-        match launch_vm(&a, &h, &release, &keys_text) {
+        match launch_vm(&a, &h, &release, &keys_text, hotkey.as_ref()) {
             Ok(cvm) => {
                 eprintln!(
                     "{} started ({}); see it with: tvm status; its console: journalctl -u {}",
@@ -809,7 +846,10 @@ mod tvm_install {
         h: &Host,
         release: &tvm::download::Release,
         keys_text: &str,
+        hotkey: Option<&tvm_protocol::keys::Hotkey>,
     ) -> Result<install::Cvm, String> {
+        let hotkey = hotkey.ok_or("--launch-vm needs a hotkey")?;
+        let miner_text = install::miner_config_text(&hotkey.account_id(), &a.validators)?;
         let abs =
             |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
         let image_dir = abs(&release.dir);
@@ -843,7 +883,10 @@ mod tvm_install {
             ports: a.ports.clone(),
             qgs_port: tvm::check::qgs_port(h),
             serial_log: vm_dir.join(format!("{}.serial.log", a.name)),
+            miner_config: vm_dir.join(format!("{}.miner", a.name)),
         };
+        h.write(&plan.miner_config.display().to_string(), &miner_text)
+            .map_err(|e| format!("{}: {e}", plan.miner_config.display()))?;
         // What tvm launch will refuse (shape, files) is refused now.
         let pci = |v: &[String]| -> Result<Vec<tvm::launch::PciAddress>, String> {
             v.iter()
@@ -864,6 +907,7 @@ mod tvm_install {
                 ports: a.ports.clone(),
                 qgs_port: plan.qgs_port,
                 serial_log: plan.serial_log.clone(),
+                miner_config: Some(plan.miner_config.clone()),
             },
         )
         .map_err(|e| e.to_string())?;

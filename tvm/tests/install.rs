@@ -170,6 +170,21 @@ fn install_checks_reports_fetches_and_starts_the_cvm_and_status_shows_it() {
         std::fs::read_to_string(f.root().join("etc/systemd/system/tvm-cvm0.service")).unwrap();
     let exec = unit.lines().find(|l| l.starts_with("ExecStart=")).unwrap();
     assert!(exec.contains(" launch --manifest "), "{exec}");
+    // The guest learns whose node it is from the miner settings beside it.
+    assert!(
+        exec.contains(&format!("--miner-config {vm_s}/cvm0.miner")),
+        "{exec}"
+    );
+    let miner = std::fs::read_to_string(
+        f.root()
+            .join(vm_s.trim_start_matches('/'))
+            .join("cvm0.miner"),
+    )
+    .unwrap();
+    assert!(
+        miner.contains(&format!("hotkey={ALICE}\nallow=any-signer\n")),
+        "{miner}"
+    );
     assert!(
         exec.contains(&format!("--image-dir {vm_s}/tvm-gpu-2026.12")),
         "{exec}"
@@ -213,10 +228,17 @@ fn install_checks_reports_fetches_and_starts_the_cvm_and_status_shows_it() {
         std::fs::read(&keys_copy).unwrap(),
         std::fs::read(&p.keys_path).unwrap()
     );
-    assert!(exec.ends_with(" --qgs-port 4050"), "{exec}");
+    assert!(exec.contains(" --qgs-port 4050 "), "{exec}");
     assert!(unit.contains("WantedBy=multi-user.target"));
     // The unit's command is one tvm launch accepts (dry run, same files).
     let keys_s = keys_copy.display().to_string();
+    let miner_path = format!("{vm_s}/cvm0.miner");
+    let miner_s = f
+        .root()
+        .join(vm_s.trim_start_matches('/'))
+        .join("cvm0.miner")
+        .display()
+        .to_string();
     let words = exec
         .trim_start_matches("ExecStart=")
         .split(' ')
@@ -224,6 +246,8 @@ fn install_checks_reports_fetches_and_starts_the_cvm_and_status_shows_it() {
         .map(|w| {
             if w == "/etc/tvm/operator-keys.json" {
                 keys_s.as_str()
+            } else if w == miner_path {
+                miner_s.as_str()
             } else {
                 w
             }
@@ -359,6 +383,21 @@ fn install_usage_and_release_errors_have_their_exit_codes() {
         assert_eq!(code, 2, "{name}");
         assert!(err.contains("--name: letters, digits"), "{name}: {err}");
     }
+    // The CVM must know whose node it is, and whom to answer.
+    let (code, _, err) = run(&["--service-url", "http://127.0.0.1:9", "--launch-vm"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--launch-vm needs --hotkey-file"), "{err}");
+    let (code, _, err) = run(&[
+        "--service-url",
+        "http://127.0.0.1:9",
+        "--launch-vm",
+        "--hotkey-phrase",
+        "//Alice",
+        "--validators",
+        "5notanaddress",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--validators 5notanaddress"), "{err}");
     // Reading a copy of another host never changes this one.
     let (code, _, err) = tvm(&[
         "install",
@@ -642,6 +681,8 @@ fn launch_refuses_a_release_folder_others_can_write() {
         "2TB",
         "--operator-keys",
         p.keys_path.to_str().unwrap(),
+        "--hotkey-phrase",
+        "//Alice",
         "--launch-vm",
     ]);
     assert_eq!(code, 5, "{err}");

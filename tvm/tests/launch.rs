@@ -39,6 +39,7 @@ fn host(gpus: &[&str], switches: &[&str]) -> Host {
         listen: "0.0.0.0".parse().unwrap(),
         qgs_port: 4050,
         serial_log: PathBuf::from("/var/log/tvm/tvm-cvm0.serial.log"),
+        miner_config: Some(PathBuf::from("/var/lib/tvm/vm/cvm0.miner")),
     }
 }
 
@@ -243,6 +244,11 @@ fn launch_verifies_the_release_and_its_files_before_printing_qemu() {
         &p("m.signed.json"),
     ]);
     assert_eq!(code, 0, "{err}");
+    std::fs::write(
+        p("cvm0.miner"),
+        "hotkey=5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY\nallow=any-signer\n",
+    )
+    .unwrap();
     let launch = |extra: &[&str]| {
         let mut a: Vec<String> = vec![
             "launch".into(),
@@ -252,6 +258,8 @@ fn launch_verifies_the_release_and_its_files_before_printing_qemu() {
             p("keys.json"),
             "--image-dir".into(),
             image.display().to_string(),
+            "--miner-config".into(),
+            p("cvm0.miner"),
             "--dry-run".into(),
         ];
         a.extend(extra.iter().map(|s| s.to_string()));
@@ -263,6 +271,19 @@ fn launch_verifies_the_release_and_its_files_before_printing_qemu() {
         out.starts_with("qemu-system-x86_64 -name tvm-cvm0"),
         "{out}"
     );
+    assert!(
+        out.contains(&format!(
+            "-fw_cfg name=opt/tvm/miner,file={}",
+            p("cvm0.miner")
+        )),
+        "{out}"
+    );
+    // Without the miner settings the guest would stop at boot: refused first.
+    std::fs::rename(p("cvm0.miner"), p("away")).unwrap();
+    let (code, _, err) = launch(&["--gpu", "0000:19:00.0"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("tvm install --launch-vm writes it"), "{err}");
+    std::fs::rename(p("away"), p("cvm0.miner")).unwrap();
     assert!(
         out.contains("vfio-pci,host=0000:19:00.0,bus=rp0,iommufd=iommufd0"),
         "{out}"
@@ -428,6 +449,7 @@ fn the_command_line_boots_a_tiny_guest_under_tcg() {
         listen: "127.0.0.1".parse().unwrap(),
         qgs_port: 4050,
         serial_log: serial.clone(),
+        miner_config: None,
     };
     let s = shape(&[
         ("platform", "tdx"),
