@@ -312,8 +312,20 @@ fn a_build_refuses_a_login_path_or_an_unpinned_file() {
         hex::encode(sha2::Sha256::digest(b))
     };
     // (file in the extra folder, executable, what extra.lock says of it, the refusal)
-    let cases: [(&str, bool, Option<&[u8]>, &str); 4] = [
+    let cases: [(&str, bool, Option<&[u8]>, &str); 6] = [
         ("usr/bin/sh", true, None, "has no shell or login program"),
+        (
+            "usr/lib/x86_64-linux-gnu/busybox",
+            false,
+            None,
+            "has no shell or login program",
+        ),
+        (
+            "etc/tvm/agent.yaml",
+            false,
+            None,
+            "never replaces the image's",
+        ),
         ("usr/bin/helper", true, None, "programs beyond tvm-agent"),
         (
             "usr/share/model.txt",
@@ -358,4 +370,40 @@ fn a_build_refuses_a_login_path_or_an_unpinned_file() {
             "{file}: a root image was left behind"
         );
     }
+    // A pinned data file goes in, and build.json names its lock.
+    let extra = work.path().join("runtime");
+    std::fs::create_dir_all(extra.join("usr/share/tvm")).unwrap();
+    std::fs::write(extra.join("usr/share/tvm/models.txt"), b"toy\n").unwrap();
+    std::fs::write(
+        extra.join("extra.lock"),
+        format!("{}  ./usr/share/tvm/models.txt\n", sha(b"toy\n")),
+    )
+    .unwrap();
+    let out = Command::new(&build)
+        .args(["--variant", "production", "--agent"])
+        .arg(bin.join("tvm-agent"))
+        .arg("--init")
+        .arg(bin.join("tvm-init"))
+        .arg("--extra")
+        .arg(&extra)
+        .arg("--out")
+        .arg(work.path().join("out"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let b: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(work.path().join("out/build.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        b["inputs"]["extra:runtime"],
+        sha(&std::fs::read(extra.join("extra.lock")).unwrap())
+    );
+    assert_ne!(
+        b["artifacts"]["root.img"]["sha256"],
+        img.build["artifacts"]["root.img"]["sha256"]
+    );
 }

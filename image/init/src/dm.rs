@@ -84,11 +84,15 @@ pub fn create(
     let next = spec.len() as u32;
     spec[20..24].copy_from_slice(&next.to_ne_bytes());
     let mut b = header(name, flags, 1, &spec)?;
-    call(
+    let loaded = call(
         DM_TABLE_LOAD,
         &mut b,
         &format!("load the {kind} table of {name}"),
-    )?;
+    );
+    // The table may hold a key (dm-crypt): no copy outlives the call.
+    spec.fill(0);
+    b.fill(0);
+    loaded?;
 
     // DM_DEV_SUSPEND without the suspend flag resumes: the table goes live.
     let mut b = header(name, flags, 0, &[])?;

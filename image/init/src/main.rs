@@ -207,11 +207,17 @@ fn stage2() -> ! {
 /// generator: the key exists only in this VM's (encrypted) memory, so the
 /// host sees ciphertext and a reboot starts from an empty disk.
 fn data_disk() {
-    let Some((_, dev, sectors)) = sys::disk_on_slot(DATA_SLOT, Duration::from_secs(3)) else {
+    let Some((_, dev, sectors)) = sys::disk_on_slot(DATA_SLOT, Duration::from_secs(10)) else {
         say(format!(
             "no data disk on PCI {DATA_SLOT}: state on tmpfs (memory) only"
         ));
-        if let Err(e) = sys::mount("tmpfs", STATE, "tmpfs", libc::MS_NOSUID, "mode=0700") {
+        if let Err(e) = sys::mount(
+            "tmpfs",
+            STATE,
+            "tmpfs",
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            "mode=0700,size=25%",
+        ) {
             halt(e)
         }
         return;
@@ -220,24 +226,27 @@ fn data_disk() {
     if let Err(e) = sys::random(&mut key) {
         halt(format!("no randomness for the data disk's key: {e}"))
     }
-    let mut hex = String::with_capacity(128);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut table = String::with_capacity(256);
+    table.push_str("aes-xts-plain64 ");
     for b in key {
-        hex.push_str(&format!("{b:02x}"));
+        table.push(HEX[(b >> 4) as usize] as char);
+        table.push(HEX[(b & 15) as usize] as char);
     }
     key.fill(0);
-    let table = format!("aes-xts-plain64 {hex} 0 {} 0", sys::major_minor(dev));
-    hex.clear();
-    let mapped = match dm::create("tvm-data", "crypt", sectors, &table, false) {
+    table.push_str(&format!(" 0 {} 0", sys::major_minor(dev)));
+    let made = dm::create("tvm-data", "crypt", sectors, &table, false);
+    // SAFETY: zero bytes keep the string valid UTF-8.
+    unsafe { table.as_bytes_mut().fill(0) };
+    let mapped = match made {
         Ok(d) => d,
-        Err(e) => halt(format!(
-            "{e}: the data disk cannot be encrypted (its size must be a whole number of 4 KiB blocks)"
-        )),
+        Err(e) => halt(format!("{e}: the data disk cannot be encrypted")),
     };
-    drop(table);
     if let Err(e) = sys::mknod_block("/dev/tvm-data", mapped) {
         halt(format!("/dev/tvm-data: {e}"))
     }
     let made = Command::new("/usr/sbin/mke2fs")
+        .stdin(Stdio::null())
         .args([
             "-q",
             "-F",
@@ -255,12 +264,14 @@ fn data_disk() {
         Ok(s) => halt(format!("mke2fs on the data disk: {s}")),
         Err(e) => halt(format!("/usr/sbin/mke2fs: {e}")),
     }
+    // Nothing runs from the disk the host holds; a file system the host
+    // damaged stops the VM rather than feeding the agent odd data.
     if let Err(e) = sys::mount(
         "/dev/tvm-data",
         STATE,
         "ext4",
-        libc::MS_NOSUID | libc::MS_NODEV,
-        "",
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        "errors=panic",
     ) {
         halt(e)
     }
@@ -302,33 +313,55 @@ fn start_services() {
         let Some(program) = words.next() else {
             continue;
         };
-        match Command::new(program).args(words).spawn() {
+        // The console is the host's serial line: no child reads it.
+        match Command::new(program)
+            .args(words)
+            .stdin(Stdio::null())
+            .spawn()
+        {
             Ok(c) => say(format!("started {program} (pid {})", c.id())),
             Err(e) => halt(format!("{program}: {e}")),
         }
     }
 }
 
+/// The agent's log file is rotated at this size (one older file kept).
+const LOG_CAP: u64 = 64 * 1024 * 1024;
+
 /// Copies the agent's log lines to the console and to the data disk.
 fn tee_log(mut from: impl Read + Send + 'static) {
-    let _ = std::fs::create_dir_all(format!("{STATE}/log"));
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(format!("{STATE}/log/agent.log"))
-        .ok();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 8192];
-        while let Ok(n) = from.read(&mut buf) {
-            if n == 0 {
-                break;
+    let dir = format!("{STATE}/log");
+    let _ = std::fs::create_dir_all(&dir);
+    let path = format!("{dir}/agent.log");
+    let open = |path: &str| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .ok()
+    };
+    let spawned = std::thread::Builder::new()
+        .name("log".into())
+        .spawn(move || {
+            let mut file = open(&path);
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = from.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let _ = std::io::stdout().write_all(&buf[..n]);
+                if let Some(f) = file.as_mut() {
+                    let _ = f.write_all(&buf[..n]);
+                    if f.metadata().is_ok_and(|m| m.len() > LOG_CAP) {
+                        let _ = std::fs::rename(&path, format!("{path}.1"));
+                        file = open(&path);
+                    }
+                }
             }
-            let _ = std::io::stdout().write_all(&buf[..n]);
-            if let Some(f) = file.as_mut() {
-                let _ = f.write_all(&buf[..n]);
-            }
-        }
-    });
+        });
+    if let Err(e) = spawned {
+        say(format!("no log thread ({e}): the agent's log is lost"));
+    }
 }
 
 fn supervise(m: &miner::MinerConfig) -> ! {

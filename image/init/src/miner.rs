@@ -1,9 +1,10 @@
 //! The miner's settings, the one input the host gives the guest that the
 //! image does not measure: which hotkey the agent answers for and which
 //! validators may ask. It arrives as QEMU fw_cfg `opt/tvm/miner` (`tvm
-//! launch --miner-config`). Nothing else can be set this way: the agent
-//! records its whole configuration, these settings included, in RTMR3 (TDX)
-//! or report_data (SEV-SNP), so validators see what the miner chose.
+//! launch --miner-config`). Nothing else can be set this way. The agent
+//! records the hotkey and the access mode with the rest of its
+//! configuration digest in RTMR3 (TDX) or report_data (SEV-SNP); the list of
+//! validators is its allowlist file, whose path (not contents) is recorded.
 //!
 //! ```text
 //! hotkey=5F...           the miner's hotkey (SS58), required
