@@ -1,0 +1,403 @@
+//! Is this answer the model's? A response is checked against a reference
+//! copy of the model: every token's log-probability under the reference,
+//! where it stopped, what it reported, and whether it repeats an answer
+//! given for another seed. Each check is named and says why it failed, as
+//! the attestation checks do. The thresholds follow the subnet's last v5
+//! verifier (any token at or below −13, five or more at or below −8, EOS
+//! outside the top 15 where it stopped, usage outside 0.5–2× of the
+//! recount), plus the reported log-probabilities at random positions.
+
+use crate::stream::Observed;
+
+/// The thresholds (the `v5:` section of the validator's settings).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Rules {
+    /// A token at or below this log-probability fails the answer.
+    pub min_token_logprob: f64,
+    /// Tokens at or below this are unlikely...
+    pub low_logprob: f64,
+    /// ...and this many of them fail the answer.
+    pub max_low_tokens: usize,
+    /// Where an answer stops, EOS must be among the reference's top this many.
+    pub eos_top_k: usize,
+    /// Reported usage must be within these multiples of the recount.
+    pub usage_min_ratio: f64,
+    pub usage_max_ratio: f64,
+    /// Reported log-probabilities are compared at this many random positions...
+    pub checked_positions: usize,
+    /// ...and may differ from the reference's by at most this.
+    pub max_logprob_diff: f64,
+    /// An answer repeated for another seed fails when the chance that
+    /// sampling gave it again is below this.
+    pub replay_max_probability: f64,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules {
+            min_token_logprob: -13.0,
+            low_logprob: -8.0,
+            max_low_tokens: 4,
+            eos_top_k: 15,
+            usage_min_ratio: 0.5,
+            usage_max_ratio: 2.0,
+            checked_positions: 10,
+            max_logprob_diff: 0.1,
+            replay_max_probability: 1e-6,
+        }
+    }
+}
+
+/// What the validator asked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub model: String,
+    pub prompt: String,
+    pub temperature: f64,
+    pub seed: u64,
+    pub max_tokens: usize,
+}
+
+/// The reference's view of one position of the answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Position {
+    /// The log-probability of the token the answer has here (at the last
+    /// position, after the answer: of EOS).
+    pub token_logprob: f64,
+    /// The highest log-probability of any token here.
+    pub top_logprob: f64,
+    /// EOS's rank here (0: the most likely token).
+    pub eos_rank: usize,
+}
+
+/// A reference copy of a model.
+pub trait Reference {
+    fn model(&self) -> &str;
+    /// One position per output token, then one after the last.
+    fn score(&self, prompt: &str, output: &[String]) -> Result<Vec<Position>, String>;
+    /// The prompt's length in tokens.
+    fn prompt_tokens(&self, prompt: &str) -> u64;
+}
+
+impl Reference for crate::toy::ToyLm {
+    fn model(&self) -> &str {
+        self.name()
+    }
+
+    fn score(&self, prompt: &str, output: &[String]) -> Result<Vec<Position>, String> {
+        use crate::toy::{token_id, tokenize, EOS_ID};
+        let mut context = tokenize(prompt);
+        let mut out = Vec::with_capacity(output.len() + 1);
+        for i in 0..=output.len() {
+            let lp = self.logprobs(&context);
+            let top = lp.iter().cloned().fold(f64::MIN, f64::max);
+            let eos_rank = lp.iter().filter(|x| **x > lp[EOS_ID]).count();
+            let token = match output.get(i) {
+                Some(t) => token_id(t),
+                None => Some(EOS_ID),
+            };
+            out.push(Position {
+                // A token the model does not have cannot be its output.
+                token_logprob: token.map(|t| lp[t]).unwrap_or(-1000.0),
+                top_logprob: top,
+                eos_rank,
+            });
+            if let Some(t) = token {
+                context.push(t);
+            }
+        }
+        Ok(out)
+    }
+
+    fn prompt_tokens(&self, prompt: &str) -> u64 {
+        crate::toy::tokenize(prompt).len() as u64
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Pass(String),
+    Fail(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Check {
+    pub name: &'static str,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub checks: Vec<Check>,
+}
+
+impl Verdict {
+    pub fn passed(&self) -> bool {
+        self.checks
+            .iter()
+            .all(|c| matches!(c.outcome, Outcome::Pass(_)))
+    }
+
+    /// The first failure, as `name: why`.
+    pub fn failure(&self) -> Option<String> {
+        self.checks.iter().find_map(|c| match &c.outcome {
+            Outcome::Fail(why) => Some(format!("{}: {why}", c.name)),
+            Outcome::Pass(_) => None,
+        })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Outcome> {
+        self.checks
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| &c.outcome)
+    }
+}
+
+/// An earlier answer to the same prompt (for the replay check).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Earlier {
+    pub seed: u64,
+    pub tokens: Vec<String>,
+}
+
+/// Checks `got` (the answer to `req`) against `reference`. `positions`
+/// picks where reported log-probabilities are compared (the validator's
+/// own randomness: `pick(n)` gives an index below n). `earlier` holds
+/// answers this miner gave the same prompt before.
+pub fn check(
+    rules: &Rules,
+    req: &Request,
+    got: &Observed,
+    reference: &dyn Reference,
+    earlier: &[Earlier],
+    pick: &mut dyn FnMut(usize) -> usize,
+) -> Verdict {
+    let mut checks = Vec::new();
+    let mut put = |name, outcome| checks.push(Check { name, outcome });
+    let n = got.tokens.len();
+
+    put(
+        "v5.model",
+        match got.model.as_deref() {
+            Some(m) if m != req.model => Outcome::Fail(format!(
+                "the answer names model {m:?}, the request asked for {:?}",
+                req.model
+            )),
+            _ => Outcome::Pass(req.model.clone()),
+        },
+    );
+
+    let scored = match reference.score(&req.prompt, &got.tokens) {
+        Ok(s) if s.len() == n + 1 => s,
+        Ok(s) => {
+            put(
+                "v5.reference",
+                Outcome::Fail(format!(
+                    "the reference scored {} positions for {n} tokens",
+                    s.len()
+                )),
+            );
+            return Verdict { checks };
+        }
+        Err(e) => {
+            put(
+                "v5.reference",
+                Outcome::Fail(format!("the reference could not score the answer: {e}")),
+            );
+            return Verdict { checks };
+        }
+    };
+
+    // Finish: a known reason, and one that fits where the answer ended.
+    let finish = match got.finish_reason.as_deref() {
+        None => Outcome::Fail("no finish reason".into()),
+        Some("length") if n != req.max_tokens => Outcome::Fail(format!(
+            "finish reason length with {n} tokens; max_tokens was {}",
+            req.max_tokens
+        )),
+        Some("length") => Outcome::Pass(format!("length at {n} tokens")),
+        Some("stop") if n > req.max_tokens => {
+            Outcome::Fail(format!("{n} tokens; max_tokens was {}", req.max_tokens))
+        }
+        Some("stop") => {
+            let rank = scored[n].eos_rank;
+            if rank >= rules.eos_top_k {
+                Outcome::Fail(format!(
+                    "stopped after {n} tokens where the reference ranks end-of-text {} (must be in its top {}): the answer was cut short",
+                    rank + 1,
+                    rules.eos_top_k
+                ))
+            } else {
+                Outcome::Pass(format!(
+                    "stop after {n} tokens, end-of-text ranked {}",
+                    rank + 1
+                ))
+            }
+        }
+        Some(other) => Outcome::Fail(format!("finish reason {other:?}")),
+    };
+    put("v5.finish", finish);
+
+    // End-of-text passed over: inside the answer, or under greedy decoding.
+    let eos_inside = got.tokens.iter().position(|t| t == crate::toy::EOS);
+    let skipped = (req.temperature <= 0.0)
+        .then(|| scored[..n].iter().position(|p| p.eos_rank == 0))
+        .flatten();
+    put(
+        "v5.eos",
+        match (eos_inside, skipped) {
+            (Some(i), _) => Outcome::Fail(format!("end-of-text inside the answer at token {i}")),
+            (None, Some(i)) => Outcome::Fail(format!(
+                "greedy decoding went on past end-of-text, the reference's top token at position {i}"
+            )),
+            (None, None) => Outcome::Pass("no end-of-text skipped".into()),
+        },
+    );
+
+    // Every token the model's own: none very unlikely, few unlikely.
+    let worst = scored[..n]
+        .iter()
+        .enumerate()
+        .min_by(|a, b| a.1.token_logprob.total_cmp(&b.1.token_logprob));
+    let low = scored[..n]
+        .iter()
+        .filter(|p| p.token_logprob <= rules.low_logprob)
+        .count();
+    put(
+        "v5.tokens",
+        match worst {
+            Some((i, p)) if p.token_logprob <= rules.min_token_logprob => Outcome::Fail(format!(
+                "token {i} ({:?}) has log-probability {:.2} under the reference (at most {} fails): not this model's output",
+                got.tokens[i], p.token_logprob, rules.min_token_logprob
+            )),
+            _ if low > rules.max_low_tokens => Outcome::Fail(format!(
+                "{low} tokens at or below log-probability {} under the reference (more than {} fail): another model, or a changed answer",
+                rules.low_logprob, rules.max_low_tokens
+            )),
+            Some((i, p)) => Outcome::Pass(format!(
+                "{n} tokens, lowest log-probability {:.2} (token {i}), {low} at or below {}",
+                p.token_logprob, rules.low_logprob
+            )),
+            None => Outcome::Pass("no tokens".into()),
+        },
+    );
+
+    // Usage reported, and near the recount.
+    let ratio_ok = |reported: u64, counted: u64| {
+        let c = counted.max(1) as f64;
+        let r = reported as f64 / c;
+        r >= rules.usage_min_ratio && r <= rules.usage_max_ratio
+    };
+    let prompt_count = reference.prompt_tokens(&req.prompt);
+    put(
+        "v5.usage",
+        match (got.prompt_tokens, got.completion_tokens) {
+            (Some(_), Some(c)) if !ratio_ok(c, n as u64) => Outcome::Fail(format!(
+                "usage says {c} completion tokens; the answer has {n} (allowed {}–{}×)",
+                rules.usage_min_ratio, rules.usage_max_ratio
+            )),
+            (Some(p), Some(_)) if !ratio_ok(p, prompt_count) => Outcome::Fail(format!(
+                "usage says {p} prompt tokens; the reference counts {prompt_count} (allowed {}–{}×)",
+                rules.usage_min_ratio, rules.usage_max_ratio
+            )),
+            (Some(p), Some(c)) => Outcome::Pass(format!(
+                "{p} prompt and {c} completion tokens (recounted {prompt_count} and {n})"
+            )),
+            _ => Outcome::Fail(
+                "no usage in the stream (the request asks for it with stream_options.include_usage)"
+                    .into(),
+            ),
+        },
+    );
+
+    // The reported log-probabilities, at random positions.
+    let mut idx: Vec<usize> = if n <= rules.checked_positions {
+        (0..n).collect()
+    } else {
+        let mut chosen = std::collections::BTreeSet::new();
+        // Bounded: a poor source of picks cannot stall the check; what
+        // it did not cover is taken in order.
+        for _ in 0..rules.checked_positions * 16 {
+            if chosen.len() == rules.checked_positions {
+                break;
+            }
+            chosen.insert(pick(n) % n);
+        }
+        let mut i = 0;
+        while chosen.len() < rules.checked_positions {
+            chosen.insert(i);
+            i += 1;
+        }
+        chosen.into_iter().collect()
+    };
+    idx.sort_unstable();
+    let mut worst = (0usize, 0f64);
+    let mut missing = None;
+    for &i in &idx {
+        let reported = got.logprobs.get(i).copied().unwrap_or(f64::NAN);
+        if !reported.is_finite() {
+            missing = Some(i);
+            break;
+        }
+        let d = (reported - scored[i].token_logprob).abs();
+        if d > worst.1 {
+            worst = (i, d);
+        }
+    }
+    put(
+        "v5.logprobs",
+        match missing {
+            Some(i) => Outcome::Fail(format!(
+                "no log-probability reported for token {i} (the request asks for logprobs)"
+            )),
+            None if worst.1 > rules.max_logprob_diff => Outcome::Fail(format!(
+                "the reported log-probability of token {} differs from the reference's by {:.3} (at most {})",
+                worst.0, worst.1, rules.max_logprob_diff
+            )),
+            None => Outcome::Pass(format!(
+                "{} positions, largest difference {:.4}",
+                idx.len(),
+                worst.1
+            )),
+        },
+    );
+
+    // The same answer for another seed, when sampling could hardly repeat it.
+    let repeat = (req.temperature > 0.0 && n > 0)
+        .then(|| {
+            earlier
+                .iter()
+                .find(|e| e.seed != req.seed && e.tokens == got.tokens)
+        })
+        .flatten();
+    put(
+        "v5.replay",
+        match repeat {
+            Some(e) => {
+                // At any temperature T the chance of sampling a token is at
+                // most (p / p_top)^(1/T): an upper bound on a repeat by chance.
+                let ln_bound: f64 = scored[..n]
+                    .iter()
+                    .map(|p| (p.token_logprob - p.top_logprob) / req.temperature)
+                    .sum();
+                if ln_bound < rules.replay_max_probability.ln() {
+                    Outcome::Fail(format!(
+                        "the same {n} tokens as the answer for seed {} (sampling repeats them with probability at most {:.1e}): a replayed answer",
+                        e.seed,
+                        ln_bound.exp()
+                    ))
+                } else {
+                    Outcome::Pass(format!(
+                        "repeats the answer for seed {}, as sampling may (probability up to {:.1e})",
+                        e.seed,
+                        ln_bound.exp()
+                    ))
+                }
+            }
+            None => Outcome::Pass("not a repeat".into()),
+        },
+    );
+    Verdict { checks }
+}

@@ -1,0 +1,239 @@
+//! The toy model over the OpenAI API (`/v1/models`, `/v1/chat/completions`,
+//! `/v1/completions`, streamed with log-probabilities and usage), at a
+//! chosen pace: the honest upstream of tests and the devnet's simulated
+//! miners, and each cheater the v5 checks must catch.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use crate::toy::{token_text, tokenize, Finish, Generation, ToyLm};
+
+/// How the server answers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Behaviour {
+    Honest,
+    /// Serves this other toy model under the name asked for.
+    OtherModel(String),
+    /// Stops after this many tokens, saying "stop".
+    Truncate(usize),
+    /// Reports usage multiplied by this.
+    UsageTimes(f64),
+    /// Answers a prompt it has seen with the answer it gave first.
+    Replay,
+}
+
+#[derive(Debug, Clone)]
+pub struct ToyConfig {
+    /// The model names served.
+    pub models: Vec<String>,
+    pub behaviour: Behaviour,
+    /// Before the first token...
+    pub first_token: Duration,
+    /// ...and between tokens.
+    pub per_token: Duration,
+}
+
+impl ToyConfig {
+    pub fn honest(models: &[&str]) -> Self {
+        ToyConfig {
+            models: models.iter().map(|m| m.to_string()).collect(),
+            behaviour: Behaviour::Honest,
+            first_token: Duration::ZERO,
+            per_token: Duration::ZERO,
+        }
+    }
+}
+
+struct ServerState {
+    cfg: ToyConfig,
+    cache: Mutex<HashMap<String, Generation>>,
+}
+
+pub fn router(cfg: ToyConfig) -> Router {
+    let state = Arc::new(ServerState {
+        cfg,
+        cache: Mutex::new(HashMap::new()),
+    });
+    Router::new()
+        .route("/v1/models", get(models))
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/completions", post(completions))
+        .with_state(state)
+}
+
+/// Serves on `listener` until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, cfg: ToyConfig) -> std::io::Result<()> {
+    axum::serve(listener, router(cfg)).await
+}
+
+async fn models(State(s): State<Arc<ServerState>>) -> Json<Value> {
+    let data: Vec<Value> = s
+        .cfg
+        .models
+        .iter()
+        .map(|m| json!({"id": m, "object": "model", "owned_by": "tvm-toy (a deterministic toy model)"}))
+        .collect();
+    Json(json!({"object": "list", "data": data}))
+}
+
+fn bad(msg: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({"error": {"message": msg, "type": "invalid_request_error"}})),
+    )
+        .into_response()
+}
+
+async fn chat(State(s): State<Arc<ServerState>>, Json(body): Json<Value>) -> Response {
+    let prompt = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .and_then(|m| {
+            m.iter()
+                .rev()
+                .find(|x| x.get("role").and_then(Value::as_str) == Some("user"))
+        })
+        .and_then(|m| m.get("content"))
+        .and_then(Value::as_str)
+        .map(String::from);
+    match prompt {
+        Some(p) => answer(&s, &body, &p, true),
+        None => bad("messages must hold a user message with text content"),
+    }
+}
+
+async fn completions(State(s): State<Arc<ServerState>>, Json(body): Json<Value>) -> Response {
+    match body.get("prompt").and_then(Value::as_str) {
+        Some(p) => answer(&s, &body, p, false),
+        None => bad("prompt must be a string"),
+    }
+}
+
+fn answer(s: &ServerState, body: &Value, prompt: &str, chat: bool) -> Response {
+    let Some(model) = body.get("model").and_then(Value::as_str) else {
+        return bad("model is required");
+    };
+    if !s.cfg.models.iter().any(|m| m == model) {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": {"message": format!("model {model} is not served here"), "type": "not_found"}})),
+        )
+            .into_response();
+    }
+    let temperature = body
+        .get("temperature")
+        .and_then(Value::as_f64)
+        .unwrap_or(1.0);
+    let seed = body.get("seed").and_then(Value::as_u64).unwrap_or(0);
+    let max_tokens = body
+        .get("max_tokens")
+        .and_then(Value::as_u64)
+        .unwrap_or(16)
+        .min(4096) as usize;
+    let weights = match &s.cfg.behaviour {
+        Behaviour::OtherModel(other) => ToyLm::new(other),
+        _ => ToyLm::new(model),
+    };
+    let prompt_tokens = tokenize(prompt);
+    let mut g = weights.generate(&prompt_tokens, temperature, seed, max_tokens);
+    match &s.cfg.behaviour {
+        Behaviour::Truncate(n) if g.tokens.len() > *n => {
+            g.tokens.truncate(*n);
+            g.logprobs.truncate(*n);
+            g.finish = Finish::Stop;
+        }
+        Behaviour::Replay => {
+            let mut cache = s.cache.lock().unwrap_or_else(|e| e.into_inner());
+            g = cache.entry(prompt.to_string()).or_insert(g).clone();
+        }
+        _ => {}
+    }
+    let usage_factor = match s.cfg.behaviour {
+        Behaviour::UsageTimes(f) => f,
+        _ => 1.0,
+    };
+    let usage = json!({
+        "prompt_tokens": prompt_tokens.len(),
+        "completion_tokens": ((g.tokens.len() as f64) * usage_factor).round() as u64,
+        "total_tokens": prompt_tokens.len() + g.tokens.len(),
+    });
+    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    if !stream {
+        let text: String = g.tokens.iter().map(|t| token_text(*t)).collect();
+        let choice = if chat {
+            json!({"index": 0, "message": {"role": "assistant", "content": text},
+                   "logprobs": {"content": g.tokens.iter().zip(&g.logprobs).map(|(t, l)| json!({"token": token_text(*t), "logprob": l})).collect::<Vec<_>>()},
+                   "finish_reason": g.finish.as_str()})
+        } else {
+            json!({"index": 0, "text": text,
+                   "logprobs": {"tokens": g.tokens.iter().map(|t| token_text(*t)).collect::<Vec<_>>(), "token_logprobs": g.logprobs},
+                   "finish_reason": g.finish.as_str()})
+        };
+        return Json(
+            json!({"object": if chat {"chat.completion"} else {"text_completion"},
+                           "model": model, "choices": [choice], "usage": usage}),
+        )
+        .into_response();
+    }
+    let mut events: Vec<(Duration, String)> = Vec::new();
+    for (i, (t, l)) in g.tokens.iter().zip(&g.logprobs).enumerate() {
+        let text = token_text(*t);
+        let choice = if chat {
+            json!({"index": 0, "delta": {"content": text},
+                   "logprobs": {"content": [{"token": text, "logprob": l, "top_logprobs": []}]},
+                   "finish_reason": null})
+        } else {
+            json!({"index": 0, "text": text,
+                   "logprobs": {"tokens": [text], "token_logprobs": [l]}, "finish_reason": null})
+        };
+        let wait = if i == 0 {
+            s.cfg.first_token
+        } else {
+            s.cfg.per_token
+        };
+        events.push((
+            wait,
+            json!({"model": model, "choices": [choice]}).to_string(),
+        ));
+    }
+    let last = if chat {
+        json!({"index": 0, "delta": {}, "finish_reason": g.finish.as_str()})
+    } else {
+        json!({"index": 0, "text": "", "finish_reason": g.finish.as_str()})
+    };
+    let wait = if g.tokens.is_empty() {
+        s.cfg.first_token
+    } else {
+        Duration::ZERO
+    };
+    events.push((wait, json!({"model": model, "choices": [last]}).to_string()));
+    events.push((
+        Duration::ZERO,
+        json!({"model": model, "choices": [], "usage": usage}).to_string(),
+    ));
+    events.push((Duration::ZERO, "[DONE]".into()));
+    let body = futures_util::stream::unfold(events.into_iter(), |mut it| async move {
+        let (wait, data) = it.next()?;
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        Some((
+            Ok::<_, std::convert::Infallible>(format!("data: {data}\n\n")),
+            it,
+        ))
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(body))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
