@@ -210,6 +210,34 @@ pub fn check(
         }
     };
 
+    // Every token the model's own: none very unlikely, few unlikely.
+    let worst = scored[..n]
+        .iter()
+        .enumerate()
+        .min_by(|a, b| a.1.token_logprob.total_cmp(&b.1.token_logprob));
+    let low = scored[..n]
+        .iter()
+        .filter(|p| p.token_logprob <= rules.low_logprob)
+        .count();
+    put(
+        "v5.tokens",
+        match worst {
+            Some((i, p)) if p.token_logprob <= rules.min_token_logprob => Outcome::Fail(format!(
+                "token {i} ({:?}) has log-probability {:.2} under the reference (at most {} fails): not this model's output",
+                got.tokens[i], p.token_logprob, rules.min_token_logprob
+            )),
+            _ if low > rules.max_low_tokens => Outcome::Fail(format!(
+                "{low} tokens at or below log-probability {} under the reference (more than {} fail): another model, or a changed answer",
+                rules.low_logprob, rules.max_low_tokens
+            )),
+            Some((i, p)) => Outcome::Pass(format!(
+                "{n} tokens, lowest log-probability {:.2} (token {i}), {low} at or below {}",
+                p.token_logprob, rules.low_logprob
+            )),
+            None => Outcome::Pass("no tokens".into()),
+        },
+    );
+
     // Finish: a known reason, and one that fits where the answer ended.
     let finish = match got.finish_reason.as_deref() {
         None => Outcome::Fail("no finish reason".into()),
@@ -253,34 +281,6 @@ pub fn check(
                 "greedy decoding went on past end-of-text, the reference's top token at position {i}"
             )),
             (None, None) => Outcome::Pass("no end-of-text skipped".into()),
-        },
-    );
-
-    // Every token the model's own: none very unlikely, few unlikely.
-    let worst = scored[..n]
-        .iter()
-        .enumerate()
-        .min_by(|a, b| a.1.token_logprob.total_cmp(&b.1.token_logprob));
-    let low = scored[..n]
-        .iter()
-        .filter(|p| p.token_logprob <= rules.low_logprob)
-        .count();
-    put(
-        "v5.tokens",
-        match worst {
-            Some((i, p)) if p.token_logprob <= rules.min_token_logprob => Outcome::Fail(format!(
-                "token {i} ({:?}) has log-probability {:.2} under the reference (at most {} fails): not this model's output",
-                got.tokens[i], p.token_logprob, rules.min_token_logprob
-            )),
-            _ if low > rules.max_low_tokens => Outcome::Fail(format!(
-                "{low} tokens at or below log-probability {} under the reference (more than {} fail): another model, or a changed answer",
-                rules.low_logprob, rules.max_low_tokens
-            )),
-            Some((i, p)) => Outcome::Pass(format!(
-                "{n} tokens, lowest log-probability {:.2} (token {i}), {low} at or below {}",
-                p.token_logprob, rules.low_logprob
-            )),
-            None => Outcome::Pass("no tokens".into()),
         },
     );
 

@@ -128,7 +128,17 @@ impl Windows {
             }
             let m = median(tps);
             score += m;
-            parts.push(format!("{model} {m:.1} tokens/s"));
+            let last = w.iter().rev().find_map(|a| match a {
+                Answer::Failed(why) => Some(why.as_str()),
+                Answer::Verified { .. } => None,
+            });
+            parts.push(match last {
+                Some(why) => format!(
+                    "{model} {m:.1} tokens/s, {failed} of {} failed (last: {why})",
+                    w.len()
+                ),
+                None => format!("{model} {m:.1} tokens/s"),
+            });
         }
         let success = verified as f64 / asked.max(1) as f64;
         let gate = if asked == 0 {

@@ -13,16 +13,22 @@
 //!
 //! | address     | uid   | what it is                                                 |
 //! |-------------|-------|------------------------------------------------------------|
-//! | 127.0.0.11  | 2     | honest agent, 2 GPUs                                       |
-//! | 127.0.0.12  | 2     | honest agent, 1 GPU (relayed by .14)                       |
+//! | 127.0.0.11  | 2     | honest agent, 2 GPUs; serves the toy model honestly        |
+//! | 127.0.0.12  | 2     | honest agent, 1 GPU (relayed by .14); serves the toy model honestly |
 //! | 127.0.0.13  | 3     | honest agent, 1 GPU (cloned by .16)                        |
-//! | 127.0.0.18  | 3     | honest agent, 1 GPU                                        |
+//! | 127.0.0.18  | 3     | honest agent, 1 GPU; serves another model under the toy's name (v5 cheater) |
 //! | 127.0.0.20  | 3     | honest HGX H200 board: 8 GPUs + 4 NVSwitches in protected PCIe |
 //! | 127.0.0.14  | 4     | relay: asks .12's agent for evidence on our nonce under its own key; the agent refuses a nonce its signer did not make |
 //! | 127.0.0.15  | 4     | answers with evidence for a nonce of its own (agent at .21)  |
 //! | 127.0.0.16  | 4     | agent presenting .13's GPU as its own                      |
 //! | 127.0.0.17  | 4     | listed, nothing listening                                  |
 //! | 127.0.0.19  | 4     | honest hardware, but an image no operator manifest lists   |
+//!
+//! After attestation the validator asks the accepted nodes that serve the
+//! toy model (`toy/tvm-toy-1`, a deterministic model with known
+//! probabilities, checked against the built-in toy reference) three
+//! requests each: uid 2 earns the v5 share, uid 3's answers fail
+//! `v5.tokens` and earn it nothing.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -234,6 +240,32 @@ async fn start_rogue(
     Ok(())
 }
 
+/// The model the devnet's sealed runtimes serve: the deterministic toy.
+pub const TOY_MODEL: &str = "toy/tvm-toy-1";
+
+/// A toy model's OpenAI server on loopback, paced like a (fast) real one.
+async fn start_toy(behaviour: tvm_inference::server::Behaviour) -> Result<String, DevnetError> {
+    let l = tokio::net::TcpListener::bind((host(1), 0))
+        .await
+        .map_err(setup("toy model server"))?;
+    let url = format!(
+        "http://{}",
+        l.local_addr().map_err(setup("toy model server"))?
+    );
+    let cfg = tvm_inference::server::ToyConfig {
+        behaviour,
+        first_token: Duration::from_millis(20),
+        per_token: Duration::from_millis(2),
+        ..tvm_inference::server::ToyConfig::honest(&[TOY_MODEL])
+    };
+    tokio::spawn(async move {
+        if let Err(e) = tvm_inference::server::serve(l, cfg).await {
+            tracing::error!(error = %e, "toy model server stopped");
+        }
+    });
+    Ok(url)
+}
+
 fn free_port(ip: IpAddr) -> Result<u16, DevnetError> {
     std::net::TcpListener::bind(SocketAddr::new(ip, 0))
         .and_then(|l| l.local_addr())
@@ -257,10 +289,25 @@ async fn start_network(
     let port = free_port(host(11))?;
     let at = |last: u8| SocketAddr::new(host(last), port);
 
+    // The sealed runtimes: the toy model served honestly (miner 2's nodes)
+    // and, under the same name, another toy model (miner 3's .18).
+    let honest_lm = start_toy(tvm_inference::server::Behaviour::Honest).await?;
+    let cheating_lm = start_toy(tvm_inference::server::Behaviour::OtherModel(
+        "toy/tvm-toy-impostor".into(),
+    ))
+    .await?;
+    let serving = |miner: &str, gpus: usize, upstream: &str| -> Result<Config, DevnetError> {
+        let mut cfg = agent_config(&sim, miner, gpus)?;
+        cfg.runtime.upstream = Some(upstream.to_string());
+        cfg.runtime
+            .models
+            .insert(TOY_MODEL.into(), tvm_agent::config::ModelRoute::default());
+        Ok(cfg)
+    };
     let mut agents = vec![
-        start_agent(&sim, MINERS[0], 2, at(11))?,
-        start_agent(&sim, MINERS[0], 1, at(12))?,
-        start_agent(&sim, MINERS[1], 1, at(18))?,
+        start_agent_with(serving(MINERS[0], 2, &honest_lm)?, at(11))?,
+        start_agent_with(serving(MINERS[0], 1, &honest_lm)?, at(12))?,
+        start_agent_with(serving(MINERS[1], 1, &cheating_lm)?, at(18))?,
         // Not listed: the source of .15's stale evidence.
         start_agent(&sim, MINERS[2], 1, at(21))?,
     ];
@@ -382,6 +429,22 @@ async fn start_network(
             burn_uid: 0,
             ..Default::default()
         },
+        v5: Some(tvm_validator::v5::V5Config {
+            models: [(
+                TOY_MODEL.to_string(),
+                tvm_validator::v5::ModelConfig {
+                    reference: tvm_validator::v5::ReferenceConfig::Toy,
+                },
+            )]
+            .into(),
+            requests_per_model: 3,
+            // One round is enough to be paid on the devnet.
+            score: tvm_inference::score::ScoreRules {
+                min_completed: 3,
+                ..Default::default()
+            },
+            ..Default::default()
+        }),
         ..RunConfig::default()
     };
     Ok((
@@ -598,6 +661,18 @@ async fn run_in(opts: &DevnetOptions, dir: &Path) -> Result<(), DevnetError> {
     print!("{}", verdict_table(&report));
     for n in &report.scores.notes {
         println!("note: {n}");
+    }
+    if !report.v5_answers.is_empty() {
+        println!("\nv5 answers (toy/tvm-toy-1, checked against the toy reference):");
+        for a in &report.v5_answers {
+            println!(
+                "  uid {}  {:<11} {}  {}",
+                a.uid,
+                a.node,
+                if a.verified { "verified" } else { "FAILED  " },
+                a.detail
+            );
+        }
     }
     println!(
         "\nweights computed: {}",

@@ -86,15 +86,42 @@ fn devnet_once_prints_verdicts_and_the_accepted_weights() {
             .any(|l| l.starts_with("the validator read them back: revealed")),
         "{stdout}"
     );
-    // 70 % split 3:17 between the two honest miners, 30 % burned (no v5 yet).
+    // 70 % split 3:17 between the two honest miners; 30 % (v5) to uid 2,
+    // whose nodes answer as the toy model does; uid 3's .18 serves another
+    // model and earns no v5.
     let accepted = stdout
         .lines()
         .find(|l| l.starts_with("weights the chain revealed and applied"))
         .unwrap_or_else(|| panic!("{stdout}"));
     assert!(
-        accepted.ends_with("uid 0: 19661 (30.0 %), uid 2: 6881 (10.5 %), uid 3: 38993 (59.5 %)"),
+        accepted.ends_with("uid 0: 1 (0.0 %), uid 2: 26541 (40.5 %), uid 3: 38993 (59.5 %)"),
         "{accepted}"
     );
+    // The v5 phase: each answer named, the cheater's failure said.
+    let note = |uid: u16| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("note: v5 uid {uid}: ")))
+            .unwrap_or_else(|| panic!("no v5 note for uid {uid}: {stdout}"))
+    };
+    assert!(
+        note(2).contains("toy/tvm-toy-1") && !note(2).contains("failed"),
+        "{}",
+        note(2)
+    );
+    assert!(note(3).starts_with("note: v5 uid 3: 0.0 ("), "{}", note(3));
+    assert!(note(3).contains("failed (last: v5."), "{}", note(3));
+    let answers = |node: &str, verdict: &str| {
+        stdout
+            .lines()
+            .filter(|l| l.contains(&format!(" {node} ")) && l.contains(verdict))
+            .count()
+    };
+    assert_eq!(answers("127.0.0.11", "verified"), 3, "{stdout}");
+    assert_eq!(answers("127.0.0.12", "verified"), 3, "{stdout}");
+    // An answer of the impostor that happens to fit (one of no tokens)
+    // could pass; its window fails all the same.
+    assert!(answers("127.0.0.18", "FAILED") >= 2, "{stdout}");
 }
 
 fn http_get(url: &str) -> String {
@@ -181,7 +208,7 @@ fn the_dashboard_shows_the_devnet_in_a_real_browser() {
         let miner: serde_json::Value =
             serde_json::from_str(&http_get(&format!("{url}api/v1/miners/2"))).unwrap();
         assert_eq!(miner["v6_points"], 3.0);
-        assert_eq!(miner["weight"], 6881);
+        assert_eq!(miner["weight"], 26541);
         let rounds: serde_json::Value =
             serde_json::from_str(&http_get(&format!("{url}api/v1/rounds"))).unwrap();
         // Committed (commit-reveal is the devnet's default), then read back
@@ -209,6 +236,9 @@ fn the_dashboard_shows_the_devnet_in_a_real_browser() {
         };
         assert!(dom.contains("<h1>tvm validator"), "{dom}");
         assert!(dom.contains("SIMULATED"));
+        // The v5 reasons, on the dashboard.
+        assert!(dom.contains("v5 uid 2: "), "{dom}");
+        assert!(dom.contains("v5 uid 3: 0.0 ("), "{dom}");
         for n in [11, 12, 13, 14, 15, 16, 17, 18, 19, 20] {
             assert!(dom.contains(&format!("127.0.0.{n}")), "node .{n} listed");
         }

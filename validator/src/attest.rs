@@ -225,4 +225,82 @@ impl Attester {
         }
         Err(AttestError::Unreachable(tried.join("; ")))
     }
+
+    /// An inference call (`GET` without a body, else `POST` of `body`) to
+    /// the node's agent, Epistula-signed for `miner`, over RA-TLS only: the
+    /// connection's key must be `cvm_id`, the key the node's quote attested
+    /// this round, so the answer comes from the measured CVM. The response
+    /// is returned unread (it may stream) once its status is 200.
+    pub async fn inference(
+        &self,
+        node: &str,
+        miner: &AccountId,
+        path: &str,
+        body: Option<&[u8]>,
+        cvm_id: &str,
+    ) -> Result<reqwest::Response, AttestError> {
+        let entry = NodeEntry {
+            ip: node.to_string(),
+            price: None,
+        };
+        let host = entry.host();
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        };
+        let mut tried = Vec::new();
+        for port in &self.ports {
+            let url = format!("https://{host}:{port}{path}");
+            let req = match body {
+                Some(b) => self
+                    .client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(b.to_vec()),
+                None => self.client.get(&url),
+            };
+            let resp = match self
+                .signed(req, body.unwrap_or_default(), miner)
+                .send()
+                .await
+            {
+                Ok(r) => r,
+                Err(e) if e.is_connect() => {
+                    tried.push(format!("{url}: {}", cause(&e)));
+                    continue;
+                }
+                Err(e) => return Err(AttestError::Unreachable(format!("{url}: {}", cause(&e)))),
+            };
+            let seen = crate::ratls::tls_spki_sha256(&resp)
+                .transpose()
+                .map_err(|reason| AttestError::Malformed {
+                    url: url.clone(),
+                    reason: reason.to_string(),
+                })?
+                .map(hex::encode);
+            if seen.as_deref() != Some(cvm_id) {
+                return Err(AttestError::Malformed {
+                    url,
+                    reason: format!(
+                        "answered under TLS key {}, not the attested CVM key {cvm_id}: another machine or a proxy",
+                        seen.unwrap_or_else(|| "(none)".into())
+                    ),
+                });
+            }
+            let status = resp.status().as_u16();
+            if status != 200 {
+                let bytes = read_limited(resp, 64 * 1024, &url)
+                    .await
+                    .unwrap_or_default();
+                return Err(AttestError::Status {
+                    url,
+                    status,
+                    body: String::from_utf8_lossy(&bytes).chars().take(300).collect(),
+                });
+            }
+            return Ok(resp);
+        }
+        Err(AttestError::Unreachable(tried.join("; ")))
+    }
 }

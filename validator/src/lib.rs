@@ -2,7 +2,8 @@
 //! every node's evidence fetched (`attest`, over RA-TLS: `ratls`), appraised
 //! by `tvm-verifier` with collateral for rounds (`gpu_collateral`, and the
 //! store in `run`), scored (`scoring`), stored as it comes (`db`), weights
-//! set (`service`), and shown (`status`). `run` is the epoch loop and its
+//! set (`service`), and shown (`status`); `v5` asks accepted nodes for
+//! inference and checks the answers (the v5 share). `run` is the epoch loop and its
 //! configuration; `round` one epoch's attestation of every node.
 #![forbid(unsafe_code)]
 
@@ -15,3 +16,4 @@ pub mod run;
 pub mod scoring;
 pub mod service;
 pub mod status;
+pub mod v5;

@@ -122,6 +122,8 @@ pub struct RoundReport {
     pub miner_errors: Vec<(u16, String)>,
     pub nodes: Vec<NodeReport>,
     pub scores: RoundScores,
+    /// The v5 phase's answers (empty without v5).
+    pub v5_answers: Vec<crate::v5::AnswerSeen>,
 }
 
 pub struct RoundConfig {
@@ -438,6 +440,7 @@ pub async fn run_resumable(
         miner_errors,
         nodes: reports,
         scores,
+        v5_answers: Vec::new(),
     }
 }
 

@@ -87,6 +87,8 @@ pub struct RunConfig {
     /// directory instead of Intel's PCS. Only SIMULATED quotes pass with it,
     /// and only under a policy that trusts the simulated roots.
     pub dangerous_simulated_pcs: Option<PathBuf>,
+    /// Verified inference (the v5 share); absent: the v5 share is burned.
+    pub v5: Option<crate::v5::V5Config>,
 }
 
 /// A miner to attest when there is no chain.
@@ -130,6 +132,7 @@ impl Default for RunConfig {
             nvidia_ocsp_url: None,
             dangerous_allow_private_addresses: false,
             dangerous_simulated_pcs: None,
+            v5: None,
         }
     }
 }
@@ -162,6 +165,9 @@ impl RunConfig {
 
     pub fn validate(&self) -> Result<(), String> {
         self.scoring.validate()?;
+        if let Some(v5) = &self.v5 {
+            v5.validate()?;
+        }
         if self.epoch_blocks == 0 || self.epoch_seconds == 0 {
             return Err("epoch_blocks and epoch_seconds must be at least 1".into());
         }
@@ -505,6 +511,7 @@ pub struct Validator {
     round: RoundConfig,
     client: Option<Client>,
     miners: Vec<Miner>,
+    v5: Option<crate::v5::V5>,
 }
 
 impl Validator {
@@ -587,6 +594,7 @@ impl Validator {
             scoring: cfg.scoring.clone(),
             dangerous_allow_private_addresses: cfg.dangerous_allow_private_addresses,
         };
+        let v5 = cfg.v5.clone().map(crate::v5::V5::new);
         Ok(Validator {
             cfg,
             hotkey,
@@ -597,6 +605,7 @@ impl Validator {
             round,
             client,
             miners,
+            v5,
         })
     }
 
@@ -640,6 +649,7 @@ impl Validator {
             policy: &self.policy,
             collateral: self.collateral.as_ref(),
             round: &self.round,
+            v5: self.v5.as_ref(),
         }
     }
 

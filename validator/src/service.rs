@@ -42,6 +42,8 @@ pub struct Service<'a> {
     pub policy: &'a Policy,
     pub collateral: &'a dyn Collateral,
     pub round: &'a RoundConfig,
+    /// Verified inference, when configured.
+    pub v5: Option<&'a crate::v5::V5>,
 }
 
 /// What became of the round's weights.
@@ -290,6 +292,33 @@ pub async fn run_epoch(s: &Service<'_>, epoch: u64) -> Result<EpochOutcome, Serv
         &store,
     )
     .await;
+    let mut report = report;
+    if let Some(v5) = s.v5 {
+        // The v5 phase: the accepted, counted nodes asked for inference;
+        // the round re-scored with what they earned.
+        let counted: Vec<crate::scoring::NodeResult> = report
+            .scores
+            .nodes
+            .iter()
+            .filter(|(_, sc)| matches!(sc, crate::scoring::NodeScore::Counted { .. }))
+            .map(|(n, _)| n.clone())
+            .collect();
+        let found = v5.probe(s.attester, &counted, epoch).await;
+        let results: Vec<crate::scoring::NodeResult> =
+            report.scores.nodes.iter().map(|(n, _)| n.clone()).collect();
+        let mut scores = crate::scoring::score(&results, Some(&found.scores), &s.round.scoring);
+        for (uid, why) in &found.reasons {
+            scores.notes.push(format!(
+                "v5 uid {uid}: {:.1} ({why})",
+                found.scores.get(uid).copied().unwrap_or(0.0)
+            ));
+        }
+        for a in &found.answers {
+            tracing::info!(uid = a.uid, node = %a.node, model = %a.model, verified = a.verified, detail = %a.detail, "v5 answer");
+        }
+        report.scores = scores;
+        report.v5_answers = found.answers;
+    }
 
     let weights = match &s.network {
         Network::Chain {

@@ -99,6 +99,7 @@ neurons:
         policy: &policy,
         collateral: &collateral,
         round: &round,
+        v5: None,
     };
 
     let EpochOutcome::Done {
@@ -240,6 +241,7 @@ neurons:
         policy: &policy,
         collateral: &collateral,
         round: &round,
+        v5: None,
     };
     let db = Db::open(&dir.path().join("validator.db")).unwrap();
     let EpochOutcome::Done {

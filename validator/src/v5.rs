@@ -1,0 +1,398 @@
+//! The v5 share: after each round's attestation, every accepted node whose
+//! agent serves a model the validator holds a reference for is asked a few
+//! synthetic, Epistula-signed requests over RA-TLS (the connection's key
+//! must be the one its quote attested this round). Each streamed answer is
+//! timed and checked against the reference (`tvm_inference::check`); the
+//! per-miner windows (`tvm_inference::score`) give the v5 scores.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use tvm_inference::check::{check, Earlier, Reference, Request, Rules};
+use tvm_inference::prompts::{draw, Draw, RequestRanges};
+use tvm_inference::score::{Answer, ScoreRules, Windows};
+use tvm_inference::stream::StreamReader;
+use tvm_protocol::keys::AccountId;
+
+use crate::attest::Attester;
+use crate::scoring::NodeResult;
+
+/// The reference a model is checked against.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReferenceConfig {
+    /// The built-in deterministic toy model (devnet and tests only: it is
+    /// what its name says, and checks nothing about a real model).
+    Toy,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub reference: ReferenceConfig,
+}
+
+/// `v5:` in validator.yaml. Absent: the v5 share is burned.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct V5Config {
+    /// The models scored, each with its reference.
+    pub models: BTreeMap<String, ModelConfig>,
+    /// Requests per node and model each round.
+    pub requests_per_model: usize,
+    /// The longest an answer may take, whole.
+    pub timeout_seconds: u64,
+    pub rules: Rules,
+    pub score: ScoreRules,
+    pub requests: RequestRanges,
+}
+
+impl Default for V5Config {
+    fn default() -> Self {
+        V5Config {
+            models: BTreeMap::new(),
+            requests_per_model: 2,
+            timeout_seconds: 120,
+            rules: Rules::default(),
+            score: ScoreRules::default(),
+            requests: RequestRanges::default(),
+        }
+    }
+}
+
+impl V5Config {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.models.is_empty() {
+            return Err("v5.models lists no model: nothing could be scored".into());
+        }
+        if self.requests_per_model == 0 || self.requests_per_model > 32 {
+            return Err("v5.requests_per_model must be 1 to 32".into());
+        }
+        if self.timeout_seconds == 0 || self.timeout_seconds > 600 {
+            return Err("v5.timeout_seconds must be 1 to 600".into());
+        }
+        let r = &self.requests;
+        if r.min_max_tokens == 0 || r.max_max_tokens < r.min_max_tokens || r.max_max_tokens > 4096 {
+            return Err("v5.requests: max_tokens range must be within 1..=4096".into());
+        }
+        if r.min_prompt_words == 0 || r.max_prompt_words < r.min_prompt_words {
+            return Err("v5.requests: prompt words range is empty".into());
+        }
+        Ok(())
+    }
+}
+
+/// One answer, for the dashboard.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AnswerSeen {
+    pub uid: u16,
+    pub node: String,
+    pub model: String,
+    pub verified: bool,
+    /// Why it failed, or how fast it was.
+    pub detail: String,
+}
+
+/// What the v5 phase of a round found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct V5Round {
+    /// Per uid: its v5 score.
+    pub scores: BTreeMap<u16, f64>,
+    /// Per uid: the score's reason (the dashboard's v5 column).
+    pub reasons: BTreeMap<u16, String>,
+    pub answers: Vec<AnswerSeen>,
+}
+
+/// What a validator keeps between rounds: the windows and, per miner,
+/// model and prompt, the answers given (for the replay check).
+pub struct V5 {
+    pub cfg: V5Config,
+    windows: Mutex<Windows>,
+    history: Mutex<HashMap<(u16, String), Answers>>,
+    holders: Mutex<HashMap<u16, String>>,
+}
+
+/// A miner's earlier answers to one model: (prompt, answer), oldest first.
+type Answers = VecDeque<(String, Earlier)>;
+
+/// Earlier answers kept per miner and model.
+const HISTORY: usize = 64;
+/// Largest answer read.
+const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
+
+impl V5 {
+    pub fn new(cfg: V5Config) -> Self {
+        V5 {
+            cfg,
+            windows: Mutex::new(Windows::default()),
+            history: Mutex::new(HashMap::new()),
+            holders: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn reference(&self, model: &str) -> Option<Box<dyn Reference + Send + Sync>> {
+        match &self.cfg.models.get(model)?.reference {
+            ReferenceConfig::Toy => Some(Box::new(tvm_inference::toy::ToyLm::new(model))),
+        }
+    }
+
+    /// The v5 phase of `epoch`'s round over its accepted, counted nodes.
+    pub async fn probe(&self, attester: &Attester, nodes: &[NodeResult], epoch: u64) -> V5Round {
+        // A uid that changed hands starts again.
+        {
+            let mut holders = self.holders.lock().unwrap_or_else(|e| e.into_inner());
+            let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+            let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+            for n in nodes {
+                let old = holders.insert(n.miner_uid, n.miner_hotkey.clone());
+                if old.is_some_and(|o| o != n.miner_hotkey) {
+                    windows.forget(n.miner_uid);
+                    history.retain(|(u, _), _| *u != n.miner_uid);
+                }
+            }
+        }
+        let mut answers = Vec::new();
+        for n in nodes {
+            let (Some(true), Some(cvm)) = (n.accepted, &n.cvm_id) else {
+                continue;
+            };
+            let Ok(miner) = AccountId::from_ss58(&n.miner_hotkey) else {
+                continue;
+            };
+            answers.extend(self.node(attester, n, &miner, cvm, epoch).await);
+        }
+        let mut out = V5Round {
+            answers,
+            ..V5Round::default()
+        };
+        let windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        let mut uids: Vec<u16> = nodes.iter().map(|n| n.miner_uid).collect();
+        uids.sort_unstable();
+        uids.dedup();
+        for uid in uids {
+            let s = windows.standing(&self.cfg.score, uid);
+            if s.asked == 0 {
+                continue;
+            }
+            out.scores.insert(uid, s.score);
+            out.reasons.insert(uid, s.reason);
+        }
+        out
+    }
+
+    /// The models `n` serves that have a reference here, then each asked.
+    async fn node(
+        &self,
+        attester: &Attester,
+        n: &NodeResult,
+        miner: &AccountId,
+        cvm: &str,
+        epoch: u64,
+    ) -> Vec<AnswerSeen> {
+        let listed = match self.models(attester, n, miner, cvm).await {
+            Ok(m) => m,
+            // No runtime, or none reachable: nothing asked, nothing scored.
+            Err(e) => {
+                tracing::debug!(node = %n.node, error = %e, "no inference models");
+                return Vec::new();
+            }
+        };
+        let mut seen = Vec::new();
+        for model in listed
+            .iter()
+            .filter(|m| self.cfg.models.contains_key(m.as_str()))
+        {
+            let Some(reference) = self.reference(model) else {
+                continue;
+            };
+            for i in 0..self.cfg.requests_per_model {
+                let a = self
+                    .ask(attester, n, miner, cvm, model, reference.as_ref(), epoch, i)
+                    .await;
+                let (verified, detail) = match &a {
+                    Answer::Verified { tps, ttft } => (
+                        true,
+                        format!("{tps:.1} tokens/s, first token {:.0} ms", ttft * 1e3),
+                    ),
+                    Answer::Failed(why) => (false, why.clone()),
+                };
+                self.windows
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .record(&self.cfg.score, n.miner_uid, model, a);
+                seen.push(AnswerSeen {
+                    uid: n.miner_uid,
+                    node: n.node.clone(),
+                    model: model.clone(),
+                    verified,
+                    detail,
+                });
+            }
+        }
+        seen
+    }
+
+    async fn models(
+        &self,
+        attester: &Attester,
+        n: &NodeResult,
+        miner: &AccountId,
+        cvm: &str,
+    ) -> Result<Vec<String>, String> {
+        let resp = attester
+            .inference(&n.node, miner, "/v1/models", None, cvm)
+            .await
+            .map_err(|e| e.to_string())?;
+        let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+        Ok(v.get("data")
+            .and_then(|d| d.as_array())
+            .map(|d| {
+                d.iter()
+                    .filter_map(|m| m.get("id").and_then(|i| i.as_str()).map(String::from))
+                    .take(256)
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn ask(
+        &self,
+        attester: &Attester,
+        n: &NodeResult,
+        miner: &AccountId,
+        cvm: &str,
+        model: &str,
+        reference: &(dyn Reference + Send + Sync),
+        epoch: u64,
+        i: usize,
+    ) -> Answer {
+        let key = (n.miner_uid, model.to_string());
+        let earlier_prompts: Vec<String> = self
+            .history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .map(|h| h.iter().map(|(p, _)| p.clone()).collect())
+            .unwrap_or_default();
+        // Unpredictable to the miner: the validator's randomness, then the
+        // round and position (so one round's requests differ).
+        let mut secret = [0u8; 32];
+        if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret).is_err() {
+            return Answer::Failed("no system randomness on the validator".into());
+        }
+        let mut d =
+            Draw::new(&[&secret[..], &epoch.to_le_bytes(), &(i as u64).to_le_bytes()].concat());
+        let drawn = draw(&self.cfg.requests, &mut d, &earlier_prompts);
+        let req = Request {
+            model: model.to_string(),
+            prompt: drawn.prompt,
+            temperature: drawn.temperature,
+            seed: drawn.seed,
+            max_tokens: drawn.max_tokens,
+        };
+        let body = serde_json::json!({
+            "model": req.model,
+            "messages": [{"role": "user", "content": req.prompt}],
+            "temperature": req.temperature,
+            "seed": req.seed,
+            "max_tokens": req.max_tokens,
+            "stream": true,
+            "stream_options": {"include_usage": true},
+            "logprobs": true,
+            "top_logprobs": 1,
+        })
+        .to_string();
+        let t0 = Instant::now();
+        let limit = Duration::from_secs(self.cfg.timeout_seconds);
+        let read = async {
+            let mut resp = attester
+                .inference(
+                    &n.node,
+                    miner,
+                    "/v1/chat/completions",
+                    Some(body.as_bytes()),
+                    cvm,
+                )
+                .await
+                .map_err(|e| format!("v5.request: {e}"))?;
+            let mut r = StreamReader::default();
+            let mut total = 0usize;
+            while let Some(chunk) = resp
+                .chunk()
+                .await
+                .map_err(|e| format!("v5.request: the answer broke off: {e}"))?
+            {
+                total += chunk.len();
+                if total > MAX_ANSWER_BYTES {
+                    return Err(format!(
+                        "v5.request: an answer over {MAX_ANSWER_BYTES} bytes"
+                    ));
+                }
+                r.feed(&chunk, t0.elapsed().as_secs_f64())
+                    .map_err(|e| format!("v5.request: {e}"))?;
+            }
+            Ok(r.observed)
+        };
+        let observed = match tokio::time::timeout(limit, read).await {
+            Ok(Ok(o)) => o,
+            Ok(Err(why)) => return Answer::Failed(why),
+            Err(_) => {
+                return Answer::Failed(format!("v5.request: no whole answer within {limit:?}"))
+            }
+        };
+        let earlier: Vec<Earlier> = self
+            .history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .map(|h| {
+                h.iter()
+                    .filter(|(p, _)| *p == req.prompt)
+                    .map(|(_, e)| e.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut pick = |len: usize| d.range(0, len as u64 - 1) as usize;
+        let verdict = check(
+            &self.cfg.rules,
+            &req,
+            &observed,
+            reference,
+            &earlier,
+            &mut pick,
+        );
+        {
+            let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+            let h = history.entry(key).or_default();
+            h.push_back((
+                req.prompt.clone(),
+                Earlier {
+                    seed: req.seed,
+                    tokens: observed.tokens.clone(),
+                },
+            ));
+            while h.len() > HISTORY {
+                h.pop_front();
+            }
+        }
+        if let Some(why) = verdict.failure() {
+            return Answer::Failed(why);
+        }
+        // An answer too short to time (or read in one piece) is verified
+        // at its overall rate.
+        let last = observed.arrivals.last().copied().unwrap_or(0.0);
+        let tps = observed.tps().unwrap_or(if last > 0.0 {
+            observed.tokens.len() as f64 / last
+        } else {
+            0.0
+        });
+        Answer::Verified {
+            tps,
+            ttft: observed.ttft().unwrap_or(last),
+        }
+    }
+}
