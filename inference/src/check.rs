@@ -162,15 +162,55 @@ pub struct Earlier {
     pub tokens: Vec<String>,
 }
 
-/// Checks `got` (the answer to `req`) against `reference`. `positions`
-/// picks where reported log-probabilities are compared (the validator's
-/// own randomness: `pick(n)` gives an index below n). `earlier` holds
-/// answers this miner gave the same prompt before.
+/// What a reference made of an answer: one [`Position`] per output token
+/// and one after the last, and the prompt's length in its tokens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scored {
+    pub positions: Vec<Position>,
+    pub prompt_tokens: u64,
+}
+
+/// Scores an answer with a reference that runs here.
+pub fn score_with(
+    reference: &dyn Reference,
+    req: &Request,
+    got: &Observed,
+) -> Result<Scored, String> {
+    Ok(Scored {
+        positions: reference.score(&req.prompt, &got.tokens)?,
+        prompt_tokens: reference.prompt_tokens(&req.prompt),
+    })
+}
+
+/// Checks `got` (the answer to `req`) against `reference`.
 pub fn check(
     rules: &Rules,
     req: &Request,
     got: &Observed,
     reference: &dyn Reference,
+    earlier: &[Earlier],
+    pick: &mut dyn FnMut(usize) -> usize,
+) -> Verdict {
+    check_scored(
+        rules,
+        req,
+        got,
+        score_with(reference, req, got),
+        earlier,
+        pick,
+    )
+}
+
+/// Checks `got` (the answer to `req`) against what a reference made of it
+/// (`scored`, or why it could not). `pick(n)` gives an index below n: where
+/// reported log-probabilities are compared (the validator's own
+/// randomness). `earlier` holds answers this miner gave the same prompt
+/// before.
+pub fn check_scored(
+    rules: &Rules,
+    req: &Request,
+    got: &Observed,
+    scored: Result<Scored, String>,
     earlier: &[Earlier],
     pick: &mut dyn FnMut(usize) -> usize,
 ) -> Verdict {
@@ -189,9 +229,10 @@ pub fn check(
         },
     );
 
-    let scored = match reference.score(&req.prompt, &got.tokens) {
-        Ok(s) if s.len() == n + 1 => s,
+    let (scored, prompt_count) = match scored {
+        Ok(s) if s.positions.len() == n + 1 => (s.positions, s.prompt_tokens),
         Ok(s) => {
+            let s = s.positions;
             put(
                 "v5.reference",
                 Outcome::Fail(format!(
@@ -290,7 +331,7 @@ pub fn check(
         let r = reported as f64 / c;
         r >= rules.usage_min_ratio && r <= rules.usage_max_ratio
     };
-    let prompt_count = reference.prompt_tokens(&req.prompt);
+
     put(
         "v5.usage",
         match (got.prompt_tokens, got.completion_tokens) {
@@ -400,4 +441,102 @@ pub fn check(
         },
     );
     Verdict { checks }
+}
+
+/// What a vLLM-style reference server answered to the scoring request
+/// [`scoring_request`] made, as [`Scored`]: `prompt_logprobs` (per prompt
+/// token, the top k and the token itself) for the answer's tokens, the last
+/// `n` prompt positions, and the next token's `top_logprobs` for where the
+/// answer stopped. `eos` is the model's end-of-text token as text.
+pub fn scored_from_prompt_logprobs(
+    answer: &serde_json::Value,
+    output: &[String],
+    eos: &str,
+) -> Result<Scored, String> {
+    use serde_json::Value;
+    let prompt = answer
+        .get("prompt_logprobs")
+        .and_then(Value::as_array)
+        .ok_or("the reference returned no prompt_logprobs (a vLLM-compatible server is needed)")?;
+    let n = output.len();
+    if prompt.len() < n + 1 {
+        return Err(format!(
+            "the reference scored {} prompt tokens for an answer of {n}",
+            prompt.len()
+        ));
+    }
+    let start = prompt.len() - n;
+    let mut positions = Vec::with_capacity(n + 1);
+    for (i, token) in output.iter().enumerate() {
+        let entry = prompt[start + i]
+            .as_object()
+            .ok_or_else(|| format!("prompt_logprobs[{}] is not an object", start + i))?;
+        let mut listed: Vec<(&str, f64)> = entry
+            .values()
+            .filter_map(|v| {
+                Some((
+                    v.get("decoded_token")?.as_str()?,
+                    v.get("logprob")?.as_f64()?,
+                ))
+            })
+            .collect();
+        listed.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let own = listed.iter().find(|(t, _)| t == token).map(|(_, l)| *l).ok_or_else(|| {
+            format!(
+                "the reference tokenizes the answer differently at token {i} ({token:?} is not among its tokens there)"
+            )
+        })?;
+        positions.push(Position {
+            token_logprob: own,
+            top_logprob: listed.first().map(|(_, l)| *l).unwrap_or(own),
+            // Not among the top k: ranked lower than any listed (at least 1000th).
+            eos_rank: listed.iter().position(|(t, _)| *t == eos).unwrap_or(1000),
+        });
+    }
+    let top: Vec<(String, f64)> = answer
+        .pointer("/choices/0/logprobs/content/0/top_logprobs")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| {
+                    Some((
+                        t.get("token")?.as_str()?.to_string(),
+                        t.get("logprob")?.as_f64()?,
+                    ))
+                })
+                .collect()
+        })
+        .ok_or("the reference returned no top_logprobs for the next token")?;
+    let mut top = top;
+    top.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let eos_at = top.iter().position(|(t, _)| t == eos);
+    positions.push(Position {
+        token_logprob: eos_at.map(|i| top[i].1).unwrap_or(-1000.0),
+        top_logprob: top.first().map(|t| t.1).unwrap_or(0.0),
+        eos_rank: eos_at.unwrap_or(1000),
+    });
+    Ok(Scored {
+        positions,
+        prompt_tokens: (prompt.len() - n) as u64,
+    })
+}
+
+/// The body that asks a vLLM-style server to score `output` after `prompt`
+/// (chat template applied by the server, the answer continued, greedy, one
+/// new token).
+pub fn scoring_request(model: &str, prompt: &str, output: &[String]) -> serde_json::Value {
+    serde_json::json!({
+        "model": model,
+        "messages": [
+            {"role": "user", "content": prompt},
+            {"role": "assistant", "content": output.concat()},
+        ],
+        "continue_final_message": true,
+        "add_generation_prompt": false,
+        "max_tokens": 1,
+        "temperature": 0,
+        "prompt_logprobs": 20,
+        "logprobs": true,
+        "top_logprobs": 20,
+    })
 }

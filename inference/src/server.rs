@@ -94,6 +94,9 @@ fn bad(msg: &str) -> Response {
 }
 
 async fn chat(State(s): State<Arc<ServerState>>, Json(body): Json<Value>) -> Response {
+    if body.get("continue_final_message").and_then(Value::as_bool) == Some(true) {
+        return prompt_logprobs(&s, &body);
+    }
     let prompt = body
         .get("messages")
         .and_then(Value::as_array)
@@ -236,4 +239,82 @@ fn answer(s: &ServerState, body: &Value, prompt: &str, chat: bool) -> Response {
         .header(header::CACHE_CONTROL, "no-cache")
         .body(Body::from_stream(body))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// vLLM's way to score a text: the messages with the last (assistant) one
+/// continued, `prompt_logprobs: k` for every prompt token (the top k and
+/// the token itself, each with its rank), and the next token's `top_logprobs`.
+/// A reference server for the validator; the toy honours it (it scores
+/// with the model asked for, whatever the behaviour).
+fn prompt_logprobs(s: &ServerState, body: &Value) -> Response {
+    let Some(model) = body.get("model").and_then(Value::as_str) else {
+        return bad("model is required");
+    };
+    if !s.cfg.models.iter().any(|m| m == model) {
+        return bad("model not served here");
+    }
+    let messages = body.get("messages").and_then(Value::as_array);
+    let text = |role: &str| {
+        messages.and_then(|m| {
+            m.iter()
+                .rfind(|x| x.get("role").and_then(Value::as_str) == Some(role))
+                .and_then(|x| x.get("content"))
+                .and_then(Value::as_str)
+        })
+    };
+    let (Some(user), Some(assistant)) = (text("user"), text("assistant")) else {
+        return bad("continue_final_message needs a user and a final assistant message");
+    };
+    let k = body
+        .get("prompt_logprobs")
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+        .clamp(1, 20) as usize;
+    let top_n = body
+        .get("top_logprobs")
+        .and_then(Value::as_u64)
+        .unwrap_or(k as u64)
+        .clamp(1, 20) as usize;
+    let lm = ToyLm::new(model);
+    let mut all = tokenize(user);
+    all.extend(tokenize(assistant));
+    let ranked = |lp: &[f64]| {
+        let mut order: Vec<usize> = (0..lp.len()).collect();
+        order.sort_by(|a, b| lp[*b].total_cmp(&lp[*a]));
+        order
+    };
+    let mut prompt = vec![Value::Null];
+    for i in 1..all.len() {
+        let lp = lm.logprobs(&all[..i]);
+        let order = ranked(&lp);
+        let mut entry = serde_json::Map::new();
+        for (rank, id) in order.iter().enumerate() {
+            if rank < k || *id == all[i] {
+                entry.insert(
+                    id.to_string(),
+                    json!({"logprob": lp[*id], "rank": rank + 1, "decoded_token": token_text(*id)}),
+                );
+            }
+        }
+        prompt.push(Value::Object(entry));
+    }
+    let lp = lm.logprobs(&all);
+    let order = ranked(&lp);
+    let top: Vec<Value> = order
+        .iter()
+        .take(top_n)
+        .map(|id| json!({"token": token_text(*id), "logprob": lp[*id]}))
+        .collect();
+    let next = order[0];
+    Json(json!({
+        "object": "chat.completion",
+        "model": model,
+        "choices": [{"index": 0,
+                     "message": {"role": "assistant", "content": token_text(next)},
+                     "logprobs": {"content": [{"token": token_text(next), "logprob": lp[next], "top_logprobs": top}]},
+                     "finish_reason": "length"}],
+        "prompt_logprobs": prompt,
+        "usage": {"prompt_tokens": all.len(), "completion_tokens": 1, "total_tokens": all.len() + 1},
+    }))
+    .into_response()
 }

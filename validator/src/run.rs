@@ -594,7 +594,12 @@ impl Validator {
             scoring: cfg.scoring.clone(),
             dangerous_allow_private_addresses: cfg.dangerous_allow_private_addresses,
         };
-        let v5 = cfg.v5.clone().map(crate::v5::V5::new);
+        let v5 = cfg
+            .v5
+            .clone()
+            .map(crate::v5::V5::new)
+            .transpose()
+            .map_err(RunError::Setup)?;
         Ok(Validator {
             cfg,
             hotkey,

@@ -10,7 +10,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use tvm_inference::check::{check, Earlier, Reference, Request, Rules};
+use tvm_inference::check::{
+    check_scored, score_with, scored_from_prompt_logprobs, scoring_request, Earlier, Reference,
+    Request, Rules, Scored,
+};
 use tvm_inference::prompts::{draw, Draw, RequestRanges};
 use tvm_inference::score::{Answer, ScoreRules, Windows};
 use tvm_inference::stream::StreamReader;
@@ -26,6 +29,17 @@ pub enum ReferenceConfig {
     /// The built-in deterministic toy model (devnet and tests only: it is
     /// what its name says, and checks nothing about a real model).
     Toy,
+    /// A vLLM-compatible server running the same model: it scores answers
+    /// with `prompt_logprobs` on `/v1/chat/completions`.
+    Openai {
+        /// Its base URL (`http://127.0.0.1:8000`).
+        url: String,
+        /// The model's end-of-text token as text (`<|im_end|>`, `<|eot_id|>`).
+        eos: String,
+        /// The name it serves the model under; absent: the same name.
+        #[serde(default)]
+        served_as: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -105,10 +119,22 @@ pub struct V5Round {
     pub answers: Vec<AnswerSeen>,
 }
 
+/// A model's reference: here, or a server.
+enum Scorer {
+    Local(Box<dyn Reference + Send + Sync>),
+    Remote {
+        url: String,
+        eos: String,
+        model: String,
+    },
+}
+
 /// What a validator keeps between rounds: the windows and, per miner,
 /// model and prompt, the answers given (for the replay check).
 pub struct V5 {
     pub cfg: V5Config,
+    /// For reference servers (the validator's own, usually on its network).
+    client: reqwest::Client,
     windows: Mutex<Windows>,
     history: Mutex<HashMap<(u16, String), Answers>>,
     holders: Mutex<HashMap<u16, String>>,
@@ -123,18 +149,76 @@ const HISTORY: usize = 64;
 const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
 
 impl V5 {
-    pub fn new(cfg: V5Config) -> Self {
-        V5 {
+    pub fn new(cfg: V5Config) -> Result<Self, String> {
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(reference_tls()?)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(cfg.timeout_seconds.max(1)))
+            .build()
+            .map_err(|e| format!("cannot build the reference client: {e}"))?;
+        Ok(V5 {
             cfg,
+            client,
             windows: Mutex::new(Windows::default()),
             history: Mutex::new(HashMap::new()),
             holders: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
-    fn reference(&self, model: &str) -> Option<Box<dyn Reference + Send + Sync>> {
-        match &self.cfg.models.get(model)?.reference {
-            ReferenceConfig::Toy => Some(Box::new(tvm_inference::toy::ToyLm::new(model))),
+    /// What `model`'s answers are scored with.
+    fn reference(&self, model: &str) -> Option<Scorer> {
+        Some(match &self.cfg.models.get(model)?.reference {
+            ReferenceConfig::Toy => Scorer::Local(Box::new(tvm_inference::toy::ToyLm::new(model))),
+            ReferenceConfig::Openai {
+                url,
+                eos,
+                served_as,
+            } => Scorer::Remote {
+                url: format!("{}/v1/chat/completions", url.trim_end_matches('/')),
+                eos: eos.clone(),
+                model: served_as.clone().unwrap_or_else(|| model.to_string()),
+            },
+        })
+    }
+
+    async fn score(
+        &self,
+        scorer: &Scorer,
+        req: &Request,
+        got: &tvm_inference::stream::Observed,
+    ) -> Result<Scored, String> {
+        match scorer {
+            Scorer::Local(r) => score_with(r.as_ref(), req, got),
+            Scorer::Remote { url, eos, model } => {
+                let body = scoring_request(model, &req.prompt, &got.tokens).to_string();
+                let resp = self
+                    .client
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| format!("the reference server {url}: {e}"))?;
+                let status = resp.status();
+                let bytes = resp
+                    .bytes()
+                    .await
+                    .map_err(|e| format!("the reference server {url}: {e}"))?;
+                if !status.is_success() {
+                    return Err(format!(
+                        "the reference server {url} answered {status}: {}",
+                        String::from_utf8_lossy(&bytes)
+                            .chars()
+                            .take(200)
+                            .collect::<String>()
+                    ));
+                }
+                let v: serde_json::Value = serde_json::from_slice(&bytes)
+                    .map_err(|e| format!("the reference server {url}: {e}"))?;
+                scored_from_prompt_logprobs(&v, &got.tokens, eos)
+            }
         }
     }
 
@@ -204,12 +288,12 @@ impl V5 {
             .iter()
             .filter(|m| self.cfg.models.contains_key(m.as_str()))
         {
-            let Some(reference) = self.reference(model) else {
+            let Some(scorer) = self.reference(model) else {
                 continue;
             };
             for i in 0..self.cfg.requests_per_model {
                 let a = self
-                    .ask(attester, n, miner, cvm, model, reference.as_ref(), epoch, i)
+                    .ask(attester, n, miner, cvm, model, &scorer, epoch, i)
                     .await;
                 let (verified, detail) = match &a {
                     Answer::Verified { tps, ttft } => (
@@ -266,7 +350,7 @@ impl V5 {
         miner: &AccountId,
         cvm: &str,
         model: &str,
-        reference: &(dyn Reference + Send + Sync),
+        scorer: &Scorer,
         epoch: u64,
         i: usize,
     ) -> Answer {
@@ -356,12 +440,13 @@ impl V5 {
                     .collect()
             })
             .unwrap_or_default();
+        let scored = self.score(scorer, &req, &observed).await;
         let mut pick = |len: usize| d.range(0, len as u64 - 1) as usize;
-        let verdict = check(
+        let verdict = check_scored(
             &self.cfg.rules,
             &req,
             &observed,
-            reference,
+            scored,
             &earlier,
             &mut pick,
         );
@@ -395,4 +480,19 @@ impl V5 {
             ttft: observed.ttft().unwrap_or(last),
         }
     }
+}
+
+/// TLS for reference servers: the public web roots.
+fn reference_tls() -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    Ok(
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    )
 }

@@ -67,6 +67,7 @@ fn v5() -> V5 {
         },
         ..Default::default()
     })
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -133,4 +134,67 @@ async fn an_impostor_model_earns_no_v5_and_the_reason_is_named() {
         "{}",
         found.reasons[&2]
     );
+}
+
+/// The reference as a server (vLLM's `prompt_logprobs` on a chat with the
+/// answer continued), here the toy model's own server: an honest answer
+/// passes, an impostor's fails, as with the built-in reference.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reference_server_scores_answers_as_the_built_in_one_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = dir.path().join("sim");
+    tvm_agent::backend::sim::init(&sim).unwrap();
+    let reference = toy(tvm_inference::server::Behaviour::Honest).await;
+    let honest = toy(tvm_inference::server::Behaviour::Honest).await;
+    let impostor = toy(tvm_inference::server::Behaviour::OtherModel(
+        "toy/impostor".into(),
+    ))
+    .await;
+    let remote = || {
+        V5::new(V5Config {
+            models: [(
+                MODEL.to_string(),
+                ModelConfig {
+                    reference: ReferenceConfig::Openai {
+                        url: reference.clone(),
+                        eos: tvm_inference::toy::EOS.into(),
+                        served_as: None,
+                    },
+                },
+            )]
+            .into(),
+            requests_per_model: 4,
+            score: tvm_inference::score::ScoreRules {
+                min_completed: 3,
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .unwrap()
+    };
+    let a = serving_agent(&sim, &honest, 64);
+    let found = remote()
+        .probe(
+            &validator_attester(a.https.port()).unwrap(),
+            &[node(&a, &a.tls_spki_sha256)],
+            1,
+        )
+        .await;
+    assert_eq!(found.answers.len(), 4, "{found:?}");
+    assert!(found.answers.iter().all(|x| x.verified), "{found:?}");
+    assert!(found.scores[&2] > 0.0);
+
+    let b = serving_agent(&sim, &impostor, 65);
+    let found = remote()
+        .probe(
+            &validator_attester(b.https.port()).unwrap(),
+            &[node(&b, &b.tls_spki_sha256)],
+            1,
+        )
+        .await;
+    assert!(
+        found.answers.iter().filter(|x| !x.verified).count() >= 3,
+        "{found:?}"
+    );
+    assert_eq!(found.scores[&2], 0.0);
 }
