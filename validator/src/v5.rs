@@ -58,6 +58,11 @@ pub struct V5Config {
     pub requests_per_model: usize,
     /// The longest an answer may take, whole.
     pub timeout_seconds: u64,
+    /// Nodes asked at once.
+    pub concurrency: usize,
+    /// The longest the whole v5 phase of a round may take; answers not in
+    /// by then are not counted (the weights wait for nothing longer).
+    pub phase_seconds: u64,
     pub rules: Rules,
     pub score: ScoreRules,
     pub requests: RequestRanges,
@@ -69,6 +74,8 @@ impl Default for V5Config {
             models: BTreeMap::new(),
             requests_per_model: 2,
             timeout_seconds: 120,
+            concurrency: 16,
+            phase_seconds: 600,
             rules: Rules::default(),
             score: ScoreRules::default(),
             requests: RequestRanges::default(),
@@ -86,6 +93,14 @@ impl V5Config {
         }
         if self.timeout_seconds == 0 || self.timeout_seconds > 600 {
             return Err("v5.timeout_seconds must be 1 to 600".into());
+        }
+        if self.concurrency == 0 || self.concurrency > 256 {
+            return Err("v5.concurrency must be 1 to 256".into());
+        }
+        if self.phase_seconds < self.timeout_seconds || self.phase_seconds > 3600 {
+            return Err(
+                "v5.phase_seconds must be at least timeout_seconds and at most 3600".into(),
+            );
         }
         let r = &self.requests;
         if r.min_max_tokens == 0 || r.max_max_tokens < r.min_max_tokens || r.max_max_tokens > 4096 {
@@ -237,16 +252,29 @@ impl V5 {
                 }
             }
         }
-        let mut answers = Vec::new();
-        for n in nodes {
+        // Nodes are asked side by side, and the whole phase has a deadline:
+        // a node that drips its answers slowly delays no one's weights.
+        use futures_util::StreamExt;
+        let asked = futures_util::stream::iter(nodes.iter().filter_map(|n| {
             let (Some(true), Some(cvm)) = (n.accepted, &n.cvm_id) else {
-                continue;
+                return None;
             };
-            let Ok(miner) = AccountId::from_ss58(&n.miner_hotkey) else {
-                continue;
+            let miner = AccountId::from_ss58(&n.miner_hotkey).ok()?;
+            Some(async move { self.node(attester, n, &miner, cvm, epoch).await })
+        }))
+        .buffer_unordered(self.cfg.concurrency.max(1))
+        .collect::<Vec<_>>();
+        let answers: Vec<AnswerSeen> =
+            match tokio::time::timeout(Duration::from_secs(self.cfg.phase_seconds), asked).await {
+                Ok(per_node) => per_node.into_iter().flatten().collect(),
+                Err(_) => {
+                    tracing::warn!(
+                        seconds = self.cfg.phase_seconds,
+                        "the v5 phase ran out of time: answers not in by then are not counted"
+                    );
+                    Vec::new()
+                }
             };
-            answers.extend(self.node(attester, n, &miner, cvm, epoch).await);
-        }
         let mut out = V5Round {
             answers,
             ..V5Round::default()
@@ -467,14 +495,15 @@ impl V5 {
         if let Some(why) = verdict.failure() {
             return Answer::Failed(why);
         }
-        // An answer too short to time (or read in one piece) is verified
-        // at its overall rate.
+        // Paid speed: tokens over the whole time from the request to the
+        // last token. Holding tokens back and sending them in one burst
+        // gains nothing, nor does a short answer (its first-token time counts).
         let last = observed.arrivals.last().copied().unwrap_or(0.0);
-        let tps = observed.tps().unwrap_or(if last > 0.0 {
+        let tps = if last > 0.0 {
             observed.tokens.len() as f64 / last
         } else {
             0.0
-        });
+        };
         Answer::Verified {
             tps,
             ttft: observed.ttft().unwrap_or(last),
