@@ -366,12 +366,81 @@ impl Config {
                 )));
             }
         }
+        // The sealed runtime runs in this VM: the attested key answers for
+        // inference only if the inference is made here too.
+        let upstreams = self.runtime.upstream.iter().chain(
+            self.runtime
+                .models
+                .values()
+                .filter_map(|r| r.upstream.as_ref()),
+        );
+        for u in upstreams {
+            if !loopback_url(u) {
+                return Err(ConfigError::Invalid(format!(
+                    "upstream {u} is not on this machine: the inference server must run in the CVM, at http://127.0.0.1:PORT (or [::1], localhost)"
+                )));
+            }
+        }
         Ok(())
     }
 }
 
+/// `http://` or `https://` to a loopback address or `localhost`.
+pub fn loopback_url(url: &str) -> bool {
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        return false;
+    }
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn upstreams_must_be_in_this_vm() {
+        for ok in [
+            "http://127.0.0.1:8000",
+            "http://127.9.9.9:1/v1",
+            "http://localhost:8000",
+            "http://[::1]:8000/",
+            "https://LOCALHOST",
+        ] {
+            assert!(loopback_url(ok), "{ok}");
+        }
+        for bad in [
+            "http://10.0.2.2:8000",
+            "http://api.example.com",
+            "http://127.0.0.1.evil.com",
+            "http://user@127.0.0.1@evil.com",
+            "ftp://127.0.0.1",
+            "127.0.0.1:8000",
+            "http://[2001:db8::1]:80",
+        ] {
+            assert!(!loopback_url(bad), "{bad}");
+        }
+        let mut c = Config {
+            hotkey: "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY".into(),
+            ..Config::default()
+        };
+        c.access.allow = Allow::AnySigner;
+        c.runtime.upstream = Some("http://203.0.113.7:8000".into());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("is not on this machine"), "{e}");
+    }
     use super::*;
 
     #[test]

@@ -78,6 +78,8 @@ pub trait Reference {
     fn score(&self, prompt: &str, output: &[String]) -> Result<Vec<Position>, String>;
     /// The prompt's length in tokens.
     fn prompt_tokens(&self, prompt: &str) -> u64;
+    /// The end-of-text token, as text.
+    fn eos(&self) -> &str;
 }
 
 impl Reference for crate::toy::ToyLm {
@@ -112,6 +114,10 @@ impl Reference for crate::toy::ToyLm {
 
     fn prompt_tokens(&self, prompt: &str) -> u64 {
         crate::toy::tokenize(prompt).len() as u64
+    }
+
+    fn eos(&self) -> &str {
+        crate::toy::EOS
     }
 }
 
@@ -168,6 +174,37 @@ pub struct Earlier {
 pub struct Scored {
     pub positions: Vec<Position>,
     pub prompt_tokens: u64,
+    /// The model's end-of-text token, as text.
+    pub eos: String,
+}
+
+/// A token's text as a message shows it: at most 40 characters.
+fn shown(token: &str) -> String {
+    let mut s: String = token.chars().take(40).collect();
+    if s.len() < token.len() {
+        s.push('…');
+    }
+    format!("{s:?}")
+}
+
+/// What fails an answer before any reference is asked (cheap, and what a
+/// miner could otherwise use to load the validator's reference): more
+/// tokens than asked for, or more text than such tokens can hold.
+pub fn precheck(req: &Request, got: &Observed) -> Option<String> {
+    let n = got.tokens.len();
+    if n > req.max_tokens {
+        return Some(format!(
+            "v5.finish: {n} tokens; max_tokens was {}",
+            req.max_tokens
+        ));
+    }
+    let bytes: usize = got.tokens.iter().map(String::len).sum();
+    if bytes > 64 * n.max(1) {
+        return Some(format!(
+            "v5.tokens: {bytes} bytes of text in {n} tokens (at most 64 a token)"
+        ));
+    }
+    None
 }
 
 /// Scores an answer with a reference that runs here.
@@ -179,6 +216,7 @@ pub fn score_with(
     Ok(Scored {
         positions: reference.score(&req.prompt, &got.tokens)?,
         prompt_tokens: reference.prompt_tokens(&req.prompt),
+        eos: reference.eos().to_string(),
     })
 }
 
@@ -229,8 +267,8 @@ pub fn check_scored(
         },
     );
 
-    let (scored, prompt_count) = match scored {
-        Ok(s) if s.positions.len() == n + 1 => (s.positions, s.prompt_tokens),
+    let (scored, prompt_count, eos) = match scored {
+        Ok(s) if s.positions.len() == n + 1 => (s.positions, s.prompt_tokens, s.eos),
         Ok(s) => {
             let s = s.positions;
             put(
@@ -264,8 +302,8 @@ pub fn check_scored(
         "v5.tokens",
         match worst {
             Some((i, p)) if p.token_logprob <= rules.min_token_logprob => Outcome::Fail(format!(
-                "token {i} ({:?}) has log-probability {:.2} under the reference (at most {} fails): not this model's output",
-                got.tokens[i], p.token_logprob, rules.min_token_logprob
+                "token {i} ({}) has log-probability {:.2} under the reference (at most {} fails): not this model's output",
+                shown(&got.tokens[i]), p.token_logprob, rules.min_token_logprob
             )),
             _ if low > rules.max_low_tokens => Outcome::Fail(format!(
                 "{low} tokens at or below log-probability {} under the reference (more than {} fail): another model, or a changed answer",
@@ -310,7 +348,7 @@ pub fn check_scored(
     put("v5.finish", finish);
 
     // End-of-text passed over: inside the answer, or under greedy decoding.
-    let eos_inside = got.tokens.iter().position(|t| t == crate::toy::EOS);
+    let eos_inside = got.tokens.iter().position(|t| *t == eos);
     let skipped = (req.temperature <= 0.0)
         .then(|| scored[..n].iter().position(|p| p.eos_rank == 0))
         .flatten();
@@ -322,6 +360,28 @@ pub fn check_scored(
                 "greedy decoding went on past end-of-text, the reference's top token at position {i}"
             )),
             (None, None) => Outcome::Pass("no end-of-text skipped".into()),
+        },
+    );
+
+    // Greedy decoding writes the reference's top token at every step.
+    let off = (req.temperature <= 0.0)
+        .then(|| {
+            scored[..n]
+                .iter()
+                .position(|p| p.token_logprob < p.top_logprob - rules.max_logprob_diff)
+        })
+        .flatten();
+    put(
+        "v5.greedy",
+        match off {
+            Some(i) => Outcome::Fail(format!(
+                "temperature 0, but token {i} ({}) is not the reference's top token there (log-probability {:.2}, the top {:.2}): sampled, or another model",
+                shown(&got.tokens[i]),
+                scored[i].token_logprob,
+                scored[i].top_logprob
+            )),
+            None if req.temperature <= 0.0 => Outcome::Pass("every token the top one".into()),
+            None => Outcome::Pass(format!("sampled at temperature {}", req.temperature)),
         },
     );
 
@@ -406,11 +466,14 @@ pub fn check_scored(
     );
 
     // The same answer for another seed, when sampling could hardly repeat it.
+    // An answer that repeats, or is a piece of, an earlier answer to the
+    // same prompt for another seed.
     let repeat = (req.temperature > 0.0 && n > 0)
         .then(|| {
-            earlier
-                .iter()
-                .find(|e| e.seed != req.seed && e.tokens == got.tokens)
+            earlier.iter().find(|e| {
+                let common = e.tokens.len().min(n);
+                e.seed != req.seed && common > 0 && e.tokens[..common] == got.tokens[..common]
+            })
         })
         .flatten();
     put(
@@ -419,13 +482,14 @@ pub fn check_scored(
             Some(e) => {
                 // At any temperature T the chance of sampling a token is at
                 // most (p / p_top)^(1/T): an upper bound on a repeat by chance.
-                let ln_bound: f64 = scored[..n]
+                let common = e.tokens.len().min(n);
+                let ln_bound: f64 = scored[..common]
                     .iter()
                     .map(|p| (p.token_logprob - p.top_logprob) / req.temperature)
                     .sum();
                 if ln_bound < rules.replay_max_probability.ln() {
                     Outcome::Fail(format!(
-                        "the same {n} tokens as the answer for seed {} (sampling repeats them with probability at most {:.1e}): a replayed answer",
+                        "the same {common} tokens as the answer for seed {} (sampling repeats them with probability at most {:.1e}): a replayed answer",
                         e.seed,
                         ln_bound.exp()
                     ))
@@ -518,6 +582,7 @@ pub fn scored_from_prompt_logprobs(
     Ok(Scored {
         positions,
         prompt_tokens: (prompt.len() - n) as u64,
+        eos: eos.to_string(),
     })
 }
 

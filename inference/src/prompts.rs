@@ -104,7 +104,8 @@ pub struct Drawn {
 
 /// Draws a request; `earlier` prompts may be asked again with a new seed.
 pub fn draw(r: &RequestRanges, d: &mut Draw, earlier: &[String]) -> Drawn {
-    let prompt = if !earlier.is_empty() && d.range(1, r.repeat_one_in.max(1)) == 1 {
+    let repeat = !earlier.is_empty() && d.range(1, r.repeat_one_in.max(1)) == 1;
+    let prompt = if repeat {
         earlier[d.range(0, earlier.len() as u64 - 1) as usize].clone()
     } else {
         let words = d.range(r.min_prompt_words as u64, r.max_prompt_words as u64);
@@ -117,7 +118,9 @@ pub fn draw(r: &RequestRanges, d: &mut Draw, earlier: &[String]) -> Drawn {
         }
         p
     };
-    let temperature = if d.range(1, r.greedy_one_in.max(1)) == 1 {
+    // A repeated prompt is sampled, never greedy: only a sampled answer
+    // shows a replay (greedy decoding repeats itself by design).
+    let temperature = if !repeat && d.range(1, r.greedy_one_in.max(1)) == 1 {
         0.0
     } else {
         let t = r.min_temperature + d.unit() * (r.max_temperature - r.min_temperature);

@@ -5,7 +5,7 @@
 //! ```text
 //! per (miner, model), over the last `window` answers:
 //!   failure rate = failed / asked           dropped (0) when ≥ max_failure_rate over > min_asked_for_drop
-//!   model score  = median tokens/s of the verified answers
+//!   model score  = median speed of its answers, a failed one counting 0
 //! per miner:
 //!   success rate = verified / asked, over its models
 //!   score        = 0 when success rate < min_success_rate or verified < min_completed,
@@ -90,6 +90,16 @@ impl Windows {
         }
     }
 
+    /// The (uid, model) windows held.
+    pub fn keys(&self) -> Vec<(u16, String)> {
+        self.by.keys().cloned().collect()
+    }
+
+    /// Keeps only the windows of models `keep` says yes to.
+    pub fn retain_models(&mut self, keep: impl Fn(&str) -> bool) {
+        self.by.retain(|(_, m), _| keep(m));
+    }
+
     /// Forget a uid (a new hotkey took it).
     pub fn forget(&mut self, uid: u16) {
         self.by.retain(|(u, _), _| *u != uid);
@@ -102,6 +112,15 @@ impl Windows {
             if *u != uid {
                 continue;
             }
+            // A failed answer counts as speed 0 in the median: failing the
+            // slow requests on purpose does not lift it.
+            let speeds: Vec<f64> = w
+                .iter()
+                .map(|a| match a {
+                    Answer::Verified { tps, .. } => *tps,
+                    Answer::Failed(_) => 0.0,
+                })
+                .collect();
             let tps: Vec<f64> = w
                 .iter()
                 .filter_map(|a| match a {
@@ -126,7 +145,7 @@ impl Windows {
                 ));
                 continue;
             }
-            let m = median(tps);
+            let m = median(speeds);
             score += m;
             let last = w.iter().rev().find_map(|a| match a {
                 Answer::Failed(why) => Some(why.as_str()),

@@ -44,16 +44,21 @@ pub enum StreamError {
 #[derive(Debug, Default)]
 pub struct StreamReader {
     buf: Vec<u8>,
+    /// Where the search for the next event's end resumes.
+    scanned: usize,
     pub observed: Observed,
 }
 
 impl StreamReader {
     pub fn feed(&mut self, bytes: &[u8], at: f64) -> Result<(), StreamError> {
         self.buf.extend_from_slice(bytes);
-        while let Some(end) = find_event_end(&self.buf) {
+        // Each byte is looked at once, however the stream is cut.
+        while let Some(end) = find_event_end(&self.buf, self.scanned) {
             let event: Vec<u8> = self.buf.drain(..end.0 + end.1).collect();
+            self.scanned = 0;
             self.event(&event[..end.0], at)?;
         }
+        self.scanned = self.buf.len().saturating_sub(3);
         if self.buf.len() > MAX_EVENT {
             return Err(StreamError::EventTooLarge);
         }
@@ -150,9 +155,10 @@ fn truncate(s: &str) -> String {
     s.chars().take(200).collect()
 }
 
-/// The end of the first event in `buf`: (its length, the separator's).
-fn find_event_end(buf: &[u8]) -> Option<(usize, usize)> {
-    for i in 0..buf.len() {
+/// The end of the first event in `buf`, searching from `from`: (its
+/// length, the separator's).
+fn find_event_end(buf: &[u8], from: usize) -> Option<(usize, usize)> {
+    for i in from..buf.len() {
         if buf[i..].starts_with(b"\n\n") {
             return Some((i, 2));
         }

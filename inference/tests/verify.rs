@@ -147,6 +147,57 @@ async fn each_cheater_fails_the_check_that_names_it() {
     let why = failed(&v, "v5.finish");
     assert!(why.contains("cut short"), "{why}");
 
+    // Another model at temperature 0: not the reference's greedy choice.
+    let greedy = Request {
+        temperature: 0.0,
+        ..r.clone()
+    };
+    let url_other = start(ToyConfig {
+        behaviour: Behaviour::OtherModel("toy/tvm-toy-other".into()),
+        ..ToyConfig::honest(&[MODEL])
+    })
+    .await;
+    let v = verdict(&greedy, &ask(&url_other, &greedy, true).await, &[]);
+    assert!(
+        matches!(v.get("v5.greedy"), Some(Outcome::Fail(_))),
+        "{:?}",
+        v.checks
+    );
+
+    // A precomputed continuation cut to the new length, for a new seed.
+    let url_honest = start(ToyConfig::honest(&[MODEL])).await;
+    let first = ask(&url_honest, &r, true).await;
+    let mut cut = first.clone();
+    let keep = first.tokens.len() - 1;
+    cut.tokens.truncate(keep);
+    cut.logprobs.truncate(keep);
+    cut.arrivals.truncate(keep);
+    cut.finish_reason = Some("length".into());
+    cut.completion_tokens = Some(keep as u64);
+    let again = Request {
+        seed: r.seed + 17,
+        max_tokens: keep,
+        ..r.clone()
+    };
+    let v = verdict(
+        &again,
+        &cut,
+        &[Earlier {
+            seed: r.seed,
+            tokens: first.tokens.clone(),
+        }],
+    );
+    let why = failed(&v, "v5.replay");
+    assert!(why.contains("a replayed answer"), "{why}");
+
+    // More tokens than asked for fails before any reference is asked.
+    let short = Request {
+        max_tokens: 2,
+        ..r.clone()
+    };
+    let why = tvm_inference::check::precheck(&short, &first).unwrap();
+    assert!(why.starts_with("v5.finish: "), "{why}");
+
     // Lying about usage (billing three times the tokens).
     let url = start(ToyConfig {
         behaviour: Behaviour::UsageTimes(3.0),

@@ -60,7 +60,7 @@ fn now_ms() -> u64 {
 }
 
 /// Read at most `limit` bytes of a response body.
-async fn read_limited(
+pub async fn read_limited(
     mut resp: reqwest::Response,
     limit: usize,
     url: &str,
@@ -238,6 +238,7 @@ impl Attester {
         path: &str,
         body: Option<&[u8]>,
         cvm_id: &str,
+        timeout: Duration,
     ) -> Result<reqwest::Response, AttestError> {
         let entry = NodeEntry {
             ip: node.to_string(),
@@ -260,6 +261,8 @@ impl Attester {
                     .body(b.to_vec()),
                 None => self.client.get(&url),
             };
+            // The whole exchange, the streamed answer included.
+            let req = req.timeout(timeout);
             let resp = match self
                 .signed(req, body.unwrap_or_default(), miner)
                 .send()

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use tvm_inference::check::{
-    check_scored, score_with, scored_from_prompt_logprobs, scoring_request, Earlier, Reference,
-    Request, Rules, Scored,
+    check_scored, precheck, score_with, scored_from_prompt_logprobs, scoring_request, Earlier,
+    Reference, Request, Rules, Scored,
 };
 use tvm_inference::prompts::{draw, Draw, RequestRanges};
 use tvm_inference::score::{Answer, ScoreRules, Windows};
@@ -150,6 +150,8 @@ pub struct V5 {
     pub cfg: V5Config,
     /// For reference servers (the validator's own, usually on its network).
     client: reqwest::Client,
+    /// Scoring calls in flight at once.
+    reference_turns: tokio::sync::Semaphore,
     windows: Mutex<Windows>,
     history: Mutex<HashMap<(u16, String), Answers>>,
     holders: Mutex<HashMap<u16, String>>,
@@ -176,6 +178,7 @@ impl V5 {
         Ok(V5 {
             cfg,
             client,
+            reference_turns: tokio::sync::Semaphore::new(4),
             windows: Mutex::new(Windows::default()),
             history: Mutex::new(HashMap::new()),
             holders: Mutex::new(HashMap::new()),
@@ -252,35 +255,66 @@ impl V5 {
                 }
             }
         }
-        // Nodes are asked side by side, and the whole phase has a deadline:
-        // a node that drips its answers slowly delays no one's weights.
+        // Nodes are asked side by side, in an order no miner can count on,
+        // and the whole phase has a deadline: a node that drips its answers
+        // slowly delays no one's weights. Answers count as they come in.
         use futures_util::StreamExt;
-        let asked = futures_util::stream::iter(nodes.iter().filter_map(|n| {
+        let mut order: Vec<&NodeResult> = nodes.iter().collect();
+        shuffle(&mut order);
+        let answers_in: Mutex<Vec<AnswerSeen>> = Mutex::new(Vec::new());
+        let answers_ref = &answers_in;
+        let asked = futures_util::stream::iter(order.into_iter().filter_map(|n| {
             let (Some(true), Some(cvm)) = (n.accepted, &n.cvm_id) else {
                 return None;
             };
             let miner = AccountId::from_ss58(&n.miner_hotkey).ok()?;
-            Some(async move { self.node(attester, n, &miner, cvm, epoch).await })
+            Some(async move {
+                self.node(attester, n, &miner, cvm, epoch, answers_ref)
+                    .await
+            })
         }))
         .buffer_unordered(self.cfg.concurrency.max(1))
-        .collect::<Vec<_>>();
-        let answers: Vec<AnswerSeen> =
-            match tokio::time::timeout(Duration::from_secs(self.cfg.phase_seconds), asked).await {
-                Ok(per_node) => per_node.into_iter().flatten().collect(),
-                Err(_) => {
-                    tracing::warn!(
-                        seconds = self.cfg.phase_seconds,
-                        "the v5 phase ran out of time: answers not in by then are not counted"
+        .collect::<Vec<()>>();
+        if tokio::time::timeout(Duration::from_secs(self.cfg.phase_seconds), asked)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                seconds = self.cfg.phase_seconds,
+                "the v5 phase ran out of time: answers not in by then are not counted"
+            );
+        }
+        let answers = answers_in.into_inner().unwrap_or_else(|e| e.into_inner());
+        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        // A window that got nothing this round (the node not accepted, the
+        // model no longer served, no answer in time) records a failure, so
+        // a miner is not paid on an old window after it stops serving; one
+        // of a model this validator no longer scores is dropped.
+        let asked_now: std::collections::HashSet<(u16, &str)> =
+            answers.iter().map(|a| (a.uid, a.model.as_str())).collect();
+        windows.retain_models(|m| self.cfg.models.contains_key(m));
+        for (uid, model) in windows.keys() {
+            if !asked_now.contains(&(uid, model.as_str())) {
+                // As many as a served round would have brought.
+                for _ in 0..self.cfg.requests_per_model {
+                    windows.record(
+                        &self.cfg.score,
+                        uid,
+                        &model,
+                        Answer::Failed(
+                        "v5.request: not asked this round (the node was not accepted, no longer lists the model, or did not answer in time)"
+                            .into(),
+                        ),
                     );
-                    Vec::new()
                 }
-            };
+            }
+        }
         let mut out = V5Round {
             answers,
             ..V5Round::default()
         };
-        let windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
         let mut uids: Vec<u16> = nodes.iter().map(|n| n.miner_uid).collect();
+        uids.extend(windows.keys().into_iter().map(|(u, _)| u));
         uids.sort_unstable();
         uids.dedup();
         for uid in uids {
@@ -302,20 +336,22 @@ impl V5 {
         miner: &AccountId,
         cvm: &str,
         epoch: u64,
-    ) -> Vec<AnswerSeen> {
+        sink: &Mutex<Vec<AnswerSeen>>,
+    ) {
         let listed = match self.models(attester, n, miner, cvm).await {
             Ok(m) => m,
             // No runtime, or none reachable: nothing asked, nothing scored.
             Err(e) => {
                 tracing::debug!(node = %n.node, error = %e, "no inference models");
-                return Vec::new();
+                return;
             }
         };
-        let mut seen = Vec::new();
-        for model in listed
+        // Each configured model once, however often the node lists it.
+        let served: std::collections::BTreeSet<&String> = listed
             .iter()
             .filter(|m| self.cfg.models.contains_key(m.as_str()))
-        {
+            .collect();
+        for model in served {
             let Some(scorer) = self.reference(model) else {
                 continue;
             };
@@ -324,26 +360,30 @@ impl V5 {
                     .ask(attester, n, miner, cvm, model, &scorer, epoch, i)
                     .await;
                 let (verified, detail) = match &a {
-                    Answer::Verified { tps, ttft } => (
+                    Some(Answer::Verified { tps, ttft }) => (
                         true,
                         format!("{tps:.1} tokens/s, first token {:.0} ms", ttft * 1e3),
                     ),
-                    Answer::Failed(why) => (false, why.clone()),
+                    Some(Answer::Failed(why)) => (false, why.clone()),
+                    None => (false, "not scored: the reference could not score it (the validator's side; nothing recorded)".into()),
                 };
-                self.windows
-                    .lock()
+                if let Some(a) = a {
+                    self.windows
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .record(&self.cfg.score, n.miner_uid, model, a);
+                }
+                sink.lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .record(&self.cfg.score, n.miner_uid, model, a);
-                seen.push(AnswerSeen {
-                    uid: n.miner_uid,
-                    node: n.node.clone(),
-                    model: model.clone(),
-                    verified,
-                    detail,
-                });
+                    .push(AnswerSeen {
+                        uid: n.miner_uid,
+                        node: n.node.clone(),
+                        model: model.clone(),
+                        verified,
+                        detail,
+                    });
             }
         }
-        seen
     }
 
     async fn models(
@@ -354,10 +394,19 @@ impl V5 {
         cvm: &str,
     ) -> Result<Vec<String>, String> {
         let resp = attester
-            .inference(&n.node, miner, "/v1/models", None, cvm)
+            .inference(
+                &n.node,
+                miner,
+                "/v1/models",
+                None,
+                cvm,
+                Duration::from_secs(self.cfg.timeout_seconds.min(30)),
+            )
             .await
             .map_err(|e| e.to_string())?;
-        let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
+        let bytes = crate::attest::read_limited(resp, 64 * 1024, "/v1/models")
+            .await
+            .map_err(|e| e.to_string())?;
         let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
         Ok(v.get("data")
             .and_then(|d| d.as_array())
@@ -381,7 +430,7 @@ impl V5 {
         scorer: &Scorer,
         epoch: u64,
         i: usize,
-    ) -> Answer {
+    ) -> Option<Answer> {
         let key = (n.miner_uid, model.to_string());
         let earlier_prompts: Vec<String> = self
             .history
@@ -394,7 +443,8 @@ impl V5 {
         // round and position (so one round's requests differ).
         let mut secret = [0u8; 32];
         if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret).is_err() {
-            return Answer::Failed("no system randomness on the validator".into());
+            tracing::error!("no system randomness on the validator: v5 request not sent");
+            return None;
         }
         let mut d =
             Draw::new(&[&secret[..], &epoch.to_le_bytes(), &(i as u64).to_le_bytes()].concat());
@@ -428,6 +478,7 @@ impl V5 {
                     "/v1/chat/completions",
                     Some(body.as_bytes()),
                     cvm,
+                    limit,
                 )
                 .await
                 .map_err(|e| format!("v5.request: {e}"))?;
@@ -451,11 +502,17 @@ impl V5 {
         };
         let observed = match tokio::time::timeout(limit, read).await {
             Ok(Ok(o)) => o,
-            Ok(Err(why)) => return Answer::Failed(why),
+            Ok(Err(why)) => return Some(Answer::Failed(why)),
             Err(_) => {
-                return Answer::Failed(format!("v5.request: no whole answer within {limit:?}"))
+                return Some(Answer::Failed(format!(
+                    "v5.request: no whole answer within {limit:?}"
+                )))
             }
         };
+        // What fails without a reference fails before one is asked.
+        if let Some(why) = precheck(&req, &observed) {
+            return Some(Answer::Failed(why));
+        }
         let earlier: Vec<Earlier> = self
             .history
             .lock()
@@ -468,17 +525,30 @@ impl V5 {
                     .collect()
             })
             .unwrap_or_default();
-        let scored = self.score(scorer, &req, &observed).await;
+        let scored = {
+            // At most a few scoring calls at once: the reference is shared.
+            let _turn = self.reference_turns.acquire().await.ok();
+            self.score(scorer, &req, &observed).await
+        };
+        // The reference failing is the validator's problem, not the miner's.
+        let scored = match scored {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(node = %n.node, model, error = %e, "v5 answer not scored: the reference failed");
+                return None;
+            }
+        };
         let mut pick = |len: usize| d.range(0, len as u64 - 1) as usize;
         let verdict = check_scored(
             &self.cfg.rules,
             &req,
             &observed,
-            scored,
+            Ok(scored),
             &earlier,
             &mut pick,
         );
-        {
+        if verdict.passed() {
+            // Verified answers only: what a replay could be compared with.
             let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
             let h = history.entry(key).or_default();
             h.push_back((
@@ -493,7 +563,7 @@ impl V5 {
             }
         }
         if let Some(why) = verdict.failure() {
-            return Answer::Failed(why);
+            return Some(Answer::Failed(why));
         }
         // Paid speed: tokens over the whole time from the request to the
         // last token. Holding tokens back and sending them in one burst
@@ -504,10 +574,10 @@ impl V5 {
         } else {
             0.0
         };
-        Answer::Verified {
+        Some(Answer::Verified {
             tps,
             ttft: observed.ttft().unwrap_or(last),
-        }
+        })
     }
 }
 
@@ -524,4 +594,17 @@ fn reference_tls() -> Result<rustls::ClientConfig, String> {
         .with_root_certificates(roots)
         .with_no_client_auth(),
     )
+}
+
+/// Shuffles in place with the system's randomness (Fisher–Yates).
+fn shuffle<T>(v: &mut [T]) {
+    let rng = ring::rand::SystemRandom::new();
+    for i in (1..v.len()).rev() {
+        let mut b = [0u8; 8];
+        if ring::rand::SecureRandom::fill(&rng, &mut b).is_err() {
+            return;
+        }
+        let j = (u64::from_le_bytes(b) % (i as u64 + 1)) as usize;
+        v.swap(i, j);
+    }
 }

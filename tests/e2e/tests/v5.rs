@@ -86,6 +86,16 @@ async fn inference_counts_only_from_the_attested_cvm() {
     assert_eq!(found.answers.len(), 3, "{found:?}");
     assert!(found.answers.iter().all(|x| x.verified), "{found:?}");
     assert!(found.scores[&2] > 0.0, "{found:?}");
+    // Rounds in which the node is not asked (not accepted, or serving no
+    // more) count against it: an old window does not keep paying.
+    let later = v.probe(&att, &[], 2).await;
+    assert!(
+        later.reasons[&2].contains("not asked this round"),
+        "{later:?}"
+    );
+    assert!(later.scores[&2] < found.scores[&2], "{later:?}");
+    let later = v.probe(&att, &[], 3).await;
+    assert_eq!(later.scores[&2], 0.0, "{later:?}");
 
     // The same node listed with the CVM id the round attested, but its
     // inference answered by another CVM (another key): nothing is asked of
@@ -104,6 +114,7 @@ async fn inference_counts_only_from_the_attested_cvm() {
             "/v1/models",
             None,
             &hex::encode(a.tls_spki_sha256),
+            Duration::from_secs(10),
         )
         .await
         .unwrap_err();
