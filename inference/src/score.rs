@@ -121,16 +121,9 @@ impl Windows {
                     Answer::Failed(_) => 0.0,
                 })
                 .collect();
-            let tps: Vec<f64> = w
-                .iter()
-                .filter_map(|a| match a {
-                    Answer::Verified { tps, .. } => Some(*tps),
-                    Answer::Failed(_) => None,
-                })
-                .collect();
-            let failed = w.len() - tps.len();
+            let failed = w.iter().filter(|a| matches!(a, Answer::Failed(_))).count();
             asked += w.len();
-            verified += tps.len();
+            verified += w.len() - failed;
             let rate = failed as f64 / w.len().max(1) as f64;
             if w.len() > rules.min_asked_for_drop && rate >= rules.max_failure_rate {
                 let last = w.iter().rev().find_map(|a| match a {

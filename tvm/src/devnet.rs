@@ -240,6 +240,21 @@ async fn start_rogue(
     Ok(())
 }
 
+/// [`agent_config`] with a sealed runtime at `upstream` serving [`TOY_MODEL`].
+pub fn serving_config(
+    sim: &Path,
+    miner: &str,
+    gpus: usize,
+    upstream: &str,
+) -> Result<Config, DevnetError> {
+    let mut cfg = agent_config(sim, miner, gpus)?;
+    cfg.runtime.upstream = Some(upstream.to_string());
+    cfg.runtime
+        .models
+        .insert(TOY_MODEL.into(), tvm_agent::config::ModelRoute::default());
+    Ok(cfg)
+}
+
 /// The model the devnet's sealed runtimes serve: the deterministic toy.
 pub const TOY_MODEL: &str = "toy/tvm-toy-1";
 
@@ -296,14 +311,8 @@ async fn start_network(
         "toy/tvm-toy-impostor".into(),
     ))
     .await?;
-    let serving = |miner: &str, gpus: usize, upstream: &str| -> Result<Config, DevnetError> {
-        let mut cfg = agent_config(&sim, miner, gpus)?;
-        cfg.runtime.upstream = Some(upstream.to_string());
-        cfg.runtime
-            .models
-            .insert(TOY_MODEL.into(), tvm_agent::config::ModelRoute::default());
-        Ok(cfg)
-    };
+    let serving =
+        |miner: &str, gpus: usize, upstream: &str| serving_config(&sim, miner, gpus, upstream);
     let mut agents = vec![
         start_agent_with(serving(MINERS[0], 2, &honest_lm)?, at(11))?,
         start_agent_with(serving(MINERS[0], 1, &honest_lm)?, at(12))?,
@@ -429,22 +438,8 @@ async fn start_network(
             burn_uid: 0,
             ..Default::default()
         },
-        v5: Some(tvm_validator::v5::V5Config {
-            models: [(
-                TOY_MODEL.to_string(),
-                tvm_validator::v5::ModelConfig {
-                    reference: tvm_validator::v5::ReferenceConfig::Toy,
-                },
-            )]
-            .into(),
-            requests_per_model: 3,
-            // One round is enough to be paid on the devnet.
-            score: tvm_inference::score::ScoreRules {
-                min_completed: 3,
-                ..Default::default()
-            },
-            ..Default::default()
-        }),
+        // One round (three answers a node) is enough to be paid on the devnet.
+        v5: Some(tvm_validator::v5::V5Config::toy(TOY_MODEL, 3)),
         ..RunConfig::default()
     };
     Ok((

@@ -307,6 +307,20 @@ fn a_build_refuses_a_login_path_or_an_unpinned_file() {
     let bin = img.dir.parent().unwrap().join("bin");
     let build = Path::new(env!("CARGO_MANIFEST_DIR")).join("../image/build");
     let work = tempfile::tempdir().unwrap();
+    // A production build from the same binaries with one --extra folder.
+    let build_with = |extra: &Path| {
+        Command::new(&build)
+            .args(["--variant", "production", "--agent"])
+            .arg(bin.join("tvm-agent"))
+            .arg("--init")
+            .arg(bin.join("tvm-init"))
+            .arg("--extra")
+            .arg(extra)
+            .arg("--out")
+            .arg(work.path().join("out"))
+            .output()
+            .unwrap()
+    };
     let sha = |b: &[u8]| {
         use sha2::Digest;
         hex::encode(sha2::Sha256::digest(b))
@@ -351,17 +365,7 @@ fn a_build_refuses_a_login_path_or_an_unpinned_file() {
             Some(other) => format!("{}  {file}\n", sha(other)),
         };
         std::fs::write(extra.join("extra.lock"), lock).unwrap();
-        let out = Command::new(&build)
-            .args(["--variant", "production", "--agent"])
-            .arg(bin.join("tvm-agent"))
-            .arg("--init")
-            .arg(bin.join("tvm-init"))
-            .arg("--extra")
-            .arg(&extra)
-            .arg("--out")
-            .arg(work.path().join("out"))
-            .output()
-            .unwrap();
+        let out = build_with(&extra);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{file}: built anyway");
         assert!(err.contains(refusal), "{file}: no {refusal:?} in {err}");
@@ -379,17 +383,7 @@ fn a_build_refuses_a_login_path_or_an_unpinned_file() {
         format!("{}  ./usr/share/tvm/models.txt\n", sha(b"toy\n")),
     )
     .unwrap();
-    let out = Command::new(&build)
-        .args(["--variant", "production", "--agent"])
-        .arg(bin.join("tvm-agent"))
-        .arg("--init")
-        .arg(bin.join("tvm-init"))
-        .arg("--extra")
-        .arg(&extra)
-        .arg("--out")
-        .arg(work.path().join("out"))
-        .output()
-        .unwrap();
+    let out = build_with(&extra);
     assert!(
         out.status.success(),
         "{}",

@@ -84,6 +84,27 @@ impl Default for V5Config {
 }
 
 impl V5Config {
+    /// Scores `model` against the built-in toy reference with `requests`
+    /// answers a node and model each round, paid from the first round's
+    /// (devnet and tests).
+    pub fn toy(model: &str, requests: usize) -> Self {
+        V5Config {
+            models: [(
+                model.to_string(),
+                ModelConfig {
+                    reference: ReferenceConfig::Toy,
+                },
+            )]
+            .into(),
+            requests_per_model: requests,
+            score: ScoreRules {
+                min_completed: requests,
+                ..ScoreRules::default()
+            },
+            ..V5Config::default()
+        }
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.models.is_empty() {
             return Err("v5.models lists no model: nothing could be scored".into());

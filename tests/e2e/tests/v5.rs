@@ -9,9 +9,9 @@ use std::time::Duration;
 use tvm_agent::{Agent, Running};
 use tvm_e2e::{free_port, key, validator_attester};
 use tvm_validator::scoring::NodeResult;
-use tvm_validator::v5::{ModelConfig, ReferenceConfig, V5Config, V5};
+use tvm_validator::v5::{ReferenceConfig, V5Config, V5};
 
-const MODEL: &str = "toy/tvm-toy-1";
+const MODEL: &str = tvm::devnet::TOY_MODEL;
 const MINER: &str = "//Miner1";
 
 async fn toy(behaviour: tvm_inference::server::Behaviour) -> String {
@@ -27,11 +27,7 @@ async fn toy(behaviour: tvm_inference::server::Behaviour) -> String {
 }
 
 fn serving_agent(sim: &std::path::Path, upstream: &str, last: u8) -> Running {
-    let mut cfg = tvm::devnet::agent_config(sim, MINER, 1).unwrap();
-    cfg.runtime.upstream = Some(upstream.to_string());
-    cfg.runtime
-        .models
-        .insert(MODEL.into(), tvm_agent::config::ModelRoute::default());
+    let cfg = tvm::devnet::serving_config(sim, MINER, 1, upstream).unwrap();
     let ip = [127, 0, 0, last];
     let at = SocketAddr::from((ip, free_port(ip).unwrap()));
     Agent::build(&cfg).unwrap().start_at(at).unwrap()
@@ -52,22 +48,7 @@ fn node(at: &Running, cvm: &[u8; 32]) -> NodeResult {
 }
 
 fn v5() -> V5 {
-    V5::new(V5Config {
-        models: [(
-            MODEL.to_string(),
-            ModelConfig {
-                reference: ReferenceConfig::Toy,
-            },
-        )]
-        .into(),
-        requests_per_model: 3,
-        score: tvm_inference::score::ScoreRules {
-            min_completed: 3,
-            ..Default::default()
-        },
-        ..Default::default()
-    })
-    .unwrap()
+    V5::new(V5Config::toy(MODEL, 3)).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -162,26 +143,15 @@ async fn a_reference_server_scores_answers_as_the_built_in_one_does() {
     ))
     .await;
     let remote = || {
-        V5::new(V5Config {
-            models: [(
-                MODEL.to_string(),
-                ModelConfig {
-                    reference: ReferenceConfig::Openai {
-                        url: reference.clone(),
-                        eos: tvm_inference::toy::EOS.into(),
-                        served_as: None,
-                    },
-                },
-            )]
-            .into(),
-            requests_per_model: 4,
-            score: tvm_inference::score::ScoreRules {
-                min_completed: 3,
-                ..Default::default()
-            },
-            ..Default::default()
-        })
-        .unwrap()
+        let mut cfg = V5Config::toy(MODEL, 4);
+        if let Some(m) = cfg.models.get_mut(MODEL) {
+            m.reference = ReferenceConfig::Openai {
+                url: reference.clone(),
+                eos: tvm_inference::toy::EOS.into(),
+                served_as: None,
+            };
+        }
+        V5::new(cfg).unwrap()
     };
     let a = serving_agent(&sim, &honest, 64);
     let found = remote()
