@@ -3,10 +3,12 @@
 //! speed (`stream`), whether the answer is the model's (`check`, against a
 //! `Reference`), and how answers become a score (`score`). `toy` is a
 //! deterministic model with known probabilities for tests and the devnet;
+//! `gguf` runs a real small model on the CPU, as a reference and upstream;
 //! with feature `server`, `server` serves it over the OpenAI API, honestly
 //! or as the cheaters the tests need.
 
 pub mod check;
+pub mod gguf;
 pub mod prompts;
 pub mod score;
 pub mod stream;

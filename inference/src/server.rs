@@ -15,7 +15,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use crate::toy::{token_text, tokenize, Finish, Generation, ToyLm};
+use crate::gguf::GgufLm;
+use crate::toy::{token_text, tokenize, Finish, ToyLm};
 
 /// How the server answers.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,6 +41,10 @@ pub struct ToyConfig {
     pub first_token: Duration,
     /// ...and between tokens.
     pub per_token: Duration,
+    /// A real model to serve under every name instead of the toy (chat
+    /// template applied on `/v1/chat/completions`); `OtherModel` still
+    /// serves the toy.
+    pub gguf: Option<Arc<GgufLm>>,
 }
 
 impl ToyConfig {
@@ -49,13 +54,23 @@ impl ToyConfig {
             behaviour: Behaviour::Honest,
             first_token: Duration::ZERO,
             per_token: Duration::ZERO,
+            gguf: None,
         }
     }
 }
 
 struct ServerState {
     cfg: ToyConfig,
-    cache: Mutex<HashMap<String, Generation>>,
+    cache: Mutex<HashMap<String, Answer>>,
+}
+
+/// An answer: token texts and their log-probabilities.
+#[derive(Clone)]
+struct Answer {
+    tokens: Vec<String>,
+    logprobs: Vec<f64>,
+    finish: Finish,
+    prompt_tokens: usize,
 }
 
 pub fn router(cfg: ToyConfig) -> Router {
@@ -109,19 +124,77 @@ async fn chat(State(s): State<Arc<ServerState>>, Json(body): Json<Value>) -> Res
         .and_then(Value::as_str)
         .map(String::from);
     match prompt {
-        Some(p) => answer(&s, &body, &p, true),
+        Some(p) => answer(s, body, p, true).await,
         None => bad("messages must hold a user message with text content"),
     }
 }
 
 async fn completions(State(s): State<Arc<ServerState>>, Json(body): Json<Value>) -> Response {
-    match body.get("prompt").and_then(Value::as_str) {
-        Some(p) => answer(&s, &body, p, false),
+    match body.get("prompt").and_then(Value::as_str).map(String::from) {
+        Some(p) => answer(s, body, p, false).await,
         None => bad("prompt must be a string"),
     }
 }
 
-fn answer(s: &ServerState, body: &Value, prompt: &str, chat: bool) -> Response {
+/// The model's answer to `prompt` as `s` is set to give it.
+fn generate(
+    s: &ServerState,
+    model: &str,
+    prompt: &str,
+    chat: bool,
+    temperature: f64,
+    seed: u64,
+    max_tokens: usize,
+) -> Result<Answer, String> {
+    let mut a = match (&s.cfg.gguf, &s.cfg.behaviour) {
+        (Some(lm), b) if !matches!(b, Behaviour::OtherModel(_)) => {
+            let (g, prompt_tokens) = lm.generate(prompt, chat, temperature, seed, max_tokens)?;
+            Answer {
+                tokens: g
+                    .tokens
+                    .iter()
+                    .map(|t| lm.vocab().token_text(*t as u32).to_string())
+                    .collect(),
+                logprobs: g.logprobs,
+                finish: g.finish,
+                prompt_tokens,
+            }
+        }
+        (_, b) => {
+            let weights = match b {
+                Behaviour::OtherModel(other) => ToyLm::new(other),
+                _ => ToyLm::new(model),
+            };
+            let prompt_tokens = tokenize(prompt);
+            let g = weights.generate(&prompt_tokens, temperature, seed, max_tokens);
+            Answer {
+                tokens: g
+                    .tokens
+                    .iter()
+                    .map(|t| token_text(*t).to_string())
+                    .collect(),
+                logprobs: g.logprobs,
+                finish: g.finish,
+                prompt_tokens: prompt_tokens.len(),
+            }
+        }
+    };
+    match &s.cfg.behaviour {
+        Behaviour::Truncate(n) if a.tokens.len() > *n => {
+            a.tokens.truncate(*n);
+            a.logprobs.truncate(*n);
+            a.finish = Finish::Stop;
+        }
+        Behaviour::Replay => {
+            let mut cache = s.cache.lock().unwrap_or_else(|e| e.into_inner());
+            a = cache.entry(prompt.to_string()).or_insert(a).clone();
+        }
+        _ => {}
+    }
+    Ok(a)
+}
+
+async fn answer(s: Arc<ServerState>, body: Value, prompt: String, chat: bool) -> Response {
     let Some(model) = body.get("model").and_then(Value::as_str) else {
         return bad("model is required");
     };
@@ -142,43 +215,41 @@ fn answer(s: &ServerState, body: &Value, prompt: &str, chat: bool) -> Response {
         .and_then(Value::as_u64)
         .unwrap_or(16)
         .min(4096) as usize;
-    let weights = match &s.cfg.behaviour {
-        Behaviour::OtherModel(other) => ToyLm::new(other),
-        _ => ToyLm::new(model),
+    // A real model takes a while: off the server's threads.
+    let run = {
+        let (s, model, prompt) = (s.clone(), model.to_string(), prompt.clone());
+        move || generate(&s, &model, &prompt, chat, temperature, seed, max_tokens)
     };
-    let prompt_tokens = tokenize(prompt);
-    let mut g = weights.generate(&prompt_tokens, temperature, seed, max_tokens);
-    match &s.cfg.behaviour {
-        Behaviour::Truncate(n) if g.tokens.len() > *n => {
-            g.tokens.truncate(*n);
-            g.logprobs.truncate(*n);
-            g.finish = Finish::Stop;
+    let g = match tokio::task::spawn_blocking(run).await {
+        Ok(Ok(g)) => g,
+        Ok(Err(e)) => {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(json!({"error": {"message": e, "type": "server_error"}})),
+            )
+                .into_response()
         }
-        Behaviour::Replay => {
-            let mut cache = s.cache.lock().unwrap_or_else(|e| e.into_inner());
-            g = cache.entry(prompt.to_string()).or_insert(g).clone();
-        }
-        _ => {}
-    }
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    };
     let usage_factor = match s.cfg.behaviour {
         Behaviour::UsageTimes(f) => f,
         _ => 1.0,
     };
     let usage = json!({
-        "prompt_tokens": prompt_tokens.len(),
+        "prompt_tokens": g.prompt_tokens,
         "completion_tokens": ((g.tokens.len() as f64) * usage_factor).round() as u64,
-        "total_tokens": prompt_tokens.len() + g.tokens.len(),
+        "total_tokens": g.prompt_tokens + g.tokens.len(),
     });
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     if !stream {
-        let text: String = g.tokens.iter().map(|t| token_text(*t)).collect();
+        let text: String = g.tokens.concat();
         let choice = if chat {
             json!({"index": 0, "message": {"role": "assistant", "content": text},
-                   "logprobs": {"content": g.tokens.iter().zip(&g.logprobs).map(|(t, l)| json!({"token": token_text(*t), "logprob": l})).collect::<Vec<_>>()},
+                   "logprobs": {"content": g.tokens.iter().zip(&g.logprobs).map(|(t, l)| json!({"token": t, "logprob": l})).collect::<Vec<_>>()},
                    "finish_reason": g.finish.as_str()})
         } else {
             json!({"index": 0, "text": text,
-                   "logprobs": {"tokens": g.tokens.iter().map(|t| token_text(*t)).collect::<Vec<_>>(), "token_logprobs": g.logprobs},
+                   "logprobs": {"tokens": g.tokens, "token_logprobs": g.logprobs},
                    "finish_reason": g.finish.as_str()})
         };
         return Json(
@@ -188,8 +259,7 @@ fn answer(s: &ServerState, body: &Value, prompt: &str, chat: bool) -> Response {
         .into_response();
     }
     let mut events: Vec<(Duration, String)> = Vec::new();
-    for (i, (t, l)) in g.tokens.iter().zip(&g.logprobs).enumerate() {
-        let text = token_text(*t);
+    for (i, (text, l)) in g.tokens.iter().zip(&g.logprobs).enumerate() {
         let choice = if chat {
             json!({"index": 0, "delta": {"content": text},
                    "logprobs": {"content": [{"token": text, "logprob": l, "top_logprobs": []}]},
@@ -252,6 +322,9 @@ fn prompt_logprobs(s: &ServerState, body: &Value) -> Response {
     };
     if !s.cfg.models.iter().any(|m| m == model) {
         return bad("model not served here");
+    }
+    if s.cfg.gguf.is_some() {
+        return bad("this server scores with the toy model only (prompt_logprobs)");
     }
     let messages = body.get("messages").and_then(Value::as_array);
     let text = |role: &str| {

@@ -67,17 +67,17 @@ pub fn tokenize(text: &str) -> Vec<usize> {
 
 /// splitmix64: a small, fixed generator (no dependency whose output could
 /// change under us).
-struct Mix(u64);
+pub(crate) struct Mix(pub(crate) u64);
 
 impl Mix {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
     }
-    fn unit(&mut self) -> f64 {
+    pub(crate) fn unit(&mut self) -> f64 {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
@@ -188,22 +188,7 @@ impl ToyLm {
         };
         while g.tokens.len() < max_tokens {
             let lp = self.logprobs(&context);
-            let pick = if temperature <= 0.0 {
-                argmax(&lp)
-            } else {
-                let w: Vec<f64> = lp.iter().map(|x| (x / temperature).exp()).collect();
-                let total: f64 = w.iter().sum();
-                let mut r = rng.unit() * total;
-                let mut pick = VOCAB - 1;
-                for (i, x) in w.iter().enumerate() {
-                    if r < *x {
-                        pick = i;
-                        break;
-                    }
-                    r -= x;
-                }
-                pick
-            };
+            let pick = sample(&lp, temperature, &mut rng);
             if pick == EOS_ID {
                 g.finish = Finish::Stop;
                 break;
@@ -214,6 +199,26 @@ impl ToyLm {
         }
         g
     }
+}
+
+/// Draws the next token from log-probabilities `lp` at `temperature`
+/// (0: the most likely).
+pub(crate) fn sample(lp: &[f64], temperature: f64, rng: &mut Mix) -> usize {
+    if temperature <= 0.0 {
+        return argmax(lp);
+    }
+    // Shifted by the top so that low temperatures cannot overflow.
+    let top = lp.iter().cloned().fold(f64::MIN, f64::max);
+    let w: Vec<f64> = lp.iter().map(|x| ((x - top) / temperature).exp()).collect();
+    let total: f64 = w.iter().sum();
+    let mut r = rng.unit() * total;
+    for (i, x) in w.iter().enumerate() {
+        if r < *x {
+            return i;
+        }
+        r -= x;
+    }
+    lp.len().saturating_sub(1)
 }
 
 pub fn argmax(lp: &[f64]) -> usize {
