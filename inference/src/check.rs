@@ -71,6 +71,9 @@ pub struct Position {
     pub eos_rank: usize,
 }
 
+/// The log-probability a reference gives text that is none of its tokens.
+pub const NOT_A_TOKEN: f64 = -1000.0;
+
 /// A reference copy of a model.
 pub trait Reference {
     fn model(&self) -> &str;
@@ -101,7 +104,7 @@ impl Reference for crate::toy::ToyLm {
             };
             out.push(Position {
                 // A token the model does not have cannot be its output.
-                token_logprob: token.map(|t| lp[t]).unwrap_or(-1000.0),
+                token_logprob: token.map(|t| lp[t]).unwrap_or(NOT_A_TOKEN),
                 top_logprob: top,
                 eos_rank,
             });
@@ -301,6 +304,10 @@ pub fn check_scored(
     put(
         "v5.tokens",
         match worst {
+            Some((i, p)) if p.token_logprob <= NOT_A_TOKEN => Outcome::Fail(format!(
+                "token {i} ({}) is no token of the reference's vocabulary: not this model's output",
+                shown(&got.tokens[i])
+            )),
             Some((i, p)) if p.token_logprob <= rules.min_token_logprob => Outcome::Fail(format!(
                 "token {i} ({}) has log-probability {:.2} under the reference (at most {} fails): not this model's output",
                 shown(&got.tokens[i]), p.token_logprob, rules.min_token_logprob

@@ -23,7 +23,7 @@ use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::{AddedToken, Tokenizer};
 
-use crate::check::{Position, Reference};
+use crate::check::{Position, Reference, NOT_A_TOKEN};
 use crate::toy::{sample, Finish, Generation, Mix};
 
 /// Largest model file loaded: the built-in reference is for small models,
@@ -424,7 +424,7 @@ impl Reference for GgufLm {
                 // Text that is no single token of this model cannot be
                 // its output; what follows is not scored.
                 out.push(Position {
-                    token_logprob: -1000.0,
+                    token_logprob: NOT_A_TOKEN,
                     top_logprob: top,
                     eos_rank,
                 });
@@ -438,7 +438,7 @@ impl Reference for GgufLm {
                 break;
             };
             out.push(Position {
-                token_logprob: lp.get(token as usize).copied().unwrap_or(-1000.0),
+                token_logprob: lp.get(token as usize).copied().unwrap_or(NOT_A_TOKEN),
                 top_logprob: top,
                 eos_rank,
             });

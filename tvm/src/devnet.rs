@@ -28,7 +28,9 @@
 //! toy model (`toy/tvm-toy-1`, a deterministic model with known
 //! probabilities, checked against the built-in toy reference) three
 //! requests each: uid 2 earns the v5 share, uid 3's answers fail
-//! `v5.tokens` and earn it nothing.
+//! `v5.tokens` and earn it nothing. With `--model-file` a real small model
+//! (GGUF) takes the toy's place: served by the honest runtimes, checked by
+//! the validator's built-in reference; the cheater still serves the toy.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -78,6 +80,9 @@ pub struct DevnetOptions {
     pub block_time: Duration,
     /// Blocks per epoch (the first runs at once, whatever the block).
     pub epoch_blocks: u64,
+    /// A real small model (GGUF) for the sealed runtimes to serve and the
+    /// validator to check with its built-in reference, instead of the toy.
+    pub model_file: Option<PathBuf>,
 }
 
 impl Default for DevnetOptions {
@@ -89,6 +94,7 @@ impl Default for DevnetOptions {
             dashboard: SocketAddr::from(([127, 0, 0, 1], 9100)),
             block_time: Duration::from_secs(1),
             epoch_blocks: 60,
+            model_file: None,
         }
     }
 }
@@ -240,26 +246,42 @@ async fn start_rogue(
     Ok(())
 }
 
-/// [`agent_config`] with a sealed runtime at `upstream` serving [`TOY_MODEL`].
+/// [`agent_config`] with a sealed runtime at `upstream` serving `model`.
 pub fn serving_config(
     sim: &Path,
     miner: &str,
     gpus: usize,
     upstream: &str,
+    model: &str,
 ) -> Result<Config, DevnetError> {
     let mut cfg = agent_config(sim, miner, gpus)?;
     cfg.runtime.upstream = Some(upstream.to_string());
     cfg.runtime
         .models
-        .insert(TOY_MODEL.into(), tvm_agent::config::ModelRoute::default());
+        .insert(model.into(), tvm_agent::config::ModelRoute::default());
     Ok(cfg)
 }
 
-/// The model the devnet's sealed runtimes serve: the deterministic toy.
+/// The model the devnet's sealed runtimes serve by default: the deterministic toy.
 pub const TOY_MODEL: &str = "toy/tvm-toy-1";
 
-/// A toy model's OpenAI server on loopback, paced like a (fast) real one.
-async fn start_toy(behaviour: tvm_inference::server::Behaviour) -> Result<String, DevnetError> {
+/// The name a model file is served under: `gguf/` and its file name
+/// without the extension.
+pub fn gguf_model_name(path: &Path) -> String {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    format!("gguf/{stem}")
+}
+
+/// A model's OpenAI server on loopback (the toy, paced like a fast real
+/// one, or a real model as fast as the CPU runs it).
+async fn start_toy(
+    behaviour: tvm_inference::server::Behaviour,
+    model: &str,
+    gguf: Option<Arc<tvm_inference::gguf::GgufLm>>,
+) -> Result<String, DevnetError> {
     let l = tokio::net::TcpListener::bind((host(1), 0))
         .await
         .map_err(setup("toy model server"))?;
@@ -267,11 +289,13 @@ async fn start_toy(behaviour: tvm_inference::server::Behaviour) -> Result<String
         "http://{}",
         l.local_addr().map_err(setup("toy model server"))?
     );
+    let paced = gguf.is_none();
     let cfg = tvm_inference::server::ToyConfig {
         behaviour,
-        first_token: Duration::from_millis(20),
-        per_token: Duration::from_millis(2),
-        ..tvm_inference::server::ToyConfig::honest(&[TOY_MODEL])
+        first_token: Duration::from_millis(if paced { 20 } else { 0 }),
+        per_token: Duration::from_millis(if paced { 2 } else { 0 }),
+        gguf,
+        ..tvm_inference::server::ToyConfig::honest(&[model])
     };
     tokio::spawn(async move {
         if let Err(e) = tvm_inference::server::serve(l, cfg).await {
@@ -304,15 +328,31 @@ async fn start_network(
     let port = free_port(host(11))?;
     let at = |last: u8| SocketAddr::new(host(last), port);
 
-    // The sealed runtimes: the toy model served honestly (miner 2's nodes)
+    // The sealed runtimes: the model served honestly (miner 2's nodes)
     // and, under the same name, another toy model (miner 3's .18).
-    let honest_lm = start_toy(tvm_inference::server::Behaviour::Honest).await?;
-    let cheating_lm = start_toy(tvm_inference::server::Behaviour::OtherModel(
-        "toy/tvm-toy-impostor".into(),
-    ))
+    let (model, gguf) = match &opts.model_file {
+        None => (TOY_MODEL.to_string(), None),
+        Some(path) => {
+            let name = gguf_model_name(path);
+            let lm = tvm_inference::gguf::GgufLm::load(path, &name).map_err(DevnetError::Setup)?;
+            (name, Some(Arc::new(lm)))
+        }
+    };
+    let honest_lm = start_toy(
+        tvm_inference::server::Behaviour::Honest,
+        &model,
+        gguf.clone(),
+    )
     .await?;
-    let serving =
-        |miner: &str, gpus: usize, upstream: &str| serving_config(&sim, miner, gpus, upstream);
+    let cheating_lm = start_toy(
+        tvm_inference::server::Behaviour::OtherModel("toy/tvm-toy-impostor".into()),
+        &model,
+        gguf,
+    )
+    .await?;
+    let serving = |miner: &str, gpus: usize, upstream: &str| {
+        serving_config(&sim, miner, gpus, upstream, &model)
+    };
     let mut agents = vec![
         start_agent_with(serving(MINERS[0], 2, &honest_lm)?, at(11))?,
         start_agent_with(serving(MINERS[0], 1, &honest_lm)?, at(12))?,
@@ -439,7 +479,10 @@ async fn start_network(
             ..Default::default()
         },
         // One round (three answers a node) is enough to be paid on the devnet.
-        v5: Some(tvm_validator::v5::V5Config::toy(TOY_MODEL, 3)),
+        v5: Some(match &opts.model_file {
+            None => tvm_validator::v5::V5Config::toy(TOY_MODEL, 3),
+            Some(path) => tvm_validator::v5::V5Config::gguf(&model, path, 3),
+        }),
         ..RunConfig::default()
     };
     Ok((
@@ -658,7 +701,14 @@ async fn run_in(opts: &DevnetOptions, dir: &Path) -> Result<(), DevnetError> {
         println!("note: {n}");
     }
     if !report.v5_answers.is_empty() {
-        println!("\nv5 answers (toy/tvm-toy-1, checked against the toy reference):");
+        match &opts.model_file {
+            None => println!("\nv5 answers ({TOY_MODEL}, checked against the toy reference):"),
+            Some(p) => println!(
+                "\nv5 answers ({}, checked against the built-in reference running {}):",
+                gguf_model_name(p),
+                p.display()
+            ),
+        }
         for a in &report.v5_answers {
             println!(
                 "  uid {}  {:<11} {}  {}",

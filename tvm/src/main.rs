@@ -49,6 +49,11 @@ enum Command {
         /// Blocks per epoch (the first epoch's round runs at once).
         #[arg(long, default_value_t = 60)]
         epoch_blocks: u64,
+        /// A real small model to serve and check instead of the toy: a
+        /// GGUF file (llama architecture, byte-level BPE, ChatML), such as
+        /// SmolLM2-135M-Instruct (docs/validator.md#v5).
+        #[arg(long, value_name = "GGUF")]
+        model_file: Option<PathBuf>,
     },
     /// Operators: image signing keys, signed manifests, the image service.
     #[command(subcommand)]
@@ -523,8 +528,10 @@ fn main() -> ExitCode {
             dashboard,
             block_ms,
             epoch_blocks,
+            model_file,
         } => rt
             .block_on(tvm::devnet::run(tvm::devnet::DevnetOptions {
+                model_file,
                 once,
                 commit_reveal: !no_commit_reveal,
                 dir,

@@ -6,7 +6,7 @@
 //! per-miner windows (`tvm_inference::score`) give the v5 scores.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -29,6 +29,12 @@ pub enum ReferenceConfig {
     /// The built-in deterministic toy model (devnet and tests only: it is
     /// what its name says, and checks nothing about a real model).
     Toy,
+    /// The built-in reference for small models: this GGUF file (llama
+    /// architecture, byte-level BPE, ChatML), run here on the CPU.
+    Gguf {
+        /// The model file (loaded once, at start).
+        path: std::path::PathBuf,
+    },
     /// A vLLM-compatible server running the same model: it scores answers
     /// with `prompt_logprobs` on `/v1/chat/completions`.
     Openai {
@@ -88,14 +94,18 @@ impl V5Config {
     /// answers a node and model each round, paid from the first round's
     /// (devnet and tests).
     pub fn toy(model: &str, requests: usize) -> Self {
+        Self::one(model, ReferenceConfig::Toy, requests)
+    }
+
+    /// As [`V5Config::toy`], with the model file at `path` as the reference.
+    pub fn gguf(model: &str, path: &std::path::Path, requests: usize) -> Self {
+        let path = path.to_path_buf();
+        Self::one(model, ReferenceConfig::Gguf { path }, requests)
+    }
+
+    fn one(model: &str, reference: ReferenceConfig, requests: usize) -> Self {
         V5Config {
-            models: [(
-                model.to_string(),
-                ModelConfig {
-                    reference: ReferenceConfig::Toy,
-                },
-            )]
-            .into(),
+            models: [(model.to_string(), ModelConfig { reference })].into(),
             requests_per_model: requests,
             score: ScoreRules {
                 min_completed: requests,
@@ -156,8 +166,9 @@ pub struct V5Round {
 }
 
 /// A model's reference: here, or a server.
+#[derive(Clone)]
 enum Scorer {
-    Local(Box<dyn Reference + Send + Sync>),
+    Local(Arc<dyn Reference + Send + Sync>),
     Remote {
         url: String,
         eos: String,
@@ -176,6 +187,8 @@ pub struct V5 {
     windows: Mutex<Windows>,
     history: Mutex<HashMap<(u16, String), Answers>>,
     holders: Mutex<HashMap<u16, String>>,
+    /// Per model, its reference.
+    scorers: HashMap<String, Scorer>,
 }
 
 /// A miner's earlier answers to one model: (prompt, answer), oldest first.
@@ -196,7 +209,31 @@ impl V5 {
             .timeout(Duration::from_secs(cfg.timeout_seconds.max(1)))
             .build()
             .map_err(|e| format!("cannot build the reference client: {e}"))?;
+        let mut scorers = HashMap::new();
+        for (model, m) in &cfg.models {
+            let scorer = match &m.reference {
+                ReferenceConfig::Toy => {
+                    Scorer::Local(Arc::new(tvm_inference::toy::ToyLm::new(model)))
+                }
+                ReferenceConfig::Gguf { path } => {
+                    let lm = tvm_inference::gguf::GgufLm::load(path, model)
+                        .map_err(|e| format!("v5.models.{model}: {e}"))?;
+                    Scorer::Local(Arc::new(lm))
+                }
+                ReferenceConfig::Openai {
+                    url,
+                    eos,
+                    served_as,
+                } => Scorer::Remote {
+                    url: format!("{}/v1/chat/completions", url.trim_end_matches('/')),
+                    eos: eos.clone(),
+                    model: served_as.clone().unwrap_or_else(|| model.to_string()),
+                },
+            };
+            scorers.insert(model.clone(), scorer);
+        }
         Ok(V5 {
+            scorers,
             cfg,
             client,
             reference_turns: tokio::sync::Semaphore::new(4),
@@ -208,18 +245,7 @@ impl V5 {
 
     /// What `model`'s answers are scored with.
     fn reference(&self, model: &str) -> Option<Scorer> {
-        Some(match &self.cfg.models.get(model)?.reference {
-            ReferenceConfig::Toy => Scorer::Local(Box::new(tvm_inference::toy::ToyLm::new(model))),
-            ReferenceConfig::Openai {
-                url,
-                eos,
-                served_as,
-            } => Scorer::Remote {
-                url: format!("{}/v1/chat/completions", url.trim_end_matches('/')),
-                eos: eos.clone(),
-                model: served_as.clone().unwrap_or_else(|| model.to_string()),
-            },
-        })
+        self.scorers.get(model).cloned()
     }
 
     async fn score(
@@ -229,7 +255,13 @@ impl V5 {
         got: &tvm_inference::stream::Observed,
     ) -> Result<Scored, String> {
         match scorer {
-            Scorer::Local(r) => score_with(r.as_ref(), req, got),
+            Scorer::Local(r) => {
+                // A real model takes seconds: off the async threads.
+                let (r, req, got) = (r.clone(), req.clone(), got.clone());
+                tokio::task::spawn_blocking(move || score_with(r.as_ref(), &req, &got))
+                    .await
+                    .map_err(|e| format!("the built-in reference stopped: {e}"))?
+            }
             Scorer::Remote { url, eos, model } => {
                 let body = scoring_request(model, &req.prompt, &got.tokens).to_string();
                 let resp = self

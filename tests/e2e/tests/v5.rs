@@ -27,7 +27,7 @@ async fn toy(behaviour: tvm_inference::server::Behaviour) -> String {
 }
 
 fn serving_agent(sim: &std::path::Path, upstream: &str, last: u8) -> Running {
-    let cfg = tvm::devnet::serving_config(sim, MINER, 1, upstream).unwrap();
+    let cfg = tvm::devnet::serving_config(sim, MINER, 1, upstream, MODEL).unwrap();
     let ip = [127, 0, 0, last];
     let at = SocketAddr::from((ip, free_port(ip).unwrap()));
     Agent::build(&cfg).unwrap().start_at(at).unwrap()
