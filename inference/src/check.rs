@@ -3,9 +3,14 @@
 //! where it stopped, what it reported, and whether it repeats an answer
 //! given for another seed. Each check is named and says why it failed, as
 //! the attestation checks do. The thresholds follow the subnet's last v5
-//! verifier (any token at or below −13, five or more at or below −8, EOS
-//! outside the top 15 where it stopped, usage outside 0.5–2× of the
-//! recount), plus the reported log-probabilities at random positions.
+//! verifier (EOS outside the top 15 where it stopped, usage outside 0.5–2×
+//! of the recount), plus the reported log-probabilities at random
+//! positions. Its unlikely-token rules (any token at or below −13, five or
+//! more at or below −8) are kept in calibrated form: a token is judged by
+//! its tail, the chance that sampling at the request's temperature gives a
+//! token no more likely, which is uniform for honest answers whatever the
+//! model's entropy. The raw thresholds failed 2 of 12 honest SmolLM2-135M
+//! answers near temperature 1, where its next-token distribution is flat.
 
 use crate::stream::Observed;
 
@@ -13,12 +18,13 @@ use crate::stream::Observed;
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Rules {
-    /// A token at or below this log-probability fails the answer.
-    pub min_token_logprob: f64,
-    /// Tokens at or below this are unlikely...
-    pub low_logprob: f64,
-    /// ...and this many of them fail the answer.
-    pub max_low_tokens: usize,
+    /// A token whose tail (the chance that honest sampling gives a token
+    /// no more likely) is below this fails the answer.
+    pub min_token_tail: f64,
+    /// Tokens with a tail below this are rare...
+    pub rare_tail: f64,
+    /// ...and more than this many of them fail the answer.
+    pub max_rare_tokens: usize,
     /// Where an answer stops, EOS must be among the reference's top this many.
     pub eos_top_k: usize,
     /// Reported usage must be within these multiples of the recount.
@@ -36,9 +42,9 @@ pub struct Rules {
 impl Default for Rules {
     fn default() -> Self {
         Rules {
-            min_token_logprob: -13.0,
-            low_logprob: -8.0,
-            max_low_tokens: 4,
+            min_token_tail: 1e-6,
+            rare_tail: 1e-3,
+            max_rare_tokens: 4,
             eos_top_k: 15,
             usage_min_ratio: 0.5,
             usage_max_ratio: 2.0,
@@ -69,6 +75,39 @@ pub struct Position {
     pub top_logprob: f64,
     /// EOS's rank here (0: the most likely token).
     pub eos_rank: usize,
+    /// The chance that sampling at the request's temperature gives a token
+    /// no more likely than the answer's here (1 at the last position).
+    /// Honest answers' tails are uniform on (0, 1]; a reference that sees
+    /// only the top tokens gives an upper bound.
+    pub tail: f64,
+}
+
+/// The tail of token `x` under log-probabilities `lp` sampled at
+/// `temperature` (0: as at 1; greedy answers are checked by `v5.greedy`;
+/// above 1: as at 1, an upper bound).
+pub fn tail(lp: &[f64], x: usize, temperature: f64) -> f64 {
+    let Some(&own) = lp.get(x) else {
+        return 0.0;
+    };
+    let t = if temperature > 0.0 {
+        temperature.min(1.0)
+    } else {
+        1.0
+    };
+    let top = lp.iter().cloned().fold(f64::MIN, f64::max);
+    let (mut below, mut all) = (0.0, 0.0);
+    for &l in lp {
+        let w = ((l - top) / t).exp();
+        all += w;
+        if l <= own {
+            below += w;
+        }
+    }
+    if all > 0.0 {
+        below / all
+    } else {
+        0.0
+    }
 }
 
 /// The log-probability a reference gives text that is none of its tokens.
@@ -77,8 +116,14 @@ pub const NOT_A_TOKEN: f64 = -1000.0;
 /// A reference copy of a model.
 pub trait Reference {
     fn model(&self) -> &str;
-    /// One position per output token, then one after the last.
-    fn score(&self, prompt: &str, output: &[String]) -> Result<Vec<Position>, String>;
+    /// One position per output token, then one after the last; tails at
+    /// `temperature`.
+    fn score(
+        &self,
+        prompt: &str,
+        output: &[String],
+        temperature: f64,
+    ) -> Result<Vec<Position>, String>;
     /// The prompt's length in tokens.
     fn prompt_tokens(&self, prompt: &str) -> u64;
     /// The end-of-text token, as text.
@@ -90,7 +135,12 @@ impl Reference for crate::toy::ToyLm {
         self.name()
     }
 
-    fn score(&self, prompt: &str, output: &[String]) -> Result<Vec<Position>, String> {
+    fn score(
+        &self,
+        prompt: &str,
+        output: &[String],
+        temperature: f64,
+    ) -> Result<Vec<Position>, String> {
         use crate::toy::{token_id, tokenize, EOS_ID};
         let mut context = tokenize(prompt);
         let mut out = Vec::with_capacity(output.len() + 1);
@@ -107,6 +157,11 @@ impl Reference for crate::toy::ToyLm {
                 token_logprob: token.map(|t| lp[t]).unwrap_or(NOT_A_TOKEN),
                 top_logprob: top,
                 eos_rank,
+                tail: match (i < output.len(), token) {
+                    (false, _) => 1.0,
+                    (true, Some(t)) => tail(&lp, t, temperature),
+                    (true, None) => 0.0,
+                },
             });
             if let Some(t) = token {
                 context.push(t);
@@ -217,7 +272,7 @@ pub fn score_with(
     got: &Observed,
 ) -> Result<Scored, String> {
     Ok(Scored {
-        positions: reference.score(&req.prompt, &got.tokens)?,
+        positions: reference.score(&req.prompt, &got.tokens, req.temperature)?,
         prompt_tokens: reference.prompt_tokens(&req.prompt),
         eos: reference.eos().to_string(),
     })
@@ -292,14 +347,15 @@ pub fn check_scored(
         }
     };
 
-    // Every token the model's own: none very unlikely, few unlikely.
+    // Every token the model's own: none that honest sampling would all but
+    // never give, few that it rarely gives.
     let worst = scored[..n]
         .iter()
         .enumerate()
-        .min_by(|a, b| a.1.token_logprob.total_cmp(&b.1.token_logprob));
-    let low = scored[..n]
+        .min_by(|a, b| a.1.tail.total_cmp(&b.1.tail));
+    let rare = scored[..n]
         .iter()
-        .filter(|p| p.token_logprob <= rules.low_logprob)
+        .filter(|p| p.tail < rules.rare_tail)
         .count();
     put(
         "v5.tokens",
@@ -308,17 +364,17 @@ pub fn check_scored(
                 "token {i} ({}) is no token of the reference's vocabulary: not this model's output",
                 shown(&got.tokens[i])
             )),
-            Some((i, p)) if p.token_logprob <= rules.min_token_logprob => Outcome::Fail(format!(
-                "token {i} ({}) has log-probability {:.2} under the reference (at most {} fails): not this model's output",
-                shown(&got.tokens[i]), p.token_logprob, rules.min_token_logprob
+            Some((i, p)) if p.tail.is_nan() || p.tail < rules.min_token_tail => Outcome::Fail(format!(
+                "token {i} ({}, log-probability {:.2} under the reference): sampling at temperature {} gives a token this unlikely with probability {:.1e} (below {:.0e} fails): not this model's output",
+                shown(&got.tokens[i]), p.token_logprob, req.temperature, p.tail, rules.min_token_tail
             )),
-            _ if low > rules.max_low_tokens => Outcome::Fail(format!(
-                "{low} tokens at or below log-probability {} under the reference (more than {} fail): another model, or a changed answer",
-                rules.low_logprob, rules.max_low_tokens
+            _ if rare > rules.max_rare_tokens => Outcome::Fail(format!(
+                "{rare} tokens that sampling at temperature {} gives with probability below {:.0e} each (more than {} fail): another model, or a changed answer",
+                req.temperature, rules.rare_tail, rules.max_rare_tokens
             )),
             Some((i, p)) => Outcome::Pass(format!(
-                "{n} tokens, lowest log-probability {:.2} (token {i}), {low} at or below {}",
-                p.token_logprob, rules.low_logprob
+                "{n} tokens, least likely token {i} (log-probability {:.2}, tail {:.1e}), {rare} with tails below {:.0e}",
+                p.token_logprob, p.tail, rules.rare_tail
             )),
             None => Outcome::Pass("no tokens".into()),
         },
@@ -523,6 +579,7 @@ pub fn scored_from_prompt_logprobs(
     answer: &serde_json::Value,
     output: &[String],
     eos: &str,
+    temperature: f64,
 ) -> Result<Scored, String> {
     use serde_json::Value;
     let prompt = answer
@@ -562,6 +619,7 @@ pub fn scored_from_prompt_logprobs(
             top_logprob: listed.first().map(|(_, l)| *l).unwrap_or(own),
             // Not among the top k: ranked lower than any listed (at least 1000th).
             eos_rank: listed.iter().position(|(t, _)| *t == eos).unwrap_or(1000),
+            tail: tail_bound(&listed, own, temperature),
         });
     }
     let top: Vec<(String, f64)> = answer
@@ -585,12 +643,50 @@ pub fn scored_from_prompt_logprobs(
         token_logprob: eos_at.map(|i| top[i].1).unwrap_or(-1000.0),
         top_logprob: top.first().map(|t| t.1).unwrap_or(0.0),
         eos_rank: eos_at.unwrap_or(1000),
+        tail: 1.0,
     });
     Ok(Scored {
         positions,
         prompt_tokens: (prompt.len() - n) as u64,
         eos: eos.to_string(),
     })
+}
+
+/// An upper bound on a token's tail (see [`tail`]) from only the top
+/// tokens a server lists (`listed`, most likely first, the token itself
+/// among them with log-probability `own`). Unlisted tokens are no more
+/// likely than the least likely listed one other than `own`, and hold the
+/// mass the listed ones leave; at temperature t ≤ 1 they weigh at most
+/// that mass times that token's probability to the power 1/t − 1.
+fn tail_bound(listed: &[(&str, f64)], own: f64, temperature: f64) -> f64 {
+    let t = if temperature > 0.0 {
+        temperature.min(1.0)
+    } else {
+        1.0
+    };
+    let others_min = listed
+        .iter()
+        .map(|(_, l)| *l)
+        .filter(|l| *l != own)
+        .fold(f64::INFINITY, f64::min);
+    let cap = others_min.min(0.0);
+    let rest = (1.0 - listed.iter().map(|(_, l)| l.exp()).sum::<f64>()).max(0.0);
+    let top = listed.first().map(|(_, l)| *l).unwrap_or(own).max(own);
+    let w = |l: f64| ((l - top) / t).exp();
+    // Σ exp(l/t) over unlisted l ≤ cap is at most rest · exp(cap (1/t − 1)),
+    // here relative to exp(top/t) as `w` is.
+    let unlisted = rest * ((cap - top) / t - cap).exp();
+    let all: f64 = listed.iter().map(|(_, l)| w(*l)).sum::<f64>() + unlisted;
+    let above: f64 = listed
+        .iter()
+        .filter(|(_, l)| *l > own)
+        .map(|(_, l)| w(*l))
+        .sum();
+    if all > 0.0 {
+        (1.0 - above / all).clamp(0.0, 1.0)
+    } else {
+        1.0
+    }
 }
 
 /// The body that asks a vLLM-style server to score `output` after `prompt`
@@ -611,4 +707,67 @@ pub fn scoring_request(model: &str, prompt: &str, output: &[String]) -> serde_js
         "logprobs": true,
         "top_logprobs": 20,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tails_of_a_known_distribution() {
+        let lp = [0.5f64.ln(), 0.3f64.ln(), 0.2f64.ln()];
+        assert!((tail(&lp, 0, 1.0) - 1.0).abs() < 1e-12);
+        assert!((tail(&lp, 1, 1.0) - 0.5).abs() < 1e-12);
+        assert!((tail(&lp, 2, 1.0) - 0.2).abs() < 1e-12);
+        // At 0.5 the weights are squared: 0.25, 0.09, 0.04.
+        assert!((tail(&lp, 2, 0.5) - 0.04 / 0.38).abs() < 1e-12);
+        // Greedy and above-1 temperatures are judged as at 1.
+        assert_eq!(tail(&lp, 2, 0.0), tail(&lp, 2, 1.0));
+        assert_eq!(tail(&lp, 2, 1.5), tail(&lp, 2, 1.0));
+        assert_eq!(tail(&lp, 7, 1.0), 0.0);
+    }
+
+    /// splitmix64, for reproducible random distributions.
+    fn next(x: &mut u64) -> f64 {
+        *x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = *x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    #[test]
+    fn a_servers_top_k_bounds_the_tail_from_above() {
+        let mut x = 42u64;
+        for case in 0..300 {
+            // Flat and peaked distributions over 400 tokens.
+            let spread = 1.0 + 14.0 * next(&mut x);
+            let raw: Vec<f64> = (0..400).map(|_| -spread * next(&mut x)).collect();
+            let top = raw.iter().cloned().fold(f64::MIN, f64::max);
+            let z: f64 = raw.iter().map(|l| (l - top).exp()).sum();
+            let lp: Vec<f64> = raw.iter().map(|l| l - top - z.ln()).collect();
+            let mut order: Vec<usize> = (0..lp.len()).collect();
+            order.sort_by(|a, b| lp[*b].total_cmp(&lp[*a]));
+            let own = order[(next(&mut x) * 400.0) as usize % 400];
+            let t = 0.2 + 0.8 * next(&mut x);
+            let exact = tail(&lp, own, t);
+            // Everything listed: the bound is the tail.
+            let names: Vec<String> = (0..lp.len()).map(|i| i.to_string()).collect();
+            let all: Vec<(&str, f64)> =
+                order.iter().map(|i| (names[*i].as_str(), lp[*i])).collect();
+            let b = tail_bound(&all, lp[own], t);
+            assert!((b - exact).abs() < 1e-9, "case {case}: {b} vs {exact}");
+            // The top 20 and the token itself, as vLLM lists them.
+            let mut listed: Vec<(&str, f64)> = all[..20].to_vec();
+            if !order[..20].contains(&own) {
+                listed.push((names[own].as_str(), lp[own]));
+            }
+            let b = tail_bound(&listed, lp[own], t);
+            assert!(
+                b >= exact - 1e-12,
+                "case {case}: bound {b} under the tail {exact}"
+            );
+            assert!(b <= 1.0);
+        }
+    }
 }

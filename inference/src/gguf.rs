@@ -23,7 +23,7 @@ use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::{AddedToken, Tokenizer};
 
-use crate::check::{Position, Reference, NOT_A_TOKEN};
+use crate::check::{tail, Position, Reference, NOT_A_TOKEN};
 use crate::toy::{sample, Finish, Generation, Mix};
 
 /// Largest model file loaded: the built-in reference is for small models,
@@ -406,7 +406,12 @@ impl Reference for GgufLm {
         &self.name
     }
 
-    fn score(&self, prompt: &str, output: &[String]) -> Result<Vec<Position>, String> {
+    fn score(
+        &self,
+        prompt: &str,
+        output: &[String],
+        temperature: f64,
+    ) -> Result<Vec<Position>, String> {
         let ids = self.vocab.encode(&self.chat_prompt(prompt))?;
         let mut model = self.weights.clone();
         let mut lp = Self::step(&mut model, &ids, 0)?;
@@ -414,7 +419,7 @@ impl Reference for GgufLm {
         let mut out = Vec::with_capacity(output.len() + 1);
         for i in 0..=output.len() {
             let top = lp.iter().cloned().fold(f64::MIN, f64::max);
-            let eos_lp = lp[self.vocab.eos as usize];
+            let eos_lp = lp.get(self.vocab.eos as usize).copied().unwrap_or(f64::MIN);
             let eos_rank = lp.iter().filter(|x| **x > eos_lp).count();
             let token = match output.get(i) {
                 Some(t) => self.vocab.token_id(t),
@@ -427,12 +432,14 @@ impl Reference for GgufLm {
                     token_logprob: NOT_A_TOKEN,
                     top_logprob: top,
                     eos_rank,
+                    tail: 0.0,
                 });
                 while out.len() < output.len() + 1 {
                     out.push(Position {
                         token_logprob: top,
                         top_logprob: top,
                         eos_rank,
+                        tail: 1.0,
                     });
                 }
                 break;
@@ -441,6 +448,11 @@ impl Reference for GgufLm {
                 token_logprob: lp.get(token as usize).copied().unwrap_or(NOT_A_TOKEN),
                 top_logprob: top,
                 eos_rank,
+                tail: if i < output.len() {
+                    tail(&lp, token as usize, temperature)
+                } else {
+                    1.0
+                },
             });
             if i < output.len() {
                 lp = Self::step(&mut model, &[token], pos)?;

@@ -104,7 +104,9 @@ fn smollm2_scores_as_an_independent_implementation() {
     ];
     let output: Vec<String> = answer.iter().map(|s| s.to_string()).collect();
     let t = Instant::now();
-    let scored = lm.score("What is the capital of France?", &output).unwrap();
+    let scored = lm
+        .score("What is the capital of France?", &output, 0.0)
+        .unwrap();
     eprintln!(
         "scored {} positions in {:.2} s",
         scored.len(),
@@ -124,6 +126,53 @@ fn smollm2_scores_as_an_independent_implementation() {
         .all(|p| (p.token_logprob - p.top_logprob).abs() < 1e-9));
     assert_eq!(scored[7].eos_rank, 0);
     assert_eq!(lm.eos(), "<|im_end|>");
+}
+
+/// Two honest answers near temperature 1 to the validator's drawn prompts
+/// (words at random: SmolLM2's next token is then far from certain). The
+/// subnet's raw thresholds (a token at or below −13, five at or below −8)
+/// fail both; judged by their tails, as the checks do, they verify.
+#[test]
+fn honest_high_temperature_answers_pass_that_raw_thresholds_fail() {
+    use tvm_inference::prompts::{draw, Draw, RequestRanges};
+    let Some(lm) = smollm2() else { return };
+    for i in [0u64, 11] {
+        let d = draw(
+            &RequestRanges::default(),
+            &mut Draw::new(&i.to_le_bytes()),
+            &[],
+        );
+        assert!(d.temperature > 0.9, "draw {i}: {d:?}");
+        let (g, prompt_tokens) = lm
+            .generate(&d.prompt, true, d.temperature, d.seed, d.max_tokens)
+            .unwrap();
+        let got = Observed {
+            tokens: g
+                .tokens
+                .iter()
+                .map(|t| lm.vocab().token_text(*t as u32).to_string())
+                .collect(),
+            logprobs: g.logprobs.clone(),
+            finish_reason: Some(g.finish.as_str().into()),
+            prompt_tokens: Some(prompt_tokens as u64),
+            completion_tokens: Some(g.tokens.len() as u64),
+            ..Observed::default()
+        };
+        let raw_fails = g.logprobs.iter().any(|l| *l <= -13.0)
+            || g.logprobs.iter().filter(|l| **l <= -8.0).count() >= 5;
+        assert!(raw_fails, "draw {i} passes the raw thresholds too");
+        let req = Request {
+            model: MODEL.into(),
+            prompt: d.prompt,
+            temperature: d.temperature,
+            seed: d.seed,
+            max_tokens: d.max_tokens,
+        };
+        let v = check(&Rules::default(), &req, &got, lm.as_ref(), &[], &mut |n| {
+            n / 2
+        });
+        assert!(v.passed(), "draw {i}: {:?}", v.failure());
+    }
 }
 
 async fn ask(url: &str, req: &Request) -> Observed {

@@ -135,7 +135,10 @@ async fn each_cheater_fails_the_check_that_names_it() {
     let v = verdict(&r, &ask(&url, &r, true).await, &[]);
     assert!(!v.passed());
     let why = failed(&v, "v5.tokens");
-    assert!(why.contains("under the reference"), "{why}");
+    assert!(
+        why.contains("another model") || why.contains("not this model's output"),
+        "{why}"
+    );
 
     // Cut short.
     let url = start(ToyConfig {

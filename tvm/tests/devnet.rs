@@ -124,6 +124,55 @@ fn devnet_once_prints_verdicts_and_the_accepted_weights() {
     assert!(answers("127.0.0.18", "FAILED") >= 2, "{stdout}");
 }
 
+/// With a real small model installed (CI fetches SmolLM2-135M-Instruct
+/// and names it in TVM_SMOLLM2_GGUF), the honest runtimes serve it and the
+/// validator checks them with its built-in reference: uid 2 earns the v5
+/// share, the impostor serving the toy under its name does not.
+#[test]
+fn devnet_once_with_a_real_model_pays_its_honest_servers_only() {
+    let Some(model) = std::env::var_os("TVM_SMOLLM2_GGUF") else {
+        assert!(
+            std::env::var_os("TVM_REQUIRE_SMOLLM2").is_none(),
+            "TVM_REQUIRE_SMOLLM2 is set but TVM_SMOLLM2_GGUF names no model file"
+        );
+        eprintln!("skipped: TVM_SMOLLM2_GGUF is not set");
+        return;
+    };
+    let t = Instant::now();
+    let out = devnet(&["--once", "--model-file"])
+        .arg(&model)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("devnet with SmolLM2: {:.0} s", t.elapsed().as_secs_f64());
+    let note = |uid: u16| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("note: v5 uid {uid}: ")))
+            .unwrap_or_else(|| panic!("no v5 note for uid {uid}: {stdout}"))
+    };
+    assert!(
+        note(2).contains("gguf/SmolLM2-135M-Instruct.Q4_1") && !note(2).contains("failed"),
+        "{}",
+        note(2)
+    );
+    assert!(note(3).starts_with("note: v5 uid 3: 0.0 ("), "{}", note(3));
+    assert!(
+        stdout.contains("checked against the built-in reference running"),
+        "{stdout}"
+    );
+    let verified = stdout
+        .lines()
+        .filter(|l| l.contains("127.0.0.1") && l.contains(" verified "))
+        .count();
+    assert_eq!(verified, 6, "{stdout}");
+}
+
 fn http_get(url: &str) -> String {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_current_thread()

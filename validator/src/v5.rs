@@ -137,6 +137,15 @@ impl V5Config {
         if r.min_max_tokens == 0 || r.max_max_tokens < r.min_max_tokens || r.max_max_tokens > 4096 {
             return Err("v5.requests: max_tokens range must be within 1..=4096".into());
         }
+        let in_range = |t: f64| t > 0.0 && t <= 1.0;
+        if !in_range(r.min_temperature)
+            || !in_range(r.max_temperature)
+            || r.max_temperature < r.min_temperature
+        {
+            // Above 1 sampling is flatter than the model: tails judged at 1
+            // would fail honest answers.
+            return Err("v5.requests: temperatures must be a range within (0, 1]".into());
+        }
         if r.min_prompt_words == 0 || r.max_prompt_words < r.min_prompt_words {
             return Err("v5.requests: prompt words range is empty".into());
         }
@@ -288,7 +297,7 @@ impl V5 {
                 }
                 let v: serde_json::Value = serde_json::from_slice(&bytes)
                     .map_err(|e| format!("the reference server {url}: {e}"))?;
-                scored_from_prompt_logprobs(&v, &got.tokens, eos)
+                scored_from_prompt_logprobs(&v, &got.tokens, eos, req.temperature)
             }
         }
     }
