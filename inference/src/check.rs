@@ -220,7 +220,7 @@ impl Verdict {
 }
 
 /// An earlier answer to the same prompt (for the replay check).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Earlier {
     pub seed: u64,
     pub tokens: Vec<String>,

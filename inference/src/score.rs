@@ -43,7 +43,7 @@ impl Default for ScoreRules {
 }
 
 /// One answer's result.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Answer {
     Verified {
         tps: f64,
@@ -93,6 +93,25 @@ impl Windows {
     /// The (uid, model) windows held.
     pub fn keys(&self) -> Vec<(u16, String)> {
         self.by.keys().cloned().collect()
+    }
+
+    /// Every window, oldest answer first (to keep across restarts).
+    pub fn entries(&self) -> Vec<(u16, String, Vec<Answer>)> {
+        self.by
+            .iter()
+            .map(|((u, m), w)| (*u, m.clone(), w.iter().cloned().collect()))
+            .collect()
+    }
+
+    /// Windows from [`Windows::entries`], each cut to the rules' window.
+    pub fn from_entries(rules: &ScoreRules, entries: Vec<(u16, String, Vec<Answer>)>) -> Self {
+        let mut w = Windows::default();
+        for (uid, model, answers) in entries {
+            for a in answers {
+                w.record(rules, uid, &model, a);
+            }
+        }
+        w
     }
 
     /// Keeps only the windows of models `keep` says yes to.

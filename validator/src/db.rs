@@ -76,6 +76,10 @@ CREATE TABLE IF NOT EXISTS nodes (
     result TEXT NOT NULL,
     PRIMARY KEY (round_id, miner_uid, node)
 );
+CREATE TABLE IF NOT EXISTS state (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 ";
 
 impl Db {
@@ -122,6 +126,27 @@ impl Db {
             Some(r) => r.lock().unwrap_or_else(|p| p.into_inner()),
             None => self.conn(),
         }
+    }
+
+    /// Keeps `value` under `name` (what a part of the validator carries
+    /// across restarts, such as the v5 windows).
+    pub fn put_state(&self, name: &str, value: &str) -> Result<(), DbError> {
+        self.conn().execute(
+            "INSERT INTO state (name, value) VALUES (?1, ?2)
+             ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+            rusqlite::params![name, value],
+        )?;
+        Ok(())
+    }
+
+    pub fn state(&self, name: &str) -> Result<Option<String>, DbError> {
+        use rusqlite::OptionalExtension;
+        Ok(self
+            .reader()
+            .query_row("SELECT value FROM state WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()?)
     }
 
     /// The round of `epoch`: the unfinished one if a crash left it, or a new one.
@@ -258,6 +283,15 @@ impl Db {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn named_state_is_kept_and_replaced() {
+        let db = Db::in_memory().unwrap();
+        assert_eq!(db.state("v5").unwrap(), None);
+        db.put_state("v5", "{\"a\":1}").unwrap();
+        db.put_state("v5", "{\"a\":2}").unwrap();
+        assert_eq!(db.state("v5").unwrap().as_deref(), Some("{\"a\":2}"));
+    }
     use super::*;
 
     fn report(uid: u16, node: &str, error: Option<&str>) -> (NodeReport, NodeResult) {

@@ -600,6 +600,19 @@ impl Validator {
             .map(crate::v5::V5::new)
             .transpose()
             .map_err(RunError::Setup)?;
+        if let Some(v5) = &v5 {
+            match db.state("v5") {
+                Ok(Some(json)) => {
+                    if let Err(e) = v5.restore(&json) {
+                        tracing::warn!(error = %e, "the stored v5 windows could not be read; they start again");
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "the stored v5 windows could not be read; they start again")
+                }
+            }
+        }
         Ok(Validator {
             cfg,
             hotkey,

@@ -304,6 +304,10 @@ pub async fn run_epoch(s: &Service<'_>, epoch: u64) -> Result<EpochOutcome, Serv
             .map(|(n, _)| n.clone())
             .collect();
         let found = v5.probe(s.attester, &counted, epoch).await;
+        // Kept at once: a restart continues the windows.
+        if let Err(e) = s.db.put_state("v5", &v5.state()) {
+            tracing::error!(error = %e, "the v5 windows could not be stored; a restart would start them again");
+        }
         let results: Vec<crate::scoring::NodeResult> =
             report.scores.nodes.iter().map(|(n, _)| n.clone()).collect();
         let mut scores = crate::scoring::score(&results, Some(&found.scores), &s.round.scoring);

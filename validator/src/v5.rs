@@ -201,7 +201,18 @@ pub struct V5 {
 }
 
 /// A miner's earlier answers to one model: (prompt, answer), oldest first.
-type Answers = VecDeque<(String, Earlier)>;
+type Answers = VecDeque<Kept>;
+
+/// An answer kept for the replay check: its prompt and tokens.
+type Kept = (String, Earlier);
+
+/// [`V5::state`]'s form.
+#[derive(serde::Serialize, Deserialize)]
+struct State {
+    windows: Vec<(u16, String, Vec<Answer>)>,
+    history: Vec<(u16, String, Vec<Kept>)>,
+    holders: Vec<(u16, String)>,
+}
 
 /// Earlier answers kept per miner and model.
 const HISTORY: usize = 64;
@@ -300,6 +311,61 @@ impl V5 {
                 scored_from_prompt_logprobs(&v, &got.tokens, eos, req.temperature)
             }
         }
+    }
+
+    /// What the v5 phase keeps between rounds, as JSON: the windows, the
+    /// answers kept for the replay check and each uid's hotkey. The
+    /// validator stores it after each v5 phase, so a restart does not
+    /// start every miner's window again.
+    pub fn state(&self) -> String {
+        let windows = self
+            .windows
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entries();
+        let history = self
+            .history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|((u, m), h)| (*u, m.clone(), h.iter().cloned().collect()))
+            .collect();
+        let mut holders: Vec<(u16, String)> = self
+            .holders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(u, h)| (*u, h.clone()))
+            .collect();
+        holders.sort();
+        serde_json::to_string(&State {
+            windows,
+            history,
+            holders,
+        })
+        .unwrap_or_default()
+    }
+
+    /// Takes back what [`V5::state`] gave. Windows of models no longer
+    /// configured are dropped, and each window is cut to the configured
+    /// length.
+    pub fn restore(&self, json: &str) -> Result<(), String> {
+        let s: State = serde_json::from_str(json).map_err(|e| format!("stored v5 state: {e}"))?;
+        let known = |m: &str| self.cfg.models.contains_key(m);
+        let windows = s.windows.into_iter().filter(|(_, m, _)| known(m)).collect();
+        *self.windows.lock().unwrap_or_else(|e| e.into_inner()) =
+            Windows::from_entries(&self.cfg.score, windows);
+        *self.history.lock().unwrap_or_else(|e| e.into_inner()) = s
+            .history
+            .into_iter()
+            .filter(|(_, m, _)| known(m))
+            .map(|(u, m, h): (u16, String, Vec<Kept>)| {
+                let skip = h.len().saturating_sub(HISTORY);
+                ((u, m), h.into_iter().skip(skip).collect())
+            })
+            .collect();
+        *self.holders.lock().unwrap_or_else(|e| e.into_inner()) = s.holders.into_iter().collect();
+        Ok(())
     }
 
     /// The v5 phase of `epoch`'s round over its accepted, counted nodes.
@@ -668,5 +734,74 @@ fn shuffle<T>(v: &mut [T]) {
         }
         let j = (u64::from_le_bytes(b) % (i as u64 + 1)) as usize;
         v.swap(i, j);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_history_and_holders_survive_a_restart() {
+        let mut cfg = V5Config::toy("toy/a", 2);
+        cfg.score.window = 3;
+        let v5 = V5::new(cfg.clone()).unwrap();
+        {
+            let mut w = v5.windows.lock().unwrap();
+            for tps in [10.0, 20.0, 30.0, 40.0] {
+                w.record(
+                    &v5.cfg.score,
+                    2,
+                    "toy/a",
+                    Answer::Verified { tps, ttft: 0.1 },
+                );
+            }
+            w.record(
+                &v5.cfg.score,
+                3,
+                "toy/a",
+                Answer::Failed("v5.tokens: x".into()),
+            );
+            // A model since removed from the settings.
+            w.record(
+                &v5.cfg.score,
+                2,
+                "toy/gone",
+                Answer::Verified {
+                    tps: 5.0,
+                    ttft: 0.1,
+                },
+            );
+        }
+        let earlier = Earlier {
+            seed: 7,
+            tokens: vec![" apple".into()],
+        };
+        v5.history.lock().unwrap().insert(
+            (2, "toy/a".into()),
+            [("a prompt".to_string(), earlier.clone())].into(),
+        );
+        v5.holders.lock().unwrap().insert(2, "5Grw…".into());
+        let stored = v5.state();
+
+        let again = V5::new(cfg).unwrap();
+        again.restore(&stored).unwrap();
+        let w = again.windows.lock().unwrap();
+        assert_eq!(w.keys(), vec![(2, "toy/a".into()), (3, "toy/a".into())]);
+        let mut before = v5.windows.lock().unwrap().clone();
+        before.retain_models(|m| m != "toy/gone");
+        for uid in [2, 3] {
+            assert_eq!(
+                w.standing(&again.cfg.score, uid).reason,
+                before.standing(&v5.cfg.score, uid).reason
+            );
+        }
+        assert_eq!(w.entries()[0].2.len(), 3);
+        assert_eq!(
+            again.history.lock().unwrap()[&(2, "toy/a".to_string())][0].1,
+            earlier
+        );
+        assert_eq!(again.holders.lock().unwrap()[&2], "5Grw…");
+        assert!(again.restore("{not json").is_err());
     }
 }
