@@ -55,10 +55,30 @@ impl Default for Rules {
     }
 }
 
+/// Which OpenAI endpoint a request goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/v1/chat/completions`: the prompt is one user message, the model
+    /// reads it through its chat template.
+    Chat,
+    /// `/v1/completions`: the model continues the prompt's text as it is.
+    Completion,
+}
+
+impl Endpoint {
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "/v1/chat/completions",
+            Endpoint::Completion => "/v1/completions",
+        }
+    }
+}
+
 /// What the validator asked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
     pub model: String,
+    pub endpoint: Endpoint,
     pub prompt: String,
     pub temperature: f64,
     pub seed: u64,
@@ -116,16 +136,11 @@ pub const NOT_A_TOKEN: f64 = -1000.0;
 /// A reference copy of a model.
 pub trait Reference {
     fn model(&self) -> &str;
-    /// One position per output token, then one after the last; tails at
-    /// `temperature`.
-    fn score(
-        &self,
-        prompt: &str,
-        output: &[String],
-        temperature: f64,
-    ) -> Result<Vec<Position>, String>;
-    /// The prompt's length in tokens.
-    fn prompt_tokens(&self, prompt: &str) -> u64;
+    /// One position per output token of the answer to `req`, then one
+    /// after the last; tails at the request's temperature.
+    fn score(&self, req: &Request, output: &[String]) -> Result<Vec<Position>, String>;
+    /// The prompt's length in tokens, as the model reads it.
+    fn prompt_tokens(&self, req: &Request) -> u64;
     /// The end-of-text token, as text.
     fn eos(&self) -> &str;
 }
@@ -135,14 +150,10 @@ impl Reference for crate::toy::ToyLm {
         self.name()
     }
 
-    fn score(
-        &self,
-        prompt: &str,
-        output: &[String],
-        temperature: f64,
-    ) -> Result<Vec<Position>, String> {
+    fn score(&self, req: &Request, output: &[String]) -> Result<Vec<Position>, String> {
         use crate::toy::{token_id, tokenize, EOS_ID};
-        let mut context = tokenize(prompt);
+        // The toy has no chat template: both endpoints read the words.
+        let mut context = tokenize(&req.prompt);
         let mut out = Vec::with_capacity(output.len() + 1);
         for i in 0..=output.len() {
             let lp = self.logprobs(&context);
@@ -159,7 +170,7 @@ impl Reference for crate::toy::ToyLm {
                 eos_rank,
                 tail: match (i < output.len(), token) {
                     (false, _) => 1.0,
-                    (true, Some(t)) => tail(&lp, t, temperature),
+                    (true, Some(t)) => tail(&lp, t, req.temperature),
                     (true, None) => 0.0,
                 },
             });
@@ -170,8 +181,8 @@ impl Reference for crate::toy::ToyLm {
         Ok(out)
     }
 
-    fn prompt_tokens(&self, prompt: &str) -> u64 {
-        crate::toy::tokenize(prompt).len() as u64
+    fn prompt_tokens(&self, req: &Request) -> u64 {
+        crate::toy::tokenize(&req.prompt).len() as u64
     }
 
     fn eos(&self) -> &str {
@@ -272,8 +283,8 @@ pub fn score_with(
     got: &Observed,
 ) -> Result<Scored, String> {
     Ok(Scored {
-        positions: reference.score(&req.prompt, &got.tokens, req.temperature)?,
-        prompt_tokens: reference.prompt_tokens(&req.prompt),
+        positions: reference.score(req, &got.tokens)?,
+        prompt_tokens: reference.prompt_tokens(req),
         eos: reference.eos().to_string(),
     })
 }
@@ -582,8 +593,10 @@ pub fn scored_from_prompt_logprobs(
     temperature: f64,
 ) -> Result<Scored, String> {
     use serde_json::Value;
+    // Chat answers carry them at the top, completions in the choice.
     let prompt = answer
         .get("prompt_logprobs")
+        .or_else(|| answer.pointer("/choices/0/prompt_logprobs"))
         .and_then(Value::as_array)
         .ok_or("the reference returned no prompt_logprobs (a vLLM-compatible server is needed)")?;
     let n = output.len();
@@ -622,7 +635,8 @@ pub fn scored_from_prompt_logprobs(
             tail: tail_bound(&listed, own, temperature),
         });
     }
-    let top: Vec<(String, f64)> = answer
+    // Chat: a list of {token, logprob}; completions: {token: logprob}.
+    let chat_top = answer
         .pointer("/choices/0/logprobs/content/0/top_logprobs")
         .and_then(Value::as_array)
         .map(|a| {
@@ -633,8 +647,20 @@ pub fn scored_from_prompt_logprobs(
                         t.get("logprob")?.as_f64()?,
                     ))
                 })
-                .collect()
-        })
+                .collect::<Vec<_>>()
+        });
+    let completion_top = || {
+        answer
+            .pointer("/choices/0/logprobs/top_logprobs/0")
+            .and_then(Value::as_object)
+            .map(|o| {
+                o.iter()
+                    .filter_map(|(t, l)| Some((t.clone(), l.as_f64()?)))
+                    .collect::<Vec<_>>()
+            })
+    };
+    let top: Vec<(String, f64)> = chat_top
+        .or_else(completion_top)
         .ok_or("the reference returned no top_logprobs for the next token")?;
     let mut top = top;
     top.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -689,24 +715,36 @@ fn tail_bound(listed: &[(&str, f64)], own: f64, temperature: f64) -> f64 {
     }
 }
 
-/// The body that asks a vLLM-style server to score `output` after `prompt`
-/// (chat template applied by the server, the answer continued, greedy, one
-/// new token).
-pub fn scoring_request(model: &str, prompt: &str, output: &[String]) -> serde_json::Value {
-    serde_json::json!({
-        "model": model,
-        "messages": [
-            {"role": "user", "content": prompt},
-            {"role": "assistant", "content": output.concat()},
-        ],
-        "continue_final_message": true,
-        "add_generation_prompt": false,
-        "max_tokens": 1,
-        "temperature": 0,
-        "prompt_logprobs": 20,
-        "logprobs": true,
-        "top_logprobs": 20,
-    })
+/// The body that asks a vLLM-style server (`model` there) to score
+/// `output`, the answer to `req`, sent to the same endpoint as `req`: for a
+/// chat, the answer as the assistant's message, continued (chat template
+/// applied by the server); for a completion, the prompt and the answer as
+/// one text. Greedy, one new token, the top 20 everywhere.
+pub fn scoring_request(model: &str, req: &Request, output: &[String]) -> serde_json::Value {
+    match req.endpoint {
+        Endpoint::Chat => serde_json::json!({
+            "model": model,
+            "messages": [
+                {"role": "user", "content": req.prompt},
+                {"role": "assistant", "content": output.concat()},
+            ],
+            "continue_final_message": true,
+            "add_generation_prompt": false,
+            "max_tokens": 1,
+            "temperature": 0,
+            "prompt_logprobs": 20,
+            "logprobs": true,
+            "top_logprobs": 20,
+        }),
+        Endpoint::Completion => serde_json::json!({
+            "model": model,
+            "prompt": format!("{}{}", req.prompt, output.concat()),
+            "max_tokens": 1,
+            "temperature": 0,
+            "prompt_logprobs": 20,
+            "logprobs": 20,
+        }),
+    }
 }
 
 #[cfg(test)]

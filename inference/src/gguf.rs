@@ -23,7 +23,7 @@ use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::{AddedToken, Tokenizer};
 
-use crate::check::{tail, Position, Reference, NOT_A_TOKEN};
+use crate::check::{tail, Endpoint, Position, Reference, Request, NOT_A_TOKEN};
 use crate::toy::{sample, Finish, Generation, Mix};
 
 /// Largest model file loaded: the built-in reference is for small models,
@@ -337,6 +337,14 @@ impl GgufLm {
         &self.vocab
     }
 
+    /// The text the model reads for `req`.
+    fn input(&self, req: &Request) -> String {
+        match req.endpoint {
+            Endpoint::Chat => self.chat_prompt(&req.prompt),
+            Endpoint::Completion => req.prompt.clone(),
+        }
+    }
+
     /// Log-probabilities of the next token after feeding `ids` at `pos`.
     fn step(model: &mut ModelWeights, ids: &[u32], pos: usize) -> Result<Vec<f64>, String> {
         let mut run = || -> candle_core::Result<Vec<f32>> {
@@ -406,13 +414,12 @@ impl Reference for GgufLm {
         &self.name
     }
 
-    fn score(
-        &self,
-        prompt: &str,
-        output: &[String],
-        temperature: f64,
-    ) -> Result<Vec<Position>, String> {
-        let ids = self.vocab.encode(&self.chat_prompt(prompt))?;
+    fn score(&self, req: &Request, output: &[String]) -> Result<Vec<Position>, String> {
+        let temperature = req.temperature;
+        let ids = self.vocab.encode(&self.input(req))?;
+        if ids.is_empty() {
+            return Err("an empty prompt".into());
+        }
         let mut model = self.weights.clone();
         let mut lp = Self::step(&mut model, &ids, 0)?;
         let mut pos = ids.len();
@@ -462,9 +469,9 @@ impl Reference for GgufLm {
         Ok(out)
     }
 
-    fn prompt_tokens(&self, prompt: &str) -> u64 {
+    fn prompt_tokens(&self, req: &Request) -> u64 {
         self.vocab
-            .encode(&self.chat_prompt(prompt))
+            .encode(&self.input(req))
             .map(|ids| ids.len() as u64)
             .unwrap_or(0)
     }

@@ -19,6 +19,9 @@ pub struct RequestRanges {
     pub max_max_tokens: usize,
     /// One request in this many repeats an earlier prompt with a new seed.
     pub repeat_one_in: u64,
+    /// One request in this many goes to `/v1/completions` (the prompt's
+    /// text continued), the others to `/v1/chat/completions`.
+    pub completion_one_in: u64,
 }
 
 impl Default for RequestRanges {
@@ -32,6 +35,7 @@ impl Default for RequestRanges {
             min_max_tokens: 16,
             max_max_tokens: 96,
             repeat_one_in: 4,
+            completion_one_in: 3,
         }
     }
 }
@@ -100,6 +104,7 @@ pub struct Drawn {
     pub temperature: f64,
     pub seed: u64,
     pub max_tokens: usize,
+    pub endpoint: crate::check::Endpoint,
 }
 
 /// Draws a request; `earlier` prompts may be asked again with a new seed.
@@ -131,5 +136,10 @@ pub fn draw(r: &RequestRanges, d: &mut Draw, earlier: &[String]) -> Drawn {
         temperature,
         seed: d.next_u64() >> 1,
         max_tokens: d.range(r.min_max_tokens as u64, r.max_max_tokens as u64) as usize,
+        endpoint: if d.range(1, r.completion_one_in.max(1)) == 1 {
+            crate::check::Endpoint::Completion
+        } else {
+            crate::check::Endpoint::Chat
+        },
     }
 }

@@ -130,6 +130,9 @@ async fn chat(State(s): State<Arc<ServerState>>, Json(body): Json<Value>) -> Res
 }
 
 async fn completions(State(s): State<Arc<ServerState>>, Json(body): Json<Value>) -> Response {
+    if body.get("prompt_logprobs").is_some_and(|v| !v.is_null()) {
+        return prompt_logprobs(&s, &body);
+    }
     match body.get("prompt").and_then(Value::as_str).map(String::from) {
         Some(p) => answer(s, body, p, false).await,
         None => bad("prompt must be a string"),
@@ -327,6 +330,7 @@ fn prompt_logprobs(s: &ServerState, body: &Value) -> Response {
         return bad("this server scores with the toy model only (prompt_logprobs)");
     }
     let messages = body.get("messages").and_then(Value::as_array);
+    let chat = messages.is_some();
     let text = |role: &str| {
         messages.and_then(|m| {
             m.iter()
@@ -335,8 +339,18 @@ fn prompt_logprobs(s: &ServerState, body: &Value) -> Response {
                 .and_then(Value::as_str)
         })
     };
-    let (Some(user), Some(assistant)) = (text("user"), text("assistant")) else {
-        return bad("continue_final_message needs a user and a final assistant message");
+    // A chat continued, or a completion's whole text.
+    let all = match (chat, text("user"), text("assistant")) {
+        (true, Some(user), Some(assistant)) => {
+            let mut all = tokenize(user);
+            all.extend(tokenize(assistant));
+            all
+        }
+        (false, _, _) => match body.get("prompt").and_then(Value::as_str) {
+            Some(p) => tokenize(p),
+            None => return bad("prompt must be a string"),
+        },
+        _ => return bad("continue_final_message needs a user and a final assistant message"),
     };
     let k = body
         .get("prompt_logprobs")
@@ -349,8 +363,6 @@ fn prompt_logprobs(s: &ServerState, body: &Value) -> Response {
         .unwrap_or(k as u64)
         .clamp(1, 20) as usize;
     let lm = ToyLm::new(model);
-    let mut all = tokenize(user);
-    all.extend(tokenize(assistant));
     let ranked = |lp: &[f64]| {
         let mut order: Vec<usize> = (0..lp.len()).collect();
         order.sort_by(|a, b| lp[*b].total_cmp(&lp[*a]));
@@ -379,6 +391,27 @@ fn prompt_logprobs(s: &ServerState, body: &Value) -> Response {
         .map(|id| json!({"token": token_text(*id), "logprob": lp[*id]}))
         .collect();
     let next = order[0];
+    let usage =
+        json!({"prompt_tokens": all.len(), "completion_tokens": 1, "total_tokens": all.len() + 1});
+    if !chat {
+        // vLLM's completions: prompt_logprobs in the choice, top_logprobs
+        // as {token: logprob}.
+        let top: serde_json::Map<String, Value> = order
+            .iter()
+            .take(top_n)
+            .map(|id| (token_text(*id).to_string(), json!(lp[*id])))
+            .collect();
+        return Json(json!({
+            "object": "text_completion",
+            "model": model,
+            "choices": [{"index": 0, "text": token_text(next),
+                         "logprobs": {"tokens": [token_text(next)], "token_logprobs": [lp[next]], "top_logprobs": [top]},
+                         "prompt_logprobs": prompt,
+                         "finish_reason": "length"}],
+            "usage": usage,
+        }))
+        .into_response();
+    }
     Json(json!({
         "object": "chat.completion",
         "model": model,
@@ -387,7 +420,7 @@ fn prompt_logprobs(s: &ServerState, body: &Value) -> Response {
                      "logprobs": {"content": [{"token": token_text(next), "logprob": lp[next], "top_logprobs": top}]},
                      "finish_reason": "length"}],
         "prompt_logprobs": prompt,
-        "usage": {"prompt_tokens": all.len(), "completion_tokens": 1, "total_tokens": all.len() + 1},
+        "usage": usage,
     }))
     .into_response()
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use tvm_inference::check::{check, Outcome, Reference, Request, Rules};
+use tvm_inference::check::{check, Endpoint, Outcome, Reference, Request, Rules};
 use tvm_inference::gguf::{GgufLm, Vocab};
 use tvm_inference::server::{serve, Behaviour, ToyConfig};
 use tvm_inference::stream::{Observed, StreamReader};
@@ -104,9 +104,15 @@ fn smollm2_scores_as_an_independent_implementation() {
     ];
     let output: Vec<String> = answer.iter().map(|s| s.to_string()).collect();
     let t = Instant::now();
-    let scored = lm
-        .score("What is the capital of France?", &output, 0.0)
-        .unwrap();
+    let req = Request {
+        model: MODEL.into(),
+        endpoint: Endpoint::Chat,
+        prompt: "What is the capital of France?".into(),
+        temperature: 0.0,
+        seed: 0,
+        max_tokens: 16,
+    };
+    let scored = lm.score(&req, &output).unwrap();
     eprintln!(
         "scored {} positions in {:.2} s",
         scored.len(),
@@ -163,6 +169,7 @@ fn honest_high_temperature_answers_pass_that_raw_thresholds_fail() {
         assert!(raw_fails, "draw {i} passes the raw thresholds too");
         let req = Request {
             model: MODEL.into(),
+            endpoint: Endpoint::Chat,
             prompt: d.prompt,
             temperature: d.temperature,
             seed: d.seed,
@@ -176,17 +183,25 @@ fn honest_high_temperature_answers_pass_that_raw_thresholds_fail() {
 }
 
 async fn ask(url: &str, req: &Request) -> Observed {
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "model": req.model, "temperature": req.temperature, "seed": req.seed,
         "max_tokens": req.max_tokens, "stream": true,
         "stream_options": {"include_usage": true},
-        "messages": [{"role": "user", "content": req.prompt}],
-        "logprobs": true,
     });
+    match req.endpoint {
+        Endpoint::Chat => {
+            body["messages"] = serde_json::json!([{"role": "user", "content": req.prompt}]);
+            body["logprobs"] = true.into();
+        }
+        Endpoint::Completion => {
+            body["prompt"] = req.prompt.clone().into();
+            body["logprobs"] = 1.into();
+        }
+    }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let t = Instant::now();
     let mut resp = reqwest::Client::new()
-        .post(format!("{url}/v1/chat/completions"))
+        .post(format!("{url}{}", req.endpoint.path()))
         .header("content-type", "application/json")
         .body(body.to_string())
         .send()
@@ -239,11 +254,19 @@ async fn smollm2_answers_verify_and_another_models_do_not() {
         "Name three rivers and the seas they flow into.",
         "Write one sentence about a quiet harbour at night.",
         "Explain in short what a prime number is.",
+        "The longest rivers of Europe are",
+    ];
+    let endpoints = [
+        Endpoint::Chat,
+        Endpoint::Chat,
+        Endpoint::Chat,
+        Endpoint::Completion,
     ];
     let t = Instant::now();
-    for (i, (prompt, temperature)) in prompts.iter().zip([0.0, 0.7, 1.0]).enumerate() {
+    for (i, (prompt, temperature)) in prompts.iter().zip([0.0, 0.7, 1.0, 0.5]).enumerate() {
         let req = Request {
             model: MODEL.into(),
+            endpoint: endpoints[i],
             prompt: prompt.to_string(),
             temperature,
             seed: 11 + i as u64,
@@ -269,6 +292,7 @@ async fn smollm2_answers_verify_and_another_models_do_not() {
     // Cut short where the model would go on.
     let req = Request {
         model: MODEL.into(),
+        endpoint: Endpoint::Chat,
         prompt: prompts[0].into(),
         temperature: 0.0,
         seed: 1,
@@ -282,7 +306,7 @@ async fn smollm2_answers_verify_and_another_models_do_not() {
         o => panic!("v5.finish: {o:?}"),
     }
     eprintln!(
-        "7 answers generated and scored in {:.1} s",
+        "9 answers generated and scored in {:.1} s",
         t.elapsed().as_secs_f64()
     );
 }

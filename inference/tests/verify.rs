@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use tvm_inference::check::{check, Earlier, Outcome, Request, Rules};
+use tvm_inference::check::{check, Earlier, Endpoint, Outcome, Request, Rules};
 use tvm_inference::score::{Answer, ScoreRules, Windows};
 use tvm_inference::server::{serve, Behaviour, ToyConfig};
 use tvm_inference::stream::{Observed, StreamReader};
@@ -55,6 +55,7 @@ async fn ask(url: &str, req: &Request, chat: bool) -> Observed {
 fn req(prompt: &str, temperature: f64, seed: u64, max_tokens: usize) -> Request {
     Request {
         model: MODEL.into(),
+        endpoint: Endpoint::Chat,
         prompt: prompt.into(),
         temperature,
         seed,

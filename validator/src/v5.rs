@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use tvm_inference::check::{
     check_scored, precheck, score_with, scored_from_prompt_logprobs, scoring_request, Earlier,
-    Reference, Request, Rules, Scored,
+    Endpoint, Reference, Request, Rules, Scored,
 };
 use tvm_inference::prompts::{draw, Draw, RequestRanges};
 use tvm_inference::score::{Answer, ScoreRules, Windows};
@@ -36,7 +36,7 @@ pub enum ReferenceConfig {
         path: std::path::PathBuf,
     },
     /// A vLLM-compatible server running the same model: it scores answers
-    /// with `prompt_logprobs` on `/v1/chat/completions`.
+    /// with `prompt_logprobs` on the endpoint they were asked on.
     Openai {
         /// Its base URL (`http://127.0.0.1:8000`).
         url: String,
@@ -245,7 +245,7 @@ impl V5 {
                     eos,
                     served_as,
                 } => Scorer::Remote {
-                    url: format!("{}/v1/chat/completions", url.trim_end_matches('/')),
+                    url: url.trim_end_matches('/').to_string(),
                     eos: eos.clone(),
                     model: served_as.clone().unwrap_or_else(|| model.to_string()),
                 },
@@ -283,7 +283,8 @@ impl V5 {
                     .map_err(|e| format!("the built-in reference stopped: {e}"))?
             }
             Scorer::Remote { url, eos, model } => {
-                let body = scoring_request(model, &req.prompt, &got.tokens).to_string();
+                let url = &format!("{url}{}", req.endpoint.path());
+                let body = scoring_request(model, req, &got.tokens).to_string();
                 let resp = self
                     .client
                     .post(url)
@@ -579,23 +580,32 @@ impl V5 {
         let drawn = draw(&self.cfg.requests, &mut d, &earlier_prompts);
         let req = Request {
             model: model.to_string(),
+            endpoint: drawn.endpoint,
             prompt: drawn.prompt,
             temperature: drawn.temperature,
             seed: drawn.seed,
             max_tokens: drawn.max_tokens,
         };
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "model": req.model,
-            "messages": [{"role": "user", "content": req.prompt}],
             "temperature": req.temperature,
             "seed": req.seed,
             "max_tokens": req.max_tokens,
             "stream": true,
             "stream_options": {"include_usage": true},
-            "logprobs": true,
-            "top_logprobs": 1,
-        })
-        .to_string();
+        });
+        match req.endpoint {
+            Endpoint::Chat => {
+                body["messages"] = serde_json::json!([{"role": "user", "content": req.prompt}]);
+                body["logprobs"] = true.into();
+                body["top_logprobs"] = 1.into();
+            }
+            Endpoint::Completion => {
+                body["prompt"] = req.prompt.clone().into();
+                body["logprobs"] = 1.into();
+            }
+        }
+        let body = body.to_string();
         let t0 = Instant::now();
         let limit = Duration::from_secs(self.cfg.timeout_seconds);
         let read = async {
@@ -603,7 +613,7 @@ impl V5 {
                 .inference(
                     &n.node,
                     miner,
-                    "/v1/chat/completions",
+                    req.endpoint.path(),
                     Some(body.as_bytes()),
                     cvm,
                     limit,

@@ -142,8 +142,10 @@ async fn a_reference_server_scores_answers_as_the_built_in_one_does() {
         "toy/impostor".into(),
     ))
     .await;
-    let remote = || {
+    // `one_in`: one request in this many to /v1/completions (1: all).
+    let remote = |one_in: u64| {
         let mut cfg = V5Config::toy(MODEL, 4);
+        cfg.requests.completion_one_in = one_in;
         if let Some(m) = cfg.models.get_mut(MODEL) {
             m.reference = ReferenceConfig::Openai {
                 url: reference.clone(),
@@ -154,19 +156,22 @@ async fn a_reference_server_scores_answers_as_the_built_in_one_does() {
         V5::new(cfg).unwrap()
     };
     let a = serving_agent(&sim, &honest, 64);
-    let found = remote()
-        .probe(
-            &validator_attester(a.https.port()).unwrap(),
-            &[node(&a, &a.tls_spki_sha256)],
-            1,
-        )
-        .await;
-    assert_eq!(found.answers.len(), 4, "{found:?}");
-    assert!(found.answers.iter().all(|x| x.verified), "{found:?}");
-    assert!(found.scores[&2] > 0.0);
+    // Every request a completion, then (all but surely) every one a chat.
+    for one_in in [1, 1 << 40] {
+        let found = remote(one_in)
+            .probe(
+                &validator_attester(a.https.port()).unwrap(),
+                &[node(&a, &a.tls_spki_sha256)],
+                1,
+            )
+            .await;
+        assert_eq!(found.answers.len(), 4, "{found:?}");
+        assert!(found.answers.iter().all(|x| x.verified), "{found:?}");
+        assert!(found.scores[&2] > 0.0);
+    }
 
     let b = serving_agent(&sim, &impostor, 65);
-    let found = remote()
+    let found = remote(3)
         .probe(
             &validator_attester(b.https.port()).unwrap(),
             &[node(&b, &b.tls_spki_sha256)],
