@@ -44,6 +44,9 @@ struct Settings {
     pool: usize,
     smoke: bool,
     upstream_latency: Duration,
+    /// The offered load of the paced run, requests per second (all
+    /// connections together).
+    rate: f64,
 }
 
 impl Settings {
@@ -63,6 +66,7 @@ impl Settings {
                 pool: 1_000,
                 smoke,
                 upstream_latency: Duration::ZERO,
+                rate: 200.0,
             };
         }
         Settings {
@@ -72,6 +76,7 @@ impl Settings {
             pool: num("PROXY_BENCH_POOL", 90_000),
             smoke,
             upstream_latency: Duration::from_millis(num("PROXY_BENCH_UPSTREAM_MS", 0) as u64),
+            rate: num("PROXY_BENCH_RATE", 1000).max(1) as f64,
         }
     }
 }
@@ -357,11 +362,16 @@ struct Worker {
     pool_ran_out: bool,
 }
 
+/// Sends as fast as answers come (`pace` None: a closed loop, the most the
+/// target can do), or one request every `pace.1` from `pace.0` on, each
+/// timed from when it was due, so that a late answer counts against the
+/// requests queued behind it (an open loop: latency at a given load).
 async fn worker(
     url: Arc<str>,
     pool: Pool,
     warm_until: Instant,
     stop_at: Instant,
+    pace: Option<(Instant, Duration)>,
 ) -> Result<Worker, Error> {
     // One client per worker, one idle connection: N workers are N keep-alive
     // connections.
@@ -378,7 +388,11 @@ async fn worker(
         latencies: Vec::with_capacity(1 << 16),
         pool_ran_out: false,
     };
+    let mut due = pace.map(|(first, _)| first);
     loop {
+        if let Some(d) = due {
+            tokio::time::sleep_until(d.into()).await;
+        }
         let now = Instant::now();
         if now >= stop_at {
             break;
@@ -387,7 +401,10 @@ async fn worker(
             w.pool_ran_out = true;
             break;
         };
-        let t0 = Instant::now();
+        let t0 = due.unwrap_or_else(Instant::now);
+        if let (Some(d), Some((_, every))) = (due.as_mut(), pace) {
+            *d += every;
+        }
         let result = async {
             let r = client
                 .post(&*url)
@@ -425,14 +442,28 @@ async fn worker(
     Ok(w)
 }
 
-fn drive(rt: &Runtime, name: &str, url: &str, pool: Pool, s: &Settings) -> Result<Outcome, Error> {
+/// Drives `url` for the warm-up and the phase: closed loop, or paced at
+/// `rate` requests per second over all connections.
+fn drive(
+    rt: &Runtime,
+    name: &str,
+    url: &str,
+    pool: Pool,
+    s: &Settings,
+    rate: Option<f64>,
+) -> Result<Outcome, Error> {
     let url: Arc<str> = Arc::from(url);
     let start = Instant::now();
     let warm_until = start + s.warmup;
     let stop_at = warm_until + s.phase;
+    let every = rate.map(|r| Duration::from_secs_f64(s.conns as f64 / r));
     let workers: Vec<Worker> = rt.block_on(async {
         let tasks: Vec<_> = (0..s.conns)
-            .map(|_| tokio::spawn(worker(url.clone(), pool.clone(), warm_until, stop_at)))
+            .map(|i| {
+                // Connections staggered evenly over one period.
+                let pace = every.map(|e| (start + e.mul_f64(i as f64 / s.conns as f64), e));
+                tokio::spawn(worker(url.clone(), pool.clone(), warm_until, stop_at, pace))
+            })
             .collect();
         let mut out = Vec::with_capacity(tasks.len());
         for t in tasks {
@@ -521,61 +552,81 @@ fn main() -> Result<(), Error> {
         unique: false,
     };
     let path = "/v1/chat/completions";
-    let mut results = vec![drive(
-        &load_rt,
-        "upstream (direct)",
-        &format!("http://{upstream}{path}"),
-        reuse(&requests),
-        &s,
-    )?];
+    // One pool for every agent run: each signed request is sent once.
     let unique = Pool {
         requests: requests.clone(),
         next: Arc::new(AtomicUsize::new(0)),
         unique: true,
     };
-    results.push(drive(
-        &load_rt,
-        "tvm-agent (Epistula verify + proxy)",
-        &format!("http://{agent}{path}"),
-        unique,
-        &s,
-    )?);
-    if let Some(n) = &nginx {
-        results.push(drive(
-            &load_rt,
-            "nginx (proxy_pass, keepalive, buffering off)",
-            &format!("http://{}{path}", n.addr),
-            reuse(&requests),
-            &s,
-        )?);
-    } else if !s.smoke {
+    if nginx.is_none() && !s.smoke {
         println!("nginx: not on PATH, its row is left out (bench/proxy.sh installs it)");
     }
-    drop(nginx);
-
-    let direct_rps = results[0].rps();
-    let direct_p99 = results[0].pct_ms(0.99);
-    println!();
-    println!("| target | requests | req/s | p50 ms | p99 ms | % of direct req/s | p99 added ms |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
-    for (i, o) in results.iter().enumerate() {
-        let (pct, added) = if i == 0 {
-            ("—".to_string(), "—".to_string())
-        } else {
-            (
-                format!("{:.0} %", 100.0 * o.rps() / direct_rps),
-                format!("{:+.2}", o.pct_ms(0.99) - direct_p99),
-            )
-        };
-        println!(
-            "| {} | {} | {:.0} | {:.2} | {:.2} | {pct} | {added} |",
-            o.name,
-            o.ok,
-            o.rps(),
-            o.pct_ms(0.5),
-            o.pct_ms(0.99),
-        );
+    let mut all = Vec::new();
+    // The most each target does (closed loop), then all of them at the
+    // same offered load (open loop), where added latency is the proxy's
+    // own cost rather than queueing behind a saturated CPU.
+    for rate in [None, Some(s.rate)] {
+        let mut results = vec![drive(
+            &load_rt,
+            "upstream (direct)",
+            &format!("http://{upstream}{path}"),
+            reuse(&requests),
+            &s,
+            rate,
+        )?];
+        results.push(drive(
+            &load_rt,
+            "tvm-agent (Epistula verify + proxy)",
+            &format!("http://{agent}{path}"),
+            unique.clone(),
+            &s,
+            rate,
+        )?);
+        if let Some(n) = &nginx {
+            results.push(drive(
+                &load_rt,
+                "nginx (proxy_pass, keepalive, buffering off)",
+                &format!("http://{}{path}", n.addr),
+                reuse(&requests),
+                &s,
+                rate,
+            )?);
+        }
+        let direct_rps = results[0].rps();
+        let (direct_p50, direct_p99) = (results[0].pct_ms(0.5), results[0].pct_ms(0.99));
+        println!();
+        match rate {
+            None => println!("as fast as each target answers ({} connections, closed loop):", s.conns),
+            Some(r) => println!(
+                "paced at {r:.0} req/s over {} connections (open loop, each request timed from when it was due):",
+                s.conns
+            ),
+        }
+        println!("| target | requests | req/s | p50 ms | p99 ms | % of direct req/s | p50 added ms | p99 added ms |");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+        for (i, o) in results.iter().enumerate() {
+            let (pct, added50, added99) = if i == 0 {
+                ("—".to_string(), "—".to_string(), "—".to_string())
+            } else {
+                (
+                    format!("{:.0} %", 100.0 * o.rps() / direct_rps),
+                    format!("{:+.2}", o.pct_ms(0.5) - direct_p50),
+                    format!("{:+.2}", o.pct_ms(0.99) - direct_p99),
+                )
+            };
+            println!(
+                "| {} | {} | {:.0} | {:.2} | {:.2} | {pct} | {added50} | {added99} |",
+                o.name,
+                o.ok,
+                o.rps(),
+                o.pct_ms(0.5),
+                o.pct_ms(0.99),
+            );
+        }
+        all.push(results);
     }
+    drop(nginx);
+    let results: Vec<Outcome> = all.into_iter().flatten().collect();
     let mut bad = false;
     for o in &results {
         if o.failed > 0 {
@@ -597,7 +648,11 @@ fn main() -> Result<(), Error> {
     }
     // Context for the agent's row: what verifying one signature costs alone.
     let per_verify = verify_cost(&requests)?;
-    let agent_rps = results[1].rps();
+    let agent_rps = results
+        .iter()
+        .filter(|o| o.name.starts_with("tvm-agent"))
+        .map(Outcome::rps)
+        .fold(0.0, f64::max);
     println!(
         "\nEpistula verification alone (one thread, no replay guard): {:.1} µs per request; at the agent's {:.0} req/s that is {:.2} of this machine's {cores} cores",
         per_verify * 1e6,
