@@ -6,6 +6,8 @@
 # most 64, the agent's per-address connection cap), PROXY_BENCH_SECS (5), PROXY_BENCH_POOL (90000). Two runs: an upstream that
 # answers at once (the proxy's CPU cost is all there is: its worst case) and
 # one that takes 20 ms per completion (still faster than any real model).
+# Each runs every target twice: as fast as it answers (closed loop), then
+# paced at PROXY_BENCH_RATE (1000) requests per second (open loop).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
@@ -24,5 +26,5 @@ if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
 fi
 export PATH="$PATH:/usr/sbin"
 PROXY_BENCH_UPSTREAM_MS=0 cargo bench -p tvm-agent --bench proxy "$@"
-PROXY_BENCH_UPSTREAM_MS=20 PROXY_BENCH_CONNS=${PROXY_BENCH_CONNS:-64} PROXY_BENCH_POOL=${PROXY_BENCH_POOL:-20000} \
+PROXY_BENCH_UPSTREAM_MS=20 PROXY_BENCH_CONNS=${PROXY_BENCH_CONNS:-64} PROXY_BENCH_POOL=${PROXY_BENCH_POOL:-40000} \
   cargo bench -p tvm-agent --bench proxy "$@"

@@ -97,17 +97,38 @@ pub struct Position {
     pub eos_rank: usize,
     /// The chance that sampling at the request's temperature gives a token
     /// no more likely than the answer's here (1 at the last position).
-    /// Honest answers' tails are uniform on (0, 1]; a reference that sees
-    /// only the top tokens gives an upper bound.
+    /// An honest token's tail is below any p with chance at most p; a
+    /// reference that sees only the top tokens gives an upper bound.
     pub tail: f64,
+    /// The log of the chance that sampling at the request's temperature
+    /// gives this very token (an upper bound from a top-tokens reference;
+    /// 0 at the last position). The replay check multiplies them.
+    pub sample_logprob: f64,
+}
+
+impl Position {
+    /// The sampling fields of a position no token is checked at.
+    pub const END: Position = Position {
+        token_logprob: 0.0,
+        top_logprob: 0.0,
+        eos_rank: 0,
+        tail: 1.0,
+        sample_logprob: 0.0,
+    };
 }
 
 /// The tail of token `x` under log-probabilities `lp` sampled at
 /// `temperature` (0: as at 1; greedy answers are checked by `v5.greedy`;
 /// above 1: as at 1, an upper bound).
 pub fn tail(lp: &[f64], x: usize, temperature: f64) -> f64 {
+    sampling(lp, x, temperature).0
+}
+
+/// Token `x`'s tail (see [`tail`]) and the log of its own chance under
+/// sampling at `temperature` (0: as at 1).
+pub fn sampling(lp: &[f64], x: usize, temperature: f64) -> (f64, f64) {
     let Some(&own) = lp.get(x) else {
-        return 0.0;
+        return (0.0, NOT_A_TOKEN);
     };
     let t = if temperature > 0.0 {
         temperature.min(1.0)
@@ -124,9 +145,9 @@ pub fn tail(lp: &[f64], x: usize, temperature: f64) -> f64 {
         }
     }
     if all > 0.0 {
-        below / all
+        (below / all, (own - top) / t - all.ln())
     } else {
-        0.0
+        (0.0, NOT_A_TOKEN)
     }
 }
 
@@ -168,11 +189,22 @@ impl Reference for crate::toy::ToyLm {
                 token_logprob: token.map(|t| lp[t]).unwrap_or(NOT_A_TOKEN),
                 top_logprob: top,
                 eos_rank,
-                tail: match (i < output.len(), token) {
-                    (false, _) => 1.0,
-                    (true, Some(t)) => tail(&lp, t, req.temperature),
-                    (true, None) => 0.0,
-                },
+                ..match (i < output.len(), token) {
+                    (false, _) => Position::END,
+                    (true, Some(t)) => {
+                        let (tail, sample_logprob) = sampling(&lp, t, req.temperature);
+                        Position {
+                            tail,
+                            sample_logprob,
+                            ..Position::END
+                        }
+                    }
+                    (true, None) => Position {
+                        tail: 0.0,
+                        sample_logprob: NOT_A_TOKEN,
+                        ..Position::END
+                    },
+                }
             });
             if let Some(t) = token {
                 context.push(t);
@@ -554,13 +586,10 @@ pub fn check_scored(
         "v5.replay",
         match repeat {
             Some(e) => {
-                // At any temperature T the chance of sampling a token is at
-                // most (p / p_top)^(1/T): an upper bound on a repeat by chance.
+                // The chance that sampling gives each token again, or an
+                // upper bound on it: their product bounds a repeat by chance.
                 let common = e.tokens.len().min(n);
-                let ln_bound: f64 = scored[..common]
-                    .iter()
-                    .map(|p| (p.token_logprob - p.top_logprob) / req.temperature)
-                    .sum();
+                let ln_bound: f64 = scored[..common].iter().map(|p| p.sample_logprob).sum();
                 if ln_bound < rules.replay_max_probability.ln() {
                     Outcome::Fail(format!(
                         "the same {common} tokens as the answer for seed {} (sampling repeats them with probability at most {:.1e}): a replayed answer",
@@ -581,6 +610,18 @@ pub fn check_scored(
     Verdict { checks }
 }
 
+/// Why an answer was not scored.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Unscored {
+    /// The reference could not score (down, slow, incompatible): the
+    /// validator's side, nothing is recorded against the miner.
+    Reference(String),
+    /// The answer does not fit the reference's tokens: it fails
+    /// (`v5.reference`), or a miner could keep an old window by making
+    /// every new answer unscorable.
+    Misfit(String),
+}
+
 /// What a vLLM-style reference server answered to the scoring request
 /// [`scoring_request`] made, as [`Scored`]: `prompt_logprobs` (per prompt
 /// token, the top k and the token itself) for the answer's tokens, the last
@@ -591,27 +632,32 @@ pub fn scored_from_prompt_logprobs(
     output: &[String],
     eos: &str,
     temperature: f64,
-) -> Result<Scored, String> {
+) -> Result<Scored, Unscored> {
     use serde_json::Value;
+    let reference = |why: &str| Unscored::Reference(why.to_string());
     // Chat answers carry them at the top, completions in the choice.
     let prompt = answer
         .get("prompt_logprobs")
         .or_else(|| answer.pointer("/choices/0/prompt_logprobs"))
         .and_then(Value::as_array)
-        .ok_or("the reference returned no prompt_logprobs (a vLLM-compatible server is needed)")?;
+        .ok_or_else(|| {
+            reference(
+                "the reference returned no prompt_logprobs (a vLLM-compatible server is needed)",
+            )
+        })?;
     let n = output.len();
     if prompt.len() < n + 1 {
-        return Err(format!(
+        return Err(Unscored::Misfit(format!(
             "the reference scored {} prompt tokens for an answer of {n}",
             prompt.len()
-        ));
+        )));
     }
     let start = prompt.len() - n;
     let mut positions = Vec::with_capacity(n + 1);
     for (i, token) in output.iter().enumerate() {
-        let entry = prompt[start + i]
-            .as_object()
-            .ok_or_else(|| format!("prompt_logprobs[{}] is not an object", start + i))?;
+        let entry = prompt[start + i].as_object().ok_or_else(|| {
+            Unscored::Reference(format!("prompt_logprobs[{}] is not an object", start + i))
+        })?;
         let mut listed: Vec<(&str, f64)> = entry
             .values()
             .filter_map(|v| {
@@ -623,9 +669,10 @@ pub fn scored_from_prompt_logprobs(
             .collect();
         listed.sort_by(|a, b| b.1.total_cmp(&a.1));
         let own = listed.iter().find(|(t, _)| t == token).map(|(_, l)| *l).ok_or_else(|| {
-            format!(
-                "the reference tokenizes the answer differently at token {i} ({token:?} is not among its tokens there)"
-            )
+            Unscored::Misfit(format!(
+                "the reference tokenizes the answer differently at token {i} ({} is not among its tokens there): not this model's tokens",
+                shown(token)
+            ))
         })?;
         positions.push(Position {
             token_logprob: own,
@@ -633,6 +680,7 @@ pub fn scored_from_prompt_logprobs(
             // Not among the top k: ranked lower than any listed (at least 1000th).
             eos_rank: listed.iter().position(|(t, _)| *t == eos).unwrap_or(1000),
             tail: tail_bound(&listed, own, temperature),
+            sample_logprob: sample_bound(&listed, own, temperature),
         });
     }
     // Chat: a list of {token, logprob}; completions: {token: logprob}.
@@ -661,7 +709,7 @@ pub fn scored_from_prompt_logprobs(
     };
     let top: Vec<(String, f64)> = chat_top
         .or_else(completion_top)
-        .ok_or("the reference returned no top_logprobs for the next token")?;
+        .ok_or_else(|| reference("the reference returned no top_logprobs for the next token"))?;
     let mut top = top;
     top.sort_by(|a, b| b.1.total_cmp(&a.1));
     let eos_at = top.iter().position(|(t, _)| t == eos);
@@ -669,7 +717,7 @@ pub fn scored_from_prompt_logprobs(
         token_logprob: eos_at.map(|i| top[i].1).unwrap_or(-1000.0),
         top_logprob: top.first().map(|t| t.1).unwrap_or(0.0),
         eos_rank: eos_at.unwrap_or(1000),
-        tail: 1.0,
+        ..Position::END
     });
     Ok(Scored {
         positions,
@@ -680,10 +728,34 @@ pub fn scored_from_prompt_logprobs(
 
 /// An upper bound on a token's tail (see [`tail`]) from only the top
 /// tokens a server lists (`listed`, most likely first, the token itself
-/// among them with log-probability `own`). Unlisted tokens are no more
-/// likely than the least likely listed one other than `own`, and hold the
-/// mass the listed ones leave; at temperature t ≤ 1 they weigh at most
-/// that mass times that token's probability to the power 1/t − 1.
+/// among them with log-probability `own`), the smaller of two. By mass:
+/// unlisted tokens are no more likely than the least likely listed one
+/// other than `own`, and hold the mass the listed ones leave; at
+/// temperature t ≤ 1 they weigh at most that mass times that token's
+/// probability to the power 1/t − 1. By count: at most
+/// [`MAX_VOCABULARY`] tokens, each no likelier than this one.
+/// The most tokens a model's vocabulary is taken to have (Gemma's 262 144
+/// and below): every token no more likely than one weighs at most as much,
+/// so a tail is at most this many times the token's own chance.
+pub const MAX_VOCABULARY: f64 = 524_288.0;
+
+/// An upper bound on the log of a token's chance under sampling at
+/// `temperature` from only the listed top tokens: its weight over theirs.
+fn sample_bound(listed: &[(&str, f64)], own: f64, temperature: f64) -> f64 {
+    let t = if temperature > 0.0 {
+        temperature.min(1.0)
+    } else {
+        1.0
+    };
+    let top = listed.first().map(|(_, l)| *l).unwrap_or(own).max(own);
+    let sum: f64 = listed.iter().map(|(_, l)| ((l - top) / t).exp()).sum();
+    if sum > 0.0 {
+        ((own - top) / t - sum.ln()).min(0.0)
+    } else {
+        0.0
+    }
+}
+
 fn tail_bound(listed: &[(&str, f64)], own: f64, temperature: f64) -> f64 {
     let t = if temperature > 0.0 {
         temperature.min(1.0)
@@ -708,11 +780,14 @@ fn tail_bound(listed: &[(&str, f64)], own: f64, temperature: f64) -> f64 {
         .filter(|(_, l)| *l > own)
         .map(|(_, l)| w(*l))
         .sum();
-    if all > 0.0 {
+    let by_mass = if all > 0.0 {
         (1.0 - above / all).clamp(0.0, 1.0)
     } else {
         1.0
-    }
+    };
+    // Far below the listed tokens the mass bound says little; there each
+    // token no more likely than this one has at most its chance.
+    by_mass.min(MAX_VOCABULARY * sample_bound(listed, own, temperature).exp())
 }
 
 /// The body that asks a vLLM-style server (`model` there) to score
@@ -788,7 +863,7 @@ mod tests {
             order.sort_by(|a, b| lp[*b].total_cmp(&lp[*a]));
             let own = order[(next(&mut x) * 400.0) as usize % 400];
             let t = 0.2 + 0.8 * next(&mut x);
-            let exact = tail(&lp, own, t);
+            let (exact, exact_lp) = sampling(&lp, own, t);
             // Everything listed: the bound is the tail.
             let names: Vec<String> = (0..lp.len()).map(|i| i.to_string()).collect();
             let all: Vec<(&str, f64)> =
@@ -806,6 +881,46 @@ mod tests {
                 "case {case}: bound {b} under the tail {exact}"
             );
             assert!(b <= 1.0);
+            let s = sample_bound(&listed, lp[own], t);
+            assert!(s >= exact_lp - 1e-9, "case {case}: {s} under {exact_lp}");
+            let direct = (lp[own] / t).exp() / lp.iter().map(|l| (l / t).exp()).sum::<f64>();
+            assert!((exact_lp.exp() - direct).abs() < 1e-9);
+        }
+        // Far below the listed tokens the count bound holds: at T 1, the
+        // top 20 holding 0.9 and the token at −25, its tail is at most
+        // 2^19 e^−25 / 0.9 (about 8e−6), not the 0.1 left over.
+        let top: Vec<String> = (0..20).map(|i| i.to_string()).collect();
+        let mut listed: Vec<(&str, f64)> =
+            top.iter().map(|n| (n.as_str(), 0.045f64.ln())).collect();
+        listed.push(("x", -25.0));
+        let b = tail_bound(&listed, -25.0, 1.0);
+        assert!(b < 1e-5 && b > 1e-6, "{b}");
+    }
+
+    #[test]
+    fn a_server_that_cannot_place_a_token_fails_the_answer_but_a_broken_one_does_not() {
+        let answer = serde_json::json!({
+            "prompt_logprobs": [null,
+                {"1": {"logprob": -0.1, "rank": 1, "decoded_token": " apple"}},
+                {"2": {"logprob": -0.2, "rank": 1, "decoded_token": " river"}}],
+            "choices": [{"logprobs": {"content": [{"token": "<eos>", "logprob": -0.1,
+                "top_logprobs": [{"token": "<eos>", "logprob": -0.1}]}]}}],
+        });
+        let out = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let ok = scored_from_prompt_logprobs(&answer, &out(&[" apple", " river"]), "<eos>", 0.7);
+        assert_eq!(ok.map(|s| s.positions.len()), Ok(3));
+        match scored_from_prompt_logprobs(&answer, &out(&[" apple", " stone"]), "<eos>", 0.7) {
+            Err(Unscored::Misfit(why)) => assert!(why.contains("not this model's tokens"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        match scored_from_prompt_logprobs(&answer, &out(&[" a", " b", " c"]), "<eos>", 0.7) {
+            Err(Unscored::Misfit(_)) => {}
+            other => panic!("{other:?}"),
+        }
+        let broken = serde_json::json!({"choices": []});
+        match scored_from_prompt_logprobs(&broken, &out(&[" apple"]), "<eos>", 0.7) {
+            Err(Unscored::Reference(_)) => {}
+            other => panic!("{other:?}"),
         }
     }
 }

@@ -23,8 +23,11 @@ use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::{AddedToken, Tokenizer};
 
-use crate::check::{tail, Endpoint, Position, Reference, Request, NOT_A_TOKEN};
+use crate::check::{sampling, Endpoint, Position, Reference, Request, NOT_A_TOKEN};
 use crate::toy::{sample, Finish, Generation, Mix};
+
+/// Positions candle's llama runs (prompt and answer together).
+pub const MAX_POSITIONS: usize = 4096;
 
 /// Largest model file loaded: the built-in reference is for small models,
 /// and it holds the weights as 32-bit floats (4–8× the file).
@@ -116,11 +119,15 @@ fn chatml_system(template: &str) -> Result<Option<String>, String> {
         .or_else(|| rest.strip_prefix("\\n"))
         .unwrap_or(rest);
     match rest.find("<|im_end|>") {
-        // `{{ message['content'] }}` here: the template has no default.
-        Some(end) if !rest[..end].contains("{{") && !rest[..end].contains('\'') => {
-            Ok(Some(rest[..end].to_string()))
+        // An expression here (`' + message['content'] + '`): no default.
+        Some(end) => {
+            let text = &rest[..end];
+            let expression = ["{{", "{%", "' +", "+ '", "message["]
+                .iter()
+                .any(|m| text.contains(m));
+            Ok((!expression).then(|| text.replace("\\'", "'")))
         }
-        _ => Ok(None),
+        None => Ok(None),
     }
 }
 
@@ -420,6 +427,13 @@ impl Reference for GgufLm {
         if ids.is_empty() {
             return Err("an empty prompt".into());
         }
+        if ids.len() + output.len() >= MAX_POSITIONS {
+            return Err(format!(
+                "{} prompt and {} answer tokens: the built-in reference runs at most {MAX_POSITIONS} positions",
+                ids.len(),
+                output.len()
+            ));
+        }
         let mut model = self.weights.clone();
         let mut lp = Self::step(&mut model, &ids, 0)?;
         let mut pos = ids.len();
@@ -440,26 +454,29 @@ impl Reference for GgufLm {
                     top_logprob: top,
                     eos_rank,
                     tail: 0.0,
+                    sample_logprob: NOT_A_TOKEN,
                 });
                 while out.len() < output.len() + 1 {
                     out.push(Position {
                         token_logprob: top,
                         top_logprob: top,
                         eos_rank,
-                        tail: 1.0,
+                        ..Position::END
                     });
                 }
                 break;
+            };
+            let (tail, sample_logprob) = if i < output.len() {
+                sampling(&lp, token as usize, temperature)
+            } else {
+                (1.0, 0.0)
             };
             out.push(Position {
                 token_logprob: lp.get(token as usize).copied().unwrap_or(NOT_A_TOKEN),
                 top_logprob: top,
                 eos_rank,
-                tail: if i < output.len() {
-                    tail(&lp, token as usize, temperature)
-                } else {
-                    1.0
-                },
+                tail,
+                sample_logprob,
             });
             if i < output.len() {
                 lp = Self::step(&mut model, &[token], pos)?;
@@ -501,6 +518,13 @@ mod tests {
         let none =
             "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>'}}";
         assert_eq!(chatml_system(none).unwrap(), None);
+        let own = "{{ '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>' }}";
+        assert_eq!(chatml_system(own).unwrap(), None);
+        let apostrophe = "{{ '<|im_start|>system\nYou\\'re kind<|im_end|>\n' }}";
+        assert_eq!(
+            chatml_system(apostrophe).unwrap().as_deref(),
+            Some("You're kind")
+        );
         assert!(chatml_system("{{ bos_token }}[INST]").is_err());
     }
 }

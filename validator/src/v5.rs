@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use tvm_inference::check::{
     check_scored, precheck, score_with, scored_from_prompt_logprobs, scoring_request, Earlier,
-    Endpoint, Reference, Request, Rules, Scored,
+    Endpoint, Reference, Request, Rules, Scored, Unscored,
 };
 use tvm_inference::prompts::{draw, Draw, RequestRanges};
 use tvm_inference::score::{Answer, ScoreRules, Windows};
@@ -134,6 +134,17 @@ impl V5Config {
             );
         }
         let r = &self.requests;
+        let built_in = self
+            .models
+            .values()
+            .any(|m| matches!(m.reference, ReferenceConfig::Gguf { .. }));
+        if built_in && r.max_max_tokens > tvm_inference::gguf::MAX_POSITIONS / 2 {
+            return Err(format!(
+                "v5.requests: max_max_tokens must be at most {} with a gguf reference (it runs {} positions, prompt and answer)",
+                tvm_inference::gguf::MAX_POSITIONS / 2,
+                tvm_inference::gguf::MAX_POSITIONS
+            ));
+        }
         if r.min_max_tokens == 0 || r.max_max_tokens < r.min_max_tokens || r.max_max_tokens > 4096 {
             return Err("v5.requests: max_tokens range must be within 1..=4096".into());
         }
@@ -192,7 +203,7 @@ pub struct V5 {
     /// For reference servers (the validator's own, usually on its network).
     client: reqwest::Client,
     /// Scoring calls in flight at once.
-    reference_turns: tokio::sync::Semaphore,
+    reference_turns: Arc<tokio::sync::Semaphore>,
     windows: Mutex<Windows>,
     history: Mutex<HashMap<(u16, String), Answers>>,
     holders: Mutex<HashMap<u16, String>>,
@@ -256,7 +267,7 @@ impl V5 {
             scorers,
             cfg,
             client,
-            reference_turns: tokio::sync::Semaphore::new(4),
+            reference_turns: Arc::new(tokio::sync::Semaphore::new(4)),
             windows: Mutex::new(Windows::default()),
             history: Mutex::new(HashMap::new()),
             holders: Mutex::new(HashMap::new()),
@@ -273,16 +284,24 @@ impl V5 {
         scorer: &Scorer,
         req: &Request,
         got: &tvm_inference::stream::Observed,
-    ) -> Result<Scored, String> {
+    ) -> Result<Scored, Unscored> {
+        let unavailable = Unscored::Reference;
         match scorer {
             Scorer::Local(r) => {
-                // A real model takes seconds: off the async threads.
+                // A real model takes seconds: off the async threads, and the
+                // turn held until the work ends (it cannot be cancelled).
+                let turn = self.reference_turns.clone().acquire_owned().await.ok();
                 let (r, req, got) = (r.clone(), req.clone(), got.clone());
-                tokio::task::spawn_blocking(move || score_with(r.as_ref(), &req, &got))
-                    .await
-                    .map_err(|e| format!("the built-in reference stopped: {e}"))?
+                tokio::task::spawn_blocking(move || {
+                    let _turn = turn;
+                    score_with(r.as_ref(), &req, &got)
+                })
+                .await
+                .map_err(|e| unavailable(format!("the built-in reference stopped: {e}")))?
+                .map_err(unavailable)
             }
             Scorer::Remote { url, eos, model } => {
+                let _turn = self.reference_turns.acquire().await.ok();
                 let url = &format!("{url}{}", req.endpoint.path());
                 let body = scoring_request(model, req, &got.tokens).to_string();
                 let resp = self
@@ -292,23 +311,23 @@ impl V5 {
                     .body(body)
                     .send()
                     .await
-                    .map_err(|e| format!("the reference server {url}: {e}"))?;
+                    .map_err(|e| unavailable(format!("the reference server {url}: {e}")))?;
                 let status = resp.status();
                 let bytes = resp
                     .bytes()
                     .await
-                    .map_err(|e| format!("the reference server {url}: {e}"))?;
+                    .map_err(|e| unavailable(format!("the reference server {url}: {e}")))?;
                 if !status.is_success() {
-                    return Err(format!(
+                    return Err(unavailable(format!(
                         "the reference server {url} answered {status}: {}",
                         String::from_utf8_lossy(&bytes)
                             .chars()
                             .take(200)
                             .collect::<String>()
-                    ));
+                    )));
                 }
                 let v: serde_json::Value = serde_json::from_slice(&bytes)
-                    .map_err(|e| format!("the reference server {url}: {e}"))?;
+                    .map_err(|e| unavailable(format!("the reference server {url}: {e}")))?;
                 scored_from_prompt_logprobs(&v, &got.tokens, eos, req.temperature)
             }
         }
@@ -663,15 +682,13 @@ impl V5 {
                     .collect()
             })
             .unwrap_or_default();
-        let scored = {
-            // At most a few scoring calls at once: the reference is shared.
-            let _turn = self.reference_turns.acquire().await.ok();
-            self.score(scorer, &req, &observed).await
-        };
-        // The reference failing is the validator's problem, not the miner's.
-        let scored = match scored {
-            Ok(s) => s,
-            Err(e) => {
+        // At most a few scoring calls at once: the reference is shared.
+        // The reference failing is the validator's problem, not the miner's;
+        // an answer that does not fit the reference's tokens fails.
+        let scored = match self.score(scorer, &req, &observed).await {
+            Ok(s) => Ok(s),
+            Err(Unscored::Misfit(why)) => Err(why),
+            Err(Unscored::Reference(e)) => {
                 tracing::warn!(node = %n.node, model, error = %e, "v5 answer not scored: the reference failed");
                 return None;
             }
@@ -681,7 +698,7 @@ impl V5 {
             &self.cfg.rules,
             &req,
             &observed,
-            Ok(scored),
+            scored,
             &earlier,
             &mut pick,
         );
