@@ -492,7 +492,11 @@ pub fn check_scored(
     );
 
     // Usage reported, and near the recount.
+    // The exact count always passes (an empty answer reports 0).
     let ratio_ok = |reported: u64, counted: u64| {
+        if reported == counted {
+            return true;
+        }
         let c = counted.max(1) as f64;
         let r = reported as f64 / c;
         r >= rules.usage_min_ratio && r <= rules.usage_max_ratio
@@ -922,5 +926,47 @@ mod tests {
             Err(Unscored::Reference(_)) => {}
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn an_empty_answer_that_stops_where_the_model_would_passes() {
+        let req = Request {
+            model: "m".into(),
+            endpoint: Endpoint::Completion,
+            prompt: "p".into(),
+            temperature: 0.7,
+            seed: 1,
+            max_tokens: 16,
+        };
+        let got = Observed {
+            model: Some("m".into()),
+            finish_reason: Some("stop".into()),
+            prompt_tokens: Some(3),
+            completion_tokens: Some(0),
+            done: true,
+            ..Observed::default()
+        };
+        let scored = Scored {
+            positions: vec![Position {
+                eos_rank: 0,
+                ..Position::END
+            }],
+            prompt_tokens: 3,
+            eos: "<eos>".into(),
+        };
+        let v = check_scored(&Rules::default(), &req, &got, Ok(scored), &[], &mut |_| 0);
+        assert!(v.passed(), "{:?}", v.failure());
+        // Usage that is not the count is still held to the ratio.
+        let lying = Observed {
+            completion_tokens: Some(5),
+            ..got
+        };
+        let scored = Scored {
+            positions: vec![Position::END],
+            prompt_tokens: 3,
+            eos: "<eos>".into(),
+        };
+        let v = check_scored(&Rules::default(), &req, &lying, Ok(scored), &[], &mut |_| 0);
+        assert!(matches!(v.get("v5.usage"), Some(Outcome::Fail(_))), "{v:?}");
     }
 }
