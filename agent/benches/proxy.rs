@@ -340,6 +340,8 @@ impl Outcome {
 struct Pool {
     requests: Arc<Vec<HeaderMap>>,
     next: Arc<AtomicUsize>,
+    /// Each request once, below this index (`unique` pools only).
+    end: usize,
     unique: bool,
 }
 
@@ -347,7 +349,7 @@ impl Pool {
     fn take(&self) -> Option<&HeaderMap> {
         let i = self.next.fetch_add(1, Ordering::Relaxed);
         if self.unique {
-            self.requests.get(i)
+            self.requests.get(i).filter(|_| i < self.end)
         } else {
             self.requests.get(i % self.requests.len().max(1))
         }
@@ -549,13 +551,20 @@ fn main() -> Result<(), Error> {
     let reuse = |r: &Arc<Vec<HeaderMap>>| Pool {
         requests: r.clone(),
         next: Arc::new(AtomicUsize::new(0)),
+        end: r.len(),
         unique: false,
     };
     let path = "/v1/chat/completions";
-    // One pool for every agent run: each signed request is sent once.
-    let unique = Pool {
+    // The agent takes each signed request once: the paced run's share is
+    // set aside first (its rate over warm-up and phase, and half again),
+    // so that a fast closed-loop run cannot leave it none.
+    let paced_share = ((s.rate * (s.warmup + s.phase).as_secs_f64() * 1.5).ceil() as usize)
+        .min(requests.len() / 2);
+    let split = requests.len() - paced_share;
+    let unique = |from: usize, end: usize| Pool {
         requests: requests.clone(),
-        next: Arc::new(AtomicUsize::new(0)),
+        next: Arc::new(AtomicUsize::new(from)),
+        end,
         unique: true,
     };
     if nginx.is_none() && !s.smoke {
@@ -578,7 +587,10 @@ fn main() -> Result<(), Error> {
             &load_rt,
             "tvm-agent (Epistula verify + proxy)",
             &format!("http://{agent}{path}"),
-            unique.clone(),
+            match rate {
+                None => unique(0, split),
+                Some(_) => unique(split, requests.len()),
+            },
             &s,
             rate,
         )?);

@@ -85,6 +85,33 @@ pub struct Request {
     pub max_tokens: usize,
 }
 
+impl Request {
+    /// The body sent to [`Endpoint::path`]: streamed, with usage and each
+    /// token's log-probability.
+    pub fn body(&self) -> serde_json::Value {
+        let mut body = serde_json::json!({
+            "model": self.model,
+            "temperature": self.temperature,
+            "seed": self.seed,
+            "max_tokens": self.max_tokens,
+            "stream": true,
+            "stream_options": {"include_usage": true},
+        });
+        match self.endpoint {
+            Endpoint::Chat => {
+                body["messages"] = serde_json::json!([{"role": "user", "content": self.prompt}]);
+                body["logprobs"] = true.into();
+                body["top_logprobs"] = 1.into();
+            }
+            Endpoint::Completion => {
+                body["prompt"] = self.prompt.clone().into();
+                body["logprobs"] = 1.into();
+            }
+        }
+        body
+    }
+}
+
 /// The reference's view of one position of the answer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Position {

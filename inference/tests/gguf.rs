@@ -11,8 +11,11 @@ use std::time::Instant;
 
 use tvm_inference::check::{check, Endpoint, Outcome, Reference, Request, Rules};
 use tvm_inference::gguf::{GgufLm, Vocab};
-use tvm_inference::server::{serve, Behaviour, ToyConfig};
-use tvm_inference::stream::{Observed, StreamReader};
+use tvm_inference::server::{Behaviour, ToyConfig};
+use tvm_inference::stream::Observed;
+
+mod common;
+use common::{ask, start};
 
 const MODEL: &str = "HuggingFaceTB/SmolLM2-135M-Instruct";
 
@@ -180,46 +183,6 @@ fn honest_high_temperature_answers_pass_that_raw_thresholds_fail() {
         });
         assert!(v.passed(), "draw {i}: {:?}", v.failure());
     }
-}
-
-async fn ask(url: &str, req: &Request) -> Observed {
-    let mut body = serde_json::json!({
-        "model": req.model, "temperature": req.temperature, "seed": req.seed,
-        "max_tokens": req.max_tokens, "stream": true,
-        "stream_options": {"include_usage": true},
-    });
-    match req.endpoint {
-        Endpoint::Chat => {
-            body["messages"] = serde_json::json!([{"role": "user", "content": req.prompt}]);
-            body["logprobs"] = true.into();
-        }
-        Endpoint::Completion => {
-            body["prompt"] = req.prompt.clone().into();
-            body["logprobs"] = 1.into();
-        }
-    }
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let t = Instant::now();
-    let mut resp = reqwest::Client::new()
-        .post(format!("{url}{}", req.endpoint.path()))
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success(), "{}", resp.status());
-    let mut r = StreamReader::default();
-    while let Some(chunk) = resp.chunk().await.unwrap() {
-        r.feed(&chunk, t.elapsed().as_secs_f64()).unwrap();
-    }
-    r.observed
-}
-
-async fn start(cfg: ToyConfig) -> String {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", l.local_addr().unwrap());
-    tokio::spawn(serve(l, cfg));
-    url
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,56 +1,18 @@
 //! Answers from the toy model over real sockets, honest and cheating,
 //! checked against the toy reference; speed measured against a known pace.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tvm_inference::check::{check, Earlier, Endpoint, Outcome, Request, Rules};
 use tvm_inference::score::{Answer, ScoreRules, Windows};
-use tvm_inference::server::{serve, Behaviour, ToyConfig};
-use tvm_inference::stream::{Observed, StreamReader};
+use tvm_inference::server::{Behaviour, ToyConfig};
+use tvm_inference::stream::Observed;
+
+mod common;
+use common::{ask, start};
 use tvm_inference::toy::ToyLm;
 
 const MODEL: &str = "toy/tvm-toy-1";
-
-async fn start(cfg: ToyConfig) -> String {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", l.local_addr().unwrap());
-    tokio::spawn(serve(l, cfg));
-    url
-}
-
-async fn ask(url: &str, req: &Request, chat: bool) -> Observed {
-    use futures_util::StreamExt;
-    let mut body = serde_json::json!({
-        "model": req.model, "temperature": req.temperature, "seed": req.seed,
-        "max_tokens": req.max_tokens, "stream": true,
-        "stream_options": {"include_usage": true},
-    });
-    let path = if chat {
-        body["messages"] = serde_json::json!([{"role": "user", "content": req.prompt}]);
-        body["logprobs"] = true.into();
-        "/v1/chat/completions"
-    } else {
-        body["prompt"] = req.prompt.clone().into();
-        body["logprobs"] = 1.into();
-        "/v1/completions"
-    };
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let t = Instant::now();
-    let resp = reqwest::Client::new()
-        .post(format!("{url}{path}"))
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success(), "{}", resp.status());
-    let mut r = StreamReader::default();
-    let mut s = resp.bytes_stream();
-    while let Some(chunk) = s.next().await {
-        r.feed(&chunk.unwrap(), t.elapsed().as_secs_f64()).unwrap();
-    }
-    r.observed
-}
 
 fn req(prompt: &str, temperature: f64, seed: u64, max_tokens: usize) -> Request {
     Request {
@@ -90,8 +52,15 @@ async fn honest_answers_verify_at_several_temperatures() {
     for (i, p) in PROMPTS.iter().enumerate() {
         for t in [0.0, 0.3, 0.7, 1.0] {
             for chat in [true, false] {
-                let r = req(p, t, 1000 + i as u64, 64);
-                let o = ask(&url, &r, chat).await;
+                let r = Request {
+                    endpoint: if chat {
+                        Endpoint::Chat
+                    } else {
+                        Endpoint::Completion
+                    },
+                    ..req(p, t, 1000 + i as u64, 64)
+                };
+                let o = ask(&url, &r).await;
                 let v = verdict(&r, &o, &[]);
                 assert!(v.passed(), "T={t} chat={chat}: {:?}", v.failure());
                 tokens += o.tokens.len();
@@ -133,7 +102,7 @@ async fn each_cheater_fails_the_check_that_names_it() {
         ..ToyConfig::honest(&[MODEL])
     })
     .await;
-    let v = verdict(&r, &ask(&url, &r, true).await, &[]);
+    let v = verdict(&r, &ask(&url, &r).await, &[]);
     assert!(!v.passed());
     let why = failed(&v, "v5.tokens");
     assert!(
@@ -147,7 +116,7 @@ async fn each_cheater_fails_the_check_that_names_it() {
         ..ToyConfig::honest(&[MODEL])
     })
     .await;
-    let v = verdict(&r, &ask(&url, &r, true).await, &[]);
+    let v = verdict(&r, &ask(&url, &r).await, &[]);
     let why = failed(&v, "v5.finish");
     assert!(why.contains("cut short"), "{why}");
 
@@ -161,7 +130,7 @@ async fn each_cheater_fails_the_check_that_names_it() {
         ..ToyConfig::honest(&[MODEL])
     })
     .await;
-    let v = verdict(&greedy, &ask(&url_other, &greedy, true).await, &[]);
+    let v = verdict(&greedy, &ask(&url_other, &greedy).await, &[]);
     assert!(
         matches!(v.get("v5.greedy"), Some(Outcome::Fail(_))),
         "{:?}",
@@ -170,7 +139,7 @@ async fn each_cheater_fails_the_check_that_names_it() {
 
     // A precomputed continuation cut to the new length, for a new seed.
     let url_honest = start(ToyConfig::honest(&[MODEL])).await;
-    let first = ask(&url_honest, &r, true).await;
+    let first = ask(&url_honest, &r).await;
     let mut cut = first.clone();
     let keep = first.tokens.len() - 1;
     cut.tokens.truncate(keep);
@@ -208,7 +177,11 @@ async fn each_cheater_fails_the_check_that_names_it() {
         ..ToyConfig::honest(&[MODEL])
     })
     .await;
-    let v = verdict(&r, &ask(&url, &r, false).await, &[]);
+    let completion = Request {
+        endpoint: Endpoint::Completion,
+        ..r.clone()
+    };
+    let v = verdict(&completion, &ask(&url, &completion).await, &[]);
     let why = failed(&v, "v5.usage");
     assert!(why.contains("completion tokens"), "{why}");
 
@@ -220,13 +193,13 @@ async fn each_cheater_fails_the_check_that_names_it() {
             ..ToyConfig::honest(&[MODEL])
         })
         .await;
-        let first = ask(&url, &r, true).await;
+        let first = ask(&url, &r).await;
         assert!(verdict(&r, &first, &[]).passed());
         let again = Request {
             seed: r.seed + 1_000_003,
             ..r.clone()
         };
-        let second = ask(&url, &again, true).await;
+        let second = ask(&url, &again).await;
         let earlier = [Earlier {
             seed: r.seed,
             tokens: first.tokens.clone(),
@@ -251,7 +224,7 @@ async fn speed_is_measured_within_five_percent_of_the_pace() {
         ..ToyConfig::honest(&[MODEL])
     })
     .await;
-    let o = ask(&url, &r, true).await;
+    let o = ask(&url, &r).await;
     assert_eq!(o.tokens.len(), len);
     let (ttft, tps) = (o.ttft().unwrap(), o.tps().unwrap());
     assert!((ttft - 2.0).abs() / 2.0 < 0.05, "ttft {ttft}");
@@ -290,7 +263,7 @@ async fn the_slow_earn_less_and_cheaters_nothing() {
                 seed: r.seed + i * 7919,
                 ..r.clone()
             };
-            let o = ask(url, &q, true).await;
+            let o = ask(url, &q).await;
             let v = verdict(&q, &o, &[]);
             let a = match (v.failure(), o.tps(), o.ttft()) {
                 (None, Some(tps), Some(ttft)) => Answer::Verified { tps, ttft },

@@ -15,6 +15,14 @@ fn devnet(args: &[&str]) -> Command {
     c
 }
 
+/// The round's note on `uid`'s v5 standing.
+fn v5_note(stdout: &str, uid: u16) -> &str {
+    stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("note: v5 uid {uid}: ")))
+        .unwrap_or_else(|| panic!("no v5 note for uid {uid}: {stdout}"))
+}
+
 /// The table row for `node`, split into its columns' words.
 fn row<'a>(out: &'a str, node: &str) -> &'a str {
     out.lines()
@@ -98,12 +106,7 @@ fn devnet_once_prints_verdicts_and_the_accepted_weights() {
         "{accepted}"
     );
     // The v5 phase: each answer named, the cheater's failure said.
-    let note = |uid: u16| {
-        stdout
-            .lines()
-            .find(|l| l.starts_with(&format!("note: v5 uid {uid}: ")))
-            .unwrap_or_else(|| panic!("no v5 note for uid {uid}: {stdout}"))
-    };
+    let note = |uid: u16| v5_note(&stdout, uid);
     assert!(
         note(2).contains("toy/tvm-toy-1") && !note(2).contains("failed"),
         "{}",
@@ -150,12 +153,7 @@ fn devnet_once_with_a_real_model_pays_its_honest_servers_only() {
         String::from_utf8_lossy(&out.stderr)
     );
     eprintln!("devnet with SmolLM2: {:.0} s", t.elapsed().as_secs_f64());
-    let note = |uid: u16| {
-        stdout
-            .lines()
-            .find(|l| l.starts_with(&format!("note: v5 uid {uid}: ")))
-            .unwrap_or_else(|| panic!("no v5 note for uid {uid}: {stdout}"))
-    };
+    let note = |uid: u16| v5_note(&stdout, uid);
     assert!(
         note(2).contains("gguf/SmolLM2-135M-Instruct.Q4_1") && !note(2).contains("failed"),
         "{}",

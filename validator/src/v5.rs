@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use tvm_inference::check::{
     check_scored, precheck, score_with, scored_from_prompt_logprobs, scoring_request, Earlier,
-    Endpoint, Reference, Request, Rules, Scored, Unscored,
+    Reference, Request, Rules, Scored, Unscored,
 };
 use tvm_inference::prompts::{draw, Draw, RequestRanges};
 use tvm_inference::score::{Answer, ScoreRules, Windows};
@@ -605,26 +605,7 @@ impl V5 {
             seed: drawn.seed,
             max_tokens: drawn.max_tokens,
         };
-        let mut body = serde_json::json!({
-            "model": req.model,
-            "temperature": req.temperature,
-            "seed": req.seed,
-            "max_tokens": req.max_tokens,
-            "stream": true,
-            "stream_options": {"include_usage": true},
-        });
-        match req.endpoint {
-            Endpoint::Chat => {
-                body["messages"] = serde_json::json!([{"role": "user", "content": req.prompt}]);
-                body["logprobs"] = true.into();
-                body["top_logprobs"] = 1.into();
-            }
-            Endpoint::Completion => {
-                body["prompt"] = req.prompt.clone().into();
-                body["logprobs"] = 1.into();
-            }
-        }
-        let body = body.to_string();
+        let body = req.body().to_string();
         let t0 = Instant::now();
         let limit = Duration::from_secs(self.cfg.timeout_seconds);
         let read = async {
