@@ -56,6 +56,9 @@ pub struct Vocab {
     texts: Vec<String>,
     /// Output text to token, for texts that name exactly one token.
     by_text: HashMap<String, u32>,
+    /// Output text to tokens, for texts that name several (pieces of a
+    /// multi-byte character all show as U+FFFD).
+    shared_text: HashMap<String, Vec<u32>>,
     eos: u32,
 }
 
@@ -289,10 +292,17 @@ impl Vocab {
             .map(|(i, t)| (t.clone(), i as u32))
             .collect();
 
+        let mut shared_text: HashMap<String, Vec<u32>> = HashMap::new();
+        for (i, t) in texts.iter().enumerate() {
+            if count.get(t).is_some_and(|c| *c > 1) {
+                shared_text.entry(t.clone()).or_default().push(i as u32);
+            }
+        }
         Ok(Vocab {
             tokenizer,
             texts,
             by_text,
+            shared_text,
             eos,
         })
     }
@@ -316,6 +326,19 @@ impl Vocab {
     /// The token whose output text is `text`, if exactly one is.
     pub fn token_id(&self, text: &str) -> Option<u32> {
         self.by_text.get(text).copied()
+    }
+
+    /// The token an answer's `text` is at a position with next-token
+    /// log-probabilities `lp`: the one it names, or of the tokens sharing
+    /// that text the most likely (an honest server shows a piece of a
+    /// multi-byte character as U+FFFD, whichever piece it was).
+    pub fn token_at(&self, text: &str, lp: &[f64]) -> Option<u32> {
+        self.token_id(text).or_else(|| {
+            self.shared_text.get(text)?.iter().copied().max_by(|a, b| {
+                let at = |t: &u32| lp.get(*t as usize).copied().unwrap_or(f64::MIN);
+                at(a).total_cmp(&at(b))
+            })
+        })
     }
 
     pub fn eos(&self) -> u32 {
@@ -443,7 +466,7 @@ impl Reference for GgufLm {
             let eos_lp = lp.get(self.vocab.eos as usize).copied().unwrap_or(f64::MIN);
             let eos_rank = lp.iter().filter(|x| **x > eos_lp).count();
             let token = match output.get(i) {
-                Some(t) => self.vocab.token_id(t),
+                Some(t) => self.vocab.token_at(t, &lp),
                 None => Some(self.vocab.eos),
             };
             let Some(token) = token else {

@@ -65,6 +65,42 @@ fn the_tokenizer_splits_text_as_llama_cpp_does() {
     assert_eq!(vocab.token_text(id), " Hello");
     assert_eq!(vocab.token_id(" Hello"), Some(id));
     assert_eq!(vocab.token_id("no such token here"), None);
+    // Pieces of a multi-byte character all show as U+FFFD: the piece meant
+    // is the one the model finds likeliest there.
+    let llama = vocab.encode("🦙").unwrap();
+    assert!(llama.len() > 1, "{llama:?}");
+    for id in llama {
+        assert_eq!(vocab.token_text(id), "\u{FFFD}");
+        assert_eq!(vocab.token_id("\u{FFFD}"), None);
+        let mut lp = vec![-20.0; 49152];
+        lp[id as usize] = -0.5;
+        assert_eq!(vocab.token_at("\u{FFFD}", &lp), Some(id));
+    }
+}
+
+/// An honest answer with a character split across tokens verifies.
+#[test]
+fn an_answer_with_pieces_of_a_character_is_scored() {
+    let Some(lm) = smollm2() else { return };
+    let req = Request {
+        model: MODEL.into(),
+        endpoint: Endpoint::Chat,
+        prompt: "Reply with a llama emoji.".into(),
+        temperature: 0.0,
+        seed: 0,
+        max_tokens: 16,
+    };
+    let ids = lm.vocab().encode("Sure 🦙").unwrap();
+    let output: Vec<String> = ids
+        .iter()
+        .map(|t| lm.vocab().token_text(*t).to_string())
+        .collect();
+    assert!(output.iter().any(|t| t == "\u{FFFD}"), "{output:?}");
+    let scored = lm.score(&req, &output).unwrap();
+    assert!(
+        scored.iter().all(|p| p.token_logprob > -1000.0),
+        "{scored:?}"
+    );
 }
 
 #[test]
